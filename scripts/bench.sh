@@ -1,0 +1,431 @@
+#!/usr/bin/env bash
+# Load benchmark: tokex (cache-hit path) vs nginx reverse proxy vs direct, side by side.
+#
+#   scripts/bench.sh                                  # full run (needs target/release/tokex)
+#   BENCH_SKIP_TOKEX=1 BENCH_DURATION=3s scripts/bench.sh   # direct + nginx rows only
+#
+# What it measures (wrk, same parameters and same headers for every target):
+#   1. direct       wrk -> upstream nginx (`return 200 "ok\n"`)
+#   2. tokex        wrk -> tokex -> upstream nginx; the sanity request before the warm-up does
+#                   the one token exchange at the mock AS (scripts/bench_as.py), so every
+#                   request that is measured is a cache hit. The mock AS's request counter is
+#                   printed afterwards and must be 1.
+#   3. nginx proxy  wrk -> nginx (proxy_pass, HTTP/1.1 keep-alive, `keepalive 64`) -> upstream
+#
+# Process layout and the fairness choice:
+#   The upstream and the nginx proxy are two *separate* nginx instances (own prefix, config, pid
+#   file, logs and temp paths under target/bench/), so the proxy nginx's workers never serve the
+#   upstream's requests themselves. Both run `worker_processes 1` by default, and tokex gets
+#   the same: TOKIO_WORKER_THREADS=1 (honoured when tokex uses tokio's default multi-thread
+#   runtime builder; the script prints tokex's OS thread count so you can check). So each proxy
+#   path is: wrk (BENCH_THREADS threads) + one proxy worker + one upstream worker on this
+#   2-core machine, and both proxies get exactly the same CPU budget.
+#   BENCH_WORKERS=2 gives both proxies 2 workers/threads instead (more throughput, more
+#   contention with wrk and the upstream on 2 cores).
+#
+# Knobs (environment):
+#   BENCH_DURATION=10s  BENCH_CONNECTIONS=32  BENCH_THREADS=2  BENCH_WARMUP=2s
+#   BENCH_WORKERS=1           nginx proxy worker_processes and tokex TOKIO_WORKER_THREADS
+#   BENCH_UPSTREAM_WORKERS=1  upstream nginx worker_processes
+#   BENCH_SKIP_TOKEX=1        skip the tokex row (no tokex binary needed)
+#   BENCH_TOKEX_BIN=...       default target/release/tokex
+#
+# Tools: wrk and nginx-light (or nginx) from Debian packages, installed with apt-get only if
+# missing; python3 (stdlib only) and curl. Only 127.0.0.1 is ever used, on ports picked free at
+# run time. Every process started here is stopped on exit (trap EXIT), also on failure.
+# Results: a markdown table on stdout; raw wrk outputs, configs and logs in target/bench/.
+#
+# Exit codes: 0 ok; 1 setup failure; 2 target/release/tokex missing (without BENCH_SKIP_TOKEX=1);
+#             3 the benchmark ran but a result is invalid (non-2xx responses, or the mock AS
+#               saw a number of token requests other than 1).
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+BENCH_DIR="$ROOT/target/bench"
+
+DURATION=${BENCH_DURATION:-10s}
+CONNS=${BENCH_CONNECTIONS:-32}
+THREADS=${BENCH_THREADS:-2}
+WARMUP=${BENCH_WARMUP:-2s}
+WORKERS=${BENCH_WORKERS:-1}
+UPSTREAM_WORKERS=${BENCH_UPSTREAM_WORKERS:-1}
+SKIP_TOKEX=${BENCH_SKIP_TOKEX:-0}
+TOKEX_BIN=${BENCH_TOKEX_BIN:-$ROOT/target/release/tokex}
+
+HOST_HDR="upstream.internal"
+SUBJECT_TOKEN="benchsubjecttoken0123456789"   # opaque: tokex skips the local exp check
+AUTH_HDR="Authorization: Bearer $SUBJECT_TOKEN"
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { local code=$1; shift; printf '[bench] error: %s\n' "$*" >&2; exit "$code"; }
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks (before anything is started or installed)
+# ---------------------------------------------------------------------------------------------
+for v in CONNS THREADS WORKERS UPSTREAM_WORKERS; do
+  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die 1 "$v must be a positive integer (got '${!v}')"
+done
+for v in DURATION WARMUP; do
+  [[ ${!v} =~ ^[1-9][0-9]*[smh]?$ ]] || die 1 "$v must look like 10s / 1m (got '${!v}')"
+done
+(( CONNS >= THREADS )) || die 1 "BENCH_CONNECTIONS ($CONNS) must be >= BENCH_THREADS ($THREADS)"
+
+if [[ $SKIP_TOKEX != 1 && ! -x $TOKEX_BIN ]]; then
+  printf '[bench] error: %s does not exist (build it with `cargo build --release`),\n' "$TOKEX_BIN" >&2
+  printf '[bench]        or run with BENCH_SKIP_TOKEX=1 to bench only direct and nginx.\n' >&2
+  exit 2
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Process bookkeeping and cleanup
+# ---------------------------------------------------------------------------------------------
+PIDS=()    # every background process this script started
+NAMES=()
+WRK_PID="" # the wrk run in progress, if any
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  local i pid kids=() n
+  [[ -n $WRK_PID ]] && PIDS+=("$WRK_PID")
+  for i in "${!PIDS[@]}"; do
+    pid=${PIDS[$i]}
+    # nginx masters fork workers: remember the children so none outlives its master.
+    if command -v pgrep >/dev/null 2>&1; then
+      while read -r n; do [[ -n $n ]] && kids+=("$n"); done < <(pgrep -P "$pid" 2>/dev/null || true)
+    fi
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}" "${kids[@]}"; do
+    for ((n = 0; n < 50; n++)); do          # up to 5 s each, then SIGKILL
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "process $pid did not stop on SIGTERM; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+track() { PIDS+=("$1"); NAMES+=("$2"); }
+
+alive_or_die() {   # pid name logfile
+  if ! kill -0 "$1" 2>/dev/null; then
+    log "$2 exited early; last lines of $3:"
+    tail -n 30 "$3" >&2 || true
+    die 1 "$2 failed to start"
+  fi
+}
+
+# wait_http NAME PID LOG URL: wait (bounded, 10 s) until URL answers 200.
+wait_http() {
+  local name=$1 pid=$2 logf=$3 url=$4 i code
+  for ((i = 0; i < 100; i++)); do
+    alive_or_die "$pid" "$name" "$logf"
+    code=$(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)
+    [[ $code == 200 ]] && return 0
+    sleep 0.1
+  done
+  tail -n 30 "$logf" >&2 || true
+  die 1 "$name did not answer 200 at $url within 10 s (last status: ${code:-none})"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+# ---------------------------------------------------------------------------------------------
+find_nginx() {
+  if command -v nginx >/dev/null 2>&1; then command -v nginx
+  elif [[ -x /usr/sbin/nginx ]]; then echo /usr/sbin/nginx
+  fi
+}
+
+ensure_tools() {
+  local need=() pkg
+  command -v python3 >/dev/null 2>&1 || die 1 "python3 is required"
+  command -v curl >/dev/null 2>&1 || need+=(curl)
+  command -v wrk >/dev/null 2>&1 || need+=(wrk)
+  if [[ -z $(find_nginx) ]]; then
+    pkg=nginx
+    need+=(__nginx__)
+  fi
+  ((${#need[@]} == 0)) && return 0
+  [[ $(id -u) == 0 ]] || die 1 "missing tools (${need[*]}); install them as root: apt-get install -y wrk nginx-light"
+  command -v apt-get >/dev/null 2>&1 || die 1 "missing tools (${need[*]}) and no apt-get"
+  log "installing missing tools with apt-get: ${need[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+  if [[ " ${need[*]} " == *" __nginx__ "* ]]; then
+    # nginx-light where the release still has it (Debian 12), plain nginx otherwise.
+    local policy
+    policy=$(apt-cache policy nginx-light 2>/dev/null || true)   # no `| grep -q`: SIGPIPE + pipefail
+    if [[ $policy =~ Candidate:\ [0-9] ]]; then pkg=nginx-light; fi
+    need=("${need[@]/__nginx__/$pkg}")
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >&2
+  command -v wrk >/dev/null 2>&1 || die 1 "wrk still missing after apt-get install"
+  [[ -n $(find_nginx) ]] || die 1 "nginx still missing after apt-get install"
+}
+
+ensure_tools
+NGINX=$(find_nginx)
+# Raise the open-files soft limit to the hard limit (nginx, tokex and wrk inherit it).
+hard_nofile=$(ulimit -Hn)
+[[ $hard_nofile == unlimited ]] && hard_nofile=65536
+ulimit -n "$hard_nofile" 2>/dev/null || true
+
+# Fresh work directory (fixed path inside the repo's target/).
+rm -rf "$BENCH_DIR"
+mkdir -p "$BENCH_DIR"
+
+# Free loopback ports, picked now: upstream, nginx proxy, tokex listen, tokex admin.
+# (The mock AS binds port 0 itself and reports its port.)
+read -r UP_PORT NGX_PORT TOKEX_PORT ADMIN_PORT < <(python3 - <<'EOF'
+import socket
+socks = []
+for _ in range(4):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+for s in socks:
+    s.close()
+EOF
+)
+[[ -n ${ADMIN_PORT:-} ]] || die 1 "could not pick free ports"
+
+# ---------------------------------------------------------------------------------------------
+# nginx: two instances, each with its own prefix under target/bench/
+# ---------------------------------------------------------------------------------------------
+NGINX_USER_LINE=""
+if [[ $(id -u) == 0 ]]; then
+  # As root, nginx drops its workers to an unprivileged user; name one that exists on Debian.
+  if getent passwd nobody >/dev/null && getent group nogroup >/dev/null; then
+    NGINX_USER_LINE="user nobody nogroup;"
+  fi
+fi
+
+# start_nginx NAME WORKERS HTTP_BODY: writes the config, checks it, starts nginx (daemon off,
+# in the background) and records its pid.
+start_nginx() {
+  local name=$1 workers=$2 http_body=$3
+  local p="$BENCH_DIR/nginx-$name"
+  mkdir -p "$p/tmp"
+  cat >"$p/nginx.conf" <<EOF
+# generated by scripts/bench.sh
+$NGINX_USER_LINE
+worker_processes $workers;
+daemon off;
+master_process on;
+pid $p/nginx.pid;
+error_log $p/error.log warn;
+events {
+    worker_connections 4096;
+}
+http {
+    access_log off;
+    client_body_temp_path $p/tmp/client_body;
+    proxy_temp_path       $p/tmp/proxy;
+    fastcgi_temp_path     $p/tmp/fastcgi;
+    uwsgi_temp_path       $p/tmp/uwsgi;
+    scgi_temp_path        $p/tmp/scgi;
+    default_type text/plain;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;   # the default (1000) would close client connections mid-run
+$http_body
+}
+EOF
+  "$NGINX" -p "$p" -c "$p/nginx.conf" -e "$p/error.log" -t >"$p/configtest.log" 2>&1 || {
+    cat "$p/configtest.log" >&2
+    die 1 "nginx-$name config test failed"
+  }
+  "$NGINX" -p "$p" -c "$p/nginx.conf" -e "$p/error.log" >"$p/stdout.log" 2>&1 &
+  track $! "nginx-$name"
+  LAST_PID=$!
+}
+
+start_nginx upstream "$UPSTREAM_WORKERS" "
+    server {
+        listen 127.0.0.1:$UP_PORT;
+        server_name _;
+        location / {
+            return 200 \"ok\n\";
+        }
+    }"
+UP_PID=$LAST_PID
+
+start_nginx proxy "$WORKERS" "
+    upstream bench_upstream {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$NGX_PORT;
+        server_name _;
+        location / {
+            proxy_pass http://bench_upstream;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
+    }"
+NGX_PID=$LAST_PID
+
+wait_http nginx-upstream "$UP_PID" "$BENCH_DIR/nginx-upstream/error.log" "http://127.0.0.1:$UP_PORT/"
+wait_http nginx-proxy "$NGX_PID" "$BENCH_DIR/nginx-proxy/error.log" "http://127.0.0.1:$NGX_PORT/"
+
+# ---------------------------------------------------------------------------------------------
+# Mock AS and tokex
+# ---------------------------------------------------------------------------------------------
+as_count() {
+  curl -s --noproxy '*' --max-time 2 "http://127.0.0.1:$AS_PORT/stats" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["token_requests"])'
+}
+
+if [[ $SKIP_TOKEX != 1 ]]; then
+  python3 -u "$SCRIPT_DIR/bench_as.py" --client-id bench --client-secret bench-secret \
+    >"$BENCH_DIR/as.port" 2>"$BENCH_DIR/as.log" &
+  AS_PID=$!
+  track "$AS_PID" mock-as
+  AS_PORT=""
+  for ((i = 0; i < 100; i++)); do
+    alive_or_die "$AS_PID" mock-as "$BENCH_DIR/as.log"
+    AS_PORT=$(head -n 1 "$BENCH_DIR/as.port" 2>/dev/null || true)
+    [[ $AS_PORT =~ ^[0-9]+$ ]] && break
+    sleep 0.1
+  done
+  [[ $AS_PORT =~ ^[0-9]+$ ]] || die 1 "mock AS did not report its port"
+  wait_http mock-as "$AS_PID" "$BENCH_DIR/as.log" "http://127.0.0.1:$AS_PORT/healthz"
+
+  cat >"$BENCH_DIR/tokex.yaml" <<EOF
+# generated by scripts/bench.sh
+listen: 127.0.0.1:$TOKEX_PORT
+admin: 127.0.0.1:$ADMIN_PORT
+authorities:
+  bench:
+    token_endpoint: http://127.0.0.1:$AS_PORT/token
+    client_id: bench
+    auth: { method: client_secret_post, client_secret: bench-secret }
+routes:
+  - name: bench
+    match: { host: $HOST_HDR }
+    upstream: http://127.0.0.1:$UP_PORT
+    exchange: { authority: bench, audience: bench-api }
+cache: { max_ttl: 10m, early_expiry: 30s }
+EOF
+  RUST_LOG=warn TOKIO_WORKER_THREADS=$WORKERS \
+    "$TOKEX_BIN" run --config "$BENCH_DIR/tokex.yaml" >"$BENCH_DIR/tokex.log" 2>&1 &
+  TOKEX_PID=$!
+  track "$TOKEX_PID" tokex
+  wait_http tokex "$TOKEX_PID" "$BENCH_DIR/tokex.log" "http://127.0.0.1:$ADMIN_PORT/readyz"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Sanity: one request per target must give 200 "ok" (for tokex this is the one exchange)
+# ---------------------------------------------------------------------------------------------
+TARGETS=(direct)
+declare -A URL LABEL
+URL[direct]="http://127.0.0.1:$UP_PORT/";    LABEL[direct]="direct (upstream nginx)"
+URL[tokex]="http://127.0.0.1:$TOKEX_PORT/";  LABEL[tokex]="tokex (cache hit)"
+URL[nginx]="http://127.0.0.1:$NGX_PORT/";    LABEL[nginx]="nginx proxy (keepalive 64)"
+[[ $SKIP_TOKEX != 1 ]] && TARGETS+=(tokex)
+TARGETS+=(nginx)
+
+for t in "${TARGETS[@]}"; do
+  out=$(curl -s --noproxy '*' --max-time 5 -H "Host: $HOST_HDR" -H "$AUTH_HDR" \
+    -w '\n%{http_code}' "${URL[$t]}" || true)
+  code=${out##*$'\n'}
+  body=${out%$'\n'*}
+  body=${body%$'\n'}     # the upstream answers "ok\n"
+  if [[ $code != 200 || $body != ok ]]; then
+    [[ $t == tokex ]] && { log "last lines of tokex.log:"; tail -n 30 "$BENCH_DIR/tokex.log" >&2 || true; }
+    die 1 "sanity request to $t (${URL[$t]}) gave status '$code' body '${body:0:300}', want 200 'ok'"
+  fi
+done
+if [[ $SKIP_TOKEX != 1 ]]; then
+  log "tokex answered 200 through the exchange; mock AS token requests so far: $(as_count)"
+  log "tokex OS threads: $(awk '/^Threads:/ {print $2}' "/proc/$TOKEX_PID/status" 2>/dev/null || echo '?')" \
+      "(TOKIO_WORKER_THREADS=$WORKERS, plus tokio's blocking/other threads)"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# wrk runs
+# ---------------------------------------------------------------------------------------------
+log "machine: $(nproc) cores; $(wrk --version 2>&1 | awk 'NR == 1 {print $1, $2}' || true); $("$NGINX" -v 2>&1 | head -n 1)"
+log "wrk -t$THREADS -c$CONNS -d$DURATION --latency (warm-up $WARMUP each);" \
+    "nginx proxy workers=$WORKERS, tokex TOKIO_WORKER_THREADS=$WORKERS, upstream nginx workers=$UPSTREAM_WORKERS"
+
+run_wrk() {   # target duration outfile
+  # In the background + `wait`, so a SIGTERM/SIGINT to this script is handled at once (bash
+  # defers traps while a foreground child runs) and the cleanup also stops this wrk.
+  wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency \
+    -H "Host: $HOST_HDR" -H "$AUTH_HDR" "${URL[$1]}" >"$3" 2>&1 &
+  WRK_PID=$!
+  local rc=0
+  wait "$WRK_PID" || rc=$?
+  WRK_PID=""
+  if ((rc != 0)); then
+    cat "$3" >&2
+    die 1 "wrk failed against $1 (exit $rc)"
+  fi
+}
+
+for t in "${TARGETS[@]}"; do
+  log "warm-up $t ($WARMUP) ..."
+  run_wrk "$t" "$WARMUP" "$BENCH_DIR/wrk-$t-warmup.txt"
+  log "measuring $t ($DURATION) ..."
+  run_wrk "$t" "$DURATION" "$BENCH_DIR/wrk-$t.txt"
+done
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+INVALID=0
+ROWS=()
+for t in "${TARGETS[@]}"; do
+  f="$BENCH_DIR/wrk-$t.txt"
+  rps=$(awk '/^Requests\/sec:/ {print $2}' "$f")
+  p50=$(awk '$1 == "50%" {print $2}' "$f")
+  p99=$(awk '$1 == "99%" {print $2}' "$f")
+  total=$(awk '/ requests in / {print $1}' "$f")
+  non2xx=$(awk -F': *' '/Non-2xx or 3xx responses/ {print $2}' "$f")
+  sockerr=$(sed -n 's/^ *Socket errors: *//p' "$f")
+  [[ -n $rps && -n $p50 && -n $p99 ]] || { cat "$f" >&2; die 1 "could not parse wrk output $f"; }
+  if [[ -n $non2xx && $non2xx != 0 ]]; then
+    log "WARNING: $t: $non2xx of $total responses were not 2xx/3xx (see $f)"
+    INVALID=1
+  fi
+  [[ -n $sockerr ]] && log "WARNING: $t: socket errors: $sockerr"
+  ROWS+=("| ${LABEL[$t]} | $rps | $p50 | $p99 |")
+done
+
+if [[ $SKIP_TOKEX != 1 ]]; then
+  N_AS=$(as_count || echo '?')
+  log "mock AS token requests during the tokex run (sanity + warm-up + measurement): $N_AS (expected 1)"
+  if [[ $N_AS != 1 ]]; then
+    log "WARNING: expected exactly 1 token exchange; the tokex row is not a pure cache-hit measurement"
+    INVALID=1
+  fi
+  if metrics=$(curl -s --noproxy '*' --max-time 2 "http://127.0.0.1:$ADMIN_PORT/metrics"); then
+    printf '%s\n' "$metrics" >"$BENCH_DIR/tokex-metrics.txt"
+    grep -E '^tokex_(cache_hits_total|cache_misses_total|exchanges_total)' <<<"$metrics" |
+      sed 's/^/[bench]   /' >&2 || true
+  fi
+fi
+
+echo
+echo "wrk -t$THREADS -c$CONNS -d$DURATION, $(nproc) cores, proxy workers=$WORKERS, upstream workers=$UPSTREAM_WORKERS"
+echo
+echo "| target | req/s | p50 | p99 |"
+echo "| --- | ---: | ---: | ---: |"
+printf '%s\n' "${ROWS[@]}"
+[[ $SKIP_TOKEX == 1 ]] && echo && echo "(tokex skipped: BENCH_SKIP_TOKEX=1)"
+echo
+echo "raw wrk outputs, configs and logs: $BENCH_DIR/"
+
+((INVALID == 0)) || exit 3

@@ -1,0 +1,175 @@
+//! The subject token: taking it from `Authorization: Bearer` (RFC 6750 §2.1) and reading
+//! the unverified `exp` of JWTs (SPEC §4 steps 2 and 3).
+//!
+//! tokex never grants anything from unverified claims; `exp` is read only to refuse
+//! tokens that are certainly expired without an AS call, and to cap cache lifetimes.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+
+/// A bearer token borrowed from the request; never prints its value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct BearerToken<'a>(&'a str);
+
+impl<'a> BearerToken<'a> {
+    /// The token itself, for hashing and for the one request that sends it to the AS.
+    pub fn expose(&self) -> &'a str {
+        self.0
+    }
+}
+
+impl fmt::Debug for BearerToken<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(crate::secret::REDACTED)
+    }
+}
+
+/// Why the `Authorization` header could not be used (SPEC §5 `invalid_request`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("more than one Authorization header")]
+    Duplicate,
+    #[error("empty bearer token")]
+    Empty,
+    #[error("bearer token has characters outside RFC 6750 b64token")]
+    BadCharacters,
+}
+
+/// Extracts the bearer token. `Ok(None)` means no token: no header, or another scheme
+/// (RFC 6750 §3.1 says such a request simply lacks authentication information).
+pub fn extract(headers: &HeaderMap) -> Result<Option<BearerToken<'_>>, Malformed> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Malformed::Duplicate);
+    }
+    let bytes = value.as_bytes();
+    // The scheme is case-insensitive (RFC 9110 §11.1); "Bearer" alone is an empty token.
+    if bytes.len() < 6 || !bytes[..6].eq_ignore_ascii_case(b"bearer") {
+        return Ok(None);
+    }
+    let rest = &bytes[6..];
+    if !rest.is_empty() && rest[0] != b' ' {
+        return Ok(None); // e.g. "BearerX ...": another scheme
+    }
+    let token = trim_spaces(rest);
+    if token.is_empty() {
+        return Err(Malformed::Empty);
+    }
+    if !is_b64token(token) {
+        return Err(Malformed::BadCharacters);
+    }
+    // b64token is ASCII, so this cannot fail; the fallback keeps the path panic-free.
+    std::str::from_utf8(token)
+        .map(|t| Some(BearerToken(t)))
+        .map_err(|_| Malformed::BadCharacters)
+}
+
+fn trim_spaces(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|&c| c != b' ').unwrap_or(b.len());
+    let end = b.iter().rposition(|&c| c != b' ').map_or(start, |i| i + 1);
+    &b[start..end]
+}
+
+/// RFC 6750 §2.1: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(t: &[u8]) -> bool {
+    let body_end = t.iter().rposition(|&c| c != b'=').map_or(0, |i| i + 1);
+    body_end > 0
+        && t[..body_end].iter().all(|&c| {
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+/// The `exp` claim of a JWT, read without verifying anything. `None` for tokens that are
+/// not JWTs, or have no numeric `exp`.
+pub fn jwt_exp(token: &str) -> Option<u64> {
+    let claims = jwt_claims(token)?;
+    let exp = claims.get("exp")?;
+    // A float exp (allowed by RFC 7519 NumericDate) truncates; a string is not a NumericDate.
+    exp.as_u64()
+        .or_else(|| exp.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+}
+
+/// The claims of a compact JWS/JWT payload, unverified. Used for `exp` and for the
+/// diagnostic output of `tokex exchange` and `tokex demo`.
+pub fn jwt_claims(token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let mut parts = token.split('.');
+    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || payload.len() > 16 * 1024 {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        serde_json::Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn token(values: &[&str]) -> Result<Option<String>, Malformed> {
+        extract(&headers(values)).map(|t| t.map(|t| t.expose().to_string()))
+    }
+
+    /// The RFC 6750 table: scheme case, other schemes, empties, duplicates, characters.
+    #[test]
+    fn bearer_extraction_table() {
+        assert_eq!(token(&[]), Ok(None));
+        assert_eq!(
+            token(&["Bearer abc.DEF-_~+/=="]),
+            Ok(Some("abc.DEF-_~+/==".into()))
+        );
+        assert_eq!(token(&["bEaReR   abc  "]), Ok(Some("abc".into())));
+        assert_eq!(token(&["Basic dXNlcjpwYXNz"]), Ok(None));
+        assert_eq!(token(&["BearerX abc"]), Ok(None));
+        assert_eq!(token(&["Bearer"]), Err(Malformed::Empty));
+        assert_eq!(token(&["Bearer    "]), Err(Malformed::Empty));
+        assert_eq!(token(&["Bearer a b"]), Err(Malformed::BadCharacters));
+        assert_eq!(token(&["Bearer a=b"]), Err(Malformed::BadCharacters));
+        assert_eq!(token(&["Bearer ==="]), Err(Malformed::BadCharacters));
+        assert_eq!(token(&["Bearer a,b"]), Err(Malformed::BadCharacters));
+        assert_eq!(token(&["Bearer a", "Bearer b"]), Err(Malformed::Duplicate));
+    }
+
+    /// `exp` is read from JWT payloads only, as integer or float; anything else is None.
+    #[test]
+    fn jwt_exp_reading() {
+        let jwt = |payload: &str| format!("e30.{}.sig", URL_SAFE_NO_PAD.encode(payload));
+        assert_eq!(jwt_exp(&jwt(r#"{"exp":1700000000}"#)), Some(1_700_000_000));
+        assert_eq!(
+            jwt_exp(&jwt(r#"{"exp":1700000000.9}"#)),
+            Some(1_700_000_000)
+        );
+        assert_eq!(jwt_exp(&jwt(r#"{"exp":"1700000000"}"#)), None);
+        assert_eq!(jwt_exp(&jwt(r#"{"sub":"x"}"#)), None);
+        assert_eq!(jwt_exp("opaque-token"), None);
+        assert_eq!(jwt_exp("a.b"), None);
+        assert_eq!(jwt_exp("a.!!!.c"), None);
+        assert_eq!(jwt_exp(&format!("{}.x", jwt(r#"{"exp":1}"#))), None);
+    }
+
+    /// The token type's Debug never shows the token.
+    #[test]
+    fn bearer_debug_is_redacted() {
+        let h = headers(&["Bearer supersecrettoken"]);
+        let t = extract(&h).unwrap().unwrap();
+        assert!(!format!("{t:?}").contains("supersecret"));
+    }
+}

@@ -1,0 +1,399 @@
+//! The narrowed-token cache (SPEC §4 steps 4 and 5).
+//!
+//! Keys are HMAC-SHA256 over every input that shapes the issued token, under a random
+//! per-process key: the cache never holds a raw subject token, and a key leaked from
+//! memory cannot be tested against a guessed token. Each entry expires at its own
+//! lifetime ([`lifetime`]); moka coalesces concurrent misses for one key into one call.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+use moka::Expiry;
+use ring::hmac;
+
+use crate::config::CacheSettings;
+
+/// A cache key: the HMAC of the exchange inputs.
+pub type Key = [u8; 32];
+
+/// A narrowed token ready to put on a request.
+#[derive(Debug)]
+pub struct Entry {
+    /// `Bearer <token>`, marked sensitive so HPACK never indexes it and Debug hides it.
+    pub authorization: HeaderValue,
+    /// Never served at or after this instant.
+    pub expires_at: Instant,
+    /// A hit at or after this instant starts one background refresh.
+    pub refresh_at: Option<Instant>,
+    refreshing: AtomicBool,
+}
+
+impl Entry {
+    pub fn new(
+        authorization: HeaderValue,
+        expires_at: Instant,
+        refresh_at: Option<Instant>,
+    ) -> Self {
+        Self {
+            authorization,
+            expires_at,
+            refresh_at,
+            refreshing: AtomicBool::new(false),
+        }
+    }
+
+    /// True for exactly one caller once the refresh window is reached.
+    pub fn claim_refresh(&self, now: Instant) -> bool {
+        self.refresh_at.is_some_and(|at| now >= at) && !self.refreshing.swap(true, Ordering::AcqRel)
+    }
+
+    /// Lets a later hit try again after a failed refresh.
+    pub fn release_refresh(&self) {
+        self.refreshing.store(false, Ordering::Release);
+    }
+}
+
+/// The lifetimes that bound one cache entry, in seconds since the Unix epoch where absolute.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bounds {
+    pub now_unix: u64,
+    pub expires_in: Option<u64>,
+    pub issued_exp: Option<u64>,
+    pub subject_exp: Option<u64>,
+}
+
+/// SPEC §4 step 5: min(`expires_in` or `default_ttl`, issued `exp`, subject `exp`,
+/// `max_ttl`) minus `early_expiry`. Zero means "use for this request, do not cache".
+pub fn lifetime(b: Bounds, s: &CacheSettings) -> Duration {
+    let until = |exp: u64| Duration::from_secs(exp.saturating_sub(b.now_unix));
+    let mut ttl = b.expires_in.map_or(s.default_ttl, Duration::from_secs);
+    for exp in [b.issued_exp, b.subject_exp].into_iter().flatten() {
+        ttl = ttl.min(until(exp));
+    }
+    ttl.min(s.max_ttl).saturating_sub(s.early_expiry)
+}
+
+/// When a hit should refresh: `refresh_ahead` before expiry, but never in the first half
+/// of the lifetime, so short-lived tokens do not double the AS load.
+pub fn refresh_at(now: Instant, ttl: Duration, s: &CacheSettings) -> Option<Instant> {
+    if s.refresh_ahead.is_zero() || ttl.is_zero() {
+        return None;
+    }
+    Some(now + ttl - s.refresh_ahead.min(ttl / 2))
+}
+
+/// Builds keys for one route: the route's fields are hashed once, each request adds
+/// only the subject token.
+#[derive(Clone)]
+pub struct KeyBuilder(hmac::Context);
+
+impl KeyBuilder {
+    /// Starts from `fields`, each length-prefixed so no two field lists collide.
+    pub fn new(secret: &hmac::Key, fields: &[&str]) -> Self {
+        let mut ctx = hmac::Context::with_key(secret);
+        for f in fields {
+            ctx.update(&(f.len() as u64).to_be_bytes());
+            ctx.update(f.as_bytes());
+        }
+        Self(ctx)
+    }
+
+    pub fn key(&self, subject_token: &str) -> Key {
+        let mut ctx = self.0.clone();
+        ctx.update(&(subject_token.len() as u64).to_be_bytes());
+        ctx.update(subject_token.as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(ctx.sign().as_ref());
+        key
+    }
+}
+
+/// The cache shared by all routes.
+#[derive(Clone)]
+pub struct TokenCache {
+    inner: moka::future::Cache<Key, Arc<Entry>>,
+    secret: Arc<hmac::Key>,
+}
+
+struct PerEntry;
+
+impl Expiry<Key, Arc<Entry>> for PerEntry {
+    fn expire_after_create(
+        &self,
+        _: &Key,
+        v: &Arc<Entry>,
+        created_at: Instant,
+    ) -> Option<Duration> {
+        Some(v.expires_at.saturating_duration_since(created_at))
+    }
+    fn expire_after_update(
+        &self,
+        _: &Key,
+        v: &Arc<Entry>,
+        at: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(v.expires_at.saturating_duration_since(at))
+    }
+}
+
+/// Whether a lookup was served from the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Hit,
+    Miss,
+}
+
+impl TokenCache {
+    /// A cache of at most `max_entries` tokens with a fresh random key.
+    pub fn new(max_entries: u64) -> Result<Self, ring::error::Unspecified> {
+        let rng = ring::rand::SystemRandom::new();
+        let secret = hmac::Key::generate(hmac::HMAC_SHA256, &rng)?;
+        let inner = moka::future::Cache::builder()
+            .max_capacity(max_entries)
+            .expire_after(PerEntry)
+            .build();
+        Ok(Self {
+            inner,
+            secret: Arc::new(secret),
+        })
+    }
+
+    pub fn key_builder(&self, fields: &[&str]) -> KeyBuilder {
+        KeyBuilder::new(&self.secret, fields)
+    }
+
+    /// The entry for `key`, running `exchange` once for all concurrent misses.
+    ///
+    /// Our own `expires_at` is checked on every hit as well as moka's expiry, because the
+    /// two clocks can differ by a tick and SPEC §4 step 5 says never serve past the bound.
+    pub async fn get_or_exchange<E, F, Fut>(
+        &self,
+        key: Key,
+        exchange: F,
+    ) -> Result<(Arc<Entry>, Lookup), Arc<E>>
+    where
+        E: Send + Sync + 'static,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Arc<Entry>, E>>,
+    {
+        if let Some(v) = self.inner.get(&key).await {
+            if v.expires_at > Instant::now() {
+                return Ok((v, Lookup::Hit));
+            }
+            self.inner.invalidate(&key).await;
+        }
+        for _ in 0..2 {
+            let entry = self.inner.entry(key).or_try_insert_with(exchange()).await?;
+            let lookup = if entry.is_fresh() {
+                Lookup::Miss
+            } else {
+                Lookup::Hit
+            };
+            let value = entry.into_value();
+            if lookup == Lookup::Miss || value.expires_at > Instant::now() {
+                return Ok((value, lookup));
+            }
+            self.inner.invalidate(&key).await;
+        }
+        // Two stale entries in a row: exchange without the cache rather than serve one.
+        exchange()
+            .await
+            .map(|v| (v, Lookup::Miss))
+            .map_err(Arc::new)
+    }
+
+    pub async fn insert(&self, key: Key, entry: Arc<Entry>) {
+        self.inner.insert(key, entry).await;
+    }
+
+    pub async fn invalidate(&self, key: &Key) {
+        self.inner.invalidate(key).await;
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.inner.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> CacheSettings {
+        CacheSettings {
+            max_ttl: Duration::from_secs(600),
+            default_ttl: Duration::from_secs(60),
+            early_expiry: Duration::from_secs(30),
+            refresh_ahead: Duration::from_secs(60),
+        }
+    }
+
+    /// Each bound of SPEC §4 step 5 can be the one that wins, minus early_expiry.
+    #[test]
+    fn lifetime_takes_the_smallest_bound() {
+        let s = settings();
+        let now = 1_000_000;
+        let b = |expires_in, issued_exp, subject_exp| Bounds {
+            now_unix: now,
+            expires_in,
+            issued_exp,
+            subject_exp,
+        };
+        let secs = Duration::from_secs;
+        assert_eq!(
+            lifetime(b(Some(300), None, None), &s),
+            secs(270),
+            "expires_in"
+        );
+        assert_eq!(lifetime(b(None, None, None), &s), secs(30), "default_ttl");
+        assert_eq!(
+            lifetime(b(Some(3600), None, None), &s),
+            secs(570),
+            "max_ttl"
+        );
+        assert_eq!(
+            lifetime(b(Some(300), Some(now + 100), None), &s),
+            secs(70),
+            "issued exp"
+        );
+        assert_eq!(
+            lifetime(b(Some(300), Some(now + 200), Some(now + 90)), &s),
+            secs(60),
+            "subject exp"
+        );
+        assert_eq!(
+            lifetime(b(Some(20), None, None), &s),
+            Duration::ZERO,
+            "shorter than early_expiry"
+        );
+        assert_eq!(
+            lifetime(b(Some(300), Some(now - 5), None), &s),
+            Duration::ZERO,
+            "issued exp passed"
+        );
+    }
+
+    /// Refresh starts refresh_ahead before expiry, never in the first half of the lifetime.
+    #[test]
+    fn refresh_window() {
+        let now = Instant::now();
+        let s = settings();
+        assert_eq!(
+            refresh_at(now, Duration::from_secs(570), &s),
+            Some(now + Duration::from_secs(510))
+        );
+        assert_eq!(
+            refresh_at(now, Duration::from_secs(40), &s),
+            Some(now + Duration::from_secs(20))
+        );
+        assert_eq!(refresh_at(now, Duration::ZERO, &s), None);
+        let off = CacheSettings {
+            refresh_ahead: Duration::ZERO,
+            ..s
+        };
+        assert_eq!(refresh_at(now, Duration::from_secs(570), &off), None);
+    }
+
+    /// Keys differ for any differing field or token, and field boundaries cannot be shifted.
+    #[test]
+    fn keys_separate_every_input() {
+        let cache = TokenCache::new(10).unwrap();
+        let a = cache
+            .key_builder(&["auth", "client", "aud-a", "scope"])
+            .key("tok");
+        assert_eq!(
+            a,
+            cache
+                .key_builder(&["auth", "client", "aud-a", "scope"])
+                .key("tok")
+        );
+        assert_ne!(
+            a,
+            cache
+                .key_builder(&["auth", "client", "aud-b", "scope"])
+                .key("tok")
+        );
+        assert_ne!(
+            a,
+            cache
+                .key_builder(&["auth", "client", "aud-a", "scope"])
+                .key("tok2")
+        );
+        assert_ne!(
+            cache.key_builder(&["ab", "c"]).key("t"),
+            cache.key_builder(&["a", "bc"]).key("t")
+        );
+        let other = TokenCache::new(10).unwrap();
+        assert_ne!(
+            a,
+            other
+                .key_builder(&["auth", "client", "aud-a", "scope"])
+                .key("tok"),
+            "per-process key"
+        );
+    }
+
+    /// Concurrent misses for one key run the exchange once; later lookups are hits.
+    #[tokio::test]
+    async fn concurrent_misses_coalesce() {
+        let cache = TokenCache::new(10).unwrap();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let key = cache.key_builder(&["x"]).key("t");
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_exchange::<(), _, _>(key, || async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let v = HeaderValue::from_static("Bearer x");
+                        Ok(Arc::new(Entry::new(
+                            v,
+                            Instant::now() + Duration::from_secs(60),
+                            None,
+                        )))
+                    })
+                    .await
+                    .map(|(_, l)| l)
+            }));
+        }
+        let mut misses = 0;
+        for t in tasks {
+            if t.await.unwrap().unwrap() == Lookup::Miss {
+                misses += 1;
+            }
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(misses, 1);
+    }
+
+    /// An entry past its own bound is never returned, even if moka still holds it.
+    #[tokio::test]
+    async fn expired_entry_is_not_served() {
+        let cache = TokenCache::new(10).unwrap();
+        let key = cache.key_builder(&["x"]).key("t");
+        let stale = Arc::new(Entry::new(
+            HeaderValue::from_static("Bearer old"),
+            Instant::now(),
+            None,
+        ));
+        cache.inner.insert(key, stale).await;
+        let (v, lookup) = cache
+            .get_or_exchange::<(), _, _>(key, || async {
+                Ok(Arc::new(Entry::new(
+                    HeaderValue::from_static("Bearer new"),
+                    Instant::now() + Duration::from_secs(9),
+                    None,
+                )))
+            })
+            .await
+            .unwrap();
+        assert_eq!(v.authorization, "Bearer new");
+        assert_eq!(lookup, Lookup::Miss);
+    }
+}

@@ -1,0 +1,96 @@
+//! Configuration: loading the YAML file of SPEC §3 into a validated [`Config`].
+//!
+//! Layout: [`file`] mirrors the YAML, [`values`] parses scalars (durations, URLs, `${ENV}`),
+//! [`model`] is the validated form the proxy runs on. Every error names the file, line,
+//! column and the key path, as `FILE:LINE:COL: message`.
+
+pub mod file;
+pub mod model;
+pub mod values;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use model::{Authority, CacheSettings, ClientAuth, Config, ExchangeParams, Route};
+
+/// A config that could not be loaded, with where the problem is.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<u64>,
+    pub column: Option<u64>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:", self.file.display())?;
+        if let (Some(line), Some(col)) = (self.line, self.column) {
+            write!(f, "{line}:{col}:")?;
+        }
+        write!(f, " {}", self.message)
+    }
+}
+
+/// Reads, parses and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        column: None,
+        message: format!("cannot read config: {e}"),
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and validates config text; `path` names it in errors and anchors relative paths.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let located = |location: Option<serde_saphyr::Location>, message: String| ConfigError {
+        file: path.to_path_buf(),
+        line: location.map(|l| l.line()),
+        column: location.map(|l| l.column()),
+        message,
+    };
+    let parsed: file::FileConfig = from_yaml(text).map_err(|(loc, msg)| located(loc, msg))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    model::validate(parsed, base).map_err(|e| located(e.location, e.message))
+}
+
+/// The one place YAML is parsed, so the YAML crate can be swapped in one line.
+///
+/// The error message is prefixed with the key path (`routes[0].cache.max_ttl`) that
+/// serde_path_to_error tracked, because the parser's own message only names the value.
+fn from_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> Result<T, (Option<serde_saphyr::Location>, String)> {
+    let mut key_path = None;
+    let result = serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            key_path = Some(e.path().to_string());
+            e.into_inner()
+        })
+    });
+    result.map_err(|e| {
+        let location = e.location();
+        let message = plain_message(&e);
+        // `Spanned` fields show up as a `.value` segment; no config key is named `value`.
+        match key_path
+            .map(|p| p.replace(".value", ""))
+            .filter(|p| p != ".")
+        {
+            Some(p) => (location, format!("{p}: {message}")),
+            None => (location, message),
+        }
+    })
+}
+
+/// The parser's message without its own `error: line N column M:` prefix.
+fn plain_message(e: &serde_saphyr::Error) -> String {
+    let full = e.to_string();
+    let first = full.lines().next().unwrap_or_default();
+    let rest = first.strip_prefix("error: ").unwrap_or(first);
+    match rest.strip_prefix("line ").and_then(|r| r.split_once(": ")) {
+        Some((_, message)) => message.to_string(),
+        None => rest.to_string(),
+    }
+}

@@ -1,0 +1,196 @@
+//! The configuration file as written: serde structs that mirror the YAML of SPEC §3.
+//!
+//! Nothing here is used by the proxy directly; [`super::model`] turns it into the
+//! validated model. Every struct denies unknown keys, and values that can be checked on
+//! their own are checked while parsing (see [`super::values`]) so errors carry a location.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_saphyr::Spanned;
+
+use super::values::{Addr, Dur, HttpUrl, PathText, Text};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<Addr>,
+    pub admin: Option<Addr>,
+    #[serde(default)]
+    pub authorities: BTreeMap<String, Spanned<FileAuthority>>,
+    pub routes: Vec<Spanned<FileRoute>>,
+    #[serde(default)]
+    pub cache: FileCache,
+    #[serde(default)]
+    pub timeouts: FileTimeouts,
+    #[serde(default)]
+    pub limits: FileLimits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAuthority {
+    pub token_endpoint: HttpUrl,
+    pub issuer: Option<Text>,
+    pub client_id: Text,
+    pub auth: FileAuth,
+    pub actor_token: Option<FileActorToken>,
+    pub ca_file: Option<Spanned<PathText>>,
+    pub timeout: Option<Dur>,
+    pub retries: Option<u32>,
+}
+
+/// Client authentication methods of SPEC §3 (RFC 6749 §2.3, RFC 7523, RFC 8705).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+    PrivateKeyJwt,
+    ClientAssertion,
+    TlsClientAuth,
+    None,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAuth {
+    pub method: Spanned<AuthMethod>,
+    pub client_secret: Option<Text>,
+    pub client_secret_file: Option<Spanned<PathText>>,
+    pub private_key_file: Option<Spanned<PathText>>,
+    pub alg: Option<Text>,
+    pub key_id: Option<Text>,
+    pub assertion_file: Option<Spanned<PathText>>,
+    pub assertion_type: Option<Text>,
+    pub cert_file: Option<Spanned<PathText>>,
+    pub key_file: Option<Spanned<PathText>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileActorToken {
+    pub file: Spanned<PathText>,
+    #[serde(rename = "type")]
+    pub token_type: Option<Spanned<Text>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoute {
+    pub name: Spanned<Text>,
+    #[serde(default, rename = "match")]
+    pub matcher: FileMatch,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    pub upstream: Spanned<HttpUrl>,
+    pub ca_file: Option<Spanned<PathText>>,
+    #[serde(default)]
+    pub on_missing_token: MissingTokenPolicy,
+    pub exchange: FileExchange,
+    pub cache: Option<FileCacheOverride>,
+    pub timeout: Option<Dur>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMatch {
+    pub host: Option<Spanned<Text>>,
+    pub path_prefix: Option<Spanned<Text>>,
+}
+
+/// What a route does when the request carries no bearer token (SPEC §3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingTokenPolicy {
+    /// Answer 401 `missing_token`.
+    #[default]
+    Reject,
+    /// Forward without any `Authorization` header.
+    Forward,
+}
+
+/// `exchange: none`, or the exchange parameters of a route.
+#[derive(Debug)]
+pub enum FileExchange {
+    None,
+    Spec(Box<FileExchangeSpec>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileExchangeSpec {
+    pub authority: Spanned<Text>,
+    pub audience: Option<Spanned<Text>>,
+    pub resource: Option<Spanned<Text>>,
+    pub scope: Option<Spanned<Text>>,
+    pub subject_token_type: Option<Spanned<Text>>,
+    pub requested_token_type: Option<Spanned<Text>>,
+}
+
+impl<'de> Deserialize<'de> for FileExchange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Hand-written rather than `untagged` so that a typo inside the map still gets
+        // serde's precise "unknown field" error instead of "no variant matched".
+        struct ExchangeVisitor;
+        impl<'de> Visitor<'de> for ExchangeVisitor {
+            type Value = FileExchange;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`none` or a map with `authority` and the exchange parameters")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                match v {
+                    "none" => Ok(FileExchange::None),
+                    other => Err(E::custom(format!(
+                        "invalid exchange `{other}`: expected `none` or a map"
+                    ))),
+                }
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let spec =
+                    FileExchangeSpec::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(FileExchange::Spec(Box::new(spec)))
+            }
+        }
+        d.deserialize_any(ExchangeVisitor)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCache {
+    pub max_entries: Option<u64>,
+    pub max_ttl: Option<Dur>,
+    pub default_ttl: Option<Dur>,
+    pub early_expiry: Option<Dur>,
+    pub refresh_ahead: Option<Dur>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCacheOverride {
+    pub max_ttl: Option<Dur>,
+    pub default_ttl: Option<Dur>,
+    pub early_expiry: Option<Dur>,
+    pub refresh_ahead: Option<Dur>,
+}
+
+/// Optional: timeouts for the listener and upstream side (the AS side is per authority).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTimeouts {
+    pub upstream_connect: Option<Dur>,
+    pub upstream_response: Option<Dur>,
+    pub client_header_read: Option<Dur>,
+    pub idle: Option<Dur>,
+    pub drain: Option<Dur>,
+}
+
+/// Optional: bounds past which tokex answers 503 `overloaded` instead of queueing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    pub max_connections: Option<u32>,
+    pub max_concurrent_exchanges: Option<u32>,
+}

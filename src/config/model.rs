@@ -1,0 +1,675 @@
+//! The validated configuration the proxy runs on, built from [`super::file`].
+//!
+//! Everything the request path needs is resolved here once: URLs split into parts,
+//! secrets and CA bundles read from their files, defaults filled in, references between
+//! routes and authorities checked. A [`Config`] that exists is a config that can run.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_saphyr::{Location, Spanned};
+
+use super::file::{
+    AuthMethod, FileAuth, FileAuthority, FileCache, FileCacheOverride, FileConfig, FileExchange,
+    FileRoute, MissingTokenPolicy,
+};
+use super::values::{PathText, Text, serialize_duration};
+use crate::secret::Secret;
+use crate::tls::{self, CaBundle};
+
+/// RFC 8693 §3 token type identifiers tokex uses as defaults.
+pub const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+/// A validated configuration.
+#[derive(Debug, Serialize)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub authorities: BTreeMap<String, Arc<Authority>>,
+    pub routes: Vec<Arc<Route>>,
+    pub cache: CacheConfig,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+}
+
+/// An authorization server tokex exchanges tokens at.
+#[derive(Debug, Serialize)]
+pub struct Authority {
+    pub name: String,
+    pub token_endpoint: String,
+    pub issuer: Option<String>,
+    pub client_id: String,
+    pub auth: ClientAuth,
+    pub actor_token: Option<ActorToken>,
+    pub ca_file: Option<CaBundle>,
+    #[serde(serialize_with = "serialize_duration")]
+    pub timeout: Duration,
+    pub retries: u32,
+}
+
+/// How tokex authenticates to the token endpoint (RFC 6749 §2.3.1).
+#[derive(Debug, Serialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum ClientAuth {
+    ClientSecretBasic { client_secret: Secret },
+    ClientSecretPost { client_secret: Secret },
+    None,
+}
+
+/// tokex's own identity, sent as `actor_token` for delegation (RFC 8693 §1.1).
+#[derive(Debug, Serialize)]
+pub struct ActorToken {
+    pub file: PathBuf,
+    pub token: Secret,
+    pub token_type: String,
+}
+
+/// One entry of the route table.
+#[derive(Debug, Serialize)]
+pub struct Route {
+    pub name: String,
+    pub host: Option<HostMatch>,
+    pub path_prefix: Option<String>,
+    pub strip_prefix: bool,
+    pub upstream: Upstream,
+    pub ca_file: Option<CaBundle>,
+    pub on_missing_token: MissingTokenPolicy,
+    pub exchange: Option<ExchangeParams>,
+    pub cache: CacheSettings,
+    #[serde(serialize_with = "serialize_duration")]
+    pub timeout: Duration,
+}
+
+/// A `match.host`: a lowercase name, and a port only when the config gave one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostMatch {
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+/// Where a route forwards to.
+#[derive(Debug, Serialize)]
+pub struct Upstream {
+    pub url: String,
+    #[serde(skip)]
+    pub scheme: http::uri::Scheme,
+    #[serde(skip)]
+    pub authority: http::uri::Authority,
+    /// The URL's path without a trailing `/`, prefixed to every forwarded path.
+    #[serde(skip)]
+    pub base_path: String,
+}
+
+/// The RFC 8693 §2.1 parameters of a route's exchange.
+#[derive(Debug, Serialize)]
+pub struct ExchangeParams {
+    pub authority: String,
+    pub audience: Option<String>,
+    pub resource: Option<String>,
+    pub scope: Option<String>,
+    pub subject_token_type: String,
+    pub requested_token_type: String,
+}
+
+/// Global cache settings.
+#[derive(Debug, Serialize)]
+pub struct CacheConfig {
+    pub max_entries: u64,
+    #[serde(flatten)]
+    pub defaults: CacheSettings,
+}
+
+/// The lifetime rules of SPEC §4 step 5, per route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CacheSettings {
+    #[serde(serialize_with = "serialize_duration")]
+    pub max_ttl: Duration,
+    #[serde(serialize_with = "serialize_duration")]
+    pub default_ttl: Duration,
+    #[serde(serialize_with = "serialize_duration")]
+    pub early_expiry: Duration,
+    #[serde(serialize_with = "serialize_duration")]
+    pub refresh_ahead: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Timeouts {
+    #[serde(serialize_with = "serialize_duration")]
+    pub upstream_connect: Duration,
+    #[serde(serialize_with = "serialize_duration")]
+    pub upstream_response: Duration,
+    #[serde(serialize_with = "serialize_duration")]
+    pub client_header_read: Duration,
+    #[serde(serialize_with = "serialize_duration")]
+    pub idle: Duration,
+    #[serde(serialize_with = "serialize_duration")]
+    pub drain: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Limits {
+    pub max_connections: u32,
+    pub max_concurrent_exchanges: u32,
+}
+
+/// A validation failure at a place in the file.
+#[derive(Debug)]
+pub struct Invalid {
+    pub location: Option<Location>,
+    pub message: String,
+}
+
+fn at<T>(span: &Spanned<T>, message: impl Into<String>) -> Invalid {
+    Invalid {
+        location: Some(span.referenced),
+        message: message.into(),
+    }
+}
+
+fn nowhere(message: impl Into<String>) -> Invalid {
+    Invalid {
+        location: None,
+        message: message.into(),
+    }
+}
+
+/// Checks a parsed file and builds the model; relative paths resolve against `base`.
+pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
+    let cache = cache_settings(&file.cache)?;
+    let t = &file.timeouts;
+    let timeouts = Timeouts {
+        upstream_connect: t.upstream_connect.map_or(Duration::from_secs(5), |d| d.0),
+        upstream_response: t.upstream_response.map_or(Duration::from_secs(30), |d| d.0),
+        client_header_read: t
+            .client_header_read
+            .map_or(Duration::from_secs(10), |d| d.0),
+        idle: t.idle.map_or(Duration::from_secs(90), |d| d.0),
+        drain: t.drain.map_or(Duration::from_secs(20), |d| d.0),
+    };
+    let limits = Limits {
+        max_connections: file.limits.max_connections.unwrap_or(4096).max(1),
+        max_concurrent_exchanges: file.limits.max_concurrent_exchanges.unwrap_or(256).max(1),
+    };
+    let mut authorities = BTreeMap::new();
+    for (name, spanned) in &file.authorities {
+        check_name(name).map_err(|m| at(spanned, format!("authorities.{name}: {m}")))?;
+        let authority = authority(name, spanned, base)?;
+        authorities.insert(name.clone(), Arc::new(authority));
+    }
+    let mut routes: Vec<Arc<Route>> = Vec::with_capacity(file.routes.len());
+    for (i, spanned) in file.routes.iter().enumerate() {
+        let r = route(i, spanned, &authorities, &cache, &timeouts, base)?;
+        if routes.iter().any(|o| o.name == r.name) {
+            return Err(at(
+                &spanned.value.name,
+                format!("routes[{i}].name: duplicate route name `{}`", r.name),
+            ));
+        }
+        routes.push(Arc::new(r));
+    }
+    Ok(Config {
+        listen: file
+            .listen
+            .map_or_else(|| ([127, 0, 0, 1], 15001).into(), |a| a.0),
+        admin: file
+            .admin
+            .map_or_else(|| ([127, 0, 0, 1], 15000).into(), |a| a.0),
+        authorities,
+        routes,
+        cache: CacheConfig {
+            max_entries: file.cache.max_entries.unwrap_or(100_000),
+            defaults: cache,
+        },
+        timeouts,
+        limits,
+    })
+}
+
+fn cache_settings(c: &FileCache) -> Result<CacheSettings, Invalid> {
+    let s = CacheSettings {
+        max_ttl: c.max_ttl.map_or(Duration::from_secs(600), |d| d.0),
+        default_ttl: c.default_ttl.map_or(Duration::from_secs(60), |d| d.0),
+        early_expiry: c.early_expiry.map_or(Duration::from_secs(30), |d| d.0),
+        refresh_ahead: c.refresh_ahead.map_or(Duration::ZERO, |d| d.0),
+    };
+    check_cache(&s, "cache")?;
+    Ok(s)
+}
+
+fn override_cache(
+    base: &CacheSettings,
+    o: &FileCacheOverride,
+    path: &str,
+) -> Result<CacheSettings, Invalid> {
+    let s = CacheSettings {
+        max_ttl: o.max_ttl.map_or(base.max_ttl, |d| d.0),
+        default_ttl: o.default_ttl.map_or(base.default_ttl, |d| d.0),
+        early_expiry: o.early_expiry.map_or(base.early_expiry, |d| d.0),
+        refresh_ahead: o.refresh_ahead.map_or(base.refresh_ahead, |d| d.0),
+    };
+    check_cache(&s, path)?;
+    Ok(s)
+}
+
+fn check_cache(s: &CacheSettings, path: &str) -> Result<(), Invalid> {
+    if s.early_expiry >= s.max_ttl && !s.max_ttl.is_zero() {
+        return Err(nowhere(format!(
+            "{path}.early_expiry must be shorter than max_ttl, or no token would ever be cached"
+        )));
+    }
+    Ok(())
+}
+
+fn authority(
+    name: &str,
+    spanned: &Spanned<FileAuthority>,
+    base: &Path,
+) -> Result<Authority, Invalid> {
+    let a = &spanned.value;
+    let path = format!("authorities.{name}");
+    if a.client_id.0.is_empty() {
+        return Err(at(spanned, format!("{path}.client_id must not be empty")));
+    }
+    let auth = client_auth(&a.auth, &path, base)?;
+    let actor_token = match &a.actor_token {
+        None => None,
+        Some(actor) => {
+            let file = resolve(base, &actor.file.value);
+            let token = read_secret(&file)
+                .map_err(|m| at(&actor.file, format!("{path}.actor_token.file: {m}")))?;
+            let token_type = match &actor.token_type {
+                None => TOKEN_TYPE_JWT.to_string(),
+                Some(t) => absolute_uri(&t.value.0)
+                    .map_err(|m| at(t, format!("{path}.actor_token.type: {m}")))?,
+            };
+            Some(ActorToken {
+                file,
+                token,
+                token_type,
+            })
+        }
+    };
+    let ca_file = ca_bundle(a.ca_file.as_ref(), &format!("{path}.ca_file"), base)?;
+    let retries = a.retries.unwrap_or(2);
+    if retries > 10 {
+        return Err(at(spanned, format!("{path}.retries must be at most 10")));
+    }
+    let timeout = a.timeout.map_or(Duration::from_secs(2), |d| d.0);
+    if timeout.is_zero() {
+        return Err(at(
+            spanned,
+            format!("{path}.timeout must be greater than zero"),
+        ));
+    }
+    Ok(Authority {
+        name: name.to_string(),
+        token_endpoint: a.token_endpoint.0.to_string(),
+        issuer: a.issuer.as_ref().map(|t| t.0.clone()),
+        client_id: a.client_id.0.clone(),
+        auth,
+        actor_token,
+        ca_file,
+        timeout,
+        retries,
+    })
+}
+
+fn client_auth(auth: &FileAuth, path: &str, base: &Path) -> Result<ClientAuth, Invalid> {
+    let method = auth.method.value;
+    let secret = match (&auth.client_secret, &auth.client_secret_file) {
+        (Some(_), Some(f)) => {
+            return Err(at(
+                f,
+                format!("{path}.auth: give client_secret or client_secret_file, not both"),
+            ));
+        }
+        (Some(Text(s)), None) => Some(Secret::new(s.as_str())),
+        (None, Some(f)) => Some(
+            read_secret(&resolve(base, &f.value))
+                .map_err(|m| at(f, format!("{path}.auth.client_secret_file: {m}")))?,
+        ),
+        (None, None) => None,
+    };
+    let extra = [
+        ("private_key_file", auth.private_key_file.is_some()),
+        ("alg", auth.alg.is_some()),
+        ("key_id", auth.key_id.is_some()),
+        ("assertion_file", auth.assertion_file.is_some()),
+        ("assertion_type", auth.assertion_type.is_some()),
+        ("cert_file", auth.cert_file.is_some()),
+        ("key_file", auth.key_file.is_some()),
+    ];
+    let method_name = |m: AuthMethod| match m {
+        AuthMethod::ClientSecretBasic => "client_secret_basic",
+        AuthMethod::ClientSecretPost => "client_secret_post",
+        AuthMethod::PrivateKeyJwt => "private_key_jwt",
+        AuthMethod::ClientAssertion => "client_assertion",
+        AuthMethod::TlsClientAuth => "tls_client_auth",
+        AuthMethod::None => "none",
+    };
+    match method {
+        AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost | AuthMethod::None => {
+            if let Some((key, _)) = extra.iter().find(|(_, set)| *set) {
+                return Err(at(
+                    &auth.method,
+                    format!(
+                        "{path}.auth.{key} does not apply to method {}",
+                        method_name(method)
+                    ),
+                ));
+            }
+        }
+        other => {
+            return Err(at(
+                &auth.method,
+                format!(
+                    "{path}.auth.method: {} is not supported by this version of tokex \
+                 (supported: client_secret_basic, client_secret_post, none)",
+                    method_name(other)
+                ),
+            ));
+        }
+    }
+    match (method, secret) {
+        (AuthMethod::None, None) => Ok(ClientAuth::None),
+        (AuthMethod::None, Some(_)) => Err(at(
+            &auth.method,
+            format!("{path}.auth: method none takes no client secret"),
+        )),
+        (_, None) => Err(at(
+            &auth.method,
+            format!(
+                "{path}.auth: {} needs client_secret or client_secret_file",
+                method_name(method)
+            ),
+        )),
+        (_, Some(s)) if s.is_empty() => Err(at(
+            &auth.method,
+            format!("{path}.auth: the client secret is empty"),
+        )),
+        (AuthMethod::ClientSecretBasic, Some(client_secret)) => {
+            Ok(ClientAuth::ClientSecretBasic { client_secret })
+        }
+        (_, Some(client_secret)) => Ok(ClientAuth::ClientSecretPost { client_secret }),
+    }
+}
+
+fn route(
+    i: usize,
+    spanned: &Spanned<FileRoute>,
+    authorities: &BTreeMap<String, Arc<Authority>>,
+    cache: &CacheSettings,
+    timeouts: &Timeouts,
+    base: &Path,
+) -> Result<Route, Invalid> {
+    let r = &spanned.value;
+    let path = format!("routes[{i}]");
+    let name = r.name.value.0.clone();
+    check_name(&name).map_err(|m| at(&r.name, format!("{path}.name: {m}")))?;
+    let host = match &r.matcher.host {
+        None => None,
+        Some(h) => Some(
+            parse_host_match(&h.value.0).map_err(|m| at(h, format!("{path}.match.host: {m}")))?,
+        ),
+    };
+    let path_prefix = match &r.matcher.path_prefix {
+        None => None,
+        Some(p) if !p.value.0.starts_with('/') => {
+            return Err(at(
+                p,
+                format!("{path}.match.path_prefix must start with `/`"),
+            ));
+        }
+        Some(p) => Some(p.value.0.clone()),
+    };
+    if r.strip_prefix && path_prefix.is_none() {
+        return Err(at(
+            spanned,
+            format!("{path}.strip_prefix needs match.path_prefix"),
+        ));
+    }
+    let upstream =
+        upstream(&r.upstream).map_err(|m| at(&r.upstream, format!("{path}.upstream: {m}")))?;
+    let ca_file = ca_bundle(r.ca_file.as_ref(), &format!("{path}.ca_file"), base)?;
+    let exchange = match &r.exchange {
+        FileExchange::None => None,
+        FileExchange::Spec(spec) => Some(exchange_params(spec, &path, authorities)?),
+    };
+    let cache = match &r.cache {
+        Some(o) => override_cache(cache, o, &format!("{path}.cache")).map_err(|e| Invalid {
+            location: Some(spanned.referenced),
+            ..e
+        })?,
+        None => *cache,
+    };
+    Ok(Route {
+        name,
+        host,
+        path_prefix,
+        strip_prefix: r.strip_prefix,
+        upstream,
+        ca_file,
+        on_missing_token: r.on_missing_token,
+        exchange,
+        cache,
+        timeout: r.timeout.map_or(timeouts.upstream_response, |d| d.0),
+    })
+}
+
+fn exchange_params(
+    spec: &super::file::FileExchangeSpec,
+    path: &str,
+    authorities: &BTreeMap<String, Arc<Authority>>,
+) -> Result<ExchangeParams, Invalid> {
+    let authority = spec.authority.value.0.clone();
+    if !authorities.contains_key(&authority) {
+        let known: Vec<&str> = authorities.keys().map(String::as_str).collect();
+        return Err(at(
+            &spec.authority,
+            format!(
+                "{path}.exchange.authority: unknown authority `{authority}` (configured: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        ));
+    }
+    if spec.audience.is_none() && spec.resource.is_none() {
+        return Err(at(
+            &spec.authority,
+            format!(
+                "{path}.exchange: give audience and/or resource, so the issued token is narrowed to the target"
+            ),
+        ));
+    }
+    let opt = |v: &Option<Spanned<Text>>, key: &str, check: fn(&str) -> Result<String, String>| {
+        v.as_ref()
+            .map(|s| check(&s.value.0).map_err(|m| at(s, format!("{path}.exchange.{key}: {m}"))))
+            .transpose()
+    };
+    let token_type = |v: &Option<Spanned<Text>>, key: &str| {
+        opt(v, key, absolute_uri).map(|t| t.unwrap_or_else(|| TOKEN_TYPE_ACCESS_TOKEN.to_string()))
+    };
+    Ok(ExchangeParams {
+        authority,
+        audience: opt(&spec.audience, "audience", non_empty)?,
+        resource: opt(&spec.resource, "resource", resource_uri)?,
+        scope: opt(&spec.scope, "scope", normalize_scope)?,
+        subject_token_type: token_type(&spec.subject_token_type, "subject_token_type")?,
+        requested_token_type: token_type(&spec.requested_token_type, "requested_token_type")?,
+    })
+}
+
+fn upstream(u: &Spanned<super::values::HttpUrl>) -> Result<Upstream, String> {
+    let url = &u.value.0;
+    if url.query().is_some() {
+        return Err("a query string is not allowed".into());
+    }
+    let uri: http::Uri = url
+        .as_str()
+        .parse()
+        .map_err(|e| format!("invalid URI: {e}"))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned()) else {
+        return Err("an absolute URL is required".into());
+    };
+    Ok(Upstream {
+        url: url.to_string(),
+        scheme,
+        authority,
+        base_path: url.path().trim_end_matches('/').to_string(),
+    })
+}
+
+fn parse_host_match(raw: &str) -> Result<HostMatch, String> {
+    let lower = raw.to_ascii_lowercase();
+    let (host, port) = match lower.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.ends_with(']') => (
+            h.to_string(),
+            Some(
+                p.parse::<u16>()
+                    .map_err(|_| format!("invalid port in `{raw}`"))?,
+            ),
+        ),
+        _ => (lower.clone(), None),
+    };
+    let ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._[]:".contains(c));
+    if !ok {
+        return Err(format!("invalid host `{raw}`"));
+    }
+    Ok(HostMatch { host, port })
+}
+
+fn ca_bundle(
+    f: Option<&Spanned<PathText>>,
+    path: &str,
+    base: &Path,
+) -> Result<Option<CaBundle>, Invalid> {
+    f.map(|f| {
+        tls::load_ca_file(&resolve(base, &f.value)).map_err(|m| at(f, format!("{path}: {m}")))
+    })
+    .transpose()
+}
+
+fn resolve(base: &Path, p: &PathText) -> PathBuf {
+    if p.0.is_absolute() {
+        p.0.clone()
+    } else {
+        base.join(&p.0)
+    }
+}
+
+/// Reads a credential file; a trailing newline (as `kubectl create secret` and editors
+/// leave) is not part of the credential.
+pub fn read_secret(path: &Path) -> Result<Secret, String> {
+    let raw = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let value = raw.trim_end_matches(['\r', '\n']);
+    if value.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(Secret::new(value))
+}
+
+/// Route and authority names become metric labels, so they stay short and plain.
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid name `{name}`: use 1-64 of A-Z a-z 0-9 - _ ."
+        ))
+    }
+}
+
+fn non_empty(v: &str) -> Result<String, String> {
+    if v.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(v.to_string())
+    }
+}
+
+fn absolute_uri(v: &str) -> Result<String, String> {
+    match url::Url::parse(v) {
+        Ok(_) => Ok(v.to_string()),
+        Err(_) => Err(format!("`{v}` is not an absolute URI")),
+    }
+}
+
+/// RFC 8707 §2: an absolute URI without a fragment.
+fn resource_uri(v: &str) -> Result<String, String> {
+    let url = url::Url::parse(v).map_err(|_| format!("`{v}` is not an absolute URI"))?;
+    if url.fragment().is_some() {
+        return Err(format!("`{v}` must not have a fragment (RFC 8707 §2)"));
+    }
+    Ok(v.to_string())
+}
+
+/// RFC 6749 §3.3: space-separated scope-tokens of `%x21 / %x23-5B / %x5D-7E`.
+pub fn normalize_scope(v: &str) -> Result<String, String> {
+    let mut out: Vec<&str> = Vec::new();
+    for token in v.split(' ').filter(|t| !t.is_empty()) {
+        if !token
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+        {
+            return Err(format!("invalid scope token `{token}` (RFC 6749 §3.3)"));
+        }
+        if !out.contains(&token) {
+            out.push(token);
+        }
+    }
+    if out.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(out.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Host matches keep a port only when one is given, and lowercase the name.
+    #[test]
+    fn host_match_parsing() {
+        assert_eq!(
+            parse_host_match("Payments.Internal").unwrap(),
+            HostMatch {
+                host: "payments.internal".into(),
+                port: None
+            }
+        );
+        assert_eq!(
+            parse_host_match("a.b:8080").unwrap(),
+            HostMatch {
+                host: "a.b".into(),
+                port: Some(8080)
+            }
+        );
+        assert!(parse_host_match("a.b:99999").is_err());
+        assert!(parse_host_match("bad host").is_err());
+    }
+
+    /// Scopes are validated per RFC 6749 §3.3 and normalised to single spaces.
+    #[test]
+    fn scope_normalisation() {
+        assert_eq!(normalize_scope("a  b a").unwrap(), "a b");
+        assert!(normalize_scope("a \"b\"").is_err());
+        assert!(normalize_scope("   ").is_err());
+    }
+}

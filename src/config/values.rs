@@ -1,0 +1,237 @@
+//! Scalar config values that validate while they are parsed.
+//!
+//! Parsing inside `Deserialize` (parse, don't validate) means a bad duration, URL or
+//! address fails with the YAML location of the offending value attached by the parser.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::de::{Deserializer, Error as _};
+use serde::{Deserialize, Serializer};
+
+/// A YAML string with every `${NAME}` replaced by the environment variable NAME.
+///
+/// An unset variable is an error: silently sending an empty client secret would
+/// surface much later as an opaque `invalid_client`. `$${` writes a literal `${`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Text(pub String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        expand_env(&raw, |name| std::env::var(name).ok())
+            .map(Text)
+            .map_err(D::Error::custom)
+    }
+}
+
+/// Expands `${NAME}` references using `lookup`.
+pub fn expand_env(raw: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let tail = &rest[pos..];
+        if let Some(after) = tail.strip_prefix("$${") {
+            out.push_str("${");
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("${") {
+            let end = after
+                .find('}')
+                .ok_or_else(|| "unterminated `${` in string".to_string())?;
+            let name = &after[..end];
+            let valid = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(format!("invalid environment variable name `{name}`"));
+            }
+            let value =
+                lookup(name).ok_or_else(|| format!("environment variable `{name}` is not set"))?;
+            out.push_str(&value);
+            rest = &after[end + 1..];
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A duration written as a string with a unit: `250ms`, `30s`, `5m`, `1h`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Text(raw) = Text::deserialize(d)?;
+        parse_duration(&raw).map(Dur).map_err(D::Error::custom)
+    }
+}
+
+/// Parses `<digits><unit>` with unit `ms`, `s`, `m` or `h`.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!(
+            "invalid duration `{raw}`: expected a whole number and a unit (ms, s, m, h), e.g. `30s`"
+        )
+    };
+    let split = raw.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (digits, unit) = raw.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let millis = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => None,
+    };
+    millis.map(Duration::from_millis).ok_or_else(bad)
+}
+
+/// Writes a duration back in the form the config accepts.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0 => "0s".into(),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
+        ms => format!("{ms}ms"),
+    }
+}
+
+/// `serialize_with` helper so `tokex check` prints durations as they are written.
+pub fn serialize_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_duration(*d))
+}
+
+/// An absolute `http` or `https` URL with a host and without credentials or fragment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpUrl(pub url::Url);
+
+impl<'de> Deserialize<'de> for HttpUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Text(raw) = Text::deserialize(d)?;
+        parse_http_url(&raw).map(HttpUrl).map_err(D::Error::custom)
+    }
+}
+
+/// Parses and checks an `http(s)` URL.
+pub fn parse_http_url(raw: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("invalid URL `{raw}`: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("invalid URL `{raw}`: scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("invalid URL `{raw}`: a host is required"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "invalid URL `{raw}`: credentials do not belong in a URL"
+        ));
+    }
+    if url.fragment().is_some() {
+        return Err(format!("invalid URL `{raw}`: a fragment is not allowed"));
+    }
+    Ok(url)
+}
+
+/// A socket address such as `127.0.0.1:15001`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Addr(pub SocketAddr);
+
+impl<'de> Deserialize<'de> for Addr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Text(raw) = Text::deserialize(d)?;
+        raw.parse().map(Addr).map_err(|_| {
+            D::Error::custom(format!("invalid socket address `{raw}`: expected IP:PORT"))
+        })
+    }
+}
+
+/// A filesystem path (env-expanded, non-empty).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathText(pub PathBuf);
+
+impl<'de> Deserialize<'de> for PathText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Text(raw) = Text::deserialize(d)?;
+        if raw.is_empty() {
+            return Err(D::Error::custom("empty path"));
+        }
+        Ok(PathText(PathBuf::from(raw)))
+    }
+}
+
+impl fmt::Display for PathText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.display().fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Durations accept each unit and reject missing units, fractions and junk.
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        for bad in [
+            "",
+            "30",
+            "s",
+            "1.5s",
+            "-1s",
+            "10 s",
+            "5d",
+            "99999999999999999999h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad} should be rejected");
+        }
+        for d in ["250ms", "30s", "5m", "2h", "0s", "1500ms"] {
+            assert_eq!(format_duration(parse_duration(d).unwrap()), d);
+        }
+    }
+
+    /// `${NAME}` expands, `$${` escapes, and an unset variable is an error naming it.
+    #[test]
+    fn env_expansion() {
+        let env = |n: &str| (n == "SECRET").then(|| "s3cr3t".to_string());
+        assert_eq!(expand_env("a-${SECRET}-b", env).unwrap(), "a-s3cr3t-b");
+        assert_eq!(expand_env("cost $5 $${X}", env).unwrap(), "cost $5 ${X}");
+        assert!(
+            expand_env("${MISSING}", env)
+                .unwrap_err()
+                .contains("`MISSING` is not set")
+        );
+        assert!(expand_env("${UNCLOSED", env).is_err());
+        assert!(expand_env("${1BAD}", env).is_err());
+    }
+
+    /// Only absolute http(s) URLs with a host and no userinfo or fragment pass.
+    #[test]
+    fn urls() {
+        assert!(parse_http_url("https://sts.example/oauth2/token").is_ok());
+        assert!(parse_http_url("http://127.0.0.1:8080").is_ok());
+        for bad in [
+            "ftp://x",
+            "/relative",
+            "https://u:p@host/",
+            "https://h/#frag",
+            "nonsense",
+        ] {
+            assert!(parse_http_url(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+}

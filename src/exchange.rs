@@ -1,0 +1,311 @@
+//! The RFC 8693 client: one exchange at one authority (SPEC §4 steps 4 and 6).
+//!
+//! One `reqwest` client per authority, built for this purpose only: its own trust roots,
+//! no redirects (a 3xx from a token endpoint is an error, not a hint), no proxy variables,
+//! connect and total timeouts. Transient failures (connect errors, 5xx, 429,
+//! `temporarily_unavailable`) are retried with jittered exponential backoff.
+
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use tokio::sync::Semaphore;
+
+use crate::config::model::{Authority, ExchangeParams};
+use crate::error::{Code, ProxyError};
+use crate::metrics::{Histogram, Metrics};
+use crate::secret::Secret;
+pub use wire::Issued;
+
+/// Why an exchange produced no token. Cloneable: one failed call answers every
+/// request that was waiting on it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("authority refused the exchange with `{oauth_error}` (HTTP {status})")]
+    Refused { oauth_error: String, status: u16 },
+    #[error("authority unavailable: {reason}")]
+    Unavailable {
+        reason: String,
+        retry_after: Option<u64>,
+        oauth_error: Option<String>,
+    },
+    #[error("bad exchange response: {0}")]
+    BadResponse(String),
+    #[error("too many concurrent exchanges")]
+    Overloaded,
+}
+
+impl Error {
+    /// The SPEC §5 row for this failure.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Refused { oauth_error, .. } => Code::for_authority_error(oauth_error),
+            Error::Unavailable { .. } => Code::AuthorityUnavailable,
+            Error::BadResponse(_) => Code::BadExchangeResponse,
+            Error::Overloaded => Code::Overloaded,
+        }
+    }
+
+    fn is_transient(&self) -> bool {
+        self.code() == Code::AuthorityUnavailable
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Error::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+impl From<&Error> for ProxyError {
+    fn from(e: &Error) -> Self {
+        let description = match e {
+            Error::Refused { .. } => "the authorization server refused the token exchange",
+            Error::Unavailable { .. } => "the authorization server is unavailable",
+            Error::BadResponse(_) => "the authorization server sent an unusable token response",
+            Error::Overloaded => "too many token exchanges in flight",
+        };
+        let authority_error = match e {
+            Error::Refused { oauth_error, .. } => Some(oauth_error.clone()),
+            Error::Unavailable { oauth_error, .. } => oauth_error.clone(),
+            _ => None,
+        };
+        ProxyError {
+            code: e.code(),
+            description: description.into(),
+            authority_error,
+            retry_after: e.retry_after(),
+        }
+    }
+}
+
+/// Why a client for an authority could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("building TLS config for authority {0}: {1}")]
+    Tls(String, #[source] rustls::Error),
+    #[error("building HTTP client for authority {0}: {1}")]
+    Http(String, #[source] reqwest::Error),
+}
+
+/// Longest `Retry-After` tokex waits out itself before giving up on a retry.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(2);
+
+/// The exchange client for one authority.
+pub struct ExchangeClient {
+    authority: Arc<Authority>,
+    http: reqwest::Client,
+    permits: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+    duration: Arc<Histogram>,
+}
+
+impl ExchangeClient {
+    /// `permits` bounds concurrent AS calls across all authorities.
+    pub fn new(
+        authority: Arc<Authority>,
+        permits: Arc<Semaphore>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, BuildError> {
+        let name = authority.name.clone();
+        let tls = crate::tls::client_config(authority.ca_file.as_ref(), &[b"h2", b"http/1.1"])
+            .map_err(|e| BuildError::Tls(name.clone(), e))?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(authority.timeout)
+            .timeout(authority.timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("tokex/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| BuildError::Http(name.clone(), e))?;
+        let duration = metrics.exchange_duration.series(&[&name]);
+        Ok(Self {
+            authority,
+            http,
+            permits,
+            metrics,
+            duration,
+        })
+    }
+
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// Exchanges `subject_token` for a token narrowed by `params`.
+    pub async fn exchange(
+        &self,
+        subject_token: &str,
+        params: &ExchangeParams,
+    ) -> Result<Issued, Error> {
+        let Ok(_permit) = self.permits.try_acquire() else {
+            self.count("overloaded");
+            return Err(Error::Overloaded);
+        };
+        let a = &self.authority;
+        let actor = a
+            .actor_token
+            .as_ref()
+            .map(|t| (&t.token, t.token_type.as_str()));
+        let input = wire::ExchangeInput {
+            subject_token,
+            params,
+            client_id: &a.client_id,
+            auth: &a.auth,
+            actor,
+        };
+        let (form, basic) = wire::encode_request(&input);
+        let started = Instant::now();
+        let mut attempt = 0;
+        let result = loop {
+            let result = self.attempt(&form, basic.as_ref(), params).await;
+            match &result {
+                Err(e) if e.is_transient() && attempt < a.retries => {
+                    let delay = backoff(attempt, e.retry_after());
+                    if delay > MAX_RETRY_WAIT {
+                        break result;
+                    }
+                    tracing::debug!(authority = %a.name, attempt, error = %e, ?delay, "retrying token exchange");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                _ => break result,
+            }
+        };
+        self.duration.observe(started.elapsed());
+        match &result {
+            Ok(_) => self.count("ok"),
+            Err(e) => {
+                tracing::debug!(authority = %a.name, error = %e, "token exchange failed");
+                self.count(e.code().as_str());
+            }
+        }
+        result
+    }
+
+    fn count(&self, outcome: &str) {
+        self.metrics
+            .exchanges
+            .series(&[&self.authority.name, outcome])
+            .inc();
+    }
+
+    async fn attempt(
+        &self,
+        form: &str,
+        basic: Option<&Secret>,
+        params: &ExchangeParams,
+    ) -> Result<Issued, Error> {
+        let unavailable = |reason: String| Error::Unavailable {
+            reason,
+            retry_after: None,
+            oauth_error: None,
+        };
+        let mut request = self
+            .http
+            .post(&self.authority.token_endpoint)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ACCEPT, "application/json")
+            .body(form.to_string());
+        if let Some(basic) = basic {
+            let mut value = HeaderValue::from_str(basic.expose())
+                .map_err(|_| Error::BadResponse("client credentials are not header-safe".into()))?;
+            value.set_sensitive(true);
+            request = request.header(AUTHORIZATION, value);
+        }
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| unavailable(describe(&e)))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if response
+            .content_length()
+            .is_some_and(|l| l > wire::MAX_RESPONSE_BYTES as u64)
+        {
+            return Err(Error::BadResponse("response body too large".into()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| unavailable(describe(&e)))?
+        {
+            if body.len() + chunk.len() > wire::MAX_RESPONSE_BYTES {
+                return Err(Error::BadResponse("response body too large".into()));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if status == 429 || status >= 500 {
+            let oauth_error = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error")?.as_str().map(String::from))
+                .filter(|c| crate::error::is_oauth_error_token(c));
+            return Err(Error::Unavailable {
+                reason: format!("HTTP {status}"),
+                retry_after,
+                oauth_error,
+            });
+        }
+        match wire::parse_response(status, &body, params) {
+            Err(Error::Refused { oauth_error, .. }) if oauth_error == "temporarily_unavailable" => {
+                Err(Error::Unavailable {
+                    reason: "temporarily_unavailable".into(),
+                    retry_after,
+                    oauth_error: Some(oauth_error),
+                })
+            }
+            other => other,
+        }
+    }
+}
+
+/// A reqwest error in words that carry no URL query or body (neither holds secrets
+/// here, but the habit keeps it that way).
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "connection failed".into()
+    } else {
+        "request failed".into()
+    }
+}
+
+/// Full-jitter exponential backoff from 100 ms, or the server's `Retry-After`.
+fn backoff(attempt: u32, retry_after: Option<u64>) -> Duration {
+    if let Some(secs) = retry_after {
+        return Duration::from_secs(secs);
+    }
+    let ceiling = 100u64 << attempt.min(5);
+    let mut byte = [0u8; 2];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte);
+    let jitter = u64::from(u16::from_le_bytes(byte)) * ceiling / u64::from(u16::MAX);
+    Duration::from_millis(ceiling / 2 + jitter / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Backoff grows, stays jittered within bounds, and defers to Retry-After.
+    #[test]
+    fn backoff_bounds() {
+        for attempt in 0..8 {
+            let ceiling = 100u64 << attempt.min(5);
+            let d = backoff(attempt, None).as_millis() as u64;
+            assert!(d >= ceiling / 2 && d <= ceiling, "attempt {attempt}: {d}");
+        }
+        assert_eq!(backoff(0, Some(3)), Duration::from_secs(3));
+    }
+}

@@ -1,0 +1,349 @@
+//! The RFC 8693 wire format: encoding the request (§2.1) and judging the response
+//! (§2.2.1 success, §2.2.2 / RFC 6749 §5.2 error). Pure functions, tested with bodies
+//! recorded from real servers' quirks.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Deserialize;
+
+use super::Error;
+use crate::config::model::{ClientAuth, ExchangeParams, normalize_scope};
+use crate::secret::Secret;
+
+/// RFC 8693 §2.1 `grant_type`.
+pub const GRANT_TYPE_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
+/// Largest AS response body tokex reads; a token response is a few KiB at most.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// Largest access token accepted; it becomes a request header.
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// The inputs of one exchange.
+#[derive(Debug, Clone, Copy)]
+pub struct ExchangeInput<'a> {
+    pub subject_token: &'a str,
+    pub params: &'a ExchangeParams,
+    pub client_id: &'a str,
+    pub auth: &'a ClientAuth,
+    pub actor: Option<(&'a Secret, &'a str)>,
+}
+
+/// The form body (`application/x-www-form-urlencoded`, so `+ / =` in tokens are
+/// percent-encoded) and the `Authorization` value for `client_secret_basic`.
+pub fn encode_request(input: &ExchangeInput<'_>) -> (String, Option<Secret>) {
+    let p = input.params;
+    let mut form = form_urlencoded::Serializer::new(String::with_capacity(1024));
+    form.append_pair("grant_type", GRANT_TYPE_TOKEN_EXCHANGE)
+        .append_pair("subject_token", input.subject_token)
+        .append_pair("subject_token_type", &p.subject_token_type)
+        .append_pair("requested_token_type", &p.requested_token_type);
+    for (name, value) in [
+        ("audience", &p.audience),
+        ("resource", &p.resource),
+        ("scope", &p.scope),
+    ] {
+        if let Some(v) = value {
+            form.append_pair(name, v);
+        }
+    }
+    if let Some((token, token_type)) = input.actor {
+        form.append_pair("actor_token", token.expose())
+            .append_pair("actor_token_type", token_type);
+    }
+    let basic = match input.auth {
+        ClientAuth::ClientSecretBasic { client_secret } => {
+            // RFC 6749 §2.3.1: both parts are form-urlencoded before base64.
+            let user: String =
+                form_urlencoded::byte_serialize(input.client_id.as_bytes()).collect();
+            let pass: String =
+                form_urlencoded::byte_serialize(client_secret.expose().as_bytes()).collect();
+            Some(Secret::new(format!(
+                "Basic {}",
+                STANDARD.encode(format!("{user}:{pass}"))
+            )))
+        }
+        ClientAuth::ClientSecretPost { client_secret } => {
+            form.append_pair("client_id", input.client_id)
+                .append_pair("client_secret", client_secret.expose());
+            None
+        }
+        ClientAuth::None => {
+            form.append_pair("client_id", input.client_id);
+            None
+        }
+    };
+    (form.finish(), basic)
+}
+
+/// A validated token response; `refresh_token` is never kept (SPEC §4 step 6).
+#[derive(Debug)]
+pub struct Issued {
+    pub access_token: Secret,
+    pub issued_token_type: String,
+    pub expires_in: Option<u64>,
+    pub scope: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawSuccess {
+    access_token: Option<String>,
+    issued_token_type: Option<String>,
+    token_type: Option<String>,
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawError {
+    error: String,
+}
+
+/// Judges a complete AS response by status and body.
+pub fn parse_response(status: u16, body: &[u8], params: &ExchangeParams) -> Result<Issued, Error> {
+    match status {
+        200 => validate_success(body, params),
+        400..=499 if status != 429 => Err(parse_error(status, body)),
+        _ => Err(Error::BadResponse(format!("unexpected status {status}"))),
+    }
+}
+
+fn validate_success(body: &[u8], params: &ExchangeParams) -> Result<Issued, Error> {
+    let bad = |m: &str| Error::BadResponse(m.to_string());
+    let raw: RawSuccess =
+        serde_json::from_slice(body).map_err(|_| bad("body is not a JSON token response"))?;
+    let token = raw
+        .access_token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| bad("access_token missing or empty"))?;
+    if token.len() > MAX_TOKEN_BYTES || !token.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(bad("access_token is not a header-safe token"));
+    }
+    let issued_type = raw
+        .issued_token_type
+        .ok_or_else(|| bad("issued_token_type missing"))?;
+    if issued_type != params.requested_token_type {
+        return Err(Error::BadResponse(format!(
+            "issued_token_type {issued_type} is not the requested {}",
+            params.requested_token_type
+        )));
+    }
+    // RFC 6749 §7.1: only a Bearer token may be sent as `Authorization: Bearer`.
+    match raw.token_type.as_deref() {
+        Some(t) if t.eq_ignore_ascii_case("bearer") => {}
+        Some(t) => {
+            return Err(Error::BadResponse(format!(
+                "token_type {t:.32} is not Bearer"
+            )));
+        }
+        None => return Err(bad("token_type missing")),
+    }
+    let expires_in = match raw.expires_in {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(n)) => Some(
+            n.as_u64()
+                .ok_or_else(|| bad("expires_in is not a non-negative integer"))?,
+        ),
+        // Some servers send the number as a string; RFC 6749 §5.1 means a number.
+        Some(serde_json::Value::String(s)) => {
+            Some(s.parse().map_err(|_| bad("expires_in is not a number"))?)
+        }
+        Some(_) => return Err(bad("expires_in is not a number")),
+    };
+    let scope = match raw.scope {
+        None => None,
+        Some(granted) if granted.trim().is_empty() => None,
+        Some(granted) => {
+            let granted = normalize_scope(&granted).map_err(|_| bad("scope is malformed"))?;
+            if let Some(requested) = &params.scope {
+                let allowed: Vec<&str> = requested.split(' ').collect();
+                if let Some(extra) = granted.split(' ').find(|s| !allowed.contains(s)) {
+                    return Err(Error::BadResponse(format!(
+                        "granted scope widened beyond the request ({extra:.64})"
+                    )));
+                }
+            }
+            Some(granted)
+        }
+    };
+    Ok(Issued {
+        access_token: Secret::new(token),
+        issued_token_type: issued_type,
+        expires_in,
+        scope,
+    })
+}
+
+fn parse_error(status: u16, body: &[u8]) -> Error {
+    match serde_json::from_slice::<RawError>(body) {
+        Ok(e) if crate::error::is_oauth_error_token(&e.error) => Error::Refused {
+            oauth_error: e.error,
+            status,
+        },
+        Ok(_) => Error::BadResponse(format!(
+            "error response {status} with a malformed error code"
+        )),
+        // A bare 401 is a failed client authentication (RFC 6749 §5.2 invalid_client).
+        Err(_) if status == 401 => Error::Refused {
+            oauth_error: "invalid_client".into(),
+            status,
+        },
+        Err(_) => Error::BadResponse(format!(
+            "error response {status} without an OAuth error body"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::{TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT};
+
+    fn params(scope: Option<&str>) -> ExchangeParams {
+        ExchangeParams {
+            authority: "as".into(),
+            audience: Some("payments".into()),
+            resource: Some("https://payments.example/".into()),
+            scope: scope.map(String::from),
+            subject_token_type: TOKEN_TYPE_ACCESS_TOKEN.into(),
+            requested_token_type: TOKEN_TYPE_ACCESS_TOKEN.into(),
+        }
+    }
+
+    fn ok(body: &str, scope: Option<&str>) -> Result<Issued, Error> {
+        parse_response(200, body.as_bytes(), &params(scope))
+    }
+
+    /// `+ / =` in tokens survive form encoding; basic auth urlencodes id and secret.
+    #[test]
+    fn request_encoding() {
+        let p = params(Some("a b"));
+        let auth = ClientAuth::ClientSecretBasic {
+            client_secret: Secret::new("s p:c+/"),
+        };
+        let actor = Secret::new("act+or");
+        let input = ExchangeInput {
+            subject_token: "ab+/c==",
+            params: &p,
+            client_id: "my client",
+            auth: &auth,
+            actor: Some((&actor, TOKEN_TYPE_JWT)),
+        };
+        let (form, basic) = encode_request(&input);
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(form.as_bytes())
+            .into_owned()
+            .collect();
+        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("grant_type"), Some(GRANT_TYPE_TOKEN_EXCHANGE));
+        assert_eq!(get("subject_token"), Some("ab+/c=="));
+        assert!(form.contains("subject_token=ab%2B%2Fc%3D%3D"));
+        assert_eq!(get("scope"), Some("a b"));
+        assert_eq!(get("actor_token"), Some("act+or"));
+        assert_eq!(get("actor_token_type"), Some(TOKEN_TYPE_JWT));
+        assert_eq!(get("client_secret"), None);
+        let decoded = STANDARD
+            .decode(basic.unwrap().expose().strip_prefix("Basic ").unwrap())
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(decoded).unwrap(),
+            "my+client:s+p%3Ac%2B%2F"
+        );
+
+        let post = ClientAuth::ClientSecretPost {
+            client_secret: Secret::new("pw"),
+        };
+        let (form, basic) = encode_request(&ExchangeInput {
+            auth: &post,
+            actor: None,
+            ..input
+        });
+        assert!(basic.is_none());
+        assert!(form.contains("client_id=my+client") && form.contains("client_secret=pw"));
+        assert!(!form.contains("actor_token"));
+    }
+
+    /// A good response passes; quirks real servers send are tolerated.
+    #[test]
+    fn tolerated_success_quirks() {
+        let base = r#""access_token":"tok","issued_token_type":"urn:ietf:params:oauth:token-type:access_token""#;
+        let i = ok(
+            &format!(r#"{{{base},"token_type":"Bearer","expires_in":300,"scope":"a"}}"#),
+            Some("a b"),
+        )
+        .unwrap();
+        assert_eq!((i.expires_in, i.scope.as_deref()), (Some(300), Some("a")));
+        // "refresh_token": null, lower-case token_type, no scope, string expires_in.
+        let i = ok(
+            &format!(r#"{{{base},"token_type":"bearer","refresh_token":null,"expires_in":"60"}}"#),
+            Some("a"),
+        )
+        .unwrap();
+        assert_eq!((i.expires_in, i.scope), (Some(60), None));
+        // No expires_in at all.
+        assert_eq!(
+            ok(&format!(r#"{{{base},"token_type":"Bearer"}}"#), None)
+                .unwrap()
+                .expires_in,
+            None
+        );
+    }
+
+    /// Each malformed success body is refused as a bad exchange response.
+    #[test]
+    fn refused_success_bodies() {
+        let tt = r#""issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"Bearer""#;
+        for body in [
+            "not json".to_string(),
+            format!(r#"{{{tt}}}"#),
+            format!(r#"{{"access_token":"",{tt}}}"#),
+            format!(r#"{{"access_token":"a b",{tt}}}"#),
+            format!(r#"{{"access_token":"a\r\nX-Evil: 1",{tt}}}"#),
+            r#"{"access_token":"t","token_type":"Bearer"}"#.to_string(),
+            r#"{"access_token":"t","issued_token_type":"urn:ietf:params:oauth:token-type:jwt","token_type":"Bearer"}"#.to_string(),
+            r#"{"access_token":"t","issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"N_A"}"#.to_string(),
+            r#"{"access_token":"t","issued_token_type":"urn:ietf:params:oauth:token-type:access_token"}"#.to_string(),
+            format!(r#"{{"access_token":"t",{tt},"expires_in":-5}}"#),
+            format!(r#"{{"access_token":"t",{tt},"scope":"a c"}}"#),
+        ] {
+            assert!(matches!(ok(&body, Some("a b")), Err(Error::BadResponse(_))), "{body}");
+        }
+    }
+
+    /// Error bodies become refusals with their code; unknown codes are kept, junk is not.
+    #[test]
+    fn error_bodies() {
+        let refused =
+            |status, body: &str| match parse_response(status, body.as_bytes(), &params(None)) {
+                Err(Error::Refused { oauth_error, .. }) => Some(oauth_error),
+                _ => None,
+            };
+        assert_eq!(
+            refused(
+                400,
+                r#"{"error":"invalid_target","error_description":"no"}"#
+            )
+            .as_deref(),
+            Some("invalid_target")
+        );
+        assert_eq!(
+            refused(400, r#"{"error":"invalid_grant"}"#).as_deref(),
+            Some("invalid_grant")
+        );
+        assert_eq!(
+            refused(403, r#"{"error":"scope_escalation"}"#).as_deref(),
+            Some("scope_escalation")
+        );
+        assert_eq!(
+            refused(401, "Unauthorized").as_deref(),
+            Some("invalid_client")
+        );
+        assert_eq!(refused(400, "<html>"), None);
+        assert_eq!(refused(400, r#"{"error":"bad\"code"}"#), None);
+        assert!(matches!(
+            parse_response(302, b"", &params(None)),
+            Err(Error::BadResponse(_))
+        ));
+    }
+}

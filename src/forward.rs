@@ -1,0 +1,205 @@
+//! Forwarding to the upstream: header hygiene, the upstream request, and the client
+//! (SPEC §4 steps 7 and 8).
+//!
+//! Hop-by-hop fields (RFC 9110 §7.6.1), including every field the `Connection` header
+//! names, are removed before tokex sets its own `Authorization`, so a client cannot
+//! smuggle the narrowed token away or keep its own. Bodies stream both ways.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::model::{Route, Timeouts};
+use crate::error::{Code, ProxyError};
+
+/// Response bodies: the upstream's, streamed, or one tokex made.
+pub type Body = Either<Incoming, Full<Bytes>>;
+
+/// The HTTP(S) client for one route's upstream.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+
+/// Fields that describe one connection, never the message (RFC 9110 §7.6.1), plus
+/// `Proxy-Authorization`, which is meant for tokex and must not travel on.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop fields and every field named in `Connection`. `TE: trailers` is
+/// the one TE value HTTP/2 permits and gRPC needs, so it alone survives.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    let te_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !te_trailers || named.contains(&header::TE) {
+        headers.remove(header::TE);
+    }
+}
+
+/// Turns the app's request into the upstream's: new URI, clean headers, and exactly the
+/// `Authorization` given (none when `authorization` is `None`).
+pub fn upstream_request(
+    req: Request<Incoming>,
+    route: &Route,
+    path_and_query: &str,
+    authorization: Option<HeaderValue>,
+) -> Result<Request<Incoming>, ProxyError> {
+    let (mut parts, body) = req.into_parts();
+    let uri = Uri::builder()
+        .scheme(route.upstream.scheme.clone())
+        .authority(route.upstream.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| {
+            ProxyError::new(Code::Unsupported, "the request target cannot be forwarded")
+        })?;
+    strip_hop_by_hop(&mut parts.headers);
+    // The client sets Host (HTTP/1.1) or :authority (HTTP/2) from the upstream URI.
+    parts.headers.remove(header::HOST);
+    parts.headers.remove(header::AUTHORIZATION);
+    if let Some(value) = authorization {
+        parts.headers.insert(header::AUTHORIZATION, value);
+    }
+    parts.uri = uri;
+    // The upstream connection decides the version (ALPN); hyper upgrades 1.1 to h2.
+    parts.version = Version::HTTP_11;
+    parts.extensions = http::Extensions::new();
+    Ok(Request::from_parts(parts, body))
+}
+
+/// Sends the request; `timeout` bounds the wait for response headers.
+pub async fn send(
+    client: &UpstreamClient,
+    req: Request<Incoming>,
+    timeout: Duration,
+) -> Result<Response<Body>, ProxyError> {
+    let response = match tokio::time::timeout(timeout, client.request(req)).await {
+        Err(_) => {
+            return Err(ProxyError::new(
+                Code::UpstreamTimeout,
+                "the upstream did not answer in time",
+            ));
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %error_chain(&e), "upstream request failed");
+            return Err(ProxyError::new(
+                Code::UpstreamUnavailable,
+                "the upstream refused, reset or failed TLS",
+            ));
+        }
+        Ok(Ok(r)) => r,
+    };
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.version = Version::HTTP_11;
+    Ok(Response::from_parts(parts, Either::Left(body)))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+/// Builds the pooled client for a route: its trust roots, ALPN h2/http1.1, bounded
+/// connect time, no proxy.
+pub fn upstream_client(
+    route: &Route,
+    timeouts: &Timeouts,
+) -> Result<UpstreamClient, rustls::Error> {
+    let tls = crate::tls::client_config(route.ca_file.as_ref(), &[])?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(timeouts.upstream_connect));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(timeouts.idle)
+        .timer(TokioTimer::new())
+        .build(https))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    /// Fixed hop-by-hop fields and fields named in Connection go; end-to-end ones stay.
+    #[test]
+    fn hop_by_hop_stripping() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret, authorization"),
+            ("connection", "x-other"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("x-other", "1"),
+            ("authorization", "Bearer original"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic x"),
+            ("te", "gzip"),
+            ("content-type", "text/plain"),
+            ("x-keep", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["content-type", "x-keep"]);
+    }
+
+    /// `TE: trailers` survives for gRPC unless Connection names TE.
+    #[test]
+    fn te_trailers_survives() {
+        let mut h = map(&[("te", "trailers")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.get("te").unwrap(), "trailers");
+        let mut h = map(&[("te", "trailers"), ("connection", "te")]);
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("te").is_none());
+    }
+}
