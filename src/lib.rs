@@ -1,12 +1,37 @@
-//! tokex
+//! tokex: a sidecar proxy that performs OAuth 2.0 Token Exchange (RFC 8693) on a
+//! service's outbound calls.
+//!
+//! # Layout
+//!
+//! - [`config`]: the YAML file of SPEC §3, parsed into a validated model.
+//! - [`routing`]: which route a request belongs to and the path it is forwarded with.
+//! - [`bearer`]: the subject token from `Authorization` (RFC 6750) and its unverified `exp`.
+//! - [`secret`]: credential types that never print their value.
+//! - [`exchange`]: the RFC 8693 client and wire format.
+//! - [`cache`]: narrowed tokens under keyed-hash keys with per-entry lifetimes.
+//! - [`forward`]: header hygiene, the upstream request and the upstream client.
+//! - [`error`]: the SPEC §5 table: every failure as a response.
+//! - [`proxy`]: the request path, step by step, over a hot-swappable config snapshot.
+//! - [`server`]: the egress listener, connection limits and graceful shutdown.
+//! - [`admin`]: `/healthz`, `/readyz` and `/metrics`.
+//! - [`metrics`]: lock-free Prometheus series.
+//! - [`telemetry`]: log setup.
+//! - [`tls`]: rustls client configs (webpki roots plus `ca_file`).
+//! - [`cli`]: the `tokex` commands.
 #![forbid(unsafe_code)]
+
+pub mod admin;
 pub mod bearer;
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod exchange;
 pub mod forward;
 pub mod metrics;
+pub mod proxy;
 pub mod routing;
 pub mod secret;
+pub mod server;
+pub mod telemetry;
 pub mod tls;

@@ -1,0 +1,241 @@
+//! The `tokex` commands of SPEC §2. `main.rs` only parses arguments and calls these.
+//!
+//! Exit codes: 0 success, 1 bad config or usage, 2 runtime failure.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config;
+use crate::exchange::ExchangeClient;
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::server::{self, Listeners};
+use crate::telemetry::LogFormat;
+
+/// Exit code for a bad config or bad usage.
+pub const EXIT_CONFIG: u8 = 1;
+/// Exit code for a failure at run time (port in use, AS refused, ...).
+pub const EXIT_RUNTIME: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tokex",
+    version,
+    about = "Sidecar proxy that performs OAuth 2.0 Token Exchange (RFC 8693) on outbound calls"
+)]
+pub struct Cli {
+    /// Log output format on stderr.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sidecar.
+    Run(ConfigArg),
+    /// Validate the config and print it with secrets redacted.
+    Check(ConfigArg),
+    /// Read a subject token on stdin, exchange it as ROUTE would, print the result's claims.
+    Exchange {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The route whose exchange parameters to use.
+        #[arg(long)]
+        route: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The YAML config file.
+    #[arg(short = 'c', long = "config", env = "TOKEX_CONFIG")]
+    pub config: PathBuf,
+}
+
+/// `tokex check`: prints the effective config, or `FILE:LINE:COL: message`.
+pub fn check(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(config) => {
+            match serde_saphyr::to_string(&config) {
+                Ok(text) => print!("{text}"),
+                Err(e) => {
+                    eprintln!("{}: cannot print the effective config: {e}", path.display());
+                    return ExitCode::from(EXIT_RUNTIME);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// `tokex run`: serves until SIGTERM or Ctrl-C, reloading on SIGHUP.
+pub async fn run(path: &Path) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let (listen, admin) = (config.listen, config.admin);
+    let proxy = match Proxy::new(config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let listeners = match Listeners::bind(listen, admin).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(%listen, %admin, error = %e, "cannot bind listeners");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    tracing::info!(
+        listen = %listeners.proxy_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+        admin = %listeners.admin_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+        "listening"
+    );
+    tokio::spawn(reload_on_sighup(proxy.clone(), path.to_path_buf()));
+    server::run(proxy, listeners, shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// SIGHUP re-reads the config; a bad file keeps the running config (SPEC §7).
+async fn reload_on_sighup(proxy: Arc<Proxy>, path: PathBuf) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let result = config::load(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                let current = proxy.config();
+                if c.listen != current.listen || c.admin != current.admin {
+                    tracing::warn!("listen and admin addresses change only on restart");
+                }
+                proxy.reload(c).map_err(|e| e.to_string())
+            });
+        match result {
+            Ok(()) => {
+                proxy.metrics.config_reloads.series(&["ok"]).inc();
+                tracing::info!(config = %path.display(), "config reloaded");
+            }
+            Err(e) => {
+                proxy.metrics.config_reloads.series(&["error"]).inc();
+                tracing::error!(error = %e, "config reload failed; keeping the running config");
+            }
+        }
+    }
+}
+
+/// `tokex exchange`: one exchange exactly as ROUTE would do it; prints claims, never
+/// the token.
+pub async fn exchange(path: &Path, route_name: &str) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let Some(route) = config.routes.iter().find(|r| r.name == route_name) else {
+        eprintln!("{}: no route named `{route_name}`", path.display());
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let Some(params) = route.exchange.as_ref() else {
+        eprintln!(
+            "{}: route `{route_name}` has `exchange: none`",
+            path.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let Some(authority) = config.authorities.get(&params.authority) else {
+        eprintln!(
+            "{}: route `{route_name}` names an unknown authority",
+            path.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let mut input = String::new();
+    if std::io::stdin().read_to_string(&mut input).is_err() || input.trim().is_empty() {
+        eprintln!("expected a subject token on stdin");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let token = crate::secret::Secret::new(input.trim());
+    let permits = Arc::new(tokio::sync::Semaphore::new(1));
+    let client = match ExchangeClient::new(authority.clone(), permits, Arc::new(Metrics::default()))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let subject_exp = crate::bearer::jwt_exp(token.expose());
+    if subject_exp.is_some_and(|exp| exp <= now) {
+        eprintln!("invalid_token: the subject token has expired");
+        return ExitCode::from(EXIT_RUNTIME);
+    }
+    match client.exchange(token.expose(), params).await {
+        Ok(issued) => {
+            let issued_exp = crate::bearer::jwt_exp(issued.access_token.expose());
+            let bounds = crate::cache::Bounds {
+                now_unix: now,
+                expires_in: issued.expires_in,
+                issued_exp,
+                subject_exp,
+            };
+            let report = serde_json::json!({
+                "route": route.name,
+                "authority": authority.name,
+                "issued_token_type": issued.issued_token_type,
+                "expires_in": issued.expires_in,
+                "scope": issued.scope,
+                "cache_ttl_seconds": crate::cache::lifetime(bounds, &route.cache).as_secs(),
+                "claims": crate::bearer::jwt_claims(issued.access_token.expose()),
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let p = crate::error::ProxyError::from(&e);
+            eprintln!("{}: {e}", p.code.as_str());
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}

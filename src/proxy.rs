@@ -1,0 +1,349 @@
+//! The request path, SPEC §4 top to bottom: route, subject token, exchange (cache or
+//! AS), rewrite, forward. [`Proxy::handle`] is the outer function that turns errors into
+//! SPEC §5 responses, records metrics and logs once; [`RouteRuntime::forward`] is the
+//! inner one that reads as the numbered steps and uses `?`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use tokio::sync::Semaphore;
+
+use crate::bearer::{self, BearerToken};
+use crate::cache::{self, Entry, Key, KeyBuilder, Lookup, TokenCache};
+use crate::config::file::MissingTokenPolicy;
+use crate::config::{Config, Route};
+use crate::error::{Code, ProxyError};
+use crate::exchange::{self, ExchangeClient};
+use crate::forward::{self, Body, UpstreamClient};
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::routing;
+
+/// Why the runtime for a config could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Exchange(#[from] exchange::BuildError),
+    #[error("building TLS config for route {0}: {1}")]
+    UpstreamTls(String, #[source] rustls::Error),
+    #[error("creating the token cache: {0}")]
+    Cache(String),
+}
+
+/// The proxy: the current config snapshot plus state that outlives reloads.
+pub struct Proxy {
+    state: ArcSwap<Runtime>,
+    pub cache: TokenCache,
+    pub metrics: Arc<Metrics>,
+    permits: Arc<Semaphore>,
+    unrouted: RouteMetrics,
+    ready: AtomicBool,
+}
+
+/// Everything built from one config; requests see exactly one of these.
+pub struct Runtime {
+    pub config: Arc<Config>,
+    routes: Vec<RouteRuntime>,
+}
+
+struct RouteRuntime {
+    route: Arc<Route>,
+    client: UpstreamClient,
+    exchange: Option<RouteExchange>,
+    metrics: RouteMetrics,
+}
+
+struct RouteExchange {
+    client: Arc<ExchangeClient>,
+    keys: KeyBuilder,
+}
+
+impl Proxy {
+    pub fn new(config: Config) -> Result<Arc<Self>, BuildError> {
+        let metrics = Arc::new(Metrics::default());
+        let cache = TokenCache::new(config.cache.max_entries)
+            .map_err(|e| BuildError::Cache(e.to_string()))?;
+        let permits = Arc::new(Semaphore::new(
+            config.limits.max_concurrent_exchanges as usize,
+        ));
+        let runtime = Runtime::build(Arc::new(config), &cache, &metrics, &permits)?;
+        Ok(Arc::new(Self {
+            state: ArcSwap::from_pointee(runtime),
+            unrouted: RouteMetrics::new(&metrics, "none"),
+            cache,
+            metrics,
+            permits,
+            ready: AtomicBool::new(false),
+        }))
+    }
+
+    /// Swaps in a new config atomically; in-flight requests finish on the old one.
+    pub fn reload(&self, config: Config) -> Result<(), BuildError> {
+        let runtime = Runtime::build(Arc::new(config), &self.cache, &self.metrics, &self.permits)?;
+        self.state.store(Arc::new(runtime));
+        Ok(())
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.state.load().config.clone()
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Serves one request from the app. Never fails: errors become SPEC §5 responses.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, Infallible> {
+        let started = Instant::now();
+        let runtime = self.state.load_full();
+        let method = req.method().clone();
+        let (route, result) = match runtime.route(&req) {
+            Err(e) => (None, Err(e)),
+            Ok((route, path)) => (Some(route), route.forward(&self, req, &path).await),
+        };
+        let name = route.map_or("none", |r| r.route.name.as_str());
+        let response = result.unwrap_or_else(|e| {
+            let status = e.code.status().as_u16();
+            if status >= 500 {
+                tracing::warn!(route = name, %method, status, code = e.code.as_str(), authority_error = e.authority_error.as_deref(), "request failed");
+            } else {
+                tracing::info!(route = name, %method, status, code = e.code.as_str(), authority_error = e.authority_error.as_deref(), "request refused");
+            }
+            e.to_response()
+        });
+        let metrics = route.map_or(&self.unrouted, |r| &r.metrics);
+        metrics.record(response.status().as_u16(), started.elapsed());
+        Ok(response)
+    }
+}
+
+impl Runtime {
+    fn build(
+        config: Arc<Config>,
+        cache: &TokenCache,
+        metrics: &Arc<Metrics>,
+        permits: &Arc<Semaphore>,
+    ) -> Result<Self, BuildError> {
+        let mut clients = std::collections::BTreeMap::new();
+        for (name, authority) in &config.authorities {
+            let client = ExchangeClient::new(authority.clone(), permits.clone(), metrics.clone())?;
+            clients.insert(name.clone(), Arc::new(client));
+        }
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            let client = forward::upstream_client(route, &config.timeouts)
+                .map_err(|e| BuildError::UpstreamTls(route.name.clone(), e))?;
+            let exchange = match &route.exchange {
+                None => None,
+                Some(p) => {
+                    // Validation guarantees the authority exists; a miss here is a bug we
+                    // still refuse to turn into a panic.
+                    let client = clients.get(&p.authority).cloned().ok_or_else(|| {
+                        BuildError::Cache(format!(
+                            "route {} names unknown authority {}",
+                            route.name, p.authority
+                        ))
+                    })?;
+                    let a = client.authority();
+                    let actor = a.actor_token.as_ref().map_or("", |t| t.token.expose());
+                    let keys = cache.key_builder(&[
+                        &a.name,
+                        &a.token_endpoint,
+                        &a.client_id,
+                        actor,
+                        &p.subject_token_type,
+                        p.audience.as_deref().unwrap_or(""),
+                        p.resource.as_deref().unwrap_or(""),
+                        p.scope.as_deref().unwrap_or(""),
+                        &p.requested_token_type,
+                    ]);
+                    Some(RouteExchange { client, keys })
+                }
+            };
+            let metrics = RouteMetrics::new(metrics, &route.name);
+            routes.push(RouteRuntime {
+                route: route.clone(),
+                client,
+                exchange,
+                metrics,
+            });
+        }
+        Ok(Self { config, routes })
+    }
+
+    /// Step 1: the first route that matches and the path to send upstream, or `no_route`.
+    fn route<B>(&self, req: &Request<B>) -> Result<(&RouteRuntime, String), ProxyError> {
+        let target = routing::target(req)?;
+        let route = self
+            .routes
+            .iter()
+            .find(|r| routing::matches(&r.route, &target))
+            .ok_or_else(|| {
+                ProxyError::new(
+                    Code::NoRoute,
+                    "no route matches this request's host and path",
+                )
+            })?;
+        Ok((route, routing::upstream_path(&route.route, &target)))
+    }
+}
+
+impl RouteRuntime {
+    async fn forward(
+        &self,
+        proxy: &Proxy,
+        req: Request<Incoming>,
+        path: &str,
+    ) -> Result<Response<Body>, ProxyError> {
+        // `exchange: none` forwards without any Authorization; nothing else does.
+        let authorization = match &self.exchange {
+            None => None,
+            Some(exchange) => {
+                // Step 2: the subject token.
+                match bearer::extract(req.headers())
+                    .map_err(|e| ProxyError::new(Code::InvalidRequest, e.to_string()))?
+                {
+                    None if self.route.on_missing_token == MissingTokenPolicy::Forward => None,
+                    None => {
+                        return Err(ProxyError::new(
+                            Code::MissingToken,
+                            "this route needs a bearer token",
+                        ));
+                    }
+                    // Steps 3 to 6: expiry pre-check, cache or exchange, validation.
+                    Some(token) => Some(
+                        self.narrowed(proxy, exchange, token)
+                            .await?
+                            .authorization
+                            .clone(),
+                    ),
+                }
+            }
+        };
+        // Step 7: rewrite, then forward with streaming bodies.
+        let upstream_req = forward::upstream_request(req, &self.route, path, authorization)?;
+        forward::send(&self.client, upstream_req, self.route.timeout).await
+    }
+
+    /// The narrowed token for `token`: from the cache, or from one exchange shared by
+    /// all concurrent requests with the same key.
+    async fn narrowed(
+        &self,
+        proxy: &Proxy,
+        exchange: &RouteExchange,
+        token: BearerToken<'_>,
+    ) -> Result<Arc<Entry>, ProxyError> {
+        let subject_exp = bearer::jwt_exp(token.expose());
+        if subject_exp.is_some_and(|exp| exp <= unix_now()) {
+            return Err(ProxyError::new(
+                Code::InvalidToken,
+                "the subject token has expired",
+            ));
+        }
+        let key = exchange.keys.key(token.expose());
+        let result = proxy
+            .cache
+            .get_or_exchange(key, || {
+                new_entry(&exchange.client, &self.route, token.expose(), subject_exp)
+            })
+            .await;
+        match result {
+            Ok((entry, Lookup::Hit)) => {
+                self.metrics.hits.inc();
+                if entry.claim_refresh(Instant::now()) {
+                    self.refresh(proxy, exchange, key, token, subject_exp, entry.clone());
+                }
+                Ok(entry)
+            }
+            Ok((entry, Lookup::Miss)) => {
+                self.metrics.misses.inc();
+                Ok(entry)
+            }
+            Err(e) => {
+                self.metrics.misses.inc();
+                Err(ProxyError::from(&*e))
+            }
+        }
+    }
+
+    /// Refresh-ahead: one background exchange replaces the entry before it expires.
+    fn refresh(
+        &self,
+        proxy: &Proxy,
+        exchange: &RouteExchange,
+        key: Key,
+        token: BearerToken<'_>,
+        subject_exp: Option<u64>,
+        old: Arc<Entry>,
+    ) {
+        let (cache, client, route) = (
+            proxy.cache.clone(),
+            exchange.client.clone(),
+            self.route.clone(),
+        );
+        let token = crate::secret::Secret::new(token.expose());
+        tokio::spawn(async move {
+            match new_entry(&client, &route, token.expose(), subject_exp).await {
+                Ok(entry) => cache.insert(key, entry).await,
+                Err(e) => {
+                    tracing::debug!(route = %route.name, error = %e, "background refresh failed");
+                    // At most one retry per second per key while the AS is failing.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    old.release_refresh();
+                }
+            }
+        });
+    }
+}
+
+/// One exchange, turned into a cache entry with its lifetime (SPEC §4 step 5).
+async fn new_entry(
+    client: &ExchangeClient,
+    route: &Route,
+    subject_token: &str,
+    subject_exp: Option<u64>,
+) -> Result<Arc<Entry>, exchange::Error> {
+    let Some(params) = route.exchange.as_ref() else {
+        return Err(exchange::Error::BadResponse("route has no exchange".into()));
+    };
+    let issued = client.exchange(subject_token, params).await?;
+    let (now, now_unix) = (Instant::now(), unix_now());
+    let issued_exp = bearer::jwt_exp(issued.access_token.expose());
+    if issued_exp.is_some_and(|exp| exp <= now_unix) {
+        return Err(exchange::Error::BadResponse(
+            "the issued token has already expired".into(),
+        ));
+    }
+    let bounds = cache::Bounds {
+        now_unix,
+        expires_in: issued.expires_in,
+        issued_exp,
+        subject_exp,
+    };
+    let ttl = cache::lifetime(bounds, &route.cache);
+    let mut value = HeaderValue::from_str(&format!("Bearer {}", issued.access_token.expose()))
+        .map_err(|_| exchange::Error::BadResponse("access_token is not header-safe".into()))?;
+    value.set_sensitive(true);
+    Ok(Arc::new(Entry::new(
+        value,
+        now + ttl,
+        cache::refresh_at(now, ttl, &route.cache),
+    )))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

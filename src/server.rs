@@ -1,0 +1,128 @@
+//! Listeners: the egress listener the app talks to and the admin listener, with
+//! connection limits and graceful shutdown (SPEC §1, §7).
+//!
+//! The caller binds (so tests bind `127.0.0.1:0`) and passes a shutdown future. On
+//! shutdown tokex stops accepting, marks itself not ready, and lets in-flight requests
+//! finish within the drain timeout.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::error::{Code, ProxyError};
+use crate::forward::Body;
+use crate::proxy::Proxy;
+
+/// The two bound listeners.
+pub struct Listeners {
+    pub proxy: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both addresses; a port in use is an error for the caller to report.
+    pub async fn bind(proxy: SocketAddr, admin: SocketAddr) -> io::Result<Self> {
+        Ok(Self {
+            proxy: TcpListener::bind(proxy).await?,
+            admin: TcpListener::bind(admin).await?,
+        })
+    }
+
+    pub fn proxy_addr(&self) -> io::Result<SocketAddr> {
+        self.proxy.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+}
+
+/// Serves until `shutdown` completes, then drains.
+pub async fn run(proxy: Arc<Proxy>, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+    let config = proxy.config();
+    let drain = config.timeouts.drain;
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = tokio::spawn(crate::admin::run(proxy.clone(), listeners.admin, async {
+        let _ = admin_stopped.await;
+    }));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.timeouts.client_header_read);
+    builder.http2().timer(TokioTimer::new());
+    let connections = Arc::new(Semaphore::new(config.limits.max_connections as usize));
+    let graceful = GracefulShutdown::new();
+    proxy.set_ready(true);
+    tracing::info!(listen = %listeners.proxy.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), "tokex ready");
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listeners.proxy.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Typically EMFILE: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let io = TokioIo::new(stream);
+                match connections.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let p = proxy.clone();
+                        let svc = service_fn(move |req| p.clone().handle(req));
+                        let conn = graceful.watch(builder.serve_connection(io, svc).into_owned());
+                        tokio::spawn(async move {
+                            if let Err(e) = conn.await {
+                                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                            }
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        tracing::warn!(%peer, "connection limit reached");
+                        tokio::spawn(refuse_overloaded(io));
+                    }
+                }
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    proxy.set_ready(false);
+    drop(listeners.proxy);
+    tracing::info!(?drain, "shutting down: draining in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("drained"),
+        () = tokio::time::sleep(drain) => tracing::warn!("drain timeout reached; closing remaining connections"),
+    }
+    let _ = stop_admin.send(());
+    let _ = admin.await;
+}
+
+/// Answers one request with 503 `overloaded` and closes the connection.
+async fn refuse_overloaded(io: TokioIo<tokio::net::TcpStream>) {
+    let svc = service_fn(|_req: Request<Incoming>| async {
+        Ok::<Response<Body>, std::convert::Infallible>(
+            ProxyError::new(Code::Overloaded, "tokex has reached its connection limit")
+                .to_response(),
+        )
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .serve_connection(io, svc);
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+}

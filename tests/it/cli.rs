@@ -1,0 +1,1 @@
+//! The tokex binary: check, exchange, and no secrets in trace-level logs.

@@ -1,0 +1,1 @@
+//! SPEC §5: every row of the error table.

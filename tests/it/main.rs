@@ -1,0 +1,7 @@
+//! Integration tests: tokex over real sockets with a real upstream and token endpoint.
+
+mod cli;
+mod data_path;
+mod errors;
+mod operations;
+mod support;

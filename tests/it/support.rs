@@ -1,0 +1,524 @@
+//! Test helpers: a recording token endpoint that can be told to misbehave, echo
+//! upstreams (plain and TLS), and a running tokex, all on ephemeral loopback ports.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use tokex::proxy::Proxy;
+use tokex::server::{self, Listeners};
+
+pub type TestBody = Either<Incoming, Full<Bytes>>;
+
+/// Aborts the server task when the owner is dropped.
+pub struct Task(JoinHandle<()>);
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serves `handler` on a fresh loopback port (HTTP/1.1 and h2c).
+pub async fn serve<F, Fut>(handler: F) -> (SocketAddr, Task)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<TestBody>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let h = handler.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let h = h.clone();
+                    async move { Ok::<_, Infallible>(h(req).await) }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, Task(task))
+}
+
+pub fn full(status: u16, body: impl Into<Bytes>) -> Response<TestBody> {
+    let mut r = Response::new(Either::Right(Full::new(body.into())));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+    r
+}
+
+// ---------------------------------------------------------------------------------------
+// The mock authorization server.
+
+/// One request the token endpoint received.
+#[derive(Debug, Clone)]
+pub struct AsRequest {
+    pub headers: HeaderMap,
+    pub form: Vec<(String, String)>,
+}
+
+impl AsRequest {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the token endpoint answers.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub headers: Vec<(&'static str, String)>,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn json(status: u16, body: serde_json::Value) -> Self {
+        Self {
+            status,
+            body: body.to_string().into_bytes(),
+            headers: vec![("content-type", "application/json".into())],
+            delay: Duration::ZERO,
+        }
+    }
+    pub fn delayed(mut self, d: Duration) -> Self {
+        self.delay = d;
+        self
+    }
+    pub fn header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.push((name, value.to_string()));
+        self
+    }
+}
+
+type Behaviour = Arc<dyn Fn(&AsRequest, usize) -> Reply + Send + Sync>;
+
+/// A token endpoint that records every request and answers as told.
+#[derive(Clone)]
+pub struct MockAs {
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<AsRequest>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+    _task: Arc<Task>,
+}
+
+/// The default, well-behaved answer: `narrowed-N`, the requested type and scope.
+pub fn issue(req: &AsRequest, n: usize) -> Reply {
+    issue_with(req, &format!("narrowed-{n}"), Some(300))
+}
+
+pub fn issue_with(req: &AsRequest, token: &str, expires_in: Option<u64>) -> Reply {
+    let mut body = serde_json::json!({
+        "access_token": token,
+        "issued_token_type": req.param("requested_token_type").unwrap_or_default(),
+        "token_type": "Bearer",
+    });
+    if let Some(e) = expires_in {
+        body["expires_in"] = e.into();
+    }
+    if let Some(s) = req.param("scope") {
+        body["scope"] = s.into();
+    }
+    Reply::json(200, body).header("cache-control", "no-store")
+}
+
+impl MockAs {
+    pub async fn start() -> Self {
+        let requests: Arc<Mutex<Vec<AsRequest>>> = Arc::default();
+        let behaviour: Arc<Mutex<Behaviour>> = Arc::new(Mutex::new(Arc::new(issue)));
+        let counter = Arc::new(AtomicUsize::new(0));
+        let (r, b) = (requests.clone(), behaviour.clone());
+        let (addr, task) = serve(move |req: Request<Incoming>| {
+            let (r, b, counter) = (r.clone(), b.clone(), counter.clone());
+            async move {
+                let headers = req.headers().clone();
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|c| c.to_bytes())
+                    .unwrap_or_default();
+                let form = form_urlencoded::parse(&body).into_owned().collect();
+                let recorded = AsRequest { headers, form };
+                let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                r.lock().unwrap().push(recorded.clone());
+                let behaviour = b.lock().unwrap().clone();
+                let reply = behaviour(&recorded, n);
+                tokio::time::sleep(reply.delay).await;
+                let mut resp = full(reply.status, reply.body);
+                for (k, v) in reply.headers {
+                    resp.headers_mut().insert(k, v.parse().unwrap());
+                }
+                resp
+            }
+        })
+        .await;
+        Self {
+            addr,
+            requests,
+            behaviour,
+            _task: Arc::new(task),
+        }
+    }
+
+    pub fn on(&self, f: impl Fn(&AsRequest, usize) -> Reply + Send + Sync + 'static) {
+        *self.behaviour.lock().unwrap() = Arc::new(f);
+    }
+
+    pub fn requests(&self) -> Vec<AsRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}/token", self.addr)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Upstreams.
+
+/// One request an upstream received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub uri: String,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body_len: usize,
+}
+
+/// An echo upstream. `/stream...` echoes the request body back as it arrives,
+/// `/slow...` answers after 2 s, `/redirect` answers 302; anything else answers 200
+/// with the Authorization it saw after reading the whole body.
+#[derive(Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    _task: Arc<Task>,
+}
+
+async fn echo(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<TestBody> {
+    let path = req.uri().path().to_string();
+    let mut record = Seen {
+        uri: req.uri().to_string(),
+        version: req.version(),
+        headers: req.headers().clone(),
+        body_len: 0,
+    };
+    if path.starts_with("/stream") {
+        seen.lock().unwrap().push(record);
+        return Response::new(Either::Left(req.into_body()));
+    }
+    if path.starts_with("/slow") {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let auth = req
+        .headers()
+        .get("authorization")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    record.body_len = body.len();
+    seen.lock().unwrap().push(record);
+    if path == "/redirect" {
+        let mut r = full(302, "");
+        r.headers_mut()
+            .insert("location", "http://elsewhere.invalid/".parse().unwrap());
+        return r;
+    }
+    full(
+        200,
+        serde_json::json!({ "authorization": auth, "path": path, "body_len": body.len() })
+            .to_string(),
+    )
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let s = seen.clone();
+        let (addr, task) = serve(move |req| echo(req, s.clone())).await;
+        Self {
+            addr,
+            seen,
+            _task: Arc::new(task),
+        }
+    }
+
+    /// An HTTPS echo upstream for `localhost` with a fresh CA; returns the CA PEM.
+    pub async fn start_tls() -> (Self, String) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf_params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+        let key = rustls_pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone()], key)
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let s = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, s) = (acceptor.clone(), s.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let svc = service_fn(move |req| {
+                        let s = s.clone();
+                        async move { Ok::<_, Infallible>(echo(req, s).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        (
+            Self {
+                addr,
+                seen,
+                _task: Arc::new(Task(task)),
+            },
+            ca.pem(),
+        )
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// tokex itself.
+
+/// A tokex serving in-process on ephemeral ports, with its config in a temp dir.
+pub struct Tokex {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub proxy: Arc<Proxy>,
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Tokex {
+    /// Starts tokex with `yaml` (without `listen`/`admin`, which are added).
+    pub async fn start(yaml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, yaml).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, yaml: &str) -> Self {
+        let text = format!("listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n{yaml}");
+        let path = dir.path().join("tokex.yaml");
+        std::fs::write(&path, &text).unwrap();
+        let config = tokex::config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let proxy = Proxy::new(config).unwrap();
+        let listeners = Listeners::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        let (addr, admin) = (
+            listeners.proxy_addr().unwrap(),
+            listeners.admin_addr().unwrap(),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server::run(proxy.clone(), listeners, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            admin,
+            proxy,
+            dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops accepting and waits for the drain.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(format!("http://{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Tokex {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// The config most tests use: authority `main` at `as_`, route `echo` by host.
+pub fn config(as_: &MockAs, upstream: &str) -> String {
+    format!(
+        "authorities:
+  main:
+    token_endpoint: {}
+    client_id: tokex-test
+    auth: {{ method: client_secret_basic, client_secret: test-client-secret }}
+    timeout: 1s
+    retries: 0
+routes:
+  - name: echo
+    match: {{ host: echo.internal }}
+    upstream: {upstream}
+    timeout: 1s
+    exchange: {{ authority: main, audience: echo-api, scope: read write }}
+",
+        as_.endpoint()
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// The app side.
+
+/// A plain HTTP client that reads no proxy variables.
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// A response as the app sees it.
+#[derive(Debug)]
+pub struct Got {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Got {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
+    }
+    pub fn tokex_error(&self) -> Option<&str> {
+        self.headers.get("tokex-error").map(|v| v.to_str().unwrap())
+    }
+}
+
+/// GET `path` on tokex with `Host: host` and, if given, `Authorization: Bearer token`.
+pub async fn get(tokex: &Tokex, host: &str, path: &str, token: Option<&str>) -> Got {
+    let mut req = client().get(tokex.url(path)).header("host", host);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    got(req.send().await.unwrap()).await
+}
+
+pub async fn got(resp: reqwest::Response) -> Got {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.text().await.unwrap();
+    Got {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A JWT-shaped token with the given claims (unsigned: tokex never verifies it).
+pub fn jwt(claims: serde_json::Value) -> String {
+    use base64::Engine;
+    let enc = |v: &serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    format!(
+        "{}.{}.c2ln",
+        enc(&serde_json::json!({"alg": "none"})),
+        enc(&claims)
+    )
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A request body fed chunk by chunk from a channel, for streaming tests.
+pub struct ChannelBody(pub tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
+}
