@@ -1,1 +1,247 @@
-//! The tokex binary: check, exchange, and no secrets in trace-level logs.
+//! The tokex binary: `check` output and errors, `exchange`, exit codes, and a
+//! trace-level log run in which no token, secret or key appears.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tokex");
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// `tokex check` accepts the shipped example, prints the effective config and redacts
+/// the secret.
+#[test]
+fn check_prints_effective_config_redacted() {
+    let out = Command::new(BIN)
+        .args(["check", "--config", "config/example.yaml"])
+        .env("TOKEX_BACKEND_CLIENT_SECRET", "very-secret-value-42")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("token_endpoint: https://sts.backend.example/oauth2/token"));
+    assert!(stdout.contains("client_secret: \"[redacted]\""), "{stdout}");
+    assert!(!stdout.contains("very-secret-value-42"));
+}
+
+/// Config errors exit 1 and print `FILE:LINE:COL: key: message` naming the key.
+#[test]
+fn check_errors_name_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let route = "routes:\n  - name: a\n    upstream: http://127.0.0.1:9\n";
+    let cases = [
+        ("unknown key", format!("{route}    exchange: none\n    colour: red\n"), ":5:5: routes[0].colour: unknown field `colour`"),
+        ("bad duration", format!("{route}    exchange: none\n    timeout: 5 seconds\n"), ":5:14: routes[0].timeout: invalid duration"),
+        ("bad url", "routes:\n  - name: a\n    upstream: ftp://x\n    exchange: none\n".to_string(), ":3:15: routes[0].upstream: invalid URL"),
+        ("unknown authority", format!("{route}    exchange: {{ authority: nope, audience: x }}\n"), ":4:28: routes[0].exchange.authority: unknown authority `nope`"),
+        ("missing secret file", "authorities:\n  a:\n    token_endpoint: http://x/t\n    client_id: c\n    auth: { method: client_secret_basic, client_secret_file: /nonexistent/secret }\nroutes: []\n".to_string(), ":5:62: authorities.a.auth.client_secret_file: cannot read /nonexistent/secret"),
+    ];
+    for (what, text, expected) in cases {
+        let path = write(&dir, "bad.yaml", &text);
+        let out = Command::new(BIN)
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("{}{expected}", path.display())),
+            "{what}: {stderr}"
+        );
+    }
+}
+
+/// A port already in use is a runtime failure: exit code 2.
+#[test]
+fn port_in_use_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let path = write(
+        &dir,
+        "t.yaml",
+        &format!("listen: 127.0.0.1:{port}\nadmin: 127.0.0.1:0\nroutes: []\n"),
+    );
+    let out = Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `tokex exchange` performs the route's exchange and prints claims, never the token.
+#[tokio::test]
+async fn exchange_command_prints_claims_not_token() {
+    let (as_, up) = (MockAs::start().await, Upstream::start().await);
+    let issued = jwt(serde_json::json!({"sub": "alice", "aud": "echo-api", "exp": now() + 600}));
+    let token = issued.clone();
+    as_.on(move |req, _| issue_with(req, &token, Some(300)));
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "t.yaml", &config(&as_, &up.url()));
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(BIN)
+            .args(["exchange", "--route", "echo", "-c"])
+            .arg(&path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"the-subject-token\n")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["claims"]["sub"], "alice");
+    assert_eq!(report["expires_in"], 300);
+    assert_eq!(report["cache_ttl_seconds"], 270);
+    assert!(!stdout.contains(&issued) && !stdout.contains("the-subject-token"));
+    assert_eq!(
+        as_.requests()[0].param("subject_token"),
+        Some("the-subject-token")
+    );
+}
+
+/// At `RUST_LOG=trace`, through a success, a cache hit and a refusal, no subject
+/// token, issued token, client secret or Basic credential appears in the logs; proxy
+/// variables pointing at a dead address are ignored.
+#[tokio::test]
+async fn trace_logs_carry_no_secrets_and_proxy_env_is_ignored() {
+    let (as_, up) = (MockAs::start().await, Upstream::start().await);
+    let issued = "issued-narrowed-token-SECRETVALUE";
+    as_.on(move |req, _| {
+        if req.param("subject_token") == Some("refused-subject-TOKENVALUE") {
+            Reply::json(400, serde_json::json!({"error": "invalid_grant"}))
+        } else {
+            issue_with(req, issued, Some(300))
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(&as_, &up.url()).replace("test-client-secret", "client-SECRET-xyzzy");
+    let path = write(
+        &dir,
+        "t.yaml",
+        &format!("listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n{yaml}"),
+    );
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(&path)
+        .env("RUST_LOG", "trace")
+        .env("HTTP_PROXY", "http://127.0.0.1:9")
+        .env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("ALL_PROXY", "http://127.0.0.1:9")
+        .env("http_proxy", "http://127.0.0.1:9")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap().into_owned_fd().unwrap();
+    let (l, (tx, rx)) = (log.clone(), std::sync::mpsc::channel::<String>());
+    std::thread::spawn(move || {
+        for line in BufReader::new(std::fs::File::from(stderr))
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("listening") {
+                let _ = tx.send(line.clone());
+            }
+            l.lock().unwrap().push_str(&line);
+            l.lock().unwrap().push('\n');
+        }
+    });
+    let line =
+        tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)).unwrap())
+            .await
+            .unwrap();
+    let addr = line
+        .split("listen=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let c = client();
+    for token in [
+        "good-subject-TOKENVALUE",
+        "good-subject-TOKENVALUE",
+        "refused-subject-TOKENVALUE",
+    ] {
+        let r = c
+            .get(format!("http://{addr}/x"))
+            .header("host", "echo.internal")
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let expected = if token.starts_with("good") { 200 } else { 401 };
+        assert_eq!(r.status().as_u16(), expected);
+    }
+    assert_eq!(
+        up.seen()[0].headers["authorization"],
+        format!("Bearer {issued}")
+    );
+    let pid = child.id().unwrap().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "SIGTERM exits 0");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let log = log.lock().unwrap().clone();
+    assert!(
+        log.lines().filter(|l| l.contains("TRACE")).count() >= 5,
+        "trace logging was on:\n{log}"
+    );
+    assert!(log.contains("request refused"), "the refusal was logged");
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode("tokex-test:client-SECRET-xyzzy");
+    for secret in [
+        "TOKENVALUE",
+        "SECRETVALUE",
+        "client-SECRET-xyzzy",
+        basic.as_str(),
+    ] {
+        assert!(
+            !log.contains(secret),
+            "{secret} leaked into the logs:\n{}",
+            log.lines()
+                .filter(|l| l.contains(secret))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
