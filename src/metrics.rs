@@ -221,19 +221,45 @@ pub struct RouteMetrics {
     /// `tokex_requests_total` by status 100..=599, filled on first use of each status.
     by_status: Box<[OnceLock<Arc<Counter>>]>,
     pub duration: Arc<Histogram>,
-    pub hits: Arc<Counter>,
-    pub misses: Arc<Counter>,
+    hits: Option<Arc<Counter>>,
+    misses: Option<Arc<Counter>>,
 }
 
 impl RouteMetrics {
     pub fn new(metrics: &Arc<Metrics>, route: &str) -> Self {
         Self {
+            hits: Some(metrics.cache_hits.series(&[route])),
+            misses: Some(metrics.cache_misses.series(&[route])),
+            ..Self::new_bare(metrics, route)
+        }
+    }
+
+    /// For requests that matched no route: they have a status and a duration, but no
+    /// cache, so no cache series is created for them.
+    pub fn unrouted(metrics: &Arc<Metrics>) -> Self {
+        Self::new_bare(metrics, "none")
+    }
+
+    fn new_bare(metrics: &Arc<Metrics>, route: &str) -> Self {
+        Self {
             name: route.to_string(),
             metrics: metrics.clone(),
             by_status: (100..600).map(|_| OnceLock::new()).collect(),
             duration: metrics.request_duration.series(&[route]),
-            hits: metrics.cache_hits.series(&[route]),
-            misses: metrics.cache_misses.series(&[route]),
+            hits: None,
+            misses: None,
+        }
+    }
+
+    pub fn hit(&self) {
+        if let Some(c) = &self.hits {
+            c.inc();
+        }
+    }
+
+    pub fn miss(&self) {
+        if let Some(c) = &self.misses {
+            c.inc();
         }
     }
 
@@ -264,8 +290,15 @@ mod tests {
         r.record(200, Duration::from_micros(300));
         r.record(200, Duration::from_millis(30));
         r.record(503, Duration::from_secs(20));
-        r.hits.inc();
+        r.hit();
+        let none = RouteMetrics::unrouted(&m);
+        none.record(404, Duration::from_micros(1));
         let text = m.render(7);
+        assert!(text.contains("tokex_requests_total{route=\"none\",status=\"404\"} 1"));
+        assert!(
+            !text.contains("tokex_cache_hits_total{route=\"none\"}"),
+            "{text}"
+        );
         assert!(
             text.contains("tokex_requests_total{route=\"payments\",status=\"200\"} 2"),
             "{text}"

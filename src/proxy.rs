@@ -73,7 +73,7 @@ impl Proxy {
         let runtime = Runtime::build(Arc::new(config), &cache, &metrics, &permits)?;
         Ok(Arc::new(Self {
             state: ArcSwap::from_pointee(runtime),
-            unrouted: RouteMetrics::new(&metrics, "none"),
+            unrouted: RouteMetrics::unrouted(&metrics),
             cache,
             metrics,
             permits,
@@ -260,18 +260,18 @@ impl RouteRuntime {
             .await;
         match result {
             Ok((entry, Lookup::Hit)) => {
-                self.metrics.hits.inc();
+                self.metrics.hit();
                 if entry.claim_refresh(Instant::now()) {
                     self.refresh(proxy, exchange, key, token, subject_exp, entry.clone());
                 }
                 Ok(entry)
             }
             Ok((entry, Lookup::Miss)) => {
-                self.metrics.misses.inc();
+                self.metrics.miss();
                 Ok(entry)
             }
             Err(e) => {
-                self.metrics.misses.inc();
+                self.metrics.miss();
                 Err(ProxyError::from(&*e))
             }
         }

@@ -450,3 +450,64 @@ async fn admin_endpoints() {
         assert!(m.contains(series), "missing {series}\n{m}");
     }
 }
+
+/// gRPC passes through unchanged apart from the token: h2c from the app, h2 by ALPN to
+/// the upstream, `te: trailers`, request trailers and response trailers all arrive.
+#[tokio::test]
+async fn grpc_trailers_pass_through_h2c_to_h2() {
+    let as_ = MockAs::start().await;
+    let (up, ca_pem) = Upstream::start_tls().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca_pem).unwrap();
+    let url = format!("https://localhost:{}", up.addr.port());
+    let yaml = config(&as_, &url).replace(
+        "    timeout: 1s\n    exchange",
+        "    timeout: 1s\n    ca_file: ca.pem\n    exchange",
+    );
+    let tokex = Tokex::start_in(dir, &yaml).await;
+
+    let stream = tokio::net::TcpStream::connect(tokex.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-timeout", "1S".parse().unwrap());
+    let frames = FramesBody(
+        [
+            hyper::body::Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi")),
+            hyper::body::Frame::trailers(trailers),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    let req = http::Request::post("http://echo.internal/pkg.Service/grpc")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("authorization", "Bearer app-token")
+        .body(frames)
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200, "{:?}", resp.headers());
+    assert_eq!(resp.headers()["content-type"], "application/grpc");
+    let collected = resp.into_body().collect().await.unwrap();
+    let got_trailers = collected.trailers().cloned().expect("response trailers");
+    assert_eq!(got_trailers["grpc-status"], "0");
+    assert_eq!(collected.to_bytes(), &b"\0\0\0\0\x02hi"[..]);
+
+    let seen = up.seen().pop().unwrap();
+    assert_eq!(seen.version, http::Version::HTTP_2);
+    assert_eq!(
+        seen.uri,
+        format!("https://localhost:{}/pkg.Service/grpc", up.addr.port())
+    );
+    assert_eq!(seen.headers["te"], "trailers");
+    assert_eq!(seen.headers["authorization"], "Bearer narrowed-1");
+    assert_eq!(
+        seen.trailers.expect("request trailers")["grpc-timeout"],
+        "1S"
+    );
+}

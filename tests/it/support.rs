@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokex::proxy::Proxy;
 use tokex::server::{self, Listeners};
 
-pub type TestBody = Either<Incoming, Full<Bytes>>;
+pub type TestBody = Either<Incoming, Either<Full<Bytes>, FramesBody>>;
 
 /// Aborts the server task when the owner is dropped.
 pub struct Task(JoinHandle<()>);
@@ -62,7 +62,7 @@ where
 }
 
 pub fn full(status: u16, body: impl Into<Bytes>) -> Response<TestBody> {
-    let mut r = Response::new(Either::Right(Full::new(body.into())));
+    let mut r = Response::new(Either::Right(Either::Left(Full::new(body.into()))));
     *r.status_mut() = StatusCode::from_u16(status).unwrap();
     r
 }
@@ -211,10 +211,12 @@ pub struct Seen {
     pub version: Version,
     pub headers: HeaderMap,
     pub body_len: usize,
+    pub trailers: Option<HeaderMap>,
 }
 
 /// An echo upstream. `/stream...` echoes the request body back as it arrives,
-/// `/slow...` answers after 2 s, `/redirect` answers 302; anything else answers 200
+/// `/slow...` answers after 2 s, `/redirect` answers 302, `.../grpc` echoes the message
+/// with gRPC trailers; anything else answers 200
 /// with the Authorization it saw after reading the whole body.
 #[derive(Clone)]
 pub struct Upstream {
@@ -230,7 +232,28 @@ async fn echo(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<T
         version: req.version(),
         headers: req.headers().clone(),
         body_len: 0,
+        trailers: None,
     };
+    if path.ends_with("/grpc") {
+        // gRPC-shaped: echo the message, answer with trailers, record request trailers.
+        let collected = req.into_body().collect().await.unwrap();
+        record.trailers = collected.trailers().cloned();
+        let data = collected.to_bytes();
+        record.body_len = data.len();
+        seen.lock().unwrap().push(record);
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        trailers.insert("grpc-message", "ok".parse().unwrap());
+        let frames = FramesBody(
+            [Frame::data(data), Frame::trailers(trailers)]
+                .into_iter()
+                .collect(),
+        );
+        let mut r = Response::new(Either::Right(Either::Right(frames)));
+        r.headers_mut()
+            .insert("content-type", "application/grpc".parse().unwrap());
+        return r;
+    }
     if path.starts_with("/stream") {
         seen.lock().unwrap().push(record);
         return Response::new(Either::Left(req.into_body()));
@@ -520,5 +543,19 @@ impl hyper::body::Body for ChannelBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// A body of fixed frames, trailers included.
+pub struct FramesBody(pub std::collections::VecDeque<Frame<Bytes>>);
+
+impl hyper::body::Body for FramesBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(Ok))
     }
 }
