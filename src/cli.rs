@@ -49,6 +49,14 @@ pub enum Command {
         #[arg(long)]
         route: String,
     },
+    /// The whole flow on one machine: embedded authorities, an echo upstream, the sidecar.
+    Demo {
+        /// Where the demo sidecar listens.
+        #[arg(long, default_value = "127.0.0.1:15001")]
+        listen: std::net::SocketAddr,
+    },
+    /// Run the embedded authorization server (SPEC §8).
+    Sts(ConfigArg),
 }
 
 #[derive(Debug, Args)]
@@ -113,7 +121,7 @@ pub async fn run(path: &Path) -> ExitCode {
 }
 
 /// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {
@@ -238,4 +246,39 @@ pub async fn exchange(path: &Path, route_name: &str) -> ExitCode {
             ExitCode::from(EXIT_RUNTIME)
         }
     }
+}
+
+/// `tokex sts`: the embedded authorization server until SIGTERM or Ctrl-C.
+pub async fn sts(path: &Path) -> ExitCode {
+    let config = match crate::sts::config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(listen = %config.listen, error = %e, "cannot bind");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let base = match listener.local_addr() {
+        Ok(a) => format!("http://{a}"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the bound address");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let sts = match crate::sts::Sts::new(config, &base) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    tracing::info!(listen = %base, "sts listening");
+    sts.serve(listener, shutdown_signal()).await;
+    ExitCode::SUCCESS
 }

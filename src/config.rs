@@ -45,22 +45,36 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and validates config text; `path` names it in errors and anchors relative paths.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let located = |location: Option<serde_saphyr::Location>, message: String| ConfigError {
+    let parsed: file::FileConfig = from_yaml(text).map_err(|(loc, msg)| located(path, loc, msg))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    model::validate(parsed, base).map_err(|e| located(path, e.location, e.message))
+}
+
+/// Reads a YAML file into `T` with located errors; shared with the embedded STS config.
+pub(crate) fn load_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| located(path, None, format!("cannot read config: {e}")))?;
+    from_yaml(&text).map_err(|(loc, msg)| located(path, loc, msg))
+}
+
+pub(crate) fn located(
+    path: &Path,
+    location: Option<serde_saphyr::Location>,
+    message: String,
+) -> ConfigError {
+    ConfigError {
         file: path.to_path_buf(),
         line: location.map(|l| l.line()),
         column: location.map(|l| l.column()),
         message,
-    };
-    let parsed: file::FileConfig = from_yaml(text).map_err(|(loc, msg)| located(loc, msg))?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    model::validate(parsed, base).map_err(|e| located(e.location, e.message))
+    }
 }
 
 /// The one place YAML is parsed, so the YAML crate can be swapped in one line.
 ///
 /// The error message is prefixed with the key path (`routes[0].cache.max_ttl`) that
 /// serde_path_to_error tracked, because the parser's own message only names the value.
-fn from_yaml<T: serde::de::DeserializeOwned>(
+pub(crate) fn from_yaml<T: serde::de::DeserializeOwned>(
     text: &str,
 ) -> Result<T, (Option<serde_saphyr::Location>, String)> {
     let mut key_path = None;

@@ -112,16 +112,11 @@ impl ExchangeClient {
         metrics: Arc<Metrics>,
     ) -> Result<Self, BuildError> {
         let name = authority.name.clone();
-        let tls = crate::tls::client_config(authority.ca_file.as_ref(), &[b"h2", b"http/1.1"])
-            .map_err(|e| BuildError::Tls(name.clone(), e))?;
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
+        let http = crate::tls::reqwest_builder(authority.ca_file.as_ref())
+            .map_err(|e| BuildError::Tls(name.clone(), e))?
             .connect_timeout(authority.timeout)
             .timeout(authority.timeout)
             .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("tokex/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| BuildError::Http(name.clone(), e))?;
         let duration = metrics.exchange_duration.series(&[&name]);

@@ -17,7 +17,9 @@
 //! - [`metrics`]: lock-free Prometheus series.
 //! - [`telemetry`]: log setup.
 //! - [`tls`]: rustls client configs (webpki roots plus `ca_file`).
+//! - [`sts`]: the embedded authorization server (realms, policy, token exchange).
 //! - [`cli`]: the `tokex` commands.
+//! - [`demo`]: `tokex demo`, the whole flow on one machine.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -25,6 +27,7 @@ pub mod bearer;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod exchange;
 pub mod forward;
@@ -33,5 +36,6 @@ pub mod proxy;
 pub mod routing;
 pub mod secret;
 pub mod server;
+pub mod sts;
 pub mod telemetry;
 pub mod tls;

@@ -7,6 +7,9 @@ use tokex::cli::{self, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every TLS config tokex builds names its provider; this default only guards
+    // libraries that would otherwise look for one and panic.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tokex::telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -23,6 +26,8 @@ fn main() -> ExitCode {
             Command::Run(c) => cli::run(&c.config).await,
             Command::Check(c) => cli::check(&c.config),
             Command::Exchange { config, route } => cli::exchange(&config.config, route).await,
+            Command::Demo { listen } => tokex::demo::run(*listen).await,
+            Command::Sts(c) => cli::sts(&c.config).await,
         }
     })
 }

@@ -60,3 +60,14 @@ pub fn client_config(
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }
+
+/// The base of every `reqwest` client tokex builds: our rustls config (so no process-wide
+/// crypto provider is needed), no redirects, and no proxy environment variables.
+pub fn reqwest_builder(extra: Option<&CaBundle>) -> Result<reqwest::ClientBuilder, rustls::Error> {
+    let tls = client_config(extra, &[b"h2", b"http/1.1"])?;
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent(concat!("tokex/", env!("CARGO_PKG_VERSION"))))
+}
