@@ -201,9 +201,21 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
         let authority = authority(name, spanned, base)?;
         authorities.insert(name.clone(), Arc::new(authority));
     }
+    let listen = file
+        .listen
+        .map_or_else(|| ([127, 0, 0, 1], 15001).into(), |a| a.0);
     let mut routes: Vec<Arc<Route>> = Vec::with_capacity(file.routes.len());
     for (i, spanned) in file.routes.iter().enumerate() {
         let r = route(i, spanned, &authorities, &cache, &timeouts, base)?;
+        if points_at(&r.upstream, listen) {
+            return Err(at(
+                &spanned.value.upstream,
+                format!(
+                    "routes[{i}].upstream: {} is tokex's own listener; requests would loop",
+                    r.upstream.url
+                ),
+            ));
+        }
         if routes.iter().any(|o| o.name == r.name) {
             return Err(at(
                 &spanned.value.name,
@@ -527,6 +539,38 @@ fn upstream(u: &Spanned<super::values::HttpUrl>) -> Result<Upstream, String> {
     })
 }
 
+/// Whether `upstream` names `listen` (same port, and the same or a loopback address
+/// when tokex listens on loopback or on every address).
+fn points_at(upstream: &Upstream, listen: SocketAddr) -> bool {
+    let port =
+        upstream
+            .authority
+            .port_u16()
+            .unwrap_or(if upstream.scheme == http::uri::Scheme::HTTPS {
+                443
+            } else {
+                80
+            });
+    if port != listen.port() || listen.port() == 0 {
+        return false;
+    }
+    let host = upstream
+        .authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => {
+            ip == listen.ip()
+                || (ip.is_loopback() && (listen.ip().is_loopback() || listen.ip().is_unspecified()))
+        }
+        Err(_) => {
+            host.eq_ignore_ascii_case("localhost")
+                && (listen.ip().is_loopback() || listen.ip().is_unspecified())
+        }
+    }
+}
+
 fn parse_host_match(raw: &str) -> Result<HostMatch, String> {
     let lower = raw.to_ascii_lowercase();
     let (host, port) = match lower.rsplit_once(':') {
@@ -663,6 +707,30 @@ mod tests {
         );
         assert!(parse_host_match("a.b:99999").is_err());
         assert!(parse_host_match("bad host").is_err());
+    }
+
+    /// A route whose upstream is tokex's own listener is refused: it would loop.
+    #[test]
+    fn upstream_loop_is_refused() {
+        let cfg = |listen: &str, upstream: &str| {
+            let text = format!(
+                "listen: {listen}\nroutes:\n  - {{name: a, upstream: '{upstream}', exchange: none}}\n"
+            );
+            crate::config::parse(&text, Path::new("t.yaml"))
+        };
+        let err = cfg("127.0.0.1:15001", "http://127.0.0.1:15001/x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("routes[0].upstream") && err.contains("loop"),
+            "{err}"
+        );
+        assert!(cfg("0.0.0.0:15001", "http://localhost:15001").is_err());
+        assert!(cfg("127.0.0.1:15001", "http://127.0.0.1:15002").is_ok());
+        assert!(
+            cfg("127.0.0.1:0", "http://127.0.0.1:0").is_ok(),
+            "ephemeral listen cannot be compared"
+        );
     }
 
     /// Scopes are validated per RFC 6749 §3.3 and normalised to single spaces.

@@ -245,3 +245,83 @@ async fn trace_logs_carry_no_secrets_and_proxy_env_is_ignored() {
         );
     }
 }
+
+/// `tokex demo` starts on loopback, prints the subject and exchanged claims side by side
+/// (scopes narrowed, audience set, `act` present), serves the curl command it prints,
+/// and exits 0 on SIGTERM.
+#[tokio::test]
+async fn demo_runs_serves_its_curl_command_and_exits_on_signal() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut output = String::new();
+    let curl = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            output.push_str(&line);
+            output.push('\n');
+            if line.trim_start().starts_with("curl ") {
+                return line;
+            }
+        }
+        panic!("demo ended without a curl line:\n{output}");
+    })
+    .await
+    .expect("demo printed its curl command");
+    let row = |claim: &str| {
+        output
+            .lines()
+            .find(|l| l.starts_with(&format!("{claim} ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        row("aud").contains("backend") && row("aud").contains("orders-api"),
+        "{output}"
+    );
+    assert!(row("scope").contains("openid read:calendar"), "{output}");
+    assert!(
+        row("scope").contains("email profile calendar.events.read write:documents"),
+        "{output}"
+    );
+    assert!(
+        !row("scope").contains("read:analytics"),
+        "narrowed: {output}"
+    );
+    assert!(row("act").contains("orders-service"), "{output}");
+
+    let token = curl
+        .split("Bearer ")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap();
+    let url = curl.split_whitespace().last().unwrap();
+    let r = client()
+        .get(url)
+        .header("host", "orders.internal")
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let r = got(r).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let claims = &r.json()["received_token_claims"];
+    assert_eq!(claims["aud"], "orders-api");
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["act"]["sub"], "orders-service");
+
+    let pid = child.id().unwrap().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "demo exits 0 on SIGTERM: {status:?}");
+}
