@@ -101,8 +101,12 @@ impl KeyBuilder {
         Self(ctx)
     }
 
-    pub fn key(&self, subject_token: &str) -> Key {
+    /// The key for `subject_token` under the actor identified by `actor` (its digest,
+    /// or empty), so a rotated actor never reuses another's tokens.
+    pub fn key(&self, actor: &[u8], subject_token: &str) -> Key {
         let mut ctx = self.0.clone();
+        ctx.update(&(actor.len() as u64).to_be_bytes());
+        ctx.update(actor);
         ctx.update(&(subject_token.len() as u64).to_be_bytes());
         ctx.update(subject_token.as_bytes());
         let mut key = [0u8; 32];
@@ -304,35 +308,35 @@ mod tests {
         let cache = TokenCache::new(10).unwrap();
         let a = cache
             .key_builder(&["auth", "client", "aud-a", "scope"])
-            .key("tok");
+            .key(b"", "tok");
         assert_eq!(
             a,
             cache
                 .key_builder(&["auth", "client", "aud-a", "scope"])
-                .key("tok")
+                .key(b"", "tok")
         );
         assert_ne!(
             a,
             cache
                 .key_builder(&["auth", "client", "aud-b", "scope"])
-                .key("tok")
+                .key(b"", "tok")
         );
         assert_ne!(
             a,
             cache
                 .key_builder(&["auth", "client", "aud-a", "scope"])
-                .key("tok2")
+                .key(b"", "tok2")
         );
         assert_ne!(
-            cache.key_builder(&["ab", "c"]).key("t"),
-            cache.key_builder(&["a", "bc"]).key("t")
+            cache.key_builder(&["ab", "c"]).key(b"", "t"),
+            cache.key_builder(&["a", "bc"]).key(b"", "t")
         );
         let other = TokenCache::new(10).unwrap();
         assert_ne!(
             a,
             other
                 .key_builder(&["auth", "client", "aud-a", "scope"])
-                .key("tok"),
+                .key(b"", "tok"),
             "per-process key"
         );
     }
@@ -342,7 +346,7 @@ mod tests {
     async fn concurrent_misses_coalesce() {
         let cache = TokenCache::new(10).unwrap();
         let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let key = cache.key_builder(&["x"]).key("t");
+        let key = cache.key_builder(&["x"]).key(b"", "t");
         let mut tasks = Vec::new();
         for _ in 0..50 {
             let (cache, calls) = (cache.clone(), calls.clone());
@@ -376,7 +380,7 @@ mod tests {
     #[tokio::test]
     async fn expired_entry_is_not_served() {
         let cache = TokenCache::new(10).unwrap();
-        let key = cache.key_builder(&["x"]).key("t");
+        let key = cache.key_builder(&["x"]).key(b"", "t");
         let stale = Arc::new(Entry::new(
             HeaderValue::from_static("Bearer old"),
             Instant::now(),

@@ -199,7 +199,8 @@ routes:
 }
 
 fn http_client() -> Result<reqwest::Client, Failure> {
-    let builder = crate::tls::reqwest_builder(None).map_err(|e| (EXIT_RUNTIME, e.to_string()))?;
+    let builder =
+        crate::tls::reqwest_builder(None, None).map_err(|e| (EXIT_RUNTIME, e.to_string()))?;
     builder.build().map_err(|e| (EXIT_RUNTIME, e.to_string()))
 }
 

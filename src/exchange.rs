@@ -10,6 +10,7 @@ pub mod wire;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use http::HeaderValue;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use tokio::sync::Semaphore;
@@ -36,6 +37,8 @@ pub enum Error {
     BadResponse(String),
     #[error("too many concurrent exchanges")]
     Overloaded,
+    #[error("tokex cannot authenticate: {0}")]
+    Misconfigured(String),
 }
 
 impl Error {
@@ -46,6 +49,7 @@ impl Error {
             Error::Unavailable { .. } => Code::AuthorityUnavailable,
             Error::BadResponse(_) => Code::BadExchangeResponse,
             Error::Overloaded => Code::Overloaded,
+            Error::Misconfigured(_) => Code::ExchangeMisconfigured,
         }
     }
 
@@ -68,6 +72,7 @@ impl From<&Error> for ProxyError {
             Error::Unavailable { .. } => "the authorization server is unavailable",
             Error::BadResponse(_) => "the authorization server sent an unusable token response",
             Error::Overloaded => "too many token exchanges in flight",
+            Error::Misconfigured(_) => "tokex cannot authenticate to the authorization server",
         };
         let authority_error = match e {
             Error::Refused { oauth_error, .. } => Some(oauth_error.clone()),
@@ -92,16 +97,45 @@ pub enum BuildError {
     Http(String, #[source] reqwest::Error),
 }
 
+fn tls_generation(a: &Authority) -> u64 {
+    let ca = a.ca_file.as_ref().map_or(0, |c| c.generation());
+    let identity = a.auth.identity().map_or(0, |i| i.generation());
+    ca + identity
+}
+
+fn build_http(a: &Authority) -> Result<Http, BuildError> {
+    let tls_generation = tls_generation(a);
+    let ca = a.ca_file.as_ref().map(|c| c.current());
+    let identity = a.auth.identity().map(|i| i.current());
+    let client = crate::tls::reqwest_builder(ca.as_deref(), identity.as_deref())
+        .map_err(|e| BuildError::Tls(a.name.clone(), e))?
+        .connect_timeout(a.timeout)
+        .timeout(a.timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .map_err(|e| BuildError::Http(a.name.clone(), e))?;
+    Ok(Http {
+        tls_generation,
+        client,
+    })
+}
+
 /// Longest `Retry-After` tokex waits out itself before giving up on a retry.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(2);
 
 /// The exchange client for one authority.
 pub struct ExchangeClient {
     authority: Arc<Authority>,
-    http: reqwest::Client,
+    /// Rebuilt when the CA bundle or client certificate rotates.
+    http: ArcSwap<Http>,
     permits: Arc<Semaphore>,
     metrics: Arc<Metrics>,
     duration: Arc<Histogram>,
+}
+
+struct Http {
+    tls_generation: u64,
+    client: reqwest::Client,
 }
 
 impl ExchangeClient {
@@ -111,15 +145,8 @@ impl ExchangeClient {
         permits: Arc<Semaphore>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, BuildError> {
-        let name = authority.name.clone();
-        let http = crate::tls::reqwest_builder(authority.ca_file.as_ref())
-            .map_err(|e| BuildError::Tls(name.clone(), e))?
-            .connect_timeout(authority.timeout)
-            .timeout(authority.timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .map_err(|e| BuildError::Http(name.clone(), e))?;
-        let duration = metrics.exchange_duration.series(&[&name]);
+        let http = ArcSwap::from_pointee(build_http(&authority)?);
+        let duration = metrics.exchange_duration.series(&[&authority.name]);
         Ok(Self {
             authority,
             http,
@@ -127,6 +154,26 @@ impl ExchangeClient {
             metrics,
             duration,
         })
+    }
+
+    /// The HTTP client for the current TLS material.
+    fn http(&self) -> Result<reqwest::Client, Error> {
+        let current = self.http.load();
+        if current.tls_generation == tls_generation(&self.authority) {
+            return Ok(current.client.clone());
+        }
+        let fresh = build_http(&self.authority).map_err(|e| Error::Misconfigured(e.to_string()))?;
+        let client = fresh.client.clone();
+        self.http.store(Arc::new(fresh));
+        Ok(client)
+    }
+
+    /// The digest of the actor token in force, which cache keys include.
+    pub fn actor_digest(&self) -> Option<[u8; 32]> {
+        self.authority
+            .actor_token
+            .as_ref()
+            .map(|a| a.token.current().digest)
     }
 
     pub fn authority(&self) -> &Authority {
@@ -147,19 +194,17 @@ impl ExchangeClient {
         let actor = a
             .actor_token
             .as_ref()
-            .map(|t| (&t.token, t.token_type.as_str()));
-        let input = wire::ExchangeInput {
-            subject_token,
-            params,
-            client_id: &a.client_id,
-            auth: &a.auth,
-            actor,
-        };
-        let (form, basic) = wire::encode_request(&input);
+            .map(|t| (t.token.current(), t.token_type.as_str()));
         let started = Instant::now();
         let mut attempt = 0;
         let result = loop {
-            let result = self.attempt(&form, basic.as_ref(), params).await;
+            let result = self
+                .attempt(
+                    subject_token,
+                    params,
+                    actor.as_ref().map(|(t, ty)| (&t.token, *ty)),
+                )
+                .await;
             match &result {
                 Err(e) if e.is_transient() && attempt < a.retries => {
                     let delay = backoff(attempt, e.retry_after());
@@ -191,19 +236,36 @@ impl ExchangeClient {
             .inc();
     }
 
+    /// One token request. The credential is made per attempt, so a retried
+    /// `private_key_jwt` carries a fresh `jti`.
     async fn attempt(
         &self,
-        form: &str,
-        basic: Option<&Secret>,
+        subject_token: &str,
         params: &ExchangeParams,
+        actor: Option<(&Secret, &str)>,
     ) -> Result<Issued, Error> {
+        let a = &self.authority;
+        let credential = a
+            .auth
+            .credential(&a.client_id)
+            .map_err(Error::Misconfigured)?;
+        let input = wire::ExchangeInput {
+            subject_token,
+            params,
+            client_id: &a.client_id,
+            credential: &credential,
+            actor,
+        };
+        let (form, basic) = wire::encode_request(&input);
+        let form = form.as_str();
+        let basic = basic.as_ref();
         let unavailable = |reason: String| Error::Unavailable {
             reason,
             retry_after: None,
             oauth_error: None,
         };
         let mut request = self
-            .http
+            .http()?
             .post(&self.authority.token_endpoint)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")

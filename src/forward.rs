@@ -17,8 +17,15 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use hyper_util::client::legacy::ResponseFuture;
+
 use crate::config::model::{Route, Timeouts};
+use crate::credentials::Watched;
 use crate::error::{Code, ProxyError};
+use crate::tls::CaBundle;
 
 /// Response bodies: the upstream's, streamed, or one tokex made.
 pub type Body = Either<Incoming, Full<Bytes>>;
@@ -92,13 +99,8 @@ pub fn upstream_request(
     Ok(Request::from_parts(parts, body))
 }
 
-/// Sends the request; `timeout` bounds the wait for response headers.
-pub async fn send(
-    client: &UpstreamClient,
-    req: Request<Incoming>,
-    timeout: Duration,
-) -> Result<Response<Body>, ProxyError> {
-    let response = match tokio::time::timeout(timeout, client.request(req)).await {
+async fn send(future: ResponseFuture, timeout: Duration) -> Result<Response<Body>, ProxyError> {
+    let response = match tokio::time::timeout(timeout, future).await {
         Err(_) => {
             return Err(ProxyError::new(
                 Code::UpstreamTimeout,
@@ -131,17 +133,72 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Builds the pooled client for a route: its trust roots, ALPN h2/http1.1, bounded
-/// connect time, no proxy.
-pub fn upstream_client(
-    route: &Route,
-    timeouts: &Timeouts,
+/// A route's pooled client, rebuilt when its `ca_file` rotates.
+pub struct Upstream {
+    current: ArcSwap<(u64, UpstreamClient)>,
+    ca: Option<Watched<CaBundle>>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(route: &Route, timeouts: &Timeouts) -> Result<Self, rustls::Error> {
+        let ca = route.ca_file.clone();
+        let (connect_timeout, idle_timeout) = (timeouts.upstream_connect, timeouts.idle);
+        let generation = ca.as_ref().map_or(0, |c| c.generation());
+        let client = build_client(
+            ca.as_ref().map(|c| c.current()).as_deref(),
+            connect_timeout,
+            idle_timeout,
+        )?;
+        Ok(Self {
+            current: ArcSwap::from_pointee((generation, client)),
+            ca,
+            connect_timeout,
+            idle_timeout,
+        })
+    }
+
+    /// Sends `req`; `timeout` bounds the wait for response headers.
+    pub async fn send(
+        &self,
+        req: Request<Incoming>,
+        timeout: Duration,
+    ) -> Result<Response<Body>, ProxyError> {
+        let future = {
+            let current = self.current.load();
+            let generation = self.ca.as_ref().map_or(0, |c| c.generation());
+            if current.0 == generation {
+                current.1.request(req)
+            } else {
+                let ca = self.ca.as_ref().map(|c| c.current());
+                let client = build_client(ca.as_deref(), self.connect_timeout, self.idle_timeout)
+                    .map_err(|_| {
+                    ProxyError::new(
+                        Code::UpstreamUnavailable,
+                        "the upstream's trust roots are unusable",
+                    )
+                })?;
+                let future = client.request(req);
+                self.current.store(Arc::new((generation, client)));
+                future
+            }
+        };
+        send(future, timeout).await
+    }
+}
+
+/// Pooled HTTP(S) client: trust roots, ALPN h2/http1.1, bounded connect time, no proxy.
+fn build_client(
+    ca: Option<&CaBundle>,
+    connect_timeout: Duration,
+    idle: Duration,
 ) -> Result<UpstreamClient, rustls::Error> {
-    let tls = crate::tls::client_config(route.ca_file.as_ref(), &[])?;
+    let tls = crate::tls::client_config(ca, None, &[])?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(timeouts.upstream_connect));
+    http.set_connect_timeout(Some(connect_timeout));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
@@ -150,7 +207,7 @@ pub fn upstream_client(
         .wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(timeouts.idle)
+        .pool_idle_timeout(idle)
         .timer(TokioTimer::new())
         .build(https))
 }

@@ -7,6 +7,8 @@
 //! - [`routing`]: which route a request belongs to and the path it is forwarded with.
 //! - [`bearer`]: the subject token from `Authorization` (RFC 6750) and its unverified `exp`.
 //! - [`secret`]: credential types that never print their value.
+//! - [`credentials`]: credential files that rotate without a restart.
+//! - [`client_auth`]: how tokex authenticates to token endpoints.
 //! - [`exchange`]: the RFC 8693 client and wire format.
 //! - [`cache`]: narrowed tokens under keyed-hash keys with per-entry lifetimes.
 //! - [`forward`]: header hygiene, the upstream request and the upstream client.
@@ -26,7 +28,9 @@ pub mod admin;
 pub mod bearer;
 pub mod cache;
 pub mod cli;
+pub mod client_auth;
 pub mod config;
+pub mod credentials;
 pub mod demo;
 pub mod error;
 pub mod exchange;

@@ -114,6 +114,7 @@ pub struct Metrics {
     pub cache_hits: Family<Counter>,
     pub cache_misses: Family<Counter>,
     pub config_reloads: Family<Counter>,
+    pub credential_reloads: Family<Counter>,
 }
 
 impl Default for Metrics {
@@ -154,6 +155,11 @@ impl Default for Metrics {
                 "Configuration reloads, by result.",
                 &["result"],
             ),
+            credential_reloads: Family::new(
+                "tokex_credential_reloads_total",
+                "Credential file reloads (rotation), by result.",
+                &["result"],
+            ),
         }
     }
 }
@@ -168,6 +174,7 @@ impl Metrics {
             &self.cache_hits,
             &self.cache_misses,
             &self.config_reloads,
+            &self.credential_reloads,
         ] {
             let _ = writeln!(
                 out,

@@ -19,7 +19,7 @@ use crate::config::file::MissingTokenPolicy;
 use crate::config::{Config, Route};
 use crate::error::{Code, ProxyError};
 use crate::exchange::{self, ExchangeClient};
-use crate::forward::{self, Body, UpstreamClient};
+use crate::forward::{self, Body, Upstream};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::routing;
 
@@ -52,7 +52,7 @@ pub struct Runtime {
 
 struct RouteRuntime {
     route: Arc<Route>,
-    client: UpstreamClient,
+    upstream: Upstream,
     exchange: Option<RouteExchange>,
     metrics: RouteMetrics,
 }
@@ -142,7 +142,7 @@ impl Runtime {
         }
         let mut routes = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
-            let client = forward::upstream_client(route, &config.timeouts)
+            let upstream = Upstream::new(route, &config.timeouts)
                 .map_err(|e| BuildError::UpstreamTls(route.name.clone(), e))?;
             let exchange = match &route.exchange {
                 None => None,
@@ -156,12 +156,10 @@ impl Runtime {
                         ))
                     })?;
                     let a = client.authority();
-                    let actor = a.actor_token.as_ref().map_or("", |t| t.token.expose());
                     let keys = cache.key_builder(&[
                         &a.name,
                         &a.token_endpoint,
                         &a.client_id,
-                        actor,
                         &p.subject_token_type,
                         p.audience.as_deref().unwrap_or(""),
                         p.resource.as_deref().unwrap_or(""),
@@ -174,7 +172,7 @@ impl Runtime {
             let metrics = RouteMetrics::new(metrics, &route.name);
             routes.push(RouteRuntime {
                 route: route.clone(),
-                client,
+                upstream,
                 exchange,
                 metrics,
             });
@@ -233,7 +231,7 @@ impl RouteRuntime {
         };
         // Step 7: rewrite, then forward with streaming bodies.
         let upstream_req = forward::upstream_request(req, &self.route, path, authorization)?;
-        forward::send(&self.client, upstream_req, self.route.timeout).await
+        self.upstream.send(upstream_req, self.route.timeout).await
     }
 
     /// The narrowed token for `token`: from the cache, or from one exchange shared by
@@ -251,7 +249,14 @@ impl RouteRuntime {
                 "the subject token has expired",
             ));
         }
-        let key = exchange.keys.key(token.expose());
+        let key = exchange.keys.key(
+            exchange
+                .client
+                .actor_digest()
+                .as_ref()
+                .map_or(&[][..], |d| &d[..]),
+            token.expose(),
+        );
         let result = proxy
             .cache
             .get_or_exchange(key, || {

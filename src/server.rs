@@ -53,6 +53,7 @@ pub async fn run(proxy: Arc<Proxy>, listeners: Listeners, shutdown: impl Future<
     let config = proxy.config();
     let drain = config.timeouts.drain;
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let poller = tokio::spawn(poll_credentials(proxy.clone()));
     let admin = tokio::spawn(crate::admin::run(proxy.clone(), listeners.admin, async {
         let _ = admin_stopped.await;
     }));
@@ -111,6 +112,21 @@ pub async fn run(proxy: Arc<Proxy>, listeners: Listeners, shutdown: impl Future<
     }
     let _ = stop_admin.send(());
     let _ = admin.await;
+    poller.abort();
+}
+
+/// How often credential files are checked; rotation takes effect within this.
+const CREDENTIAL_POLL: Duration = Duration::from_millis(250);
+
+/// Re-reads rotated credential files of whatever config is in force.
+async fn poll_credentials(proxy: Arc<Proxy>) {
+    let mut tick = tokio::time::interval(CREDENTIAL_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let config = proxy.config();
+        crate::credentials::poll_all(&config.watched, &proxy.metrics);
+    }
 }
 
 /// Answers one request with 503 `overloaded` and closes the connection.

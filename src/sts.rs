@@ -46,6 +46,8 @@ pub enum StsError {
     Key(String, #[source] KeyError),
     #[error("building the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("realm {0} trusts unknown realm {1}")]
+    UnknownRealm(String, String),
     #[error("building the TLS config: {0}")]
     Tls(#[from] rustls::Error),
 }
@@ -54,6 +56,9 @@ pub enum StsError {
 pub struct Realm {
     pub config: RealmConfig,
     pub issuer: String,
+    /// Where this realm is served (`{base}/realms/{name}`); differs from `issuer` when a
+    /// custom issuer is configured, and the published endpoints must be real URLs.
+    pub url: String,
     pub key: SigningKey,
     trusted: Vec<Trusted>,
     /// `jti`s of client assertions seen, until they expire (RFC 7523 §3 replay check).
@@ -87,7 +92,7 @@ impl Sts {
             .public_url
             .clone()
             .unwrap_or_else(|| base_url.trim_end_matches('/').to_string());
-        let http = crate::tls::reqwest_builder(None)?
+        let http = crate::tls::reqwest_builder(None, None)?
             .timeout(Duration::from_secs(5))
             .build()?;
         let mut keys = BTreeMap::new();
@@ -104,47 +109,15 @@ impl Sts {
                     .unwrap_or_else(|| format!("{base}/realms/{name}")),
             );
         }
+        // Every trust list is built before any key moves into its realm: a realm may
+        // trust any other, in any order.
+        let mut lists = BTreeMap::new();
+        for (name, r) in &config.realms {
+            lists.insert(name.clone(), trust_list(name, r, &keys, &issuers)?);
+        }
         let mut realms = BTreeMap::new();
         for (name, r) in config.realms {
-            let trusted = r
-                .trust
-                .iter()
-                .map(|t| {
-                    let (issuer, keys_, same_realm) = match &t.source {
-                        TrustSource::Realm(other) => {
-                            let k = &keys[other];
-                            (
-                                issuers[other].clone(),
-                                Keys::Local {
-                                    kid: k.kid.clone(),
-                                    alg: k.alg,
-                                    key: k.decoding.clone(),
-                                },
-                                *other == name,
-                            )
-                        }
-                        TrustSource::Jwks(set) => (
-                            t.issuer.clone().unwrap_or_default(),
-                            Keys::Static(set.clone()),
-                            false,
-                        ),
-                        TrustSource::JwksUrl(url) => (
-                            t.issuer.clone().unwrap_or_default(),
-                            Keys::Remote {
-                                url: url.clone(),
-                                cached: Mutex::new(None),
-                            },
-                            false,
-                        ),
-                    };
-                    Trusted {
-                        issuer,
-                        audiences: t.audiences.clone(),
-                        keys: keys_,
-                        same_realm,
-                    }
-                })
-                .collect();
+            let trusted = lists.remove(&name).unwrap_or_default();
             let key = keys
                 .remove(&name)
                 .ok_or_else(|| StsError::Key(name.clone(), KeyError::Generate))?;
@@ -155,6 +128,7 @@ impl Sts {
                 Arc::new(Realm {
                     config: r,
                     issuer,
+                    url: format!("{base}/realms/{name}"),
                     key,
                     trusted,
                     jtis: Mutex::new(HashMap::new()),
@@ -166,9 +140,7 @@ impl Sts {
 
     /// The token endpoint URL of `realm`.
     pub fn token_endpoint(&self, realm: &str) -> Option<String> {
-        self.realms
-            .get(realm)
-            .map(|r| format!("{}/token", r.issuer))
+        self.realms.get(realm).map(|r| format!("{}/token", r.url))
     }
 
     /// Serves until `shutdown` completes.
@@ -219,10 +191,16 @@ impl Sts {
                 json_response(200, &metadata(realm))
             }
             (&Method::POST, ["token"]) => self.token(realm, req).await,
-            (_, ["token"]) => json_response(
-                405,
-                &json!({"error": "invalid_request", "error_description": "use POST"}),
-            ),
+            (_, ["token"]) => {
+                let mut r = json_response(
+                    405,
+                    &json!({"error": "invalid_request", "error_description": "use POST"}),
+                );
+                // RFC 9110 §15.5.6: a 405 names the methods that are allowed.
+                r.headers_mut()
+                    .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+                r
+            }
             _ => json_response(404, &json!({"error": "not_found"})),
         }
     }
@@ -268,12 +246,57 @@ impl Sts {
     }
 }
 
+/// The issuers `realm` trusts, with their keys.
+fn trust_list(
+    name: &str,
+    realm: &RealmConfig,
+    keys: &BTreeMap<String, SigningKey>,
+    issuers: &BTreeMap<String, String>,
+) -> Result<Vec<Trusted>, StsError> {
+    let mut out = Vec::new();
+    for t in &realm.trust {
+        let (issuer, trusted_keys, same_realm) = match &t.source {
+            TrustSource::Realm(other) => {
+                // Validation checked the realm exists; a miss is still an error, not a panic.
+                let (Some(k), Some(issuer)) = (keys.get(other), issuers.get(other)) else {
+                    return Err(StsError::UnknownRealm(name.to_string(), other.clone()));
+                };
+                let local = Keys::Local {
+                    kid: k.kid.clone(),
+                    alg: k.alg,
+                    key: k.decoding.clone(),
+                };
+                (issuer.clone(), local, other == name)
+            }
+            TrustSource::Jwks(set) => (
+                t.issuer.clone().unwrap_or_default(),
+                Keys::Static(set.clone()),
+                false,
+            ),
+            TrustSource::JwksUrl(url) => {
+                let remote = Keys::Remote {
+                    url: url.clone(),
+                    cached: Mutex::new(None),
+                };
+                (t.issuer.clone().unwrap_or_default(), remote, false)
+            }
+        };
+        out.push(Trusted {
+            issuer,
+            audiences: t.audiences.clone(),
+            keys: trusted_keys,
+            same_realm,
+        });
+    }
+    Ok(out)
+}
+
 /// RFC 8414 §2 metadata.
 fn metadata(realm: &Realm) -> Value {
     json!({
         "issuer": realm.issuer,
-        "token_endpoint": format!("{}/token", realm.issuer),
-        "jwks_uri": format!("{}/jwks", realm.issuer),
+        "token_endpoint": format!("{}/token", realm.url),
+        "jwks_uri": format!("{}/jwks", realm.url),
         "grant_types_supported": ["client_credentials", crate::exchange::wire::GRANT_TYPE_TOKEN_EXCHANGE],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "PS256", "EdDSA"],

@@ -18,6 +18,9 @@ use super::file::{
     FileRoute, MissingTokenPolicy,
 };
 use super::values::{PathText, Text, serialize_duration};
+pub use crate::client_auth::ClientAuth;
+use crate::client_auth::{AssertionKey, CLIENT_ASSERTION_TYPE_JWT_BEARER};
+use crate::credentials::{Poll, Watched, parse_secret};
 use crate::secret::Secret;
 use crate::tls::{self, CaBundle};
 
@@ -35,6 +38,9 @@ pub struct Config {
     pub cache: CacheConfig,
     pub timeouts: Timeouts,
     pub limits: Limits,
+    /// Every credential file, for the rotation poller.
+    #[serde(skip)]
+    pub watched: Vec<Arc<dyn Poll>>,
 }
 
 /// An authorization server tokex exchanges tokens at.
@@ -46,27 +52,27 @@ pub struct Authority {
     pub client_id: String,
     pub auth: ClientAuth,
     pub actor_token: Option<ActorToken>,
-    pub ca_file: Option<CaBundle>,
+    pub ca_file: Option<Watched<CaBundle>>,
     #[serde(serialize_with = "serialize_duration")]
     pub timeout: Duration,
     pub retries: u32,
 }
 
-/// How tokex authenticates to the token endpoint (RFC 6749 §2.3.1).
-#[derive(Debug, Serialize)]
-#[serde(tag = "method", rename_all = "snake_case")]
-pub enum ClientAuth {
-    ClientSecretBasic { client_secret: Secret },
-    ClientSecretPost { client_secret: Secret },
-    None,
-}
-
 /// tokex's own identity, sent as `actor_token` for delegation (RFC 8693 §1.1).
 #[derive(Debug, Serialize)]
 pub struct ActorToken {
-    pub file: PathBuf,
-    pub token: Secret,
+    #[serde(rename = "file")]
+    pub token: Watched<Actor>,
+    #[serde(rename = "type")]
     pub token_type: String,
+}
+
+/// The actor token and a digest of it: the cache key includes the digest, so a rotated
+/// actor never reuses tokens minted for another.
+#[derive(Debug)]
+pub struct Actor {
+    pub token: Secret,
+    pub digest: [u8; 32],
 }
 
 /// One entry of the route table.
@@ -77,7 +83,7 @@ pub struct Route {
     pub path_prefix: Option<String>,
     pub strip_prefix: bool,
     pub upstream: Upstream,
-    pub ca_file: Option<CaBundle>,
+    pub ca_file: Option<Watched<CaBundle>>,
     pub on_missing_token: MissingTokenPolicy,
     pub exchange: Option<ExchangeParams>,
     pub cache: CacheSettings,
@@ -180,6 +186,7 @@ fn nowhere(message: impl Into<String>) -> Invalid {
 
 /// Checks a parsed file and builds the model; relative paths resolve against `base`.
 pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
+    let mut watched: Vec<Arc<dyn Poll>> = Vec::new();
     let cache = cache_settings(&file.cache)?;
     let t = &file.timeouts;
     let timeouts = Timeouts {
@@ -198,7 +205,7 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
     let mut authorities = BTreeMap::new();
     for (name, spanned) in &file.authorities {
         check_name(name).map_err(|m| at(spanned, format!("authorities.{name}: {m}")))?;
-        let authority = authority(name, spanned, base)?;
+        let authority = authority(name, spanned, base, &mut watched)?;
         authorities.insert(name.clone(), Arc::new(authority));
     }
     let listen = file
@@ -206,7 +213,15 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
         .map_or_else(|| ([127, 0, 0, 1], 15001).into(), |a| a.0);
     let mut routes: Vec<Arc<Route>> = Vec::with_capacity(file.routes.len());
     for (i, spanned) in file.routes.iter().enumerate() {
-        let r = route(i, spanned, &authorities, &cache, &timeouts, base)?;
+        let r = route(
+            i,
+            spanned,
+            &authorities,
+            &cache,
+            &timeouts,
+            base,
+            &mut watched,
+        )?;
         if points_at(&r.upstream, listen) {
             return Err(at(
                 &spanned.value.upstream,
@@ -225,9 +240,7 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
         routes.push(Arc::new(r));
     }
     Ok(Config {
-        listen: file
-            .listen
-            .map_or_else(|| ([127, 0, 0, 1], 15001).into(), |a| a.0),
+        listen,
         admin: file
             .admin
             .map_or_else(|| ([127, 0, 0, 1], 15000).into(), |a| a.0),
@@ -239,6 +252,7 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
         },
         timeouts,
         limits,
+        watched,
     })
 }
 
@@ -281,32 +295,45 @@ fn authority(
     name: &str,
     spanned: &Spanned<FileAuthority>,
     base: &Path,
+    watched: &mut Vec<Arc<dyn Poll>>,
 ) -> Result<Authority, Invalid> {
     let a = &spanned.value;
     let path = format!("authorities.{name}");
     if a.client_id.0.is_empty() {
         return Err(at(spanned, format!("{path}.client_id must not be empty")));
     }
-    let auth = client_auth(&a.auth, &path, base)?;
+    let issuer = a.issuer.as_ref().map(|t| t.0.clone());
+    // RFC 7523 as updated: the assertion audience is the issuer identifier; without one
+    // configured, the token endpoint's origin is the best available stand-in.
+    let audience = issuer
+        .clone()
+        .unwrap_or_else(|| a.token_endpoint.0.origin().ascii_serialization());
+    let auth = client_auth(&a.auth, &path, base, &audience, watched)?;
     let actor_token = match &a.actor_token {
         None => None,
         Some(actor) => {
-            let file = resolve(base, &actor.file.value);
-            let token = read_secret(&file)
-                .map_err(|m| at(&actor.file, format!("{path}.actor_token.file: {m}")))?;
+            let token = watch(watched, vec![resolve(base, &actor.file.value)], |p, c| {
+                let token = parse_secret(&p[0], &c[0])?;
+                let digest = ring::digest::digest(&ring::digest::SHA256, token.expose().as_bytes());
+                let mut d = [0u8; 32];
+                d.copy_from_slice(digest.as_ref());
+                Ok(Actor { token, digest: d })
+            })
+            .map_err(|m| at(&actor.file, format!("{path}.actor_token.file: {m}")))?;
             let token_type = match &actor.token_type {
                 None => TOKEN_TYPE_JWT.to_string(),
                 Some(t) => absolute_uri(&t.value.0)
                     .map_err(|m| at(t, format!("{path}.actor_token.type: {m}")))?,
             };
-            Some(ActorToken {
-                file,
-                token,
-                token_type,
-            })
+            Some(ActorToken { token, token_type })
         }
     };
-    let ca_file = ca_bundle(a.ca_file.as_ref(), &format!("{path}.ca_file"), base)?;
+    let ca_file = ca_bundle(
+        a.ca_file.as_ref(),
+        &format!("{path}.ca_file"),
+        base,
+        watched,
+    )?;
     let retries = a.retries.unwrap_or(2);
     if retries > 10 {
         return Err(at(spanned, format!("{path}.retries must be at most 10")));
@@ -321,7 +348,7 @@ fn authority(
     Ok(Authority {
         name: name.to_string(),
         token_endpoint: a.token_endpoint.0.to_string(),
-        issuer: a.issuer.as_ref().map(|t| t.0.clone()),
+        issuer,
         client_id: a.client_id.0.clone(),
         auth,
         actor_token,
@@ -331,83 +358,177 @@ fn authority(
     })
 }
 
-fn client_auth(auth: &FileAuth, path: &str, base: &Path) -> Result<ClientAuth, Invalid> {
+/// Reads `paths` with `parse` (which also gets the paths, for its messages) and
+/// registers the value with the rotation poller.
+fn watch<T: Send + Sync + std::fmt::Debug + 'static>(
+    watched: &mut Vec<Arc<dyn Poll>>,
+    paths: Vec<PathBuf>,
+    parse: impl Fn(&[PathBuf], &[Vec<u8>]) -> Result<T, String> + Send + Sync + 'static,
+) -> Result<Watched<T>, String> {
+    let names = paths.clone();
+    let value = Watched::load(paths, move |contents| parse(&names, contents))?;
+    watched.push(Arc::new(value.clone()));
+    Ok(value)
+}
+
+fn client_auth(
+    auth: &FileAuth,
+    path: &str,
+    base: &Path,
+    audience: &str,
+    watched: &mut Vec<Arc<dyn Poll>>,
+) -> Result<ClientAuth, Invalid> {
+    use AuthMethod as M;
     let method = auth.method.value;
-    let secret = match (&auth.client_secret, &auth.client_secret_file) {
-        (Some(_), Some(f)) => {
-            return Err(at(
-                f,
-                format!("{path}.auth: give client_secret or client_secret_file, not both"),
-            ));
-        }
-        (Some(Text(s)), None) => Some(Secret::new(s.as_str())),
-        (None, Some(f)) => Some(
-            read_secret(&resolve(base, &f.value))
-                .map_err(|m| at(f, format!("{path}.auth.client_secret_file: {m}")))?,
+    let secret = matches!(method, M::ClientSecretBasic | M::ClientSecretPost);
+    let keys = [
+        ("client_secret", auth.client_secret.is_some(), secret),
+        (
+            "client_secret_file",
+            auth.client_secret_file.is_some(),
+            secret,
         ),
-        (None, None) => None,
-    };
-    let extra = [
-        ("private_key_file", auth.private_key_file.is_some()),
-        ("alg", auth.alg.is_some()),
-        ("key_id", auth.key_id.is_some()),
-        ("assertion_file", auth.assertion_file.is_some()),
-        ("assertion_type", auth.assertion_type.is_some()),
-        ("cert_file", auth.cert_file.is_some()),
-        ("key_file", auth.key_file.is_some()),
+        (
+            "private_key_file",
+            auth.private_key_file.is_some(),
+            method == M::PrivateKeyJwt,
+        ),
+        ("alg", auth.alg.is_some(), method == M::PrivateKeyJwt),
+        ("key_id", auth.key_id.is_some(), method == M::PrivateKeyJwt),
+        (
+            "assertion_file",
+            auth.assertion_file.is_some(),
+            method == M::ClientAssertion,
+        ),
+        (
+            "assertion_type",
+            auth.assertion_type.is_some(),
+            method == M::ClientAssertion,
+        ),
+        (
+            "cert_file",
+            auth.cert_file.is_some(),
+            method == M::TlsClientAuth,
+        ),
+        (
+            "key_file",
+            auth.key_file.is_some(),
+            method == M::TlsClientAuth,
+        ),
     ];
-    let method_name = |m: AuthMethod| match m {
+    if let Some((key, ..)) = keys.iter().find(|(_, set, applies)| *set && !*applies) {
+        return Err(at(
+            &auth.method,
+            format!(
+                "{path}.auth.{key} does not apply to method {}",
+                method_name(method)
+            ),
+        ));
+    }
+    let required = |v: &Option<Spanned<PathText>>, key: &str| -> Result<PathBuf, Invalid> {
+        v.as_ref().map(|f| resolve(base, &f.value)).ok_or_else(|| {
+            at(
+                &auth.method,
+                format!("{path}.auth: {} needs {key}", method_name(method)),
+            )
+        })
+    };
+    // Errors about a file point at the key that names it.
+    let at_key = |v: &Option<Spanned<PathText>>, key: &str, m: String| match v {
+        Some(f) => at(f, format!("{path}.auth.{key}: {m}")),
+        None => at(&auth.method, format!("{path}.auth.{key}: {m}")),
+    };
+    match method {
+        M::None => Ok(ClientAuth::None),
+        M::ClientSecretBasic | M::ClientSecretPost => {
+            let client_secret = match (&auth.client_secret, &auth.client_secret_file) {
+                (Some(_), Some(f)) => {
+                    return Err(at(
+                        f,
+                        format!("{path}.auth: give client_secret or client_secret_file, not both"),
+                    ));
+                }
+                (Some(s), None) if s.0.is_empty() => {
+                    return Err(at(
+                        &auth.method,
+                        format!("{path}.auth: the client secret is empty"),
+                    ));
+                }
+                (Some(s), None) => Watched::fixed(Secret::new(s.0.as_str())),
+                (None, Some(_)) => {
+                    let file = required(&auth.client_secret_file, "client_secret_file")?;
+                    watch(watched, vec![file], |p, c| parse_secret(&p[0], &c[0]))
+                        .map_err(|m| at_key(&auth.client_secret_file, "client_secret_file", m))?
+                }
+                (None, None) => {
+                    return Err(at(
+                        &auth.method,
+                        format!(
+                            "{path}.auth: {} needs client_secret or client_secret_file",
+                            method_name(method)
+                        ),
+                    ));
+                }
+            };
+            Ok(if method == M::ClientSecretBasic {
+                ClientAuth::ClientSecretBasic { client_secret }
+            } else {
+                ClientAuth::ClientSecretPost { client_secret }
+            })
+        }
+        M::PrivateKeyJwt => {
+            let file = required(&auth.private_key_file, "private_key_file")?;
+            let alg =
+                crate::client_auth::parse_alg(auth.alg.as_ref().map_or("ES256", |a| a.0.as_str()))
+                    .map_err(|m| at(&auth.method, format!("{path}.auth.alg: {m}")))?;
+            let kid = auth.key_id.as_ref().map(|k| k.0.clone());
+            let private_key = watch(watched, vec![file], move |p, c| {
+                AssertionKey::parse(&p[0], &c[0], alg, kid.as_deref())
+            })
+            .map_err(|m| at_key(&auth.private_key_file, "private_key_file", m))?;
+            Ok(ClientAuth::PrivateKeyJwt {
+                private_key,
+                audience: audience.to_string(),
+            })
+        }
+        M::ClientAssertion => {
+            let file = required(&auth.assertion_file, "assertion_file")?;
+            let assertion = watch(watched, vec![file], |p, c| {
+                crate::client_auth::parse_assertion(&p[0], &c[0])
+            })
+            .map_err(|m| at_key(&auth.assertion_file, "assertion_file", m))?;
+            let assertion_type = match &auth.assertion_type {
+                None => CLIENT_ASSERTION_TYPE_JWT_BEARER.to_string(),
+                Some(t) => absolute_uri(&t.0)
+                    .map_err(|m| at(&auth.method, format!("{path}.auth.assertion_type: {m}")))?,
+            };
+            Ok(ClientAuth::ClientAssertion {
+                assertion,
+                assertion_type,
+            })
+        }
+        M::TlsClientAuth => {
+            let paths = vec![
+                required(&auth.cert_file, "cert_file")?,
+                required(&auth.key_file, "key_file")?,
+            ];
+            let identity = watch(watched, paths, |p, c| {
+                tls::parse_identity(&p[0], &c[0], &p[1], &c[1])
+            })
+            .map_err(|m| at_key(&auth.cert_file, "cert_file", m))?;
+            Ok(ClientAuth::TlsClientAuth { identity })
+        }
+    }
+}
+
+fn method_name(m: AuthMethod) -> &'static str {
+    match m {
         AuthMethod::ClientSecretBasic => "client_secret_basic",
         AuthMethod::ClientSecretPost => "client_secret_post",
         AuthMethod::PrivateKeyJwt => "private_key_jwt",
         AuthMethod::ClientAssertion => "client_assertion",
         AuthMethod::TlsClientAuth => "tls_client_auth",
         AuthMethod::None => "none",
-    };
-    match method {
-        AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost | AuthMethod::None => {
-            if let Some((key, _)) = extra.iter().find(|(_, set)| *set) {
-                return Err(at(
-                    &auth.method,
-                    format!(
-                        "{path}.auth.{key} does not apply to method {}",
-                        method_name(method)
-                    ),
-                ));
-            }
-        }
-        other => {
-            return Err(at(
-                &auth.method,
-                format!(
-                    "{path}.auth.method: {} is not supported by this version of tokex \
-                 (supported: client_secret_basic, client_secret_post, none)",
-                    method_name(other)
-                ),
-            ));
-        }
-    }
-    match (method, secret) {
-        (AuthMethod::None, None) => Ok(ClientAuth::None),
-        (AuthMethod::None, Some(_)) => Err(at(
-            &auth.method,
-            format!("{path}.auth: method none takes no client secret"),
-        )),
-        (_, None) => Err(at(
-            &auth.method,
-            format!(
-                "{path}.auth: {} needs client_secret or client_secret_file",
-                method_name(method)
-            ),
-        )),
-        (_, Some(s)) if s.is_empty() => Err(at(
-            &auth.method,
-            format!("{path}.auth: the client secret is empty"),
-        )),
-        (AuthMethod::ClientSecretBasic, Some(client_secret)) => {
-            Ok(ClientAuth::ClientSecretBasic { client_secret })
-        }
-        (_, Some(client_secret)) => Ok(ClientAuth::ClientSecretPost { client_secret }),
     }
 }
 
@@ -418,6 +539,7 @@ fn route(
     cache: &CacheSettings,
     timeouts: &Timeouts,
     base: &Path,
+    watched: &mut Vec<Arc<dyn Poll>>,
 ) -> Result<Route, Invalid> {
     let r = &spanned.value;
     let path = format!("routes[{i}]");
@@ -447,7 +569,12 @@ fn route(
     }
     let upstream =
         upstream(&r.upstream).map_err(|m| at(&r.upstream, format!("{path}.upstream: {m}")))?;
-    let ca_file = ca_bundle(r.ca_file.as_ref(), &format!("{path}.ca_file"), base)?;
+    let ca_file = ca_bundle(
+        r.ca_file.as_ref(),
+        &format!("{path}.ca_file"),
+        base,
+        watched,
+    )?;
     let exchange = match &r.exchange {
         FileExchange::None => None,
         FileExchange::Spec(spec) => Some(exchange_params(spec, &path, authorities)?),
@@ -597,9 +724,13 @@ fn ca_bundle(
     f: Option<&Spanned<PathText>>,
     path: &str,
     base: &Path,
-) -> Result<Option<CaBundle>, Invalid> {
+    watched: &mut Vec<Arc<dyn Poll>>,
+) -> Result<Option<Watched<CaBundle>>, Invalid> {
     f.map(|f| {
-        tls::load_ca_file(&resolve(base, &f.value)).map_err(|m| at(f, format!("{path}: {m}")))
+        watch(watched, vec![resolve(base, &f.value)], |p, c| {
+            tls::parse_ca(&p[0], &c[0])
+        })
+        .map_err(|m| at(f, format!("{path}: {m}")))
     })
     .transpose()
 }
@@ -610,18 +741,6 @@ fn resolve(base: &Path, p: &PathText) -> PathBuf {
     } else {
         base.join(&p.0)
     }
-}
-
-/// Reads a credential file; a trailing newline (as `kubectl create secret` and editors
-/// leave) is not part of the credential.
-pub fn read_secret(path: &Path) -> Result<Secret, String> {
-    let raw = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let value = raw.trim_end_matches(['\r', '\n']);
-    if value.is_empty() {
-        return Err(format!("{} is empty", path.display()));
-    }
-    Ok(Secret::new(value))
 }
 
 /// Route and authority names become metric labels, so they stay short and plain.

@@ -2,12 +2,11 @@
 //! (§2.2.1 success, §2.2.2 / RFC 6749 §5.2 error). Pure functions, tested with bodies
 //! recorded from real servers' quirks.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
 use super::Error;
-use crate::config::model::{ClientAuth, ExchangeParams, normalize_scope};
+use crate::client_auth::Credential;
+use crate::config::model::{ExchangeParams, normalize_scope};
 use crate::secret::Secret;
 
 /// RFC 8693 §2.1 `grant_type`.
@@ -25,7 +24,7 @@ pub struct ExchangeInput<'a> {
     pub subject_token: &'a str,
     pub params: &'a ExchangeParams,
     pub client_id: &'a str,
-    pub auth: &'a ClientAuth,
+    pub credential: &'a Credential,
     pub actor: Option<(&'a Secret, &'a str)>,
 }
 
@@ -51,24 +50,23 @@ pub fn encode_request(input: &ExchangeInput<'_>) -> (String, Option<Secret>) {
         form.append_pair("actor_token", token.expose())
             .append_pair("actor_token_type", token_type);
     }
-    let basic = match input.auth {
-        ClientAuth::ClientSecretBasic { client_secret } => {
-            // RFC 6749 §2.3.1: both parts are form-urlencoded before base64.
-            let user: String =
-                form_urlencoded::byte_serialize(input.client_id.as_bytes()).collect();
-            let pass: String =
-                form_urlencoded::byte_serialize(client_secret.expose().as_bytes()).collect();
-            Some(Secret::new(format!(
-                "Basic {}",
-                STANDARD.encode(format!("{user}:{pass}"))
-            )))
-        }
-        ClientAuth::ClientSecretPost { client_secret } => {
+    let basic = match input.credential {
+        Credential::Basic(header) => Some(header.clone()),
+        Credential::Post(secret) => {
             form.append_pair("client_id", input.client_id)
-                .append_pair("client_secret", client_secret.expose());
+                .append_pair("client_secret", secret.expose());
             None
         }
-        ClientAuth::None => {
+        Credential::Assertion {
+            assertion,
+            assertion_type,
+        } => {
+            form.append_pair("client_id", input.client_id)
+                .append_pair("client_assertion_type", assertion_type)
+                .append_pair("client_assertion", assertion.expose());
+            None
+        }
+        Credential::ClientIdOnly => {
             form.append_pair("client_id", input.client_id);
             None
         }
@@ -199,7 +197,11 @@ fn parse_error(status: u16, body: &[u8]) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client_auth::ClientAuth;
     use crate::config::model::{TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT};
+    use crate::credentials::Watched;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
 
     fn params(scope: Option<&str>) -> ExchangeParams {
         ExchangeParams {
@@ -221,14 +223,15 @@ mod tests {
     fn request_encoding() {
         let p = params(Some("a b"));
         let auth = ClientAuth::ClientSecretBasic {
-            client_secret: Secret::new("s p:c+/"),
+            client_secret: Watched::fixed(Secret::new("s p:c+/")),
         };
+        let credential = auth.credential("my client").unwrap();
         let actor = Secret::new("act+or");
         let input = ExchangeInput {
             subject_token: "ab+/c==",
             params: &p,
             client_id: "my client",
-            auth: &auth,
+            credential: &credential,
             actor: Some((&actor, TOKEN_TYPE_JWT)),
         };
         let (form, basic) = encode_request(&input);
@@ -251,11 +254,9 @@ mod tests {
             "my+client:s+p%3Ac%2B%2F"
         );
 
-        let post = ClientAuth::ClientSecretPost {
-            client_secret: Secret::new("pw"),
-        };
+        let post = Credential::Post(Secret::new("pw"));
         let (form, basic) = encode_request(&ExchangeInput {
-            auth: &post,
+            credential: &post,
             actor: None,
             ..input
         });

@@ -327,7 +327,7 @@ fn client(
         }
         (Some(s), None) => Some(Secret::new(s.0.as_str())),
         (None, Some(f)) => Some(
-            crate::config::model::read_secret(&resolve(base, &f.value))
+            read_file_secret(&resolve(base, &f.value))
                 .map_err(|m| at(f, format!("{path}.client_secret_file: {m}")))?,
         ),
         (None, None) => None,
@@ -363,6 +363,11 @@ fn client(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
     })
+}
+
+fn read_file_secret(path: &Path) -> Result<Secret, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    crate::credentials::parse_secret(path, &bytes)
 }
 
 fn read_jwks(path: &Path) -> Result<JwkSet, String> {

@@ -219,6 +219,13 @@ fn client_credentials(
     } else {
         audiences
     };
+    if audiences.is_empty() {
+        // RFC 9068 §2.2: an access token always names its audience.
+        return Err(err(
+            "invalid_target",
+            "no audience requested and none configured for this client",
+        ));
+    }
     let allowed = client.scopes.clone().unwrap_or_default();
     let available = allowed.into_iter().collect();
     let scope = policy::narrow(form.get("scope"), &available)

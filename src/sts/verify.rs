@@ -261,7 +261,10 @@ mod tests {
     #[tokio::test]
     async fn trust_checks() {
         let key = realm_key();
-        let http = crate::tls::reqwest_builder(None).unwrap().build().unwrap();
+        let http = crate::tls::reqwest_builder(None, None)
+            .unwrap()
+            .build()
+            .unwrap();
         let good = serde_json::json!({"iss": "https://idp", "aud": "backend", "sub": "alice", "exp": now() + 60});
         for static_set in [false, true] {
             let t = [trusted(&key, static_set)];

@@ -3,5 +3,7 @@
 mod cli;
 mod data_path;
 mod errors;
+mod identity;
 mod operations;
+mod sts;
 mod support;
