@@ -25,5 +25,20 @@ for f in config/*.yaml; do
   target/debug/tokex check --config "$f" > /dev/null
 done
 
+step "interop: idpyoidc into target/interop-venv (reused while requirements are unchanged)"
+# The interoperability tests run a real third-party authorization server; a missing
+# Python or a failed install stops the run here instead of skipping them.
+command -v python3 > /dev/null || { echo "python3 is required for the interoperability tests" >&2; exit 1; }
+venv=target/interop-venv
+want=$(sha256sum tests/interop/requirements.txt | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements.sha256" 2> /dev/null)" != "$want" ]; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+  echo "$want" > "$venv/.requirements.sha256"
+fi
+"$venv/bin/python" -c "import idpyoidc; print('idpyoidc', idpyoidc.__version__)"
+export TOKEX_INTEROP_PYTHON="$PWD/$venv/bin/python"
+
 step "cargo test"
 cargo test --locked --all-targets

@@ -347,4 +347,48 @@ mod tests {
             Err(Error::BadResponse(_))
         ));
     }
+
+    /// Bodies recorded from idpyoidc 5.0.0 (tests/interop): the granted scope comes back
+    /// in any order, and its refusals carry the codes the SPEC rows expect.
+    #[test]
+    fn recorded_idpyoidc_bodies() {
+        let success = br#"{"access_token": "eyJhbGciOiJFUzI1NiJ9.e30.sig", "scope": "write read", "issued_token_type": "urn:ietf:params:oauth:token-type:access_token", "expires_in": 299, "token_type": "Bearer"}"#;
+        let issued = parse_response(200, success, &params(Some("read write"))).unwrap();
+        assert_eq!(
+            (issued.expires_in, issued.scope.as_deref()),
+            (Some(299), Some("write read"))
+        );
+        for (status, body, code) in [
+            (
+                400,
+                r#"{"error": "invalid_target", "error_description": "Unknown audience"}"#,
+                "invalid_target",
+            ),
+            (
+                400,
+                r#"{"error": "invalid_scope", "error_description": "Invalid requested scopes"}"#,
+                "invalid_scope",
+            ),
+            (
+                400,
+                r#"{"error": "invalid_request", "error_description": "Subject token invalid"}"#,
+                "invalid_request",
+            ),
+            (
+                400,
+                r#"{"error": "invalid_request", "error_description": "Actor token not supported"}"#,
+                "invalid_request",
+            ),
+            (
+                401,
+                r#"{"error": "invalid_client", "error_description": "Authorization failed"}"#,
+                "invalid_client",
+            ),
+        ] {
+            match parse_response(status, body.as_bytes(), &params(None)) {
+                Err(Error::Refused { oauth_error, .. }) => assert_eq!(oauth_error, code),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    }
 }

@@ -4,6 +4,7 @@ mod cli;
 mod data_path;
 mod errors;
 mod identity;
+mod interop;
 mod operations;
 mod sts;
 mod support;
