@@ -115,7 +115,7 @@ pub async fn run(path: &Path) -> ExitCode {
         admin = %listeners.admin_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
         "listening"
     );
-    tokio::spawn(reload_on_sighup(proxy.clone(), path.to_path_buf()));
+    tokio::spawn(reload_on_sighup(proxy.clone()));
     server::run(proxy, listeners, shutdown_signal()).await;
     ExitCode::SUCCESS
 }
@@ -137,31 +137,13 @@ pub(crate) async fn shutdown_signal() {
 }
 
 /// SIGHUP re-reads the config; a bad file keeps the running config (SPEC §7).
-async fn reload_on_sighup(proxy: Arc<Proxy>, path: PathBuf) {
+async fn reload_on_sighup(proxy: Arc<Proxy>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
     };
     while hup.recv().await.is_some() {
-        let result = config::load(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|c| {
-                let current = proxy.config();
-                if c.listen != current.listen || c.admin != current.admin {
-                    tracing::warn!("listen and admin addresses change only on restart");
-                }
-                proxy.reload(c).map_err(|e| e.to_string())
-            });
-        match result {
-            Ok(()) => {
-                proxy.metrics.config_reloads.series(&["ok"]).inc();
-                tracing::info!(config = %path.display(), "config reloaded");
-            }
-            Err(e) => {
-                proxy.metrics.config_reloads.series(&["error"]).inc();
-                tracing::error!(error = %e, "config reload failed; keeping the running config");
-            }
-        }
+        let _ = proxy.reload_from_source();
     }
 }
 

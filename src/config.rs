@@ -34,13 +34,20 @@ impl fmt::Display for ConfigError {
 
 /// Reads, parses and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let unreadable = |e: String| ConfigError {
         file: path.to_path_buf(),
         line: None,
         column: None,
-        message: format!("cannot read config: {e}"),
-    })?;
-    parse(&text, path)
+        message: e,
+    };
+    // The watcher stamps the file before the read below, so no change can slip between.
+    let source = crate::credentials::Watched::load(vec![path.to_path_buf()], |_| Ok(()))
+        .map_err(unreadable)?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| unreadable(format!("cannot read config: {e}")))?;
+    let mut config = parse(&text, path)?;
+    config.source = Some(source);
+    Ok(config)
 }
 
 /// Parses and validates config text; `path` names it in errors and anchors relative paths.

@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 use crate::config::model::{Authority, ExchangeParams};
 use crate::error::{Code, ProxyError};
 use crate::metrics::{Histogram, Metrics};
+use crate::resilience::{Admit, Breaker, RetryBudget};
 use crate::secret::Secret;
 pub use wire::Issued;
 
@@ -126,6 +127,8 @@ const MAX_RETRY_WAIT: Duration = Duration::from_secs(2);
 /// The exchange client for one authority.
 pub struct ExchangeClient {
     authority: Arc<Authority>,
+    breaker: Breaker,
+    budget: RetryBudget,
     /// Rebuilt when the CA bundle or client certificate rotates.
     http: ArcSwap<Http>,
     permits: Arc<Semaphore>,
@@ -148,6 +151,8 @@ impl ExchangeClient {
         let http = ArcSwap::from_pointee(build_http(&authority)?);
         let duration = metrics.exchange_duration.series(&[&authority.name]);
         Ok(Self {
+            breaker: Breaker::new(authority.circuit_breaker),
+            budget: RetryBudget::new(Instant::now()),
             authority,
             http,
             permits,
@@ -191,11 +196,24 @@ impl ExchangeClient {
             return Err(Error::Overloaded);
         };
         let a = &self.authority;
+        let admitted = match self.breaker.admit(Instant::now()) {
+            Ok(admitted) => admitted,
+            Err(retry_after) => {
+                // Fail fast: queueing on a dead AS only adds latency and load.
+                self.count(Code::AuthorityUnavailable.as_str());
+                return Err(Error::Unavailable {
+                    reason: "circuit open".into(),
+                    retry_after: Some(retry_after),
+                    oauth_error: None,
+                });
+            }
+        };
         let actor = a
             .actor_token
             .as_ref()
             .map(|t| (t.token.current(), t.token_type.as_str()));
         let started = Instant::now();
+        self.budget.deposit(started);
         let mut attempt = 0;
         let result = loop {
             let result = self
@@ -206,9 +224,9 @@ impl ExchangeClient {
                 )
                 .await;
             match &result {
-                Err(e) if e.is_transient() && attempt < a.retries => {
+                Err(e) if e.is_transient() && attempt < a.retries && admitted == Admit::Call => {
                     let delay = backoff(attempt, e.retry_after());
-                    if delay > MAX_RETRY_WAIT {
+                    if delay > MAX_RETRY_WAIT || !self.budget.withdraw(Instant::now()) {
                         break result;
                     }
                     tracing::debug!(authority = %a.name, attempt, error = %e, ?delay, "retrying token exchange");
@@ -218,6 +236,8 @@ impl ExchangeClient {
                 _ => break result,
             }
         };
+        let transient = matches!(&result, Err(e) if e.is_transient());
+        self.breaker.record(admitted, transient, Instant::now());
         self.duration.observe(started.elapsed());
         match &result {
             Ok(_) => self.count("ok"),

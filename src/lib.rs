@@ -13,6 +13,7 @@
 //! - [`cache`]: narrowed tokens under keyed-hash keys with per-entry lifetimes.
 //! - [`forward`]: header hygiene, the upstream request and the upstream client.
 //! - [`error`]: the SPEC §5 table: every failure as a response.
+//! - [`resilience`]: the circuit breaker and retry budget per authority.
 //! - [`proxy`]: the request path, step by step, over a hot-swappable config snapshot.
 //! - [`server`]: the egress listener, connection limits and graceful shutdown.
 //! - [`admin`]: `/healthz`, `/readyz` and `/metrics`.
@@ -37,6 +38,7 @@ pub mod exchange;
 pub mod forward;
 pub mod metrics;
 pub mod proxy;
+pub mod resilience;
 pub mod routing;
 pub mod secret;
 pub mod server;

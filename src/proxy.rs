@@ -88,6 +88,35 @@ impl Proxy {
         Ok(())
     }
 
+    /// Re-reads the config file this proxy was loaded from (SIGHUP or a change to the
+    /// file). The new file is validated whole; on any error the running config stays in
+    /// force. Counted in `tokex_config_reloads_total`.
+    pub fn reload_from_source(&self) -> Result<(), String> {
+        let current = self.config();
+        let result = match current.source.as_ref().and_then(|s| s.paths().first()) {
+            None => Err("this config was not loaded from a file".to_string()),
+            Some(path) => crate::config::load(path)
+                .map_err(|e| e.to_string())
+                .and_then(|c| {
+                    if c.listen != current.listen || c.admin != current.admin {
+                        tracing::warn!("listen and admin addresses change only on restart");
+                    }
+                    self.reload(c).map_err(|e| e.to_string())
+                }),
+        };
+        match &result {
+            Ok(()) => {
+                self.metrics.config_reloads.series(&["ok"]).inc();
+                tracing::info!("config reloaded");
+            }
+            Err(e) => {
+                self.metrics.config_reloads.series(&["error"]).inc();
+                tracing::error!(error = %e, "config reload failed; keeping the running config");
+            }
+        }
+        result
+    }
+
     pub fn config(&self) -> Arc<Config> {
         self.state.load().config.clone()
     }

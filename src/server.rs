@@ -115,17 +115,27 @@ pub async fn run(proxy: Arc<Proxy>, listeners: Listeners, shutdown: impl Future<
     poller.abort();
 }
 
-/// How often credential files are checked; rotation takes effect within this.
-const CREDENTIAL_POLL: Duration = Duration::from_millis(250);
+/// How often credential files and the config file are checked; rotation and reload
+/// take effect within this.
+const POLL_EVERY: Duration = Duration::from_millis(250);
 
-/// Re-reads rotated credential files of whatever config is in force.
+/// Re-reads rotated credential files of whatever config is in force, and reloads the
+/// config when its file changes (Kubernetes' ConfigMap symlink swap included).
 async fn poll_credentials(proxy: Arc<Proxy>) {
-    let mut tick = tokio::time::interval(CREDENTIAL_POLL);
+    let mut tick = tokio::time::interval(POLL_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let config = proxy.config();
         crate::credentials::poll_all(&config.watched, &proxy.metrics);
+        // Any change, even one that breaks the file, is a reload attempt: the error is
+        // logged and counted, and the running config stays.
+        let changed = config.source.as_ref().is_some_and(|s| {
+            crate::credentials::Poll::poll(s) != crate::credentials::Polled::Unchanged
+        });
+        if changed {
+            let _ = proxy.reload_from_source();
+        }
     }
 }
 

@@ -39,6 +39,15 @@ pub struct FileAuthority {
     pub ca_file: Option<Spanned<PathText>>,
     pub timeout: Option<Dur>,
     pub retries: Option<u32>,
+    pub circuit_breaker: Option<FileBreaker>,
+}
+
+/// Optional: when to stop calling a failing authority for a while.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBreaker {
+    pub failures: Option<u32>,
+    pub open_for: Option<Dur>,
 }
 
 /// Client authentication methods of SPEC §3 (RFC 6749 §2.3, RFC 7523, RFC 8705).

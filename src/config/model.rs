@@ -41,6 +41,10 @@ pub struct Config {
     /// Every credential file, for the rotation poller.
     #[serde(skip)]
     pub watched: Vec<Arc<dyn Poll>>,
+    /// The file this config was loaded from, stamped before it was read: a change
+    /// to it, even one made during the load, reloads the config.
+    #[serde(skip)]
+    pub source: Option<Watched<()>>,
 }
 
 /// An authorization server tokex exchanges tokens at.
@@ -56,6 +60,7 @@ pub struct Authority {
     #[serde(serialize_with = "serialize_duration")]
     pub timeout: Duration,
     pub retries: u32,
+    pub circuit_breaker: crate::resilience::BreakerSettings,
 }
 
 /// tokex's own identity, sent as `actor_token` for delegation (RFC 8693 §1.1).
@@ -253,6 +258,7 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
         timeouts,
         limits,
         watched,
+        source: None,
     })
 }
 
@@ -355,7 +361,26 @@ fn authority(
         ca_file,
         timeout,
         retries,
+        circuit_breaker: breaker(a.circuit_breaker.as_ref(), &path).map_err(|m| at(spanned, m))?,
     })
+}
+
+fn breaker(
+    b: Option<&super::file::FileBreaker>,
+    path: &str,
+) -> Result<crate::resilience::BreakerSettings, String> {
+    let default = crate::resilience::BreakerSettings::default();
+    let Some(b) = b else { return Ok(default) };
+    let settings = crate::resilience::BreakerSettings {
+        failures: b.failures.unwrap_or(default.failures),
+        open_for: b.open_for.map_or(default.open_for, |d| d.0),
+    };
+    if settings.failures > 0 && settings.open_for.is_zero() {
+        return Err(format!(
+            "{path}.circuit_breaker.open_for must be greater than zero"
+        ));
+    }
+    Ok(settings)
 }
 
 /// Reads `paths` with `parse` (which also gets the paths, for its messages) and

@@ -6,5 +6,6 @@ mod errors;
 mod identity;
 mod interop;
 mod operations;
+mod resilience;
 mod sts;
 mod support;

@@ -1,0 +1,296 @@
+//! Resilience (issue 6): the circuit breaker, the retry budget, refresh-ahead through an
+//! outage, and config reloads under load. Lifetimes are scaled down to seconds; the
+//! token cache runs on the real clock, so these tests use short real waits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+fn unavailable(_: &AsRequest, _: usize) -> Reply {
+    Reply::json(503, serde_json::json!({"error": "temporarily_unavailable"}))
+}
+
+/// After `failures` consecutive failures the breaker answers 503 with Retry-After at
+/// once, without calling the AS; after `open_for` one probe goes through and, the AS
+/// being back, closes it.
+#[tokio::test]
+async fn circuit_breaker_fails_fast_then_recovers() {
+    let (as_, up) = (MockAs::start().await, Upstream::start().await);
+    as_.on(unavailable);
+    let yaml = config(&as_, &up.url()).replace(
+        "retries: 0",
+        "retries: 0\n    circuit_breaker: { failures: 3, open_for: 1s }",
+    );
+    let tokex = Tokex::start(&yaml).await;
+    for i in 0..3 {
+        let r = get(&tokex, "echo.internal", "/", Some(&format!("t{i}"))).await;
+        assert_eq!(r.tokex_error(), Some("authority_unavailable"));
+    }
+    assert_eq!(as_.count(), 3);
+    for i in 3..20 {
+        let started = Instant::now();
+        let r = get(&tokex, "echo.internal", "/", Some(&format!("t{i}"))).await;
+        assert_eq!(
+            (r.status, r.tokex_error()),
+            (503, Some("authority_unavailable"))
+        );
+        assert_eq!(r.headers["retry-after"], "1");
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "open circuit answers at once"
+        );
+    }
+    assert_eq!(as_.count(), 3, "no AS call while open");
+    as_.on(issue);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        get(&tokex, "echo.internal", "/", Some("probe"))
+            .await
+            .status,
+        200,
+        "probe closes it"
+    );
+    for i in 0..5 {
+        assert_eq!(
+            get(&tokex, "echo.internal", "/", Some(&format!("after-{i}")))
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(as_.count(), 3 + 1 + 5);
+}
+
+/// With retries: 5 against an AS that always answers 503, retries add at most 20 % of
+/// the first attempts plus the floor (2 at start, 2 per second).
+#[tokio::test]
+async fn retry_budget_bounds_extra_calls() {
+    let (as_, up) = (MockAs::start().await, Upstream::start().await);
+    as_.on(unavailable);
+    let yaml = config(&as_, &up.url()).replace(
+        "retries: 0",
+        "retries: 5\n    circuit_breaker: { failures: 0 }",
+    );
+    let tokex = Arc::new(Tokex::start(&yaml).await);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let t = tokex.clone();
+        tasks.push(tokio::spawn(async move {
+            get(&t, "echo.internal", "/", Some(&format!("t{i}")))
+                .await
+                .status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 503);
+    }
+    let elapsed = started.elapsed().as_secs_f64().ceil();
+    let bound = 50.0 + 50.0 * 0.2 + 2.0 + 2.0 * elapsed;
+    let calls = as_.count() as f64;
+    assert!(
+        calls <= bound,
+        "{calls} AS calls for 50 requests (bound {bound})"
+    );
+    assert!(calls > 50.0, "some retries happened");
+}
+
+/// Refresh-ahead carries cached keys through an AS outage: tokens live 6 s in the cache
+/// (expires_in 36, early_expiry 30), refresh starts 3 s before expiry, the AS is down
+/// for 1.5 s inside that window; every request succeeds and every key is refreshed
+/// once the AS is back. AS calls during the outage stay bounded.
+#[tokio::test]
+async fn refresh_ahead_rides_out_an_outage() {
+    let (as_, up) = (MockAs::start().await, Upstream::start().await);
+    let down = Arc::new(AtomicBool::new(false));
+    let d = down.clone();
+    as_.on(move |req, n| {
+        if d.load(Ordering::SeqCst) {
+            unavailable(req, n)
+        } else {
+            issue_with(req, &format!("narrowed-{n}"), Some(36))
+        }
+    });
+    let yaml = format!(
+        "{}cache: {{ early_expiry: 30s, refresh_ahead: 3s }}\n",
+        config(&as_, &up.url()).replace(
+            "retries: 0",
+            "retries: 0\n    circuit_breaker: { failures: 5, open_for: 500ms }"
+        )
+    );
+    let tokex = Tokex::start(&yaml).await;
+    let keys: Vec<String> = (0..5).map(|i| format!("key-{i}")).collect();
+    let started = Instant::now();
+    for k in &keys {
+        assert_eq!(get(&tokex, "echo.internal", "/", Some(k)).await.status, 200);
+    }
+    assert_eq!(as_.count(), 5);
+    let (mut during, mut failed) = (0, 0);
+    while started.elapsed() < Duration::from_millis(7500) {
+        let t = started.elapsed();
+        let outage = t > Duration::from_millis(2500) && t < Duration::from_millis(4000);
+        if outage && !down.swap(true, Ordering::SeqCst) {
+            during = as_.count();
+        }
+        if !outage && t >= Duration::from_millis(4000) && down.swap(false, Ordering::SeqCst) {
+            during = as_.count() - during;
+        }
+        for k in &keys {
+            if get(&tokex, "echo.internal", "/", Some(k)).await.status != 200 {
+                failed += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(failed, 0, "no request failed during the outage");
+    assert!(
+        during <= 10,
+        "{during} AS calls during a 1.5 s outage for 5 keys"
+    );
+    let fresh = up.seen().iter().rev().take(5).all(|s| {
+        let n: usize = s.headers["authorization"]
+            .to_str()
+            .unwrap()
+            .trim_start_matches("Bearer narrowed-")
+            .parse()
+            .unwrap();
+        n > 5
+    });
+    assert!(
+        fresh,
+        "every key carries a refreshed token after the outage"
+    );
+}
+
+/// No token is served past its bound, also not while the AS is down: once the entry
+/// expires the request fails closed with authority_unavailable.
+#[tokio::test]
+async fn no_token_is_served_past_its_bound_during_an_outage() {
+    let (as_, up) = (MockAs::start().await, Upstream::start().await);
+    as_.on(|req, n| issue_with(req, &format!("narrowed-{n}"), Some(31)));
+    let yaml = format!(
+        "{}cache: {{ early_expiry: 30s, refresh_ahead: 1s }}\n",
+        config(&as_, &up.url())
+    );
+    let tokex = Tokex::start(&yaml).await;
+    assert_eq!(
+        get(&tokex, "echo.internal", "/", Some("k")).await.status,
+        200
+    );
+    as_.on(unavailable);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = get(&tokex, "echo.internal", "/", Some("k")).await;
+    assert_eq!(
+        r.tokex_error(),
+        Some("authority_unavailable"),
+        "expired entry not served"
+    );
+    assert_eq!(up.seen().len(), 1);
+}
+
+/// 50 reloads of the config file while four clients send requests: no request fails,
+/// and each reload is counted.
+#[tokio::test]
+async fn reloads_under_load_fail_no_request() {
+    let (as_, up) = (MockAs::start().await, Upstream::start().await);
+    let yaml = config(&as_, &up.url());
+    let tokex = Arc::new(Tokex::start(&yaml).await);
+    let path = tokex.dir.path().join("tokex.yaml");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let (t, stop, sent, failed) = (tokex.clone(), stop.clone(), sent.clone(), failed.clone());
+        clients.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let r = get(&t, "echo.internal", "/", Some(&format!("c{c}-{}", i % 7))).await;
+                sent.fetch_add(1, Ordering::SeqCst);
+                if r.status != 200 {
+                    failed.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    for i in 0..50 {
+        let variant = yaml.replace(
+            "timeout: 1s\n    exchange",
+            &format!("timeout: {}ms\n    exchange", 1000 + i),
+        );
+        std::fs::write(
+            &path,
+            format!("listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n{variant}"),
+        )
+        .unwrap();
+        tokex.proxy.reload_from_source().unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert!(sent.load(Ordering::SeqCst) > 100, "load flowed");
+    assert_eq!(failed.load(Ordering::SeqCst), 0);
+    let m = tokex.metrics().await;
+    assert!(
+        m.contains("tokex_config_reloads_total{result=\"ok\"} 50\n"),
+        "{m}"
+    );
+}
+
+/// Changing the config file reloads it within a second (no signal needed); a broken
+/// write is refused and counted, and the running routes keep serving.
+#[tokio::test]
+async fn config_file_change_reloads() {
+    let (as_, up) = (MockAs::start().await, Upstream::start().await);
+    let yaml = config(&as_, &up.url());
+    let tokex = Tokex::start(&yaml).await;
+    let path = tokex.dir.path().join("tokex.yaml");
+    let renamed = yaml.replace("host: echo.internal", "host: moved.internal");
+    let tmp = path.with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        format!("listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n{renamed}"),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    let changed = Instant::now();
+    loop {
+        let r = get(&tokex, "moved.internal", "/", Some("t")).await;
+        if r.status == 200 {
+            break;
+        }
+        if changed.elapsed() > Duration::from_secs(1) {
+            let m = tokex.metrics().await;
+            panic!(
+                "reload took over a second: {} {}\n{}",
+                r.status,
+                r.body,
+                m.lines()
+                    .filter(|l| l.contains("reload"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::write(&path, "routes: [ oops").unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        get(&tokex, "moved.internal", "/", Some("t")).await.status,
+        200,
+        "old config kept"
+    );
+    let m = tokex.metrics().await;
+    assert!(
+        m.contains("tokex_config_reloads_total{result=\"ok\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tokex_config_reloads_total{result=\"error\"} 1"),
+        "{m}"
+    );
+}
