@@ -16,6 +16,11 @@ use http::header::AUTHORIZATION;
 pub struct BearerToken<'a>(&'a str);
 
 impl<'a> BearerToken<'a> {
+    /// A token held as a secret (for work that outlives the request's headers).
+    pub fn from_secret(secret: &'a crate::secret::Secret) -> Self {
+        Self(secret.expose())
+    }
+
     /// The token itself, for hashing and for the one request that sends it to the AS.
     pub fn expose(&self) -> &'a str {
         self.0

@@ -30,8 +30,12 @@ use crate::tls::CaBundle;
 /// Response bodies: the upstream's, streamed, or one tokex made.
 pub type Body = Either<Incoming, Full<Bytes>>;
 
+/// Request bodies to the upstream: the app's, streamed, or none at all for requests
+/// that may be retried (purge-and-retry needs to send them twice).
+pub type UpstreamBody = Either<Incoming, http_body_util::Empty<Bytes>>;
+
 /// The HTTP(S) client for one route's upstream.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
 /// Fields that describe one connection, never the message (RFC 9110 §7.6.1), plus
 /// `Proxy-Authorization`, which is meant for tokex and must not travel on.
@@ -70,12 +74,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Turns the app's request into the upstream's: new URI, clean headers, and exactly the
 /// `Authorization` given (none when `authorization` is `None`).
-pub fn upstream_request(
-    req: Request<Incoming>,
+pub fn upstream_request<B>(
+    req: Request<B>,
     route: &Route,
     path_and_query: &str,
     authorization: Option<HeaderValue>,
-) -> Result<Request<Incoming>, ProxyError> {
+) -> Result<Request<B>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     let uri = Uri::builder()
         .scheme(route.upstream.scheme.clone())
@@ -162,7 +166,7 @@ impl Upstream {
     /// Sends `req`; `timeout` bounds the wait for response headers.
     pub async fn send(
         &self,
-        req: Request<Incoming>,
+        req: Request<UpstreamBody>,
         timeout: Duration,
     ) -> Result<Response<Body>, ProxyError> {
         let future = {

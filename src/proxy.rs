@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Request, Response};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 
@@ -139,7 +140,21 @@ impl Proxy {
         let method = req.method().clone();
         let (route, result) = match runtime.route(&req) {
             Err(e) => (None, Err(e)),
-            Ok((route, path)) => (Some(route), route.forward(&self, req, &path).await),
+            Ok((route, path)) => {
+                let forwarded = route.forward(&self, req, &path);
+                let result = match route.route.deadline {
+                    None => forwarded.await,
+                    Some(deadline) => tokio::time::timeout(deadline, forwarded)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(ProxyError::new(
+                                Code::UpstreamTimeout,
+                                "the route's request deadline passed",
+                            ))
+                        }),
+                };
+                (Some(route), result)
+            }
         };
         let name = route.map_or("none", |r| r.route.name.as_str());
         let response = result.unwrap_or_else(|e| {
@@ -234,33 +249,62 @@ impl RouteRuntime {
         path: &str,
     ) -> Result<Response<Body>, ProxyError> {
         // `exchange: none` forwards without any Authorization; nothing else does.
-        let authorization = match &self.exchange {
-            None => None,
-            Some(exchange) => {
-                // Step 2: the subject token.
-                match bearer::extract(req.headers())
-                    .map_err(|e| ProxyError::new(Code::InvalidRequest, e.to_string()))?
-                {
-                    None if self.route.on_missing_token == MissingTokenPolicy::Forward => None,
-                    None => {
-                        return Err(ProxyError::new(
-                            Code::MissingToken,
-                            "this route needs a bearer token",
-                        ));
-                    }
-                    // Steps 3 to 6: expiry pre-check, cache or exchange, validation.
-                    Some(token) => Some(
-                        self.narrowed(proxy, exchange, token)
-                            .await?
-                            .authorization
-                            .clone(),
-                    ),
-                }
-            }
+        let Some(exchange) = &self.exchange else {
+            let upstream_req =
+                forward::upstream_request(req.map(Either::Left), &self.route, path, None)?;
+            return self.upstream.send(upstream_req, self.route.timeout).await;
         };
-        // Step 7: rewrite, then forward with streaming bodies.
-        let upstream_req = forward::upstream_request(req, &self.route, path, authorization)?;
-        self.upstream.send(upstream_req, self.route.timeout).await
+        // Step 2: the subject token.
+        let token = match bearer::extract(req.headers())
+            .map_err(|e| ProxyError::new(Code::InvalidRequest, e.to_string()))?
+        {
+            None if self.route.on_missing_token == MissingTokenPolicy::Forward => {
+                let upstream_req =
+                    forward::upstream_request(req.map(Either::Left), &self.route, path, None)?;
+                return self.upstream.send(upstream_req, self.route.timeout).await;
+            }
+            None => {
+                return Err(ProxyError::new(
+                    Code::MissingToken,
+                    "this route needs a bearer token",
+                ));
+            }
+            Some(token) => token,
+        };
+        // Steps 3 to 6: expiry pre-check, cache or exchange, validation.
+        let (entry, key) = self.narrowed(proxy, exchange, token).await?;
+        if !(self.route.retry_on_401 && retryable(&req)) {
+            // Step 7: rewrite, then forward with streaming bodies.
+            let upstream_req = forward::upstream_request(
+                req.map(Either::Left),
+                &self.route,
+                path,
+                Some(entry.authorization.clone()),
+            )?;
+            return self.upstream.send(upstream_req, self.route.timeout).await;
+        }
+        // Purge-and-retry: the request has no body, so it can be sent twice.
+        let subject = crate::secret::Secret::new(token.expose());
+        let (parts, _) = req.into_parts();
+        let build = |authorization: HeaderValue| {
+            let req =
+                Request::from_parts(parts.clone(), Either::Right(http_body_util::Empty::new()));
+            forward::upstream_request(req, &self.route, path, Some(authorization))
+        };
+        let response = self
+            .upstream
+            .send(build(entry.authorization.clone())?, self.route.timeout)
+            .await?;
+        if response.status() != http::StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        tracing::debug!(route = %self.route.name, "upstream refused the narrowed token; exchanging once more");
+        proxy.cache.invalidate(&key).await;
+        let token = bearer::BearerToken::from_secret(&subject);
+        let (fresh, _) = self.narrowed(proxy, exchange, token).await?;
+        self.upstream
+            .send(build(fresh.authorization.clone())?, self.route.timeout)
+            .await
     }
 
     /// The narrowed token for `token`: from the cache, or from one exchange shared by
@@ -270,7 +314,7 @@ impl RouteRuntime {
         proxy: &Proxy,
         exchange: &RouteExchange,
         token: BearerToken<'_>,
-    ) -> Result<Arc<Entry>, ProxyError> {
+    ) -> Result<(Arc<Entry>, Key), ProxyError> {
         let subject_exp = bearer::jwt_exp(token.expose());
         if subject_exp.is_some_and(|exp| exp <= unix_now()) {
             return Err(ProxyError::new(
@@ -298,11 +342,11 @@ impl RouteRuntime {
                 if entry.claim_refresh(Instant::now()) {
                     self.refresh(proxy, exchange, key, token, subject_exp, entry.clone());
                 }
-                Ok(entry)
+                Ok((entry, key))
             }
             Ok((entry, Lookup::Miss)) => {
                 self.metrics.miss();
-                Ok(entry)
+                Ok((entry, key))
             }
             Err(e) => {
                 self.metrics.miss();
@@ -339,6 +383,15 @@ impl RouteRuntime {
             }
         });
     }
+}
+
+/// Purge-and-retry applies to idempotent methods (RFC 9110 §9.2.2) without a body.
+fn retryable(req: &Request<Incoming>) -> bool {
+    use http::Method;
+    matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE
+    ) && http_body::Body::is_end_stream(req.body())
 }
 
 /// One exchange, turned into a cache entry with its lifetime (SPEC §4 step 5).

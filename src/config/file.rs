@@ -100,6 +100,9 @@ pub struct FileRoute {
     pub exchange: FileExchange,
     pub cache: Option<FileCacheOverride>,
     pub timeout: Option<Dur>,
+    pub deadline: Option<Dur>,
+    #[serde(default)]
+    pub retry_on_401: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

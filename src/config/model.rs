@@ -94,6 +94,12 @@ pub struct Route {
     pub cache: CacheSettings,
     #[serde(serialize_with = "serialize_duration")]
     pub timeout: Duration,
+    /// Bound on the whole request (exchange and upstream response headers).
+    #[serde(serialize_with = "super::values::serialize_opt_duration")]
+    pub deadline: Option<Duration>,
+    /// On an upstream 401 for an idempotent request without a body: drop the cached
+    /// token, exchange once more and retry once.
+    pub retry_on_401: bool,
 }
 
 /// A `match.host`: a lowercase name, and a port only when the config gave one.
@@ -622,6 +628,8 @@ fn route(
         exchange,
         cache,
         timeout: r.timeout.map_or(timeouts.upstream_response, |d| d.0),
+        deadline: r.deadline.map(|d| d.0),
+        retry_on_401: r.retry_on_401,
     })
 }
 

@@ -294,3 +294,187 @@ async fn config_file_change_reloads() {
         "{m}"
     );
 }
+
+/// An upstream that refuses the first narrowed token (`narrowed-1`) with 401 and accepts
+/// any other.
+async fn picky_upstream() -> (std::net::SocketAddr, Task) {
+    serve(|req: http::Request<hyper::body::Incoming>| async move {
+        let auth = req
+            .headers()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_string());
+        if auth.as_deref() == Some("Bearer narrowed-1") {
+            full(401, "stale")
+        } else {
+            full(200, auth.unwrap_or_default())
+        }
+    })
+    .await
+}
+
+/// retry_on_401: a bodiless GET refused with 401 drops the cached token, exchanges once
+/// more and retries once; a POST with a body is never retried; off by default.
+#[tokio::test]
+async fn purge_and_retry_on_401() {
+    let as_ = MockAs::start().await;
+    let (addr, _task) = picky_upstream().await;
+    let url = format!("http://{addr}");
+    let on = config(&as_, &url).replace(
+        "    timeout: 1s\n    exchange",
+        "    timeout: 1s\n    retry_on_401: true\n    exchange",
+    );
+    let tokex = Tokex::start(&on).await;
+    let r = get(&tokex, "echo.internal", "/", Some("t")).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "Bearer narrowed-2"));
+    assert_eq!(as_.count(), 2, "one extra exchange");
+    let r = get(&tokex, "echo.internal", "/", Some("t")).await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "Bearer narrowed-2"),
+        "the fresh token was cached"
+    );
+    assert_eq!(as_.count(), 2);
+
+    let as2 = MockAs::start().await;
+    let tokex2 = Tokex::start(&config(&as2, &url).replace(
+        "    timeout: 1s\n    exchange",
+        "    timeout: 1s\n    retry_on_401: true\n    exchange",
+    ))
+    .await;
+    let r = got(client()
+        .post(tokex2.url("/"))
+        .header("host", "echo.internal")
+        .bearer_auth("t")
+        .body("payload")
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(r.status, 401, "a request with a body is not retried");
+    assert_eq!(as2.count(), 1);
+
+    let as3 = MockAs::start().await;
+    let off = Tokex::start(&config(&as3, &url)).await;
+    assert_eq!(
+        get(&off, "echo.internal", "/", Some("t")).await.status,
+        401,
+        "off by default"
+    );
+    assert_eq!(as3.count(), 1);
+}
+
+/// A route deadline bounds the whole request, exchange included: 504 upstream_timeout.
+#[tokio::test]
+async fn route_deadline_bounds_the_whole_request() {
+    let (as_, up) = (MockAs::start().await, Upstream::start().await);
+    as_.on(|req, n| issue(req, n).delayed(Duration::from_secs(2)));
+    let yaml = config(&as_, &up.url())
+        .replace(
+            "    timeout: 1s\n    retries",
+            "    timeout: 5s\n    retries",
+        )
+        .replace(
+            "    timeout: 1s\n    exchange",
+            "    timeout: 1s\n    deadline: 500ms\n    exchange",
+        );
+    let tokex = Tokex::start(&yaml).await;
+    let started = Instant::now();
+    let r = get(&tokex, "echo.internal", "/", Some("t")).await;
+    assert_eq!(
+        (r.status, r.tokex_error()),
+        (504, Some("upstream_timeout")),
+        "{}",
+        r.body
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// client_header_read closes a connection that trickles its headers (slowloris) and an
+/// idle keep-alive connection.
+#[tokio::test]
+async fn slow_and_idle_clients_are_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (as_, up) = (MockAs::start().await, Upstream::start().await);
+    let yaml = format!(
+        "{}timeouts: {{ client_header_read: 500ms }}\n",
+        config(&as_, &up.url())
+    );
+    let tokex = Tokex::start(&yaml).await;
+    let mut slow = tokio::net::TcpStream::connect(tokex.addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: echo")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(3), slow.read(&mut buf))
+        .await
+        .expect("closed")
+        .unwrap_or(0);
+    assert!(
+        n == 0 || buf.starts_with(b"HTTP/1.1 408"),
+        "slowloris connection closed"
+    );
+    assert!(started.elapsed() < Duration::from_millis(1500));
+
+    let mut idle = tokio::net::TcpStream::connect(tokex.addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: nowhere.internal\r\n\r\n")
+        .await
+        .unwrap();
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 404"));
+    let started = Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(3), idle.read(&mut buf))
+        .await
+        .expect("idle connection closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(started.elapsed() < Duration::from_millis(1500));
+}
+
+/// An upstream that resets mid-body: the app sees the truncated body fail, and tokex
+/// keeps serving.
+#[tokio::test]
+async fn upstream_reset_mid_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let as_ = MockAs::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _task = Task(tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\npartial")
+                .await;
+            drop(s);
+        }
+    }));
+    let tokex = Tokex::start(&config(&as_, &format!("http://{addr}"))).await;
+    let resp = client()
+        .get(tokex.url("/"))
+        .header("host", "echo.internal")
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.bytes().await.is_err(),
+        "the truncated body is an error, not silently short"
+    );
+    let resp = client()
+        .get(tokex.url("/"))
+        .header("host", "echo.internal")
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "tokex keeps serving");
+}
