@@ -5,6 +5,7 @@ mod data_path;
 mod errors;
 mod identity;
 mod interop;
+mod measure;
 mod operations;
 mod resilience;
 mod sts;
