@@ -57,6 +57,8 @@ pub enum Command {
     },
     /// Run the embedded authorization server (SPEC §8).
     Sts(ConfigArg),
+    /// Print the JSON Schema of the config file, for editors.
+    Schema,
 }
 
 #[derive(Debug, Args)]

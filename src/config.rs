@@ -32,6 +32,14 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// The JSON Schema of the config file (`tokex schema`), generated from the file model
+/// so editors can validate `tokex.yaml`.
+pub fn schema() -> String {
+    let mut schema = schemars::schema_for!(file::FileConfig);
+    schema.insert("title".into(), "tokex configuration".into());
+    serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
+}
+
 /// Reads, parses and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let unreadable = |e: String| ConfigError {
@@ -113,5 +121,19 @@ fn plain_message(e: &serde_saphyr::Error) -> String {
     match rest.strip_prefix("line ").and_then(|r| r.split_once(": ")) {
         Some((_, message)) => message.to_string(),
         None => rest.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The committed schema is what the config types generate; regenerate it with
+    /// `cargo run -- schema > docs/tokex.schema.json`.
+    #[test]
+    fn committed_schema_is_current() {
+        let committed = include_str!("../docs/tokex.schema.json");
+        assert!(
+            committed == super::schema(),
+            "docs/tokex.schema.json is stale: run `cargo run -- schema > docs/tokex.schema.json`"
+        );
     }
 }

@@ -28,6 +28,10 @@ fn main() -> ExitCode {
             Command::Exchange { config, route } => cli::exchange(&config.config, route).await,
             Command::Demo { listen } => tokex::demo::run(*listen).await,
             Command::Sts(c) => cli::sts(&c.config).await,
+            Command::Schema => {
+                print!("{}", tokex::config::schema());
+                std::process::ExitCode::SUCCESS
+            }
         }
     })
 }

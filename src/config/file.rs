@@ -6,19 +6,22 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
 use super::values::{Addr, Dur, HttpUrl, PathText, Text};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<Addr>,
     pub admin: Option<Addr>,
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, FileAuthority>")]
     pub authorities: BTreeMap<String, Spanned<FileAuthority>>,
+    #[schemars(with = "Vec<FileRoute>")]
     pub routes: Vec<Spanned<FileRoute>>,
     #[serde(default)]
     pub cache: FileCache,
@@ -28,7 +31,7 @@ pub struct FileConfig {
     pub limits: FileLimits,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileAuthority {
     pub token_endpoint: HttpUrl,
@@ -36,6 +39,7 @@ pub struct FileAuthority {
     pub client_id: Text,
     pub auth: FileAuth,
     pub actor_token: Option<FileActorToken>,
+    #[schemars(with = "Option<PathText>")]
     pub ca_file: Option<Spanned<PathText>>,
     pub timeout: Option<Dur>,
     pub retries: Option<u32>,
@@ -43,7 +47,7 @@ pub struct FileAuthority {
 }
 
 /// Optional: when to stop calling a failing authority for a while.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileBreaker {
     pub failures: Option<u32>,
@@ -51,7 +55,7 @@ pub struct FileBreaker {
 }
 
 /// Client authentication methods of SPEC §3 (RFC 6749 §2.3, RFC 7523, RFC 8705).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMethod {
     ClientSecretBasic,
@@ -62,38 +66,49 @@ pub enum AuthMethod {
     None,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileAuth {
+    #[schemars(with = "AuthMethod")]
     pub method: Spanned<AuthMethod>,
     pub client_secret: Option<Text>,
+    #[schemars(with = "Option<PathText>")]
     pub client_secret_file: Option<Spanned<PathText>>,
+    #[schemars(with = "Option<PathText>")]
     pub private_key_file: Option<Spanned<PathText>>,
     pub alg: Option<Text>,
     pub key_id: Option<Text>,
+    #[schemars(with = "Option<PathText>")]
     pub assertion_file: Option<Spanned<PathText>>,
     pub assertion_type: Option<Text>,
+    #[schemars(with = "Option<PathText>")]
     pub cert_file: Option<Spanned<PathText>>,
+    #[schemars(with = "Option<PathText>")]
     pub key_file: Option<Spanned<PathText>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileActorToken {
+    #[schemars(with = "PathText")]
     pub file: Spanned<PathText>,
     #[serde(rename = "type")]
+    #[schemars(with = "Option<Text>")]
     pub token_type: Option<Spanned<Text>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileRoute {
+    #[schemars(with = "Text")]
     pub name: Spanned<Text>,
     #[serde(default, rename = "match")]
     pub matcher: FileMatch,
     #[serde(default)]
     pub strip_prefix: bool,
+    #[schemars(with = "HttpUrl")]
     pub upstream: Spanned<HttpUrl>,
+    #[schemars(with = "Option<PathText>")]
     pub ca_file: Option<Spanned<PathText>>,
     #[serde(default)]
     pub on_missing_token: MissingTokenPolicy,
@@ -105,15 +120,17 @@ pub struct FileRoute {
     pub retry_on_401: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileMatch {
+    #[schemars(with = "Option<Text>")]
     pub host: Option<Spanned<Text>>,
+    #[schemars(with = "Option<Text>")]
     pub path_prefix: Option<Spanned<Text>>,
 }
 
 /// What a route does when the request carries no bearer token (SPEC §3).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MissingTokenPolicy {
     /// Answer 401 `missing_token`.
@@ -130,15 +147,34 @@ pub enum FileExchange {
     Spec(Box<FileExchangeSpec>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileExchangeSpec {
+    #[schemars(with = "Text")]
     pub authority: Spanned<Text>,
+    #[schemars(with = "Option<Text>")]
     pub audience: Option<Spanned<Text>>,
+    #[schemars(with = "Option<Text>")]
     pub resource: Option<Spanned<Text>>,
+    #[schemars(with = "Option<Text>")]
     pub scope: Option<Spanned<Text>>,
+    #[schemars(with = "Option<Text>")]
     pub subject_token_type: Option<Spanned<Text>>,
+    #[schemars(with = "Option<Text>")]
     pub requested_token_type: Option<Spanned<Text>>,
+}
+
+impl JsonSchema for FileExchange {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Exchange".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let spec = generator.subschema_for::<FileExchangeSpec>();
+        schemars::json_schema!({
+            "description": "`none` (forward without any Authorization), or the exchange parameters",
+            "oneOf": [{ "const": "none" }, spec]
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for FileExchange {
@@ -169,7 +205,7 @@ impl<'de> Deserialize<'de> for FileExchange {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileCache {
     pub max_entries: Option<u64>,
@@ -179,7 +215,7 @@ pub struct FileCache {
     pub refresh_ahead: Option<Dur>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileCacheOverride {
     pub max_ttl: Option<Dur>,
@@ -189,7 +225,7 @@ pub struct FileCacheOverride {
 }
 
 /// Optional: timeouts for the listener and upstream side (the AS side is per authority).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileTimeouts {
     pub upstream_connect: Option<Dur>,
@@ -200,7 +236,7 @@ pub struct FileTimeouts {
 }
 
 /// Optional: bounds past which tokex answers 503 `overloaded` instead of queueing.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileLimits {
     pub max_connections: Option<u32>,

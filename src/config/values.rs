@@ -246,3 +246,33 @@ mod tests {
         }
     }
 }
+
+/// A string where `${NAME}` may stand for any part (used in every string schema).
+const ENV_REF: &str = r"\$\{[A-Za-z_][A-Za-z0-9_]*\}";
+
+macro_rules! string_schema {
+    ($ty:ty, $name:literal, $extra:tt) => {
+        impl schemars::JsonSchema for $ty {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                let mut schema = schemars::json_schema!($extra);
+                schema.insert("type".into(), "string".into());
+                schema
+            }
+        }
+    };
+}
+
+string_schema!(Text, "Text", { "description": "a string; ${NAME} is replaced by the environment variable NAME" });
+string_schema!(PathText, "Path", { "description": "a file path, relative to the config file's directory", "minLength": 1 });
+string_schema!(Addr, "SocketAddr", { "description": "IP:PORT", "examples": ["127.0.0.1:15001"] });
+string_schema!(HttpUrl, "HttpUrl", {
+    "description": "an absolute http or https URL without credentials or fragment",
+    "pattern": format!("^(https?://|.*{ENV_REF})")
+});
+string_schema!(Dur, "Duration", {
+    "description": "a whole number and a unit: 250ms, 30s, 5m, 1h",
+    "pattern": format!("^([0-9]+(ms|s|m|h)|.*{ENV_REF}.*)$")
+});
