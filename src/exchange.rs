@@ -19,7 +19,6 @@ use crate::config::model::{Authority, ExchangeParams};
 use crate::error::{Code, ProxyError};
 use crate::metrics::{Histogram, Metrics};
 use crate::resilience::{Admit, Breaker, RetryBudget};
-use crate::secret::Secret;
 pub use wire::Issued;
 
 /// Why an exchange produced no token. Cloneable: one failed call answers every
@@ -191,6 +190,20 @@ impl ExchangeClient {
         subject_token: &str,
         params: &ExchangeParams,
     ) -> Result<Issued, Error> {
+        self.call(Some(subject_token), params).await
+    }
+
+    /// tokex's own token (`client_credentials`), for requests that act for no user.
+    pub async fn client_credentials(&self, params: &ExchangeParams) -> Result<Issued, Error> {
+        self.call(None, params).await
+    }
+
+    /// One grant at the authority, behind the breaker, with budgeted retries.
+    async fn call(
+        &self,
+        subject_token: Option<&str>,
+        params: &ExchangeParams,
+    ) -> Result<Issued, Error> {
         let Ok(_permit) = self.permits.try_acquire() else {
             self.count("overloaded");
             return Err(Error::Overloaded);
@@ -216,13 +229,14 @@ impl ExchangeClient {
         self.budget.deposit(started);
         let mut attempt = 0;
         let result = loop {
-            let result = self
-                .attempt(
+            let grant = match subject_token {
+                Some(subject_token) => wire::Grant::Exchange {
                     subject_token,
-                    params,
-                    actor.as_ref().map(|(t, ty)| (&t.token, *ty)),
-                )
-                .await;
+                    actor: actor.as_ref().map(|(t, ty)| (&t.token, *ty)),
+                },
+                None => wire::Grant::ClientCredentials,
+            };
+            let result = self.attempt(grant, params).await;
             match &result {
                 Err(e) if e.is_transient() && attempt < a.retries && admitted == Admit::Call => {
                     let delay = backoff(attempt, e.retry_after());
@@ -260,9 +274,8 @@ impl ExchangeClient {
     /// `private_key_jwt` carries a fresh `jti`.
     async fn attempt(
         &self,
-        subject_token: &str,
+        grant: wire::Grant<'_>,
         params: &ExchangeParams,
-        actor: Option<(&Secret, &str)>,
     ) -> Result<Issued, Error> {
         let a = &self.authority;
         let credential = a
@@ -270,11 +283,10 @@ impl ExchangeClient {
             .credential(&a.client_id)
             .map_err(Error::Misconfigured)?;
         let input = wire::ExchangeInput {
-            subject_token,
+            grant,
             params,
             client_id: &a.client_id,
             credential: &credential,
-            actor,
         };
         let (form, basic) = wire::encode_request(&input);
         let form = form.as_str();
@@ -334,7 +346,8 @@ impl ExchangeClient {
                 oauth_error,
             });
         }
-        match wire::parse_response(status, &body, params) {
+        let client_credentials = matches!(grant, wire::Grant::ClientCredentials);
+        match wire::parse_grant_response(status, &body, params, client_credentials) {
             Err(Error::Refused { oauth_error, .. }) if oauth_error == "temporarily_unavailable" => {
                 Err(Error::Unavailable {
                     reason: "temporarily_unavailable".into(),

@@ -263,6 +263,16 @@ impl RouteRuntime {
                     forward::upstream_request(req.map(Either::Left), &self.route, path, None)?;
                 return self.upstream.send(upstream_req, self.route.timeout).await;
             }
+            None if self.route.on_missing_token == MissingTokenPolicy::ClientCredentials => {
+                let entry = self.own_token(proxy, exchange).await?;
+                let upstream_req = forward::upstream_request(
+                    req.map(Either::Left),
+                    &self.route,
+                    path,
+                    Some(entry.authorization.clone()),
+                )?;
+                return self.upstream.send(upstream_req, self.route.timeout).await;
+            }
             None => {
                 return Err(ProxyError::new(
                     Code::MissingToken,
@@ -307,6 +317,22 @@ impl RouteRuntime {
             .await
     }
 
+    /// tokex's own token for this route (`client_credentials`), cached and refreshed like
+    /// exchanged tokens. Its key can never equal an exchange key: the actor slot holds a
+    /// marker no 32-byte digest or empty slot can match.
+    async fn own_token(
+        &self,
+        proxy: &Proxy,
+        exchange: &RouteExchange,
+    ) -> Result<Arc<Entry>, ProxyError> {
+        let key = exchange.keys.key(OWN_TOKEN_MARKER, "");
+        let result = proxy
+            .cache
+            .get_or_exchange(key, || new_entry(&exchange.client, &self.route, None, None))
+            .await;
+        self.account(proxy, exchange, key, None, None, result)
+    }
+
     /// The narrowed token for `token`: from the cache, or from one exchange shared by
     /// all concurrent requests with the same key.
     async fn narrowed(
@@ -333,20 +359,47 @@ impl RouteRuntime {
         let result = proxy
             .cache
             .get_or_exchange(key, || {
-                new_entry(&exchange.client, &self.route, token.expose(), subject_exp)
+                new_entry(
+                    &exchange.client,
+                    &self.route,
+                    Some(token.expose()),
+                    subject_exp,
+                )
             })
             .await;
+        self.account(
+            proxy,
+            exchange,
+            key,
+            Some(token.expose()),
+            subject_exp,
+            result,
+        )
+        .map(|entry| (entry, key))
+    }
+
+    /// Counts a cache lookup, starts refresh-ahead on a hit near expiry (the subject is
+    /// copied only then), and maps errors.
+    fn account(
+        &self,
+        proxy: &Proxy,
+        exchange: &RouteExchange,
+        key: Key,
+        subject: Option<&str>,
+        subject_exp: Option<u64>,
+        result: Result<(Arc<Entry>, Lookup), Arc<exchange::Error>>,
+    ) -> Result<Arc<Entry>, ProxyError> {
         match result {
             Ok((entry, Lookup::Hit)) => {
                 self.metrics.hit();
                 if entry.claim_refresh(Instant::now()) {
-                    self.refresh(proxy, exchange, key, token, subject_exp, entry.clone());
+                    self.refresh(proxy, exchange, key, subject, subject_exp, entry.clone());
                 }
-                Ok((entry, key))
+                Ok(entry)
             }
             Ok((entry, Lookup::Miss)) => {
                 self.metrics.miss();
-                Ok((entry, key))
+                Ok(entry)
             }
             Err(e) => {
                 self.metrics.miss();
@@ -361,18 +414,26 @@ impl RouteRuntime {
         proxy: &Proxy,
         exchange: &RouteExchange,
         key: Key,
-        token: BearerToken<'_>,
+        subject: Option<&str>,
         subject_exp: Option<u64>,
         old: Arc<Entry>,
     ) {
+        // The one place a subject token is copied: the refresh outlives the request.
+        let subject = subject.map(crate::secret::Secret::new);
         let (cache, client, route) = (
             proxy.cache.clone(),
             exchange.client.clone(),
             self.route.clone(),
         );
-        let token = crate::secret::Secret::new(token.expose());
         tokio::spawn(async move {
-            match new_entry(&client, &route, token.expose(), subject_exp).await {
+            match new_entry(
+                &client,
+                &route,
+                subject.as_ref().map(|s| s.expose()),
+                subject_exp,
+            )
+            .await
+            {
                 Ok(entry) => cache.insert(key, entry).await,
                 Err(e) => {
                     tracing::debug!(route = %route.name, error = %e, "background refresh failed");
@@ -384,6 +445,9 @@ impl RouteRuntime {
         });
     }
 }
+
+/// Fills the actor slot of the cache key for tokex's own token (see `own_token`).
+const OWN_TOKEN_MARKER: &[u8] = b"client_credentials";
 
 /// Purge-and-retry applies to idempotent methods (RFC 9110 §9.2.2) without a body.
 fn retryable(req: &Request<Incoming>) -> bool {
@@ -398,13 +462,16 @@ fn retryable(req: &Request<Incoming>) -> bool {
 async fn new_entry(
     client: &ExchangeClient,
     route: &Route,
-    subject_token: &str,
+    subject_token: Option<&str>,
     subject_exp: Option<u64>,
 ) -> Result<Arc<Entry>, exchange::Error> {
     let Some(params) = route.exchange.as_ref() else {
         return Err(exchange::Error::BadResponse("route has no exchange".into()));
     };
-    let issued = client.exchange(subject_token, params).await?;
+    let issued = match subject_token {
+        Some(subject) => client.exchange(subject, params).await?,
+        None => client.client_credentials(params).await?,
+    };
     let (now, now_unix) = (Instant::now(), unix_now());
     let issued_exp = bearer::jwt_exp(issued.access_token.expose());
     if issued_exp.is_some_and(|exp| exp <= now_unix) {

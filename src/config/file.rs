@@ -138,6 +138,9 @@ pub enum MissingTokenPolicy {
     Reject,
     /// Forward without any `Authorization` header.
     Forward,
+    /// Send tokex's own token from a `client_credentials` grant at the route's
+    /// authority (audience, resource and scope from the route).
+    ClientCredentials,
 }
 
 /// `exchange: none`, or the exchange parameters of a route.

@@ -606,6 +606,16 @@ fn route(
         base,
         watched,
     )?;
+    if r.on_missing_token == MissingTokenPolicy::ClientCredentials
+        && matches!(r.exchange, FileExchange::None)
+    {
+        return Err(at(
+            spanned,
+            format!(
+                "{path}.on_missing_token: client_credentials needs an exchange (its authority, audience and scope)"
+            ),
+        ));
+    }
     let exchange = match &r.exchange {
         FileExchange::None => None,
         FileExchange::Spec(spec) => Some(exchange_params(spec, &path, authorities)?),

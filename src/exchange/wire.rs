@@ -21,11 +21,22 @@ const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// The inputs of one exchange.
 #[derive(Debug, Clone, Copy)]
 pub struct ExchangeInput<'a> {
-    pub subject_token: &'a str,
+    pub grant: Grant<'a>,
     pub params: &'a ExchangeParams,
     pub client_id: &'a str,
     pub credential: &'a Credential,
-    pub actor: Option<(&'a Secret, &'a str)>,
+}
+
+/// What is being traded for a token.
+#[derive(Debug, Clone, Copy)]
+pub enum Grant<'a> {
+    /// RFC 8693: the caller's token, and tokex's own as actor when configured.
+    Exchange {
+        subject_token: &'a str,
+        actor: Option<(&'a Secret, &'a str)>,
+    },
+    /// RFC 6749 §4.4: tokex's own token, for requests that act for no user.
+    ClientCredentials,
 }
 
 /// The form body (`application/x-www-form-urlencoded`, so `+ / =` in tokens are
@@ -33,10 +44,24 @@ pub struct ExchangeInput<'a> {
 pub fn encode_request(input: &ExchangeInput<'_>) -> (String, Option<Secret>) {
     let p = input.params;
     let mut form = form_urlencoded::Serializer::new(String::with_capacity(1024));
-    form.append_pair("grant_type", GRANT_TYPE_TOKEN_EXCHANGE)
-        .append_pair("subject_token", input.subject_token)
-        .append_pair("subject_token_type", &p.subject_token_type)
-        .append_pair("requested_token_type", &p.requested_token_type);
+    match input.grant {
+        Grant::Exchange {
+            subject_token,
+            actor,
+        } => {
+            form.append_pair("grant_type", GRANT_TYPE_TOKEN_EXCHANGE)
+                .append_pair("subject_token", subject_token)
+                .append_pair("subject_token_type", &p.subject_token_type)
+                .append_pair("requested_token_type", &p.requested_token_type);
+            if let Some((token, token_type)) = actor {
+                form.append_pair("actor_token", token.expose())
+                    .append_pair("actor_token_type", token_type);
+            }
+        }
+        Grant::ClientCredentials => {
+            form.append_pair("grant_type", "client_credentials");
+        }
+    }
     for (name, value) in [
         ("audience", &p.audience),
         ("resource", &p.resource),
@@ -45,10 +70,6 @@ pub fn encode_request(input: &ExchangeInput<'_>) -> (String, Option<Secret>) {
         if let Some(v) = value {
             form.append_pair(name, v);
         }
-    }
-    if let Some((token, token_type)) = input.actor {
-        form.append_pair("actor_token", token.expose())
-            .append_pair("actor_token_type", token_type);
     }
     let basic = match input.credential {
         Credential::Basic(header) => Some(header.clone()),
@@ -101,14 +122,29 @@ struct RawError {
 
 /// Judges a complete AS response by status and body.
 pub fn parse_response(status: u16, body: &[u8], params: &ExchangeParams) -> Result<Issued, Error> {
+    parse_grant_response(status, body, params, false)
+}
+
+/// As [`parse_response`]; a `client_credentials` response (RFC 6749 §5.1) need not
+/// carry `issued_token_type`.
+pub fn parse_grant_response(
+    status: u16,
+    body: &[u8],
+    params: &ExchangeParams,
+    client_credentials: bool,
+) -> Result<Issued, Error> {
     match status {
-        200 => validate_success(body, params),
+        200 => validate_success(body, params, client_credentials),
         400..=499 if status != 429 => Err(parse_error(status, body)),
         _ => Err(Error::BadResponse(format!("unexpected status {status}"))),
     }
 }
 
-fn validate_success(body: &[u8], params: &ExchangeParams) -> Result<Issued, Error> {
+fn validate_success(
+    body: &[u8],
+    params: &ExchangeParams,
+    client_credentials: bool,
+) -> Result<Issued, Error> {
     let bad = |m: &str| Error::BadResponse(m.to_string());
     let raw: RawSuccess =
         serde_json::from_slice(body).map_err(|_| bad("body is not a JSON token response"))?;
@@ -119,9 +155,11 @@ fn validate_success(body: &[u8], params: &ExchangeParams) -> Result<Issued, Erro
     if token.len() > MAX_TOKEN_BYTES || !token.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
         return Err(bad("access_token is not a header-safe token"));
     }
-    let issued_type = raw
-        .issued_token_type
-        .ok_or_else(|| bad("issued_token_type missing"))?;
+    let issued_type = match raw.issued_token_type {
+        Some(t) => t,
+        None if client_credentials => params.requested_token_type.clone(),
+        None => return Err(bad("issued_token_type missing")),
+    };
     if issued_type != params.requested_token_type {
         return Err(Error::BadResponse(format!(
             "issued_token_type {issued_type} is not the requested {}",
@@ -228,11 +266,13 @@ mod tests {
         let credential = auth.credential("my client").unwrap();
         let actor = Secret::new("act+or");
         let input = ExchangeInput {
-            subject_token: "ab+/c==",
+            grant: Grant::Exchange {
+                subject_token: "ab+/c==",
+                actor: Some((&actor, TOKEN_TYPE_JWT)),
+            },
             params: &p,
             client_id: "my client",
             credential: &credential,
-            actor: Some((&actor, TOKEN_TYPE_JWT)),
         };
         let (form, basic) = encode_request(&input);
         let pairs: Vec<(String, String)> = form_urlencoded::parse(form.as_bytes())
@@ -257,12 +297,45 @@ mod tests {
         let post = Credential::Post(Secret::new("pw"));
         let (form, basic) = encode_request(&ExchangeInput {
             credential: &post,
-            actor: None,
+            grant: Grant::Exchange {
+                subject_token: "s",
+                actor: None,
+            },
             ..input
         });
         assert!(basic.is_none());
         assert!(form.contains("client_id=my+client") && form.contains("client_secret=pw"));
         assert!(!form.contains("actor_token"));
+
+        let (form, _) = encode_request(&ExchangeInput {
+            credential: &post,
+            grant: Grant::ClientCredentials,
+            ..input
+        });
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(form.as_bytes())
+            .into_owned()
+            .collect();
+        let names: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "grant_type",
+                "audience",
+                "resource",
+                "scope",
+                "client_id",
+                "client_secret"
+            ]
+        );
+        assert_eq!(pairs[0].1, "client_credentials");
+    }
+
+    /// A client_credentials response need not name issued_token_type; an exchange must.
+    #[test]
+    fn client_credentials_responses() {
+        let body = br#"{"access_token":"t","token_type":"Bearer","expires_in":60}"#;
+        assert!(parse_grant_response(200, body, &params(None), true).is_ok());
+        assert!(parse_grant_response(200, body, &params(None), false).is_err());
     }
 
     /// A good response passes; quirks real servers send are tolerated.

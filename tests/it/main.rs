@@ -8,5 +8,6 @@ mod interop;
 mod measure;
 mod operations;
 mod resilience;
+mod seeds;
 mod sts;
 mod support;

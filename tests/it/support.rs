@@ -131,11 +131,11 @@ pub fn issue(req: &AsRequest, n: usize) -> Reply {
 }
 
 pub fn issue_with(req: &AsRequest, token: &str, expires_in: Option<u64>) -> Reply {
-    let mut body = serde_json::json!({
-        "access_token": token,
-        "issued_token_type": req.param("requested_token_type").unwrap_or_default(),
-        "token_type": "Bearer",
-    });
+    let mut body = serde_json::json!({ "access_token": token, "token_type": "Bearer" });
+    // A client_credentials response (RFC 6749 §5.1) has no issued_token_type.
+    if let Some(t) = req.param("requested_token_type") {
+        body["issued_token_type"] = t.into();
+    }
     if let Some(e) = expires_in {
         body["expires_in"] = e.into();
     }
