@@ -11,6 +11,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
 
+use crate::config::model::SubjectSource;
+
 /// A bearer token borrowed from the request; never prints its value.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct BearerToken<'a>(&'a str);
@@ -80,6 +82,63 @@ fn trim_spaces(b: &[u8]) -> &[u8] {
     let start = b.iter().position(|&c| c != b' ').unwrap_or(b.len());
     let end = b.iter().rposition(|&c| c != b' ').map_or(start, |i| i + 1);
     &b[start..end]
+}
+
+/// The subject token from where the route says it is. A header holds the token alone;
+/// a cookie is found among the `Cookie` header's pairs. Repeats are malformed.
+pub fn extract_from<'h>(
+    headers: &'h HeaderMap,
+    source: &SubjectSource,
+) -> Result<Option<BearerToken<'h>>, Malformed> {
+    let value: &'h [u8] = match source {
+        SubjectSource::Authorization => return extract(headers),
+        SubjectSource::Header(name) => {
+            let mut values = headers.get_all(name).iter();
+            let Some(v) = values.next() else {
+                return Ok(None);
+            };
+            if values.next().is_some() {
+                return Err(Malformed::Duplicate);
+            }
+            v.as_bytes()
+        }
+        SubjectSource::Cookie(name) => {
+            let mut found = None;
+            for pair in cookie_pairs(headers) {
+                if pair.0 == name.as_bytes() {
+                    if found.is_some() {
+                        return Err(Malformed::Duplicate);
+                    }
+                    found = Some(pair.1);
+                }
+            }
+            let Some(v) = found else { return Ok(None) };
+            v
+        }
+    };
+    let token = trim_spaces(value);
+    if token.is_empty() {
+        return Err(Malformed::Empty);
+    }
+    if !is_b64token(token) {
+        return Err(Malformed::BadCharacters);
+    }
+    std::str::from_utf8(token)
+        .map(|t| Some(BearerToken(t)))
+        .map_err(|_| Malformed::BadCharacters)
+}
+
+/// `name=value` pairs of every `Cookie` header (RFC 6265 §4.2.1).
+pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .filter_map(|pair| {
+            let pair = trim_spaces(pair);
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            Some((&pair[..eq], &pair[eq + 1..]))
+        })
 }
 
 /// RFC 6750 §2.1: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
@@ -168,6 +227,38 @@ mod tests {
         assert_eq!(jwt_exp("a.b"), None);
         assert_eq!(jwt_exp("a.!!!.c"), None);
         assert_eq!(jwt_exp(&format!("{}.x", jwt(r#"{"exp":1}"#))), None);
+    }
+
+    /// A header source holds the token alone; a cookie is found among others; repeats
+    /// are malformed; a missing source is no token.
+    #[test]
+    fn other_sources() {
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-access-token",
+            HeaderValue::from_static("eyJ.a.b"),
+        );
+        h.append(
+            "cookie",
+            HeaderValue::from_static("theme=dark; session=tok-1; lang=en"),
+        );
+        let header =
+            SubjectSource::Header(http::HeaderName::from_static("x-forwarded-access-token"));
+        let cookie = SubjectSource::Cookie("session".into());
+        assert_eq!(
+            extract_from(&h, &header).unwrap().map(|t| t.expose()),
+            Some("eyJ.a.b")
+        );
+        assert_eq!(
+            extract_from(&h, &cookie).unwrap().map(|t| t.expose()),
+            Some("tok-1")
+        );
+        assert_eq!(
+            extract_from(&h, &SubjectSource::Cookie("nope".into())),
+            Ok(None)
+        );
+        h.append("cookie", HeaderValue::from_static("session=tok-2"));
+        assert_eq!(extract_from(&h, &cookie), Err(Malformed::Duplicate));
     }
 
     /// The token type's Debug never shows the token.

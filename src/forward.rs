@@ -22,7 +22,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use hyper_util::client::legacy::ResponseFuture;
 
-use crate::config::model::{Route, Timeouts};
+use crate::config::model::{Route, SubjectSource, Timeouts};
 use crate::credentials::Watched;
 use crate::error::{Code, ProxyError};
 use crate::tls::CaBundle;
@@ -78,7 +78,7 @@ pub fn upstream_request<B>(
     req: Request<B>,
     route: &Route,
     path_and_query: &str,
-    authorization: Option<HeaderValue>,
+    token: Option<HeaderValue>,
 ) -> Result<Request<B>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     let uri = Uri::builder()
@@ -92,15 +92,50 @@ pub fn upstream_request<B>(
     strip_hop_by_hop(&mut parts.headers);
     // The client sets Host (HTTP/1.1) or :authority (HTTP/2) from the upstream URI.
     parts.headers.remove(header::HOST);
+    // The caller's credentials never travel on: Authorization always goes, and so does
+    // the route's subject token source when it is another header or a cookie.
     parts.headers.remove(header::AUTHORIZATION);
-    if let Some(value) = authorization {
-        parts.headers.insert(header::AUTHORIZATION, value);
+    let inject = match &route.exchange {
+        None => None,
+        Some(exchange) => {
+            match &exchange.subject_token_from {
+                SubjectSource::Authorization => {}
+                SubjectSource::Header(name) => {
+                    parts.headers.remove(name);
+                }
+                SubjectSource::Cookie(name) => remove_cookie(&mut parts.headers, name),
+            }
+            Some(&exchange.inject.header)
+        }
+    };
+    if let (Some(header), Some(value)) = (inject, token) {
+        parts.headers.insert(header.clone(), value);
     }
     parts.uri = uri;
     // The upstream connection decides the version (ALPN); hyper upgrades 1.1 to h2.
     parts.version = Version::HTTP_11;
     parts.extensions = http::Extensions::new();
     Ok(Request::from_parts(parts, body))
+}
+
+/// Removes cookie `name` from the `Cookie` headers, keeping the other cookies.
+fn remove_cookie(headers: &mut HeaderMap, name: &str) {
+    let kept: Vec<String> = crate::bearer::cookie_pairs(headers)
+        .filter(|(n, _)| *n != name.as_bytes())
+        .map(|(n, v)| {
+            format!(
+                "{}={}",
+                String::from_utf8_lossy(n),
+                String::from_utf8_lossy(v)
+            )
+        })
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(header::COOKIE, v);
+    }
 }
 
 async fn send(future: ResponseFuture, timeout: Duration) -> Result<Response<Body>, ProxyError> {

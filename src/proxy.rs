@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use crate::bearer::{self, BearerToken};
 use crate::cache::{self, Entry, Key, KeyBuilder, Lookup, TokenCache};
 use crate::config::file::MissingTokenPolicy;
+use crate::config::model::SubjectSource;
 use crate::config::{Config, Route};
 use crate::error::{Code, ProxyError};
 use crate::exchange::{self, ExchangeClient};
@@ -209,6 +210,7 @@ impl Runtime {
                         p.resource.as_deref().unwrap_or(""),
                         p.scope.as_deref().unwrap_or(""),
                         &p.requested_token_type,
+                        p.inject.scheme.as_deref().unwrap_or(""),
                     ]);
                     Some(RouteExchange { client, keys })
                 }
@@ -254,8 +256,13 @@ impl RouteRuntime {
                 forward::upstream_request(req.map(Either::Left), &self.route, path, None)?;
             return self.upstream.send(upstream_req, self.route.timeout).await;
         };
-        // Step 2: the subject token.
-        let token = match bearer::extract(req.headers())
+        // Step 2: the subject token, from where the route says it is.
+        let source = self
+            .route
+            .exchange
+            .as_ref()
+            .map_or(&SubjectSource::Authorization, |p| &p.subject_token_from);
+        let token = match bearer::extract_from(req.headers(), source)
             .map_err(|e| ProxyError::new(Code::InvalidRequest, e.to_string()))?
         {
             None if self.route.on_missing_token == MissingTokenPolicy::Forward => {
@@ -486,7 +493,11 @@ async fn new_entry(
         subject_exp,
     };
     let ttl = cache::lifetime(bounds, &route.cache);
-    let mut value = HeaderValue::from_str(&format!("Bearer {}", issued.access_token.expose()))
+    let text = match &params.inject.scheme {
+        Some(scheme) => format!("{scheme} {}", issued.access_token.expose()),
+        None => issued.access_token.expose().to_string(),
+    };
+    let mut value = HeaderValue::from_str(&text)
         .map_err(|_| exchange::Error::BadResponse("access_token is not header-safe".into()))?;
     value.set_sensitive(true);
     Ok(Arc::new(Entry::new(

@@ -165,6 +165,8 @@ pub struct FileExchangeSpec {
     pub subject_token_type: Option<Spanned<Text>>,
     #[schemars(with = "Option<Text>")]
     pub requested_token_type: Option<Spanned<Text>>,
+    pub subject_token_from: Option<FileSource>,
+    pub inject: Option<FileInject>,
 }
 
 impl JsonSchema for FileExchange {
@@ -206,6 +208,26 @@ impl<'de> Deserialize<'de> for FileExchange {
         }
         d.deserialize_any(ExchangeVisitor)
     }
+}
+
+/// Where the subject token comes from, when not `Authorization: Bearer`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSource {
+    /// A request header holding the token itself (e.g. `X-Forwarded-Access-Token`).
+    pub header: Option<Text>,
+    /// A cookie holding the token.
+    pub cookie: Option<Text>,
+}
+
+/// Where and how the issued token goes on the upstream request.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileInject {
+    /// Default `Authorization`.
+    pub header: Option<Text>,
+    /// Default `Bearer`; `none` puts the token alone in the header.
+    pub scheme: Option<Text>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

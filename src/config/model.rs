@@ -131,6 +131,45 @@ pub struct ExchangeParams {
     pub scope: Option<String>,
     pub subject_token_type: String,
     pub requested_token_type: String,
+    pub subject_token_from: SubjectSource,
+    pub inject: Inject,
+}
+
+/// Where a route reads the subject token; the source is removed before forwarding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectSource {
+    /// `Authorization: Bearer` (RFC 6750 §2.1).
+    Authorization,
+    #[serde(serialize_with = "serialize_header_name")]
+    Header(http::HeaderName),
+    Cookie(String),
+}
+
+/// Where and how the issued token is put on the upstream request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Inject {
+    #[serde(serialize_with = "serialize_header_name")]
+    pub header: http::HeaderName,
+    /// `None`: the token alone. Only a `Bearer` scheme requires `token_type: Bearer`
+    /// (RFC 6749 §7.1); any other use accepts what the AS issued (e.g. `N_A`).
+    pub scheme: Option<String>,
+}
+
+impl Inject {
+    /// Whether the issued token must be a Bearer token.
+    pub fn requires_bearer(&self) -> bool {
+        self.scheme
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("bearer"))
+    }
+}
+
+fn serialize_header_name<S: serde::Serializer>(
+    h: &http::HeaderName,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(h.as_str())
 }
 
 /// Global cache settings.
@@ -686,6 +725,14 @@ fn exchange_params(
         scope: opt(&spec.scope, "scope", normalize_scope)?,
         subject_token_type: token_type(&spec.subject_token_type, "subject_token_type")?,
         requested_token_type: token_type(&spec.requested_token_type, "requested_token_type")?,
+        subject_token_from: subject_source(spec.subject_token_from.as_ref()).map_err(|m| {
+            at(
+                &spec.authority,
+                format!("{path}.exchange.subject_token_from: {m}"),
+            )
+        })?,
+        inject: inject(spec.inject.as_ref())
+            .map_err(|m| at(&spec.authority, format!("{path}.exchange.inject: {m}")))?,
     })
 }
 
@@ -707,6 +754,73 @@ fn upstream(u: &Spanned<super::values::HttpUrl>) -> Result<Upstream, String> {
         authority,
         base_path: url.path().trim_end_matches('/').to_string(),
     })
+}
+
+/// Headers that can never carry or receive a token: connection-level or routing fields.
+const RESERVED_HEADERS: [&str; 11] = [
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "cookie",
+];
+
+fn header_name(raw: &str) -> Result<http::HeaderName, String> {
+    let name = http::HeaderName::from_bytes(raw.as_bytes())
+        .map_err(|_| format!("`{raw}` is not a header name"))?;
+    if RESERVED_HEADERS.contains(&name.as_str()) {
+        return Err(format!("`{raw}` cannot carry a token"));
+    }
+    Ok(name)
+}
+
+fn subject_source(f: Option<&super::file::FileSource>) -> Result<SubjectSource, String> {
+    match f {
+        None => Ok(SubjectSource::Authorization),
+        Some(f) => match (&f.header, &f.cookie) {
+            (Some(h), None) if h.0.eq_ignore_ascii_case("authorization") => {
+                Ok(SubjectSource::Authorization)
+            }
+            (Some(h), None) => header_name(&h.0).map(SubjectSource::Header),
+            (None, Some(c))
+                if !c.0.is_empty()
+                    && c.0
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) =>
+            {
+                Ok(SubjectSource::Cookie(c.0.clone()))
+            }
+            (None, Some(c)) => Err(format!("`{}` is not a cookie name", c.0)),
+            _ => Err("give exactly one of header, cookie".into()),
+        },
+    }
+}
+
+fn inject(f: Option<&super::file::FileInject>) -> Result<Inject, String> {
+    let header = match f.and_then(|f| f.header.as_ref()) {
+        None => http::header::AUTHORIZATION,
+        Some(h) if h.0.eq_ignore_ascii_case("authorization") => http::header::AUTHORIZATION,
+        Some(h) => header_name(&h.0)?,
+    };
+    let scheme = match f.and_then(|f| f.scheme.as_ref()).map(|s| s.0.as_str()) {
+        None => Some("Bearer".to_string()),
+        Some("none") => None,
+        Some(s)
+            if !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~+".contains(&b)) =>
+        {
+            Some(s.to_string())
+        }
+        Some(s) => return Err(format!("`{s}` is not an authentication scheme")),
+    };
+    Ok(Inject { header, scheme })
 }
 
 /// Whether `upstream` names `listen` (same port, and the same or a loopback address

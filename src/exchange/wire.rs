@@ -166,8 +166,10 @@ fn validate_success(
             params.requested_token_type
         )));
     }
-    // RFC 6749 §7.1: only a Bearer token may be sent as `Authorization: Bearer`.
+    // RFC 6749 §7.1: only a Bearer token may be sent with the Bearer scheme; a route
+    // that injects the token otherwise (a SAML assertion, an ID token) takes any type.
     match raw.token_type.as_deref() {
+        Some(_) if !params.inject.requires_bearer() => {}
         Some(t) if t.eq_ignore_ascii_case("bearer") => {}
         Some(t) => {
             return Err(Error::BadResponse(format!(
@@ -249,6 +251,11 @@ mod tests {
             scope: scope.map(String::from),
             subject_token_type: TOKEN_TYPE_ACCESS_TOKEN.into(),
             requested_token_type: TOKEN_TYPE_ACCESS_TOKEN.into(),
+            subject_token_from: crate::config::model::SubjectSource::Authorization,
+            inject: crate::config::model::Inject {
+                header: http::header::AUTHORIZATION,
+                scheme: Some("Bearer".into()),
+            },
         }
     }
 
