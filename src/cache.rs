@@ -28,6 +28,8 @@ pub struct Entry {
     pub expires_at: Instant,
     /// A hit at or after this instant starts one background refresh.
     pub refresh_at: Option<Instant>,
+    /// What the exchange produced, for audit events.
+    pub issued: crate::audit::Issued,
     refreshing: AtomicBool,
 }
 
@@ -41,8 +43,15 @@ impl Entry {
             authorization,
             expires_at,
             refresh_at,
+            issued: Default::default(),
             refreshing: AtomicBool::new(false),
         }
+    }
+
+    /// Attaches what the exchange produced.
+    pub fn with_issued(mut self, issued: crate::audit::Issued) -> Self {
+        self.issued = issued;
+        self
     }
 
     /// True for exactly one caller once the refresh window is reached.
@@ -164,6 +173,13 @@ impl TokenCache {
             inner,
             secret: Arc::new(secret),
         })
+    }
+
+    /// A short keyed hash of a token for audit records: correlates requests of one
+    /// subject without revealing or replaying anything.
+    pub fn fingerprint(&self, token: &str) -> String {
+        let key = self.key_builder(&["audit-fingerprint"]).key(b"", token);
+        key[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 
     pub fn key_builder(&self, fields: &[&str]) -> KeyBuilder {

@@ -98,6 +98,10 @@ pub async fn run(path: &Path) -> ExitCode {
         }
     };
     let (listen, admin) = (config.listen, config.admin);
+    if let Err(e) = crate::telemetry::set_audit_file(config.audit_file.as_deref()) {
+        eprintln!("{}: cannot open audit.file: {e}", path.display());
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let proxy = match Proxy::new(config) {
         Ok(p) => p,
         Err(e) => {

@@ -17,6 +17,7 @@
 //! - [`proxy`]: the request path, step by step, over a hot-swappable config snapshot.
 //! - [`server`]: the egress listener, connection limits and graceful shutdown.
 //! - [`admin`]: `/healthz`, `/readyz` and `/metrics`.
+//! - [`audit`]: one structured event per exchange and refusal.
 //! - [`metrics`]: lock-free Prometheus series.
 //! - [`telemetry`]: log setup.
 //! - [`tls`]: rustls client configs (webpki roots plus `ca_file`).
@@ -26,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod bearer;
 pub mod cache;
 pub mod cli;

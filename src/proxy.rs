@@ -54,6 +54,7 @@ pub struct Runtime {
 
 struct RouteRuntime {
     route: Arc<Route>,
+    audit: crate::audit::AuditSettings,
     upstream: Upstream,
     exchange: Option<RouteExchange>,
     metrics: RouteMetrics,
@@ -218,6 +219,7 @@ impl Runtime {
             let metrics = RouteMetrics::new(metrics, &route.name);
             routes.push(RouteRuntime {
                 route: route.clone(),
+                audit: config.audit,
                 upstream,
                 exchange,
                 metrics,
@@ -262,9 +264,12 @@ impl RouteRuntime {
             .exchange
             .as_ref()
             .map_or(&SubjectSource::Authorization, |p| &p.subject_token_from);
-        let token = match bearer::extract_from(req.headers(), source)
-            .map_err(|e| ProxyError::new(Code::InvalidRequest, e.to_string()))?
-        {
+        let extracted = bearer::extract_from(req.headers(), source)
+            .map_err(|e| ProxyError::new(Code::InvalidRequest, e.to_string()));
+        if let Err(e) = &extracted {
+            self.audit(proxy, None, Err(e));
+        }
+        let token = match extracted? {
             None if self.route.on_missing_token == MissingTokenPolicy::Forward => {
                 let upstream_req =
                     forward::upstream_request(req.map(Either::Left), &self.route, path, None)?;
@@ -281,10 +286,9 @@ impl RouteRuntime {
                 return self.upstream.send(upstream_req, self.route.timeout).await;
             }
             None => {
-                return Err(ProxyError::new(
-                    Code::MissingToken,
-                    "this route needs a bearer token",
-                ));
+                let e = ProxyError::new(Code::MissingToken, "this route needs a bearer token");
+                self.audit(proxy, None, Err(&e));
+                return Err(e);
             }
             Some(token) => token,
         };
@@ -337,7 +341,9 @@ impl RouteRuntime {
             .cache
             .get_or_exchange(key, || new_entry(&exchange.client, &self.route, None, None))
             .await;
-        self.account(proxy, exchange, key, None, None, result)
+        let result = self.account(proxy, exchange, key, None, None, result);
+        self.audit(proxy, None, result.as_ref());
+        result.map(|(entry, _)| entry)
     }
 
     /// The narrowed token for `token`: from the cache, or from one exchange shared by
@@ -350,10 +356,9 @@ impl RouteRuntime {
     ) -> Result<(Arc<Entry>, Key), ProxyError> {
         let subject_exp = bearer::jwt_exp(token.expose());
         if subject_exp.is_some_and(|exp| exp <= unix_now()) {
-            return Err(ProxyError::new(
-                Code::InvalidToken,
-                "the subject token has expired",
-            ));
+            let e = ProxyError::new(Code::InvalidToken, "the subject token has expired");
+            self.audit(proxy, Some(token.expose()), Err(&e));
+            return Err(e);
         }
         let key = exchange.keys.key(
             exchange
@@ -374,15 +379,55 @@ impl RouteRuntime {
                 )
             })
             .await;
-        self.account(
+        let result = self.account(
             proxy,
             exchange,
             key,
             Some(token.expose()),
             subject_exp,
             result,
-        )
-        .map(|entry| (entry, key))
+        );
+        self.audit(proxy, Some(token.expose()), result.as_ref());
+        result.map(|(entry, _)| (entry, key))
+    }
+
+    /// Records the outcome of a token lookup or a refusal on the audit target: every
+    /// exchange and every refusal, cache hits only when configured. The subject is
+    /// described only when an event is written.
+    fn audit(
+        &self,
+        proxy: &Proxy,
+        subject: Option<&str>,
+        result: Result<&(Arc<Entry>, Lookup), &ProxyError>,
+    ) {
+        if !self.audit.enabled || matches!(result, Ok((_, Lookup::Hit)) if !self.audit.cache_hits) {
+            return;
+        }
+        let described =
+            subject.map(|t| crate::audit::Subject::of(t, || proxy.cache.fingerprint(t)));
+        let (outcome, issued, cache) = match result {
+            Ok((entry, lookup)) => (
+                "ok",
+                Some(&entry.issued),
+                Some(if *lookup == Lookup::Hit {
+                    "hit"
+                } else {
+                    "miss"
+                }),
+            ),
+            Err(e) => (e.code.as_str(), None, None),
+        };
+        crate::audit::Event {
+            route: &self.route.name,
+            params: self.route.exchange.as_ref(),
+            subject: described.as_ref(),
+            issued,
+            outcome,
+            cache,
+            own_token: subject.is_none()
+                && self.route.on_missing_token == MissingTokenPolicy::ClientCredentials,
+        }
+        .emit();
     }
 
     /// Counts a cache lookup, starts refresh-ahead on a hit near expiry (the subject is
@@ -395,18 +440,18 @@ impl RouteRuntime {
         subject: Option<&str>,
         subject_exp: Option<u64>,
         result: Result<(Arc<Entry>, Lookup), Arc<exchange::Error>>,
-    ) -> Result<Arc<Entry>, ProxyError> {
+    ) -> Result<(Arc<Entry>, Lookup), ProxyError> {
         match result {
             Ok((entry, Lookup::Hit)) => {
                 self.metrics.hit();
                 if entry.claim_refresh(Instant::now()) {
                     self.refresh(proxy, exchange, key, subject, subject_exp, entry.clone());
                 }
-                Ok(entry)
+                Ok((entry, Lookup::Hit))
             }
             Ok((entry, Lookup::Miss)) => {
                 self.metrics.miss();
-                Ok(entry)
+                Ok((entry, Lookup::Miss))
             }
             Err(e) => {
                 self.metrics.miss();
@@ -475,10 +520,12 @@ async fn new_entry(
     let Some(params) = route.exchange.as_ref() else {
         return Err(exchange::Error::BadResponse("route has no exchange".into()));
     };
+    let started = Instant::now();
     let issued = match subject_token {
         Some(subject) => client.exchange(subject, params).await?,
         None => client.client_credentials(params).await?,
     };
+    let latency = started.elapsed();
     let (now, now_unix) = (Instant::now(), unix_now());
     let issued_exp = bearer::jwt_exp(issued.access_token.expose());
     if issued_exp.is_some_and(|exp| exp <= now_unix) {
@@ -500,11 +547,11 @@ async fn new_entry(
     let mut value = HeaderValue::from_str(&text)
         .map_err(|_| exchange::Error::BadResponse("access_token is not header-safe".into()))?;
     value.set_sensitive(true);
-    Ok(Arc::new(Entry::new(
-        value,
-        now + ttl,
-        cache::refresh_at(now, ttl, &route.cache),
-    )))
+    let about =
+        crate::audit::Issued::new(issued.access_token.expose(), issued.scope.clone(), latency);
+    Ok(Arc::new(
+        Entry::new(value, now + ttl, cache::refresh_at(now, ttl, &route.cache)).with_issued(about),
+    ))
 }
 
 fn unix_now() -> u64 {

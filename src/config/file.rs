@@ -29,6 +29,20 @@ pub struct FileConfig {
     pub timeouts: FileTimeouts,
     #[serde(default)]
     pub limits: FileLimits,
+    #[serde(default)]
+    pub audit: FileAudit,
+}
+
+/// Optional: the audit trail (docs/audit.md).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileAudit {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub cache_hits: bool,
+    /// Write audit events to this file (JSON lines) instead of the log.
+    pub file: Option<PathText>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

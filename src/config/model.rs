@@ -38,6 +38,9 @@ pub struct Config {
     pub cache: CacheConfig,
     pub timeouts: Timeouts,
     pub limits: Limits,
+    pub audit: crate::audit::AuditSettings,
+    /// Where audit events go as JSON lines; `None`: into the log.
+    pub audit_file: Option<PathBuf>,
     /// Every credential file, for the rotation poller.
     #[serde(skip)]
     pub watched: Vec<Arc<dyn Poll>>,
@@ -302,6 +305,11 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
         },
         timeouts,
         limits,
+        audit: crate::audit::AuditSettings {
+            enabled: file.audit.enabled,
+            cache_hits: file.audit.cache_hits,
+        },
+        audit_file: file.audit.file.as_ref().map(|f| resolve(base, f)),
         watched,
         source: None,
     })

@@ -243,3 +243,143 @@ async fn custom_token_type_uris() {
         Some("https://example.com/token-types/internal")
     );
 }
+
+/// Audit events: one per exchange and per refusal, written to audit.file as JSON lines,
+/// checked field by field (a JWT subject by sub/iss, an opaque one by fingerprint, the
+/// issued token's act chain as actor), cache hits not audited by default, and no token
+/// or secret anywhere in the file.
+#[tokio::test]
+async fn audit_events_go_to_their_own_file() {
+    use std::io::{BufRead, BufReader};
+    let (as_, up) = (MockAs::start().await, Upstream::start().await);
+    let issued = jwt(
+        serde_json::json!({"sub": "alice", "act": {"sub": "svc-b", "act": {"sub": "svc-a"}}, "exp": now() + 600}),
+    );
+    let issued2 = issued.clone();
+    as_.on(move |req, n| match req.param("subject_token") {
+        Some("opaque-REFUSED-token") => {
+            Reply::json(400, serde_json::json!({"error": "invalid_grant"}))
+        }
+        _ => issue_with(req, if n == 1 { &issued2 } else { "narrowed-x" }, Some(300)),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\naudit: {{ enabled: true, file: {} }}\n{}",
+        audit.display(),
+        config(&as_, &up.url()).replace("test-client-secret", "client-SECRET-audit")
+    );
+    std::fs::write(dir.path().join("t.yaml"), yaml).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tokex"))
+        .args(["run", "-c"])
+        .arg(dir.path().join("t.yaml"))
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap().into_owned_fd().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (l, (tx, rx)) = (log.clone(), std::sync::mpsc::channel::<String>());
+    std::thread::spawn(move || {
+        for line in BufReader::new(std::fs::File::from(stderr))
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("listening") {
+                let _ = tx.send(line.clone());
+            }
+            l.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    let line =
+        tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)).unwrap())
+            .await
+            .unwrap();
+    let addr = line
+        .split("listen=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let subject =
+        jwt(serde_json::json!({"sub": "alice", "iss": "https://idp.example", "exp": now() + 600}));
+    let c = client();
+    let send = |token: Option<String>| {
+        let c = c.clone();
+        let url = format!("http://{addr}/x");
+        async move {
+            let mut r = c.get(url).header("host", "echo.internal");
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            r.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(send(Some(subject.clone())).await, 200);
+    assert_eq!(
+        send(Some(subject.clone())).await,
+        200,
+        "a cache hit: not audited"
+    );
+    assert_eq!(send(Some("opaque-REFUSED-token".into())).await, 401);
+    assert_eq!(send(None).await, 401);
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    assert!(
+        !log.lock().unwrap().contains("tokex::audit"),
+        "audit events go to their file alone"
+    );
+
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 3, "{text}");
+    let ok = &events[0];
+    assert_eq!(ok["outcome"], "ok");
+    assert_eq!(
+        (ok["route"].as_str(), ok["authority"].as_str()),
+        (Some("echo"), Some("main"))
+    );
+    assert_eq!(
+        (ok["subject_sub"].as_str(), ok["subject_iss"].as_str()),
+        (Some("alice"), Some("https://idp.example"))
+    );
+    assert_eq!(
+        ok["actor"],
+        serde_json::json!({"sub": "svc-b", "act": {"sub": "svc-a"}})
+    );
+    assert_eq!(
+        (ok["audience"].as_str(), ok["requested_scope"].as_str()),
+        (Some("echo-api"), Some("read write"))
+    );
+    assert_eq!(
+        (ok["granted_scope"].as_str(), ok["cache"].as_str()),
+        (Some("read write"), Some("miss"))
+    );
+    assert_eq!(ok["grant"], "token_exchange");
+    assert!(ok["as_latency_ms"].is_u64() && ok["time"].as_str().unwrap().ends_with('Z'));
+    let refused = &events[1];
+    assert_eq!(refused["outcome"], "invalid_token");
+    assert!(refused["subject_sub"].is_null());
+    assert_eq!(
+        refused["subject_fingerprint"].as_str().map(str::len),
+        Some(16)
+    );
+    assert_eq!(events[2]["outcome"], "missing_token");
+    for secret in [
+        subject.as_str(),
+        issued.as_str(),
+        "REFUSED",
+        "client-SECRET-audit",
+    ] {
+        assert!(!text.contains(secret), "{secret} in the audit file");
+    }
+}

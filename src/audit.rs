@@ -1,0 +1,118 @@
+//! The audit trail (the seed documents' "monitoring and auditing"; docs/audit.md).
+//!
+//! One structured event per exchange and per refusal on the `tokex::audit` tracing
+//! target: which route and authority, who the subject is (`sub`/`iss` of a JWT subject,
+//! else a short keyed-hash fingerprint), the actor chain of the issued token, the
+//! audience/resource, requested and granted scopes, the outcome (`ok` or a SPEC §5
+//! code), cache hit or miss, and the AS latency. Never a token or a secret: every
+//! field is an identifier, a code or a number. `telemetry` can send the target to its
+//! own file as JSON lines.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::config::ExchangeParams;
+
+/// The tracing target of audit events.
+pub const TARGET: &str = "tokex::audit";
+
+/// Audit settings (`audit:` in the config).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AuditSettings {
+    pub enabled: bool,
+    /// Also audit requests served from the cache (one event per request: high volume).
+    pub cache_hits: bool,
+}
+
+/// What an exchange produced, kept with the cache entry for later events.
+#[derive(Debug, Clone, Default)]
+pub struct Issued {
+    pub scope: Option<String>,
+    /// The issued token's `act` claim: the delegation chain.
+    pub act: Option<Value>,
+    pub latency: Duration,
+}
+
+impl Issued {
+    /// Reads `act` from the issued token if it is a JWT (unverified: for the record only).
+    pub fn new(token: &str, scope: Option<String>, latency: Duration) -> Self {
+        let act = crate::bearer::jwt_claims(token).and_then(|mut c| c.remove("act"));
+        Self {
+            scope,
+            act,
+            latency,
+        }
+    }
+}
+
+/// Who the subject is, in words safe to record.
+#[derive(Debug, Clone, Default)]
+pub struct Subject {
+    pub sub: Option<String>,
+    pub iss: Option<String>,
+    /// For opaque tokens: a short keyed hash, enough to correlate, useless to replay.
+    pub fingerprint: Option<String>,
+}
+
+impl Subject {
+    /// `fingerprint` makes the keyed hash when the token is not a JWT with `sub`.
+    pub fn of(token: &str, fingerprint: impl FnOnce() -> String) -> Self {
+        let claims = crate::bearer::jwt_claims(token);
+        let get = |k: &str| {
+            claims
+                .as_ref()
+                .and_then(|c| c.get(k)?.as_str().map(|s| s.chars().take(256).collect()))
+        };
+        let (sub, iss) = (get("sub"), get("iss"));
+        let fingerprint = sub.is_none().then(fingerprint);
+        Self {
+            sub,
+            iss,
+            fingerprint,
+        }
+    }
+}
+
+/// One audit event.
+pub struct Event<'a> {
+    pub route: &'a str,
+    pub params: Option<&'a ExchangeParams>,
+    pub subject: Option<&'a Subject>,
+    pub issued: Option<&'a Issued>,
+    /// `ok`, or the SPEC §5 code of the refusal.
+    pub outcome: &'a str,
+    /// `hit` or `miss`, when the cache was consulted.
+    pub cache: Option<&'static str>,
+    /// Whether this was tokex's own (client_credentials) token.
+    pub own_token: bool,
+}
+
+impl Event<'_> {
+    pub fn emit(&self) {
+        let p = self.params;
+        let s = self.subject;
+        let act = self
+            .issued
+            .and_then(|i| i.act.as_ref())
+            .map(|a| a.to_string());
+        tracing::info!(
+            target: TARGET,
+            route = self.route,
+            authority = p.map(|p| p.authority.as_str()),
+            grant = if self.own_token { "client_credentials" } else { "token_exchange" },
+            subject_sub = s.and_then(|s| s.sub.as_deref()),
+            subject_iss = s.and_then(|s| s.iss.as_deref()),
+            subject_fingerprint = s.and_then(|s| s.fingerprint.as_deref()),
+            actor = act.as_deref(),
+            audience = p.and_then(|p| p.audience.as_deref()),
+            resource = p.and_then(|p| p.resource.as_deref()),
+            requested_scope = p.and_then(|p| p.scope.as_deref()),
+            granted_scope = self.issued.and_then(|i| i.scope.as_deref()),
+            outcome = self.outcome,
+            cache = self.cache,
+            as_latency_ms = self.issued.filter(|_| self.cache == Some("miss")).map(|i| i.latency.as_millis() as u64),
+            "audit"
+        );
+    }
+}
