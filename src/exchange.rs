@@ -88,6 +88,46 @@ impl From<&Error> for ProxyError {
     }
 }
 
+/// W3C trace context (traceparent, tracestate) carried from the app's request to the
+/// authorization server, so its spans join the app's trace.
+#[derive(Debug, Clone, Default)]
+pub struct TraceContext {
+    traceparent: Option<HeaderValue>,
+    tracestate: Option<HeaderValue>,
+}
+
+impl TraceContext {
+    /// The context of a request; a malformed `traceparent` is dropped, not passed on.
+    pub fn of(headers: &http::HeaderMap) -> Self {
+        let traceparent = headers
+            .get("traceparent")
+            .filter(|v| valid_traceparent(v.as_bytes()))
+            .cloned();
+        let tracestate = traceparent.as_ref().and(headers.get("tracestate")).cloned();
+        Self {
+            traceparent,
+            tracestate,
+        }
+    }
+}
+
+/// `version-traceid-parentid-flags` in lowercase hex (W3C Trace Context §3.2).
+fn valid_traceparent(v: &[u8]) -> bool {
+    let hex = |s: &[u8]| {
+        !s.is_empty()
+            && s.iter()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    };
+    let parts: Vec<&[u8]> = v.split(|b| *b == b'-').collect();
+    parts.len() >= 4
+        && [2, 32, 16, 2]
+            .iter()
+            .zip(&parts)
+            .all(|(n, p)| p.len() == *n && hex(p))
+        && parts[1].iter().any(|b| *b != b'0')
+        && parts[2].iter().any(|b| *b != b'0')
+}
+
 /// Why a client for an authority could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -189,13 +229,18 @@ impl ExchangeClient {
         &self,
         subject_token: &str,
         params: &ExchangeParams,
+        trace: &TraceContext,
     ) -> Result<Issued, Error> {
-        self.call(Some(subject_token), params).await
+        self.call(Some(subject_token), params, trace).await
     }
 
     /// tokex's own token (`client_credentials`), for requests that act for no user.
-    pub async fn client_credentials(&self, params: &ExchangeParams) -> Result<Issued, Error> {
-        self.call(None, params).await
+    pub async fn client_credentials(
+        &self,
+        params: &ExchangeParams,
+        trace: &TraceContext,
+    ) -> Result<Issued, Error> {
+        self.call(None, params, trace).await
     }
 
     /// One grant at the authority, behind the breaker, with budgeted retries.
@@ -203,6 +248,7 @@ impl ExchangeClient {
         &self,
         subject_token: Option<&str>,
         params: &ExchangeParams,
+        trace: &TraceContext,
     ) -> Result<Issued, Error> {
         let Ok(_permit) = self.permits.try_acquire() else {
             self.count("overloaded");
@@ -236,7 +282,7 @@ impl ExchangeClient {
                 },
                 None => wire::Grant::ClientCredentials,
             };
-            let result = self.attempt(grant, params).await;
+            let result = self.attempt(grant, params, trace).await;
             match &result {
                 Err(e) if e.is_transient() && attempt < a.retries && admitted == Admit::Call => {
                     let delay = backoff(attempt, e.retry_after());
@@ -276,6 +322,7 @@ impl ExchangeClient {
         &self,
         grant: wire::Grant<'_>,
         params: &ExchangeParams,
+        trace: &TraceContext,
     ) -> Result<Issued, Error> {
         let a = &self.authority;
         let credential = a
@@ -302,6 +349,14 @@ impl ExchangeClient {
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")
             .body(form.to_string());
+        for (name, value) in [
+            ("traceparent", &trace.traceparent),
+            ("tracestate", &trace.tracestate),
+        ] {
+            if let Some(v) = value {
+                request = request.header(name, v.clone());
+            }
+        }
         if let Some(basic) = basic {
             let mut value = HeaderValue::from_str(basic.expose())
                 .map_err(|_| Error::BadResponse("client credentials are not header-safe".into()))?;
@@ -387,6 +442,21 @@ fn backoff(attempt: u32, retry_after: Option<u64>) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only well-formed, non-zero, lowercase traceparents are passed on.
+    #[test]
+    fn traceparent_validation() {
+        assert!(valid_traceparent(
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        assert!(!valid_traceparent(
+            b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"
+        ));
+        assert!(!valid_traceparent(
+            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"
+        ));
+        assert!(!valid_traceparent(b"garbage"));
+    }
 
     /// Backoff grows, stays jittered within bounds, and defers to Retry-After.
     #[test]

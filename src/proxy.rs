@@ -276,7 +276,7 @@ impl RouteRuntime {
                 return self.upstream.send(upstream_req, self.route.timeout).await;
             }
             None if self.route.on_missing_token == MissingTokenPolicy::ClientCredentials => {
-                let entry = self.own_token(proxy, exchange).await?;
+                let entry = self.own_token(proxy, exchange, req.headers()).await?;
                 let upstream_req = forward::upstream_request(
                     req.map(Either::Left),
                     &self.route,
@@ -293,7 +293,7 @@ impl RouteRuntime {
             Some(token) => token,
         };
         // Steps 3 to 6: expiry pre-check, cache or exchange, validation.
-        let (entry, key) = self.narrowed(proxy, exchange, token).await?;
+        let (entry, key) = self.narrowed(proxy, exchange, token, req.headers()).await?;
         if !(self.route.retry_on_401 && retryable(&req)) {
             // Step 7: rewrite, then forward with streaming bodies.
             let upstream_req = forward::upstream_request(
@@ -322,7 +322,9 @@ impl RouteRuntime {
         tracing::debug!(route = %self.route.name, "upstream refused the narrowed token; exchanging once more");
         proxy.cache.invalidate(&key).await;
         let token = bearer::BearerToken::from_secret(&subject);
-        let (fresh, _) = self.narrowed(proxy, exchange, token).await?;
+        let (fresh, _) = self
+            .narrowed(proxy, exchange, token, &parts.headers)
+            .await?;
         self.upstream
             .send(build(fresh.authorization.clone())?, self.route.timeout)
             .await
@@ -335,11 +337,20 @@ impl RouteRuntime {
         &self,
         proxy: &Proxy,
         exchange: &RouteExchange,
+        headers: &http::HeaderMap,
     ) -> Result<Arc<Entry>, ProxyError> {
         let key = exchange.keys.key(OWN_TOKEN_MARKER, "");
         let result = proxy
             .cache
-            .get_or_exchange(key, || new_entry(&exchange.client, &self.route, None, None))
+            .get_or_exchange(key, || {
+                new_entry(
+                    &exchange.client,
+                    &self.route,
+                    None,
+                    None,
+                    exchange::TraceContext::of(headers),
+                )
+            })
             .await;
         let result = self.account(proxy, exchange, key, None, None, result);
         self.audit(proxy, None, result.as_ref());
@@ -353,6 +364,7 @@ impl RouteRuntime {
         proxy: &Proxy,
         exchange: &RouteExchange,
         token: BearerToken<'_>,
+        headers: &http::HeaderMap,
     ) -> Result<(Arc<Entry>, Key), ProxyError> {
         let subject_exp = bearer::jwt_exp(token.expose());
         if subject_exp.is_some_and(|exp| exp <= unix_now()) {
@@ -376,6 +388,7 @@ impl RouteRuntime {
                     &self.route,
                     Some(token.expose()),
                     subject_exp,
+                    exchange::TraceContext::of(headers),
                 )
             })
             .await;
@@ -483,6 +496,7 @@ impl RouteRuntime {
                 &route,
                 subject.as_ref().map(|s| s.expose()),
                 subject_exp,
+                Default::default(),
             )
             .await
             {
@@ -516,14 +530,15 @@ async fn new_entry(
     route: &Route,
     subject_token: Option<&str>,
     subject_exp: Option<u64>,
+    trace: exchange::TraceContext,
 ) -> Result<Arc<Entry>, exchange::Error> {
     let Some(params) = route.exchange.as_ref() else {
         return Err(exchange::Error::BadResponse("route has no exchange".into()));
     };
     let started = Instant::now();
     let issued = match subject_token {
-        Some(subject) => client.exchange(subject, params).await?,
-        None => client.client_credentials(params).await?,
+        Some(subject) => client.exchange(subject, params, &trace).await?,
+        None => client.client_credentials(params, &trace).await?,
     };
     let latency = started.elapsed();
     let (now, now_unix) = (Instant::now(), unix_now());

@@ -383,3 +383,41 @@ async fn audit_events_go_to_their_own_file() {
         assert!(!text.contains(secret), "{secret} in the audit file");
     }
 }
+
+/// W3C trace context reaches the upstream unchanged and the AS with the exchange it
+/// triggered; a malformed traceparent is not passed to the AS.
+#[tokio::test]
+async fn trace_context_reaches_upstream_and_authority() {
+    let (as_, up) = (MockAs::start().await, Upstream::start().await);
+    let tokex = Tokex::start(&config(&as_, &up.url())).await;
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let send = |token: &'static str, traceparent: &'static str| {
+        client()
+            .get(tokex.url("/"))
+            .header("host", "echo.internal")
+            .bearer_auth(token)
+            .header("traceparent", traceparent)
+            .header("tracestate", "vendor=1")
+            .send()
+    };
+    assert_eq!(send("t1", tp).await.unwrap().status(), 200);
+    let at_as = &as_.requests()[0].headers;
+    assert_eq!(
+        (
+            at_as["traceparent"].to_str().unwrap(),
+            at_as["tracestate"].to_str().unwrap()
+        ),
+        (tp, "vendor=1")
+    );
+    let at_up = up.seen().pop().unwrap().headers;
+    assert_eq!(
+        (
+            at_up["traceparent"].to_str().unwrap(),
+            at_up["tracestate"].to_str().unwrap()
+        ),
+        (tp, "vendor=1")
+    );
+    assert_eq!(send("t2", "junk").await.unwrap().status(), 200);
+    let at_as = &as_.requests()[1].headers;
+    assert!(at_as.get("traceparent").is_none() && at_as.get("tracestate").is_none());
+}
