@@ -90,15 +90,17 @@ impl From<&Error> for ProxyError {
 
 /// W3C trace context (traceparent, tracestate) carried from the app's request to the
 /// authorization server, so its spans join the app's trace.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct TraceContext {
     traceparent: Option<HeaderValue>,
     tracestate: Option<HeaderValue>,
+    /// With tracing on: the exporter, to record the exchange as a span.
+    otel: Option<Arc<crate::otel::Otel>>,
 }
 
 impl TraceContext {
     /// The context of a request; a malformed `traceparent` is dropped, not passed on.
-    pub fn of(headers: &http::HeaderMap) -> Self {
+    pub fn of(headers: &http::HeaderMap, otel: Option<Arc<crate::otel::Otel>>) -> Self {
         let traceparent = headers
             .get("traceparent")
             .filter(|v| valid_traceparent(v.as_bytes()))
@@ -107,6 +109,29 @@ impl TraceContext {
         Self {
             traceparent,
             tracestate,
+            otel,
+        }
+    }
+
+    /// With tracing on, a client span for the exchange under the request's span, and the
+    /// context the AS should see (naming that span).
+    pub fn exchange_span(&self) -> Option<(crate::otel::Span, TraceContext)> {
+        let otel = self.otel.as_ref()?;
+        let mut headers = http::HeaderMap::new();
+        headers.insert("traceparent", self.traceparent.clone()?);
+        let parent = crate::otel::SpanContext::from_headers(&headers)?;
+        let span = otel.span_under(parent, "tokex exchange");
+        let for_as = TraceContext {
+            traceparent: Some(span.context.traceparent()),
+            tracestate: self.tracestate.clone(),
+            otel: None,
+        };
+        Some((span, for_as))
+    }
+
+    pub fn finish(&self, span: crate::otel::Span, error: bool) {
+        if let Some(otel) = &self.otel {
+            otel.finish(span, error);
         }
     }
 }

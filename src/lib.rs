@@ -19,6 +19,7 @@
 //! - [`admin`]: `/healthz`, `/readyz` and `/metrics`.
 //! - [`audit`]: one structured event per exchange and refusal.
 //! - [`metrics`]: lock-free Prometheus series.
+//! - [`otel`]: OpenTelemetry spans over OTLP, W3C trace context.
 //! - [`telemetry`]: log setup.
 //! - [`tls`]: rustls client configs (webpki roots plus `ca_file`).
 //! - [`sts`]: the embedded authorization server (realms, policy, token exchange).
@@ -39,6 +40,7 @@ pub mod error;
 pub mod exchange;
 pub mod forward;
 pub mod metrics;
+pub mod otel;
 pub mod proxy;
 pub mod resilience;
 pub mod routing;

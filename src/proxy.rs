@@ -34,6 +34,8 @@ pub enum BuildError {
     UpstreamTls(String, #[source] rustls::Error),
     #[error("creating the token cache: {0}")]
     Cache(String),
+    #[error("starting the trace exporter: {0}")]
+    Tracing(String),
 }
 
 /// The proxy: the current config snapshot plus state that outlives reloads.
@@ -50,6 +52,14 @@ pub struct Proxy {
 pub struct Runtime {
     pub config: Arc<Config>,
     routes: Vec<RouteRuntime>,
+    /// The span exporter, when `tracing` is configured.
+    otel: Option<Arc<crate::otel::Otel>>,
+}
+
+/// A request's tracing: the exporter and the request's server span (SPEC-free: issue 8).
+struct Traced {
+    otel: Arc<crate::otel::Otel>,
+    span: crate::otel::Span,
 }
 
 struct RouteRuntime {
@@ -135,15 +145,26 @@ impl Proxy {
     /// Serves one request from the app. Never fails: errors become SPEC §5 responses.
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
         let started = Instant::now();
         let runtime = self.state.load_full();
         let method = req.method().clone();
+        // With tracing on, the request gets a server span, and everything downstream
+        // (upstream, exchange) sees it as the parent.
+        let traced = runtime.otel.as_ref().map(|otel| {
+            let span = otel.request_span(req.headers());
+            req.headers_mut()
+                .insert("traceparent", span.context.traceparent());
+            Traced {
+                otel: otel.clone(),
+                span,
+            }
+        });
         let (route, result) = match runtime.route(&req) {
             Err(e) => (None, Err(e)),
             Ok((route, path)) => {
-                let forwarded = route.forward(&self, req, &path);
+                let forwarded = route.forward(&self, req, &path, traced.as_ref());
                 let result = match route.route.deadline {
                     None => forwarded.await,
                     Some(deadline) => tokio::time::timeout(deadline, forwarded)
@@ -168,8 +189,21 @@ impl Proxy {
             }
             e.to_response()
         });
+        let status = response.status().as_u16();
         let metrics = route.map_or(&self.unrouted, |r| &r.metrics);
-        metrics.record(response.status().as_u16(), started.elapsed());
+        metrics.record(status, started.elapsed());
+        if let Some(Traced { otel, span }) = traced {
+            span.set("tokex.route", name);
+            span.set("http.request.method", method.as_str());
+            span.set("http.response.status_code", status);
+            let outcome = response
+                .headers()
+                .get(crate::error::TOKEX_ERROR)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("ok");
+            span.set("tokex.outcome", outcome);
+            otel.finish(span, status >= 500);
+        }
         Ok(response)
     }
 }
@@ -225,7 +259,17 @@ impl Runtime {
                 metrics,
             });
         }
-        Ok(Self { config, routes })
+        let otel = match &config.tracing {
+            None => None,
+            Some(settings) => Some(Arc::new(
+                crate::otel::Otel::start(settings.clone()).map_err(BuildError::Tracing)?,
+            )),
+        };
+        Ok(Self {
+            config,
+            routes,
+            otel,
+        })
     }
 
     /// Step 1: the first route that matches and the path to send upstream, or `no_route`.
@@ -251,6 +295,7 @@ impl RouteRuntime {
         proxy: &Proxy,
         req: Request<Incoming>,
         path: &str,
+        traced: Option<&Traced>,
     ) -> Result<Response<Body>, ProxyError> {
         // `exchange: none` forwards without any Authorization; nothing else does.
         let Some(exchange) = &self.exchange else {
@@ -276,7 +321,9 @@ impl RouteRuntime {
                 return self.upstream.send(upstream_req, self.route.timeout).await;
             }
             None if self.route.on_missing_token == MissingTokenPolicy::ClientCredentials => {
-                let entry = self.own_token(proxy, exchange, req.headers()).await?;
+                let entry = self
+                    .own_token(proxy, exchange, req.headers(), traced)
+                    .await?;
                 let upstream_req = forward::upstream_request(
                     req.map(Either::Left),
                     &self.route,
@@ -293,7 +340,9 @@ impl RouteRuntime {
             Some(token) => token,
         };
         // Steps 3 to 6: expiry pre-check, cache or exchange, validation.
-        let (entry, key) = self.narrowed(proxy, exchange, token, req.headers()).await?;
+        let (entry, key) = self
+            .narrowed(proxy, exchange, token, req.headers(), traced)
+            .await?;
         if !(self.route.retry_on_401 && retryable(&req)) {
             // Step 7: rewrite, then forward with streaming bodies.
             let upstream_req = forward::upstream_request(
@@ -323,7 +372,7 @@ impl RouteRuntime {
         proxy.cache.invalidate(&key).await;
         let token = bearer::BearerToken::from_secret(&subject);
         let (fresh, _) = self
-            .narrowed(proxy, exchange, token, &parts.headers)
+            .narrowed(proxy, exchange, token, &parts.headers, traced)
             .await?;
         self.upstream
             .send(build(fresh.authorization.clone())?, self.route.timeout)
@@ -338,6 +387,7 @@ impl RouteRuntime {
         proxy: &Proxy,
         exchange: &RouteExchange,
         headers: &http::HeaderMap,
+        traced: Option<&Traced>,
     ) -> Result<Arc<Entry>, ProxyError> {
         let key = exchange.keys.key(OWN_TOKEN_MARKER, "");
         let result = proxy
@@ -348,12 +398,13 @@ impl RouteRuntime {
                     &self.route,
                     None,
                     None,
-                    exchange::TraceContext::of(headers),
+                    exchange::TraceContext::of(headers, traced.map(|t| t.otel.clone())),
                 )
             })
             .await;
         let result = self.account(proxy, exchange, key, None, None, result);
         self.audit(proxy, None, result.as_ref());
+        note_lookup(traced, result.as_ref());
         result.map(|(entry, _)| entry)
     }
 
@@ -365,6 +416,7 @@ impl RouteRuntime {
         exchange: &RouteExchange,
         token: BearerToken<'_>,
         headers: &http::HeaderMap,
+        traced: Option<&Traced>,
     ) -> Result<(Arc<Entry>, Key), ProxyError> {
         let subject_exp = bearer::jwt_exp(token.expose());
         if subject_exp.is_some_and(|exp| exp <= unix_now()) {
@@ -388,7 +440,7 @@ impl RouteRuntime {
                     &self.route,
                     Some(token.expose()),
                     subject_exp,
-                    exchange::TraceContext::of(headers),
+                    exchange::TraceContext::of(headers, traced.map(|t| t.otel.clone())),
                 )
             })
             .await;
@@ -401,6 +453,7 @@ impl RouteRuntime {
             result,
         );
         self.audit(proxy, Some(token.expose()), result.as_ref());
+        note_lookup(traced, result.as_ref());
         result.map(|(entry, _)| (entry, key))
     }
 
@@ -512,6 +565,27 @@ impl RouteRuntime {
     }
 }
 
+/// Records the cache outcome and the token's time left on the request span.
+fn note_lookup(traced: Option<&Traced>, result: Result<&(Arc<Entry>, Lookup), &ProxyError>) {
+    if let (Some(t), Ok((entry, lookup))) = (traced, result) {
+        t.span.set(
+            "tokex.cache",
+            if *lookup == Lookup::Hit {
+                "hit"
+            } else {
+                "miss"
+            },
+        );
+        t.span.set(
+            "tokex.ttl_left_s",
+            entry
+                .expires_at
+                .saturating_duration_since(Instant::now())
+                .as_secs(),
+        );
+    }
+}
+
 /// Fills the actor slot of the cache key for tokex's own token (see `own_token`).
 const OWN_TOKEN_MARKER: &[u8] = b"client_credentials";
 
@@ -536,10 +610,21 @@ async fn new_entry(
         return Err(exchange::Error::BadResponse("route has no exchange".into()));
     };
     let started = Instant::now();
-    let issued = match subject_token {
-        Some(subject) => client.exchange(subject, params, &trace).await?,
-        None => client.client_credentials(params, &trace).await?,
+    let span = trace.exchange_span();
+    let for_as = span.as_ref().map_or(&trace, |(_, ctx)| ctx);
+    let result = match subject_token {
+        Some(subject) => client.exchange(subject, params, for_as).await,
+        None => client.client_credentials(params, for_as).await,
     };
+    if let Some((span, _)) = span {
+        span.set("tokex.authority", params.authority.as_str());
+        span.set(
+            "tokex.outcome",
+            result.as_ref().map_or_else(|e| e.code().as_str(), |_| "ok"),
+        );
+        trace.finish(span, result.is_err());
+    }
+    let issued = result?;
     let latency = started.elapsed();
     let (now, now_unix) = (Instant::now(), unix_now());
     let issued_exp = bearer::jwt_exp(issued.access_token.expose());

@@ -31,6 +31,19 @@ pub struct FileConfig {
     pub limits: FileLimits,
     #[serde(default)]
     pub audit: FileAudit,
+    pub tracing: Option<FileTracing>,
+}
+
+/// Optional: OpenTelemetry traces over OTLP/HTTP (off without this section).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileTracing {
+    /// OTLP/HTTP base URL; spans are POSTed to `{otlp_endpoint}/v1/traces` as JSON.
+    pub otlp_endpoint: HttpUrl,
+    /// Ratio (0 to 1) of new traces to record; default 0.1. Traces the app sampled are always followed.
+    pub sampling: Option<f64>,
+    /// Default `tokex`.
+    pub service_name: Option<Text>,
 }
 
 /// Optional: the audit trail (docs/audit.md).

@@ -39,6 +39,7 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub audit: crate::audit::AuditSettings,
+    pub tracing: Option<crate::otel::OtelSettings>,
     /// Where audit events go as JSON lines; `None`: into the log.
     pub audit_file: Option<PathBuf>,
     /// Every credential file, for the rotation poller.
@@ -292,6 +293,23 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
         }
         routes.push(Arc::new(r));
     }
+    let tracing = match &file.tracing {
+        None => None,
+        Some(t) => {
+            let sampling = t.sampling.unwrap_or(0.1);
+            if !(0.0..=1.0).contains(&sampling) {
+                return Err(nowhere("tracing.sampling must be between 0 and 1"));
+            }
+            Some(crate::otel::OtelSettings {
+                otlp_endpoint: t.otlp_endpoint.0.as_str().trim_end_matches('/').to_string(),
+                sampling,
+                service_name: t
+                    .service_name
+                    .as_ref()
+                    .map_or_else(|| "tokex".to_string(), |n| n.0.clone()),
+            })
+        }
+    };
     Ok(Config {
         listen,
         admin: file
@@ -310,6 +328,7 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
             cache_hits: file.audit.cache_hits,
         },
         audit_file: file.audit.file.as_ref().map(|f| resolve(base, f)),
+        tracing,
         watched,
         source: None,
     })
