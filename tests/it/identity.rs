@@ -733,3 +733,111 @@ fn bad_credential_files_are_named_at_load() {
         );
     }
 }
+
+const RSA_PEM: &str = include_str!("fixtures/rsa-2048.pem");
+
+/// private_key_jwt with each supported algorithm (ES256, EdDSA, RS256, PS256) against
+/// the embedded STS, which verifies the assertion with the client's JWKS.
+#[tokio::test]
+async fn private_key_jwt_with_each_algorithm() {
+    // openssl-made (PKCS#8 v1, the common form); see fixtures/README.md.
+    let ed = include_str!("fixtures/ed25519.pem").to_string();
+    let cases = [
+        (Algorithm::ES256, "ES256", ec_key_pem()),
+        (Algorithm::EdDSA, "EdDSA", ed),
+        (Algorithm::RS256, "RS256", RSA_PEM.to_string()),
+        (Algorithm::PS256, "PS256", RSA_PEM.to_string()),
+    ];
+    for (alg, name, pem) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let key = match alg {
+            Algorithm::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()),
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(pem.as_bytes()),
+            _ => EncodingKey::from_rsa_pem(pem.as_bytes()),
+        }
+        .unwrap();
+        let mut jwk = Jwk::from_encoding_key(&key, alg).unwrap();
+        jwk.common.key_id = Some(
+            jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
+                .unwrap(),
+        );
+        std::fs::write(
+            dir.path().join("jwks.json"),
+            serde_json::json!({"keys": [jwk]}).to_string(),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("key.pem"), &pem).unwrap();
+        let sts = StsServer::start(&format!(
+            "realms:\n  r:\n    clients:\n      tokex: {{ jwks_file: {}, grants: [client_credentials], audiences: [echo-api] }}\n",
+            dir.path().join("jwks.json").display()
+        ))
+        .await;
+        let up = Upstream::start().await;
+        let yaml = format!(
+            "authorities:
+  main:
+    token_endpoint: {}
+    issuer: {}
+    client_id: tokex
+    auth: {{ method: private_key_jwt, private_key_file: {}, alg: {name} }}
+routes:
+  - name: echo
+    match: {{ host: echo.internal }}
+    upstream: {}
+    on_missing_token: client_credentials
+    exchange: {{ authority: main, audience: echo-api }}
+",
+            sts.token_endpoint("r"),
+            sts.issuer("r"),
+            dir.path().join("key.pem").display(),
+            up.url()
+        );
+        let tokex = Tokex::start(&yaml).await;
+        let r = get(&tokex, "echo.internal", "/", None).await;
+        assert_eq!(r.status, 200, "{name}: {}", r.body);
+    }
+}
+
+/// A realm can sign with an RS256 key from a file; its JWKS verifies the tokens.
+#[tokio::test]
+async fn sts_realm_signs_with_an_rs256_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("realm.pem"), RSA_PEM).unwrap();
+    let sts = StsServer::start(&format!(
+        "realms:\n  r:\n    signing_key: {{ alg: RS256, key_file: {} }}\n    clients:\n      c: {{ client_secret: s, grants: [client_credentials], audiences: [api] }}\n",
+        dir.path().join("realm.pem").display()
+    ))
+    .await;
+    let token = sts
+        .post(
+            "r",
+            Some(("c", "s")),
+            &[("grant_type", "client_credentials")],
+        )
+        .await
+        .json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        jsonwebtoken::decode_header(&token).unwrap().alg,
+        Algorithm::RS256
+    );
+    let jwks = got(client()
+        .get(format!("{}/realms/r/jwks", sts.base))
+        .send()
+        .await
+        .unwrap())
+    .await
+    .json();
+    let jwk: Jwk = serde_json::from_value(jwks["keys"][0].clone()).unwrap();
+    let mut v = jsonwebtoken::Validation::new(Algorithm::RS256);
+    v.set_audience(&["api"]);
+    let data = jsonwebtoken::decode::<serde_json::Value>(
+        &token,
+        &jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap(),
+        &v,
+    )
+    .unwrap();
+    assert_eq!(data.claims["iss"], sts.issuer("r"));
+}
