@@ -1,9 +1,11 @@
 //! Configuration: loading the YAML file of SPEC §3 into a validated [`Config`].
 //!
-//! Layout: [`file`] mirrors the YAML, [`values`] parses scalars (durations, URLs, `${ENV}`),
+//! Layout: [`file`] mirrors the YAML, [`authority`] builds authorities and their
+//! credentials, [`values`] parses scalars (durations, URLs, `${ENV}`),
 //! [`model`] is the validated form the proxy runs on. Every error names the file, line,
 //! column and the key path, as `FILE:LINE:COL: message`.
 
+pub mod authority;
 pub mod file;
 pub mod model;
 pub mod values;

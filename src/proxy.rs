@@ -290,6 +290,19 @@ impl Runtime {
 }
 
 impl RouteRuntime {
+    /// Steps 7 and 8: rewrite the request (hop-by-hop fields out, the token in), then
+    /// forward it with its body streamed.
+    async fn send(
+        &self,
+        req: Request<Incoming>,
+        path: &str,
+        token: Option<HeaderValue>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let upstream_req =
+            forward::upstream_request(req.map(Either::Left), &self.route, path, token)?;
+        self.upstream.send(upstream_req, self.route.timeout).await
+    }
+
     async fn forward(
         &self,
         proxy: &Proxy,
@@ -299,9 +312,7 @@ impl RouteRuntime {
     ) -> Result<Response<Body>, ProxyError> {
         // `exchange: none` forwards without any Authorization; nothing else does.
         let Some(exchange) = &self.exchange else {
-            let upstream_req =
-                forward::upstream_request(req.map(Either::Left), &self.route, path, None)?;
-            return self.upstream.send(upstream_req, self.route.timeout).await;
+            return self.send(req, path, None).await;
         };
         // Step 2: the subject token, from where the route says it is.
         let source = self
@@ -316,21 +327,15 @@ impl RouteRuntime {
         }
         let token = match extracted? {
             None if self.route.on_missing_token == MissingTokenPolicy::Forward => {
-                let upstream_req =
-                    forward::upstream_request(req.map(Either::Left), &self.route, path, None)?;
-                return self.upstream.send(upstream_req, self.route.timeout).await;
+                return self.send(req, path, None).await;
             }
             None if self.route.on_missing_token == MissingTokenPolicy::ClientCredentials => {
                 let entry = self
                     .own_token(proxy, exchange, req.headers(), traced)
                     .await?;
-                let upstream_req = forward::upstream_request(
-                    req.map(Either::Left),
-                    &self.route,
-                    path,
-                    Some(entry.authorization.clone()),
-                )?;
-                return self.upstream.send(upstream_req, self.route.timeout).await;
+                return self
+                    .send(req, path, Some(entry.authorization.clone()))
+                    .await;
             }
             None => {
                 let e = ProxyError::new(Code::MissingToken, "this route needs a bearer token");
@@ -344,14 +349,9 @@ impl RouteRuntime {
             .narrowed(proxy, exchange, token, req.headers(), traced)
             .await?;
         if !(self.route.retry_on_401 && retryable(&req)) {
-            // Step 7: rewrite, then forward with streaming bodies.
-            let upstream_req = forward::upstream_request(
-                req.map(Either::Left),
-                &self.route,
-                path,
-                Some(entry.authorization.clone()),
-            )?;
-            return self.upstream.send(upstream_req, self.route.timeout).await;
+            return self
+                .send(req, path, Some(entry.authorization.clone()))
+                .await;
         }
         // Purge-and-retry: the request has no body, so it can be sent twice.
         let subject = crate::secret::Secret::new(token.expose());
