@@ -1,12 +1,13 @@
 //! The request path, SPEC §4 top to bottom: route, subject token, exchange (cache or
 //! AS), rewrite, forward. [`Proxy::handle`] is the outer function that turns errors into
 //! SPEC §5 responses, records metrics and logs once; [`RouteRuntime::forward`] is the
-//! inner one that reads as the numbered steps and uses `?`.
+//! inner one that reads as the numbered steps and uses `?`. Steps 3 to 6 (cache,
+//! exchange, refresh, and their audit and span records) live in [`token`].
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Request, Response};
@@ -14,8 +15,8 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 
-use crate::bearer::{self, BearerToken};
-use crate::cache::{self, Entry, Key, KeyBuilder, Lookup, TokenCache};
+use crate::bearer;
+use crate::cache::{KeyBuilder, TokenCache};
 use crate::config::file::MissingTokenPolicy;
 use crate::config::model::SubjectSource;
 use crate::config::{Config, Route};
@@ -24,6 +25,8 @@ use crate::exchange::{self, ExchangeClient};
 use crate::forward::{self, Body, Upstream};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::routing;
+
+mod token;
 
 /// Why the runtime for a config could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -378,216 +381,7 @@ impl RouteRuntime {
             .send(build(fresh.authorization.clone())?, self.route.timeout)
             .await
     }
-
-    /// tokex's own token for this route (`client_credentials`), cached and refreshed like
-    /// exchanged tokens. Its key can never equal an exchange key: the actor slot holds a
-    /// marker no 32-byte digest or empty slot can match.
-    async fn own_token(
-        &self,
-        proxy: &Proxy,
-        exchange: &RouteExchange,
-        headers: &http::HeaderMap,
-        traced: Option<&Traced>,
-    ) -> Result<Arc<Entry>, ProxyError> {
-        let key = exchange.keys.key(OWN_TOKEN_MARKER, "");
-        let result = proxy
-            .cache
-            .get_or_exchange(key, || {
-                new_entry(
-                    &exchange.client,
-                    &self.route,
-                    None,
-                    None,
-                    exchange::TraceContext::of(headers, traced.map(|t| t.otel.clone())),
-                )
-            })
-            .await;
-        let result = self.account(proxy, exchange, key, None, None, result);
-        self.audit(proxy, None, result.as_ref());
-        note_lookup(traced, result.as_ref());
-        result.map(|(entry, _)| entry)
-    }
-
-    /// The narrowed token for `token`: from the cache, or from one exchange shared by
-    /// all concurrent requests with the same key.
-    async fn narrowed(
-        &self,
-        proxy: &Proxy,
-        exchange: &RouteExchange,
-        token: BearerToken<'_>,
-        headers: &http::HeaderMap,
-        traced: Option<&Traced>,
-    ) -> Result<(Arc<Entry>, Key), ProxyError> {
-        let subject_exp = bearer::jwt_exp(token.expose());
-        if subject_exp.is_some_and(|exp| exp <= unix_now()) {
-            let e = ProxyError::new(Code::InvalidToken, "the subject token has expired");
-            self.audit(proxy, Some(token.expose()), Err(&e));
-            return Err(e);
-        }
-        let key = exchange.keys.key(
-            exchange
-                .client
-                .actor_digest()
-                .as_ref()
-                .map_or(&[][..], |d| &d[..]),
-            token.expose(),
-        );
-        let result = proxy
-            .cache
-            .get_or_exchange(key, || {
-                new_entry(
-                    &exchange.client,
-                    &self.route,
-                    Some(token.expose()),
-                    subject_exp,
-                    exchange::TraceContext::of(headers, traced.map(|t| t.otel.clone())),
-                )
-            })
-            .await;
-        let result = self.account(
-            proxy,
-            exchange,
-            key,
-            Some(token.expose()),
-            subject_exp,
-            result,
-        );
-        self.audit(proxy, Some(token.expose()), result.as_ref());
-        note_lookup(traced, result.as_ref());
-        result.map(|(entry, _)| (entry, key))
-    }
-
-    /// Records the outcome of a token lookup or a refusal on the audit target: every
-    /// exchange and every refusal, cache hits only when configured. The subject is
-    /// described only when an event is written.
-    fn audit(
-        &self,
-        proxy: &Proxy,
-        subject: Option<&str>,
-        result: Result<&(Arc<Entry>, Lookup), &ProxyError>,
-    ) {
-        if !self.audit.enabled || matches!(result, Ok((_, Lookup::Hit)) if !self.audit.cache_hits) {
-            return;
-        }
-        let described =
-            subject.map(|t| crate::audit::Subject::of(t, || proxy.cache.fingerprint(t)));
-        let (outcome, issued, cache) = match result {
-            Ok((entry, lookup)) => (
-                "ok",
-                Some(&entry.issued),
-                Some(if *lookup == Lookup::Hit {
-                    "hit"
-                } else {
-                    "miss"
-                }),
-            ),
-            Err(e) => (e.code.as_str(), None, None),
-        };
-        crate::audit::Event {
-            route: &self.route.name,
-            params: self.route.exchange.as_ref(),
-            subject: described.as_ref(),
-            issued,
-            outcome,
-            cache,
-            own_token: subject.is_none()
-                && self.route.on_missing_token == MissingTokenPolicy::ClientCredentials,
-        }
-        .emit();
-    }
-
-    /// Counts a cache lookup, starts refresh-ahead on a hit near expiry (the subject is
-    /// copied only then), and maps errors.
-    fn account(
-        &self,
-        proxy: &Proxy,
-        exchange: &RouteExchange,
-        key: Key,
-        subject: Option<&str>,
-        subject_exp: Option<u64>,
-        result: Result<(Arc<Entry>, Lookup), Arc<exchange::Error>>,
-    ) -> Result<(Arc<Entry>, Lookup), ProxyError> {
-        match result {
-            Ok((entry, Lookup::Hit)) => {
-                self.metrics.hit();
-                if entry.claim_refresh(Instant::now()) {
-                    self.refresh(proxy, exchange, key, subject, subject_exp, entry.clone());
-                }
-                Ok((entry, Lookup::Hit))
-            }
-            Ok((entry, Lookup::Miss)) => {
-                self.metrics.miss();
-                Ok((entry, Lookup::Miss))
-            }
-            Err(e) => {
-                self.metrics.miss();
-                Err(ProxyError::from(&*e))
-            }
-        }
-    }
-
-    /// Refresh-ahead: one background exchange replaces the entry before it expires.
-    fn refresh(
-        &self,
-        proxy: &Proxy,
-        exchange: &RouteExchange,
-        key: Key,
-        subject: Option<&str>,
-        subject_exp: Option<u64>,
-        old: Arc<Entry>,
-    ) {
-        // The one place a subject token is copied: the refresh outlives the request.
-        let subject = subject.map(crate::secret::Secret::new);
-        let (cache, client, route) = (
-            proxy.cache.clone(),
-            exchange.client.clone(),
-            self.route.clone(),
-        );
-        tokio::spawn(async move {
-            match new_entry(
-                &client,
-                &route,
-                subject.as_ref().map(|s| s.expose()),
-                subject_exp,
-                Default::default(),
-            )
-            .await
-            {
-                Ok(entry) => cache.insert(key, entry).await,
-                Err(e) => {
-                    tracing::debug!(route = %route.name, error = %e, "background refresh failed");
-                    // At most one retry per second per key while the AS is failing.
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    old.release_refresh();
-                }
-            }
-        });
-    }
 }
-
-/// Records the cache outcome and the token's time left on the request span.
-fn note_lookup(traced: Option<&Traced>, result: Result<&(Arc<Entry>, Lookup), &ProxyError>) {
-    if let (Some(t), Ok((entry, lookup))) = (traced, result) {
-        t.span.set(
-            "tokex.cache",
-            if *lookup == Lookup::Hit {
-                "hit"
-            } else {
-                "miss"
-            },
-        );
-        t.span.set(
-            "tokex.ttl_left_s",
-            entry
-                .expires_at
-                .saturating_duration_since(Instant::now())
-                .as_secs(),
-        );
-    }
-}
-
-/// Fills the actor slot of the cache key for tokex's own token (see `own_token`).
-const OWN_TOKEN_MARKER: &[u8] = b"client_credentials";
 
 /// Purge-and-retry applies to idempotent methods (RFC 9110 §9.2.2) without a body.
 fn retryable(req: &Request<Incoming>) -> bool {
@@ -596,66 +390,4 @@ fn retryable(req: &Request<Incoming>) -> bool {
         *req.method(),
         Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE
     ) && http_body::Body::is_end_stream(req.body())
-}
-
-/// One exchange, turned into a cache entry with its lifetime (SPEC §4 step 5).
-async fn new_entry(
-    client: &ExchangeClient,
-    route: &Route,
-    subject_token: Option<&str>,
-    subject_exp: Option<u64>,
-    trace: exchange::TraceContext,
-) -> Result<Arc<Entry>, exchange::Error> {
-    let Some(params) = route.exchange.as_ref() else {
-        return Err(exchange::Error::BadResponse("route has no exchange".into()));
-    };
-    let started = Instant::now();
-    let span = trace.exchange_span();
-    let for_as = span.as_ref().map_or(&trace, |(_, ctx)| ctx);
-    let result = match subject_token {
-        Some(subject) => client.exchange(subject, params, for_as).await,
-        None => client.client_credentials(params, for_as).await,
-    };
-    if let Some((span, _)) = span {
-        span.set("tokex.authority", params.authority.as_str());
-        span.set(
-            "tokex.outcome",
-            result.as_ref().map_or_else(|e| e.code().as_str(), |_| "ok"),
-        );
-        trace.finish(span, result.is_err());
-    }
-    let issued = result?;
-    let latency = started.elapsed();
-    let (now, now_unix) = (Instant::now(), unix_now());
-    let issued_exp = bearer::jwt_exp(issued.access_token.expose());
-    if issued_exp.is_some_and(|exp| exp <= now_unix) {
-        return Err(exchange::Error::BadResponse(
-            "the issued token has already expired".into(),
-        ));
-    }
-    let bounds = cache::Bounds {
-        now_unix,
-        expires_in: issued.expires_in,
-        issued_exp,
-        subject_exp,
-    };
-    let ttl = cache::lifetime(bounds, &route.cache);
-    let text = match &params.inject.scheme {
-        Some(scheme) => format!("{scheme} {}", issued.access_token.expose()),
-        None => issued.access_token.expose().to_string(),
-    };
-    let mut value = HeaderValue::from_str(&text)
-        .map_err(|_| exchange::Error::BadResponse("access_token is not header-safe".into()))?;
-    value.set_sensitive(true);
-    let about =
-        crate::audit::Issued::new(issued.access_token.expose(), issued.scope.clone(), latency);
-    Ok(Arc::new(
-        Entry::new(value, now + ttl, cache::refresh_at(now, ttl, &route.cache)).with_issued(about),
-    ))
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
