@@ -65,7 +65,12 @@ pub fn extract(headers: &HeaderMap) -> Result<Option<BearerToken<'_>>, Malformed
     if !rest.is_empty() && rest[0] != b' ' {
         return Ok(None); // e.g. "BearerX ...": another scheme
     }
-    let token = trim_spaces(rest);
+    token(rest)
+}
+
+/// A token's bytes, trimmed and checked against RFC 6750 b64token.
+fn token(value: &[u8]) -> Result<Option<BearerToken<'_>>, Malformed> {
+    let token = trim_spaces(value);
     if token.is_empty() {
         return Err(Malformed::Empty);
     }
@@ -116,16 +121,7 @@ pub fn extract_from<'h>(
             v
         }
     };
-    let token = trim_spaces(value);
-    if token.is_empty() {
-        return Err(Malformed::Empty);
-    }
-    if !is_b64token(token) {
-        return Err(Malformed::BadCharacters);
-    }
-    std::str::from_utf8(token)
-        .map(|t| Some(BearerToken(t)))
-        .map_err(|_| Malformed::BadCharacters)
+    token(value)
 }
 
 /// `name=value` pairs of every `Cookie` header (RFC 6265 §4.2.1).

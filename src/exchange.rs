@@ -92,22 +92,20 @@ impl From<&Error> for ProxyError {
 /// authorization server, so its spans join the app's trace.
 #[derive(Clone, Default)]
 pub struct TraceContext {
-    traceparent: Option<HeaderValue>,
+    /// The caller's span; a malformed `traceparent` is dropped, not passed on.
+    parent: Option<crate::otel::SpanContext>,
     tracestate: Option<HeaderValue>,
     /// With tracing on: the exporter, to record the exchange as a span.
     otel: Option<Arc<crate::otel::Otel>>,
 }
 
 impl TraceContext {
-    /// The context of a request; a malformed `traceparent` is dropped, not passed on.
+    /// The context of a request.
     pub fn of(headers: &http::HeaderMap, otel: Option<Arc<crate::otel::Otel>>) -> Self {
-        let traceparent = headers
-            .get("traceparent")
-            .filter(|v| valid_traceparent(v.as_bytes()))
-            .cloned();
-        let tracestate = traceparent.as_ref().and(headers.get("tracestate")).cloned();
+        let parent = crate::otel::SpanContext::from_headers(headers);
+        let tracestate = parent.and(headers.get("tracestate")).cloned();
         Self {
-            traceparent,
+            parent,
             tracestate,
             otel,
         }
@@ -116,13 +114,12 @@ impl TraceContext {
     /// With tracing on, a client span for the exchange under the request's span, and the
     /// context the AS should see (naming that span).
     pub fn exchange_span(&self) -> Option<(crate::otel::Span, TraceContext)> {
-        let otel = self.otel.as_ref()?;
-        let mut headers = http::HeaderMap::new();
-        headers.insert("traceparent", self.traceparent.clone()?);
-        let parent = crate::otel::SpanContext::from_headers(&headers)?;
-        let span = otel.span_under(parent, "tokex exchange");
+        let span = self
+            .otel
+            .as_ref()?
+            .span_under(self.parent?, "tokex exchange");
         let for_as = TraceContext {
-            traceparent: Some(span.context.traceparent()),
+            parent: Some(span.context),
             tracestate: self.tracestate.clone(),
             otel: None,
         };
@@ -134,23 +131,14 @@ impl TraceContext {
             otel.finish(span, error);
         }
     }
-}
 
-/// `version-traceid-parentid-flags` in lowercase hex (W3C Trace Context §3.2).
-fn valid_traceparent(v: &[u8]) -> bool {
-    let hex = |s: &[u8]| {
-        !s.is_empty()
-            && s.iter()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
-    };
-    let parts: Vec<&[u8]> = v.split(|b| *b == b'-').collect();
-    parts.len() >= 4
-        && [2, 32, 16, 2]
-            .iter()
-            .zip(&parts)
-            .all(|(n, p)| p.len() == *n && hex(p))
-        && parts[1].iter().any(|b| *b != b'0')
-        && parts[2].iter().any(|b| *b != b'0')
+    /// The headers the AS request carries.
+    fn headers(&self) -> [(&'static str, Option<HeaderValue>); 2] {
+        [
+            ("traceparent", self.parent.map(|p| p.traceparent())),
+            ("tracestate", self.tracestate.clone()),
+        ]
+    }
 }
 
 /// Why a client for an authority could not be built.
@@ -374,12 +362,9 @@ impl ExchangeClient {
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")
             .body(form.to_string());
-        for (name, value) in [
-            ("traceparent", &trace.traceparent),
-            ("tracestate", &trace.tracestate),
-        ] {
+        for (name, value) in trace.headers() {
             if let Some(v) = value {
-                request = request.header(name, v.clone());
+                request = request.header(name, v);
             }
         }
         if let Some(basic) = basic {
@@ -467,21 +452,6 @@ fn backoff(attempt: u32, retry_after: Option<u64>) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Only well-formed, non-zero, lowercase traceparents are passed on.
-    #[test]
-    fn traceparent_validation() {
-        assert!(valid_traceparent(
-            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-        ));
-        assert!(!valid_traceparent(
-            b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"
-        ));
-        assert!(!valid_traceparent(
-            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"
-        ));
-        assert!(!valid_traceparent(b"garbage"));
-    }
 
     /// Backoff grows, stays jittered within bounds, and defers to Retry-After.
     #[test]

@@ -27,22 +27,8 @@ impl RouteRuntime {
         traced: Option<&Traced>,
     ) -> Result<Arc<Entry>, ProxyError> {
         let key = exchange.keys.key(OWN_TOKEN_MARKER, "");
-        let result = proxy
-            .cache
-            .get_or_exchange(key, || {
-                new_entry(
-                    &exchange.client,
-                    &self.route,
-                    None,
-                    None,
-                    exchange::TraceContext::of(headers, traced.map(|t| t.otel.clone())),
-                )
-            })
-            .await;
-        let result = self.account(proxy, exchange, key, None, None, result);
-        self.audit(proxy, None, result.as_ref());
-        note_lookup(traced, result.as_ref());
-        result.map(|(entry, _)| entry)
+        self.lookup(proxy, exchange, key, None, None, headers, traced)
+            .await
     }
 
     /// The narrowed token for `token`: from the cache, or from one exchange shared by
@@ -69,29 +55,17 @@ impl RouteRuntime {
                 .map_or(&[][..], |d| &d[..]),
             token.expose(),
         );
-        let result = proxy
-            .cache
-            .get_or_exchange(key, || {
-                new_entry(
-                    &exchange.client,
-                    &self.route,
-                    Some(token.expose()),
-                    subject_exp,
-                    exchange::TraceContext::of(headers, traced.map(|t| t.otel.clone())),
-                )
-            })
-            .await;
-        let result = self.account(
+        self.lookup(
             proxy,
             exchange,
             key,
             Some(token.expose()),
             subject_exp,
-            result,
-        );
-        self.audit(proxy, Some(token.expose()), result.as_ref());
-        note_lookup(traced, result.as_ref());
-        result.map(|(entry, _)| (entry, key))
+            headers,
+            traced,
+        )
+        .await
+        .map(|entry| (entry, key))
     }
 
     /// Records the outcome of a token lookup or a refusal on the audit target: every
@@ -131,6 +105,32 @@ impl RouteRuntime {
                 && self.route.on_missing_token == MissingTokenPolicy::ClientCredentials,
         }
         .emit();
+    }
+
+    /// The cache lookup shared by user and own tokens: one exchange for all concurrent
+    /// misses, then counting, refresh-ahead, the audit event and the span attributes.
+    #[allow(clippy::too_many_arguments)]
+    async fn lookup(
+        &self,
+        proxy: &Proxy,
+        exchange: &RouteExchange,
+        key: Key,
+        subject: Option<&str>,
+        subject_exp: Option<u64>,
+        headers: &http::HeaderMap,
+        traced: Option<&Traced>,
+    ) -> Result<Arc<Entry>, ProxyError> {
+        let trace = || exchange::TraceContext::of(headers, traced.map(|t| t.otel.clone()));
+        let result = proxy
+            .cache
+            .get_or_exchange(key, || {
+                new_entry(&exchange.client, &self.route, subject, subject_exp, trace())
+            })
+            .await;
+        let result = self.account(proxy, exchange, key, subject, subject_exp, result);
+        self.audit(proxy, subject, result.as_ref());
+        note_lookup(traced, result.as_ref());
+        result.map(|(entry, _)| entry)
     }
 
     /// Counts a cache lookup, starts refresh-ahead on a hit near expiry (the subject is
