@@ -1,9 +1,8 @@
 //! The tokex binary: `check` output and errors, `exchange`, exit codes, and a
 //! trace-level log run in which no token, secret or key appears.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::*;
@@ -154,45 +153,21 @@ async fn trace_logs_carry_no_secrets_and_proxy_env_is_ignored() {
         "t.yaml",
         &format!("listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n{yaml}"),
     );
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["run", "-c"])
-        .arg(&path)
-        .env("RUST_LOG", "trace")
-        .env("HTTP_PROXY", "http://127.0.0.1:9")
-        .env("HTTPS_PROXY", "http://127.0.0.1:9")
-        .env("ALL_PROXY", "http://127.0.0.1:9")
-        .env("http_proxy", "http://127.0.0.1:9")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let stderr = child.stderr.take().unwrap().into_owned_fd().unwrap();
-    let (l, (tx, rx)) = (log.clone(), std::sync::mpsc::channel::<String>());
-    std::thread::spawn(move || {
-        for line in BufReader::new(std::fs::File::from(stderr))
-            .lines()
-            .map_while(Result::ok)
-        {
-            if line.contains("listening") {
-                let _ = tx.send(line.clone());
-            }
-            l.lock().unwrap().push_str(&line);
-            l.lock().unwrap().push('\n');
-        }
-    });
-    let line =
-        tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)).unwrap())
-            .await
-            .unwrap();
-    let addr = line
-        .split("listen=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let dead = "http://127.0.0.1:9";
+    let env = [
+        ("RUST_LOG", "trace"),
+        ("HTTP_PROXY", dead),
+        ("HTTPS_PROXY", dead),
+        ("ALL_PROXY", dead),
+        ("http_proxy", dead),
+    ];
+    let mut tokex = spawn_tokex(
+        &[std::ffi::OsStr::new("run"), "-c".as_ref(), path.as_os_str()],
+        &env,
+        "listening",
+    )
+    .await;
+    let addr = tokex.listen();
     let c = client();
     for token in [
         "good-subject-TOKENVALUE",
@@ -213,15 +188,9 @@ async fn trace_logs_carry_no_secrets_and_proxy_env_is_ignored() {
         up.seen()[0].headers["authorization"],
         format!("Bearer {issued}")
     );
-    let pid = child.id().unwrap().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "SIGTERM exits 0");
+    assert!(tokex.terminate().await.success(), "SIGTERM exits 0");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let log = log.lock().unwrap().clone();
+    let log = tokex.log();
     assert!(
         log.lines().filter(|l| l.contains("TRACE")).count() >= 5,
         "trace logging was on:\n{log}"

@@ -250,7 +250,6 @@ async fn custom_token_type_uris() {
 /// or secret anywhere in the file.
 #[tokio::test]
 async fn audit_events_go_to_their_own_file() {
-    use std::io::{BufRead, BufReader};
     let (as_, up) = (MockAs::start().await, Upstream::start().await);
     let issued = jwt(
         serde_json::json!({"sub": "alice", "act": {"sub": "svc-b", "act": {"sub": "svc-a"}}, "exp": now() + 600}),
@@ -270,40 +269,18 @@ async fn audit_events_go_to_their_own_file() {
         config(&as_, &up.url()).replace("test-client-secret", "client-SECRET-audit")
     );
     std::fs::write(dir.path().join("t.yaml"), yaml).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tokex"))
-        .args(["run", "-c"])
-        .arg(dir.path().join("t.yaml"))
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap().into_owned_fd().unwrap();
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let (l, (tx, rx)) = (log.clone(), std::sync::mpsc::channel::<String>());
-    std::thread::spawn(move || {
-        for line in BufReader::new(std::fs::File::from(stderr))
-            .lines()
-            .map_while(Result::ok)
-        {
-            if line.contains("listening") {
-                let _ = tx.send(line.clone());
-            }
-            l.lock().unwrap().push_str(&(line + "\n"));
-        }
-    });
-    let line =
-        tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)).unwrap())
-            .await
-            .unwrap();
-    let addr = line
-        .split("listen=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let config = dir.path().join("t.yaml");
+    let mut tokex = spawn_tokex(
+        &[
+            std::ffi::OsStr::new("run"),
+            "-c".as_ref(),
+            config.as_os_str(),
+        ],
+        &[("RUST_LOG", "info")],
+        "listening",
+    )
+    .await;
+    let addr = tokex.listen();
     let subject =
         jwt(serde_json::json!({"sub": "alice", "iss": "https://idp.example", "exp": now() + 600}));
     let c = client();
@@ -326,13 +303,9 @@ async fn audit_events_go_to_their_own_file() {
     );
     assert_eq!(send(Some("opaque-REFUSED-token".into())).await, 401);
     assert_eq!(send(None).await, 401);
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().unwrap().to_string()])
-        .status()
-        .unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    tokex.terminate().await;
     assert!(
-        !log.lock().unwrap().contains("tokex::audit"),
+        !tokex.log().contains("tokex::audit"),
         "audit events go to their file alone"
     );
 

@@ -5,10 +5,8 @@
 //! itself, and a test IdP whose JWKS is a file), holding the scope mappings and claim rules
 //! of SPEC §8. Tokens are checked by decoding them; the JWKS test verifies the signature.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -1135,36 +1133,22 @@ realms:
 ",
     )
     .unwrap();
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["sts", "--config"])
-        .arg(&path)
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap().into_owned_fd().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(std::fs::File::from(stderr))
-            .lines()
-            .map_while(Result::ok)
-        {
-            if line.contains("sts listening") {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    let line =
-        tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)).unwrap())
-            .await
-            .unwrap();
-    assert!(!line.contains('\u{1b}'), "no ANSI in logs: {line:?}");
-    let base = line
-        .split("listen=")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no listen= in {line}"))
-        .to_string();
+    let mut sts = spawn_tokex(
+        &[
+            std::ffi::OsStr::new("sts"),
+            "--config".as_ref(),
+            path.as_os_str(),
+        ],
+        &[],
+        "sts listening",
+    )
+    .await;
+    assert!(
+        !sts.ready.contains('\u{1b}'),
+        "no ANSI in logs: {:?}",
+        sts.ready
+    );
+    let base = sts.listen();
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
     let m = got(client()
         .get(format!(
@@ -1187,12 +1171,7 @@ realms:
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
 
-    let pid = child.id().unwrap().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = sts.terminate().await;
     assert!(status.success(), "SIGTERM exits 0: {status:?}");
 }
 
