@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use http::header::{
-    CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE,
+    CACHE_CONTROL, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
@@ -137,6 +137,15 @@ impl ProxyError {
 
     /// The response of SPEC §5 for this error.
     pub fn to_response(&self) -> Response<Body> {
+        let (status, headers, body) = self.response_parts();
+        let mut response = Response::new(Either::Right(Full::new(body)));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        response
+    }
+
+    /// The status, fields and JSON body of the SPEC §5 response, for either engine.
+    pub fn response_parts(&self) -> (StatusCode, HeaderMap, Bytes) {
         #[derive(serde::Serialize)]
         struct ErrorBody<'a> {
             error: &'a str,
@@ -150,9 +159,7 @@ impl ProxyError {
             authority_error: self.authority_error.as_deref(),
         })
         .unwrap_or_default();
-        let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
-        *response.status_mut() = self.code.status();
-        let headers = response.headers_mut();
+        let mut headers = HeaderMap::with_capacity(6);
         headers.insert(TOKEX_ERROR, HeaderValue::from_static(self.code.as_str()));
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -165,7 +172,7 @@ impl ProxyError {
                 HeaderValue::from(self.retry_after.unwrap_or(1).clamp(1, 3600)),
             );
         }
-        response
+        (self.code.status(), headers, Bytes::from(body))
     }
 }
 

@@ -39,7 +39,7 @@ pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
 /// Fields that describe one connection, never the message (RFC 9110 §7.6.1), plus
 /// `Proxy-Authorization`, which is meant for tokex and must not travel on.
-const HOP_BY_HOP: [HeaderName; 8] = [
+pub const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -89,33 +89,39 @@ pub fn upstream_request<B>(
         .map_err(|_| {
             ProxyError::new(Code::Unsupported, "the request target cannot be forwarded")
         })?;
-    strip_hop_by_hop(&mut parts.headers);
+    upstream_headers(&mut parts.headers, route, token);
+    parts.uri = uri;
+    // The upstream connection decides the version (ALPN); hyper upgrades 1.1 to h2.
+    parts.version = Version::HTTP_11;
+    parts.extensions = http::Extensions::new();
+    Ok(Request::from_parts(parts, body))
+}
+
+/// Turns the app's header fields into the upstream's: hop-by-hop fields, `Host` and the
+/// caller's credentials out, and exactly the credential given in (none for `None`).
+pub fn upstream_headers(headers: &mut HeaderMap, route: &Route, token: Option<HeaderValue>) {
+    strip_hop_by_hop(headers);
     // The client sets Host (HTTP/1.1) or :authority (HTTP/2) from the upstream URI.
-    parts.headers.remove(header::HOST);
+    headers.remove(header::HOST);
     // The caller's credentials never travel on: Authorization always goes, and so does
     // the route's subject token source when it is another header or a cookie.
-    parts.headers.remove(header::AUTHORIZATION);
+    headers.remove(header::AUTHORIZATION);
     let inject = match &route.exchange {
         None => None,
         Some(exchange) => {
             match &exchange.subject_token_from {
                 SubjectSource::Authorization => {}
                 SubjectSource::Header(name) => {
-                    parts.headers.remove(name);
+                    headers.remove(name);
                 }
-                SubjectSource::Cookie(name) => remove_cookie(&mut parts.headers, name),
+                SubjectSource::Cookie(name) => remove_cookie(headers, name),
             }
             Some(&exchange.inject.header)
         }
     };
     if let (Some(header), Some(value)) = (inject, token) {
-        parts.headers.insert(header.clone(), value);
+        headers.insert(header.clone(), value);
     }
-    parts.uri = uri;
-    // The upstream connection decides the version (ALPN); hyper upgrades 1.1 to h2.
-    parts.version = Version::HTTP_11;
-    parts.extensions = http::Extensions::new();
-    Ok(Request::from_parts(parts, body))
 }
 
 /// Removes cookie `name` from the `Cookie` headers, keeping the other cookies.

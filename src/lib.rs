@@ -39,6 +39,7 @@ pub mod demo;
 pub mod error;
 pub mod exchange;
 pub mod forward;
+pub mod h1;
 pub mod metrics;
 pub mod otel;
 pub mod proxy;

@@ -183,18 +183,13 @@ impl Proxy {
             }
         };
         let name = route.map_or("none", |r| r.route.name.as_str());
-        let response = result.unwrap_or_else(|e| {
-            let status = e.code.status().as_u16();
-            if status >= 500 {
-                tracing::warn!(route = name, %method, status, code = e.code.as_str(), authority_error = e.authority_error.as_deref(), "request failed");
-            } else {
-                tracing::info!(route = name, %method, status, code = e.code.as_str(), authority_error = e.authority_error.as_deref(), "request refused");
-            }
-            e.to_response()
-        });
+        let status = match &result {
+            Ok(r) => Ok(r.status().as_u16()),
+            Err(e) => Err(e),
+        };
+        self.report(route, &method, status, started);
+        let response = result.unwrap_or_else(|e| e.to_response());
         let status = response.status().as_u16();
-        let metrics = route.map_or(&self.unrouted, |r| &r.metrics);
-        metrics.record(status, started.elapsed());
         if let Some(Traced { otel, span }) = traced {
             span.set("tokex.route", name);
             span.set("http.request.method", method.as_str());
@@ -209,6 +204,105 @@ impl Proxy {
         }
         Ok(response)
     }
+}
+
+impl Proxy {
+    /// The one record of a finished request, on either engine: its route's metrics, and
+    /// a log line when it failed. `status` is the upstream's, or the error tokex answered.
+    fn report(
+        &self,
+        route: Option<&RouteRuntime>,
+        method: &http::Method,
+        status: Result<u16, &ProxyError>,
+        started: Instant,
+    ) {
+        let name = route.map_or("none", |r| r.route.name.as_str());
+        let status = match status {
+            Ok(status) => status,
+            Err(e) => {
+                let status = e.code.status().as_u16();
+                if status >= 500 {
+                    tracing::warn!(route = name, %method, status, code = e.code.as_str(), authority_error = e.authority_error.as_deref(), "request failed");
+                } else {
+                    tracing::info!(route = name, %method, status, code = e.code.as_str(), authority_error = e.authority_error.as_deref(), "request refused");
+                }
+                status
+            }
+        };
+        let metrics = route.map_or(&self.unrouted, |r| &r.metrics);
+        metrics.record(status, started.elapsed());
+    }
+
+    /// Routes a request for the HTTP/1.1 engine ([`crate::h1`]), which serves it itself
+    /// when nothing about its route needs the general path: a plain `http` upstream, no
+    /// purge-and-retry, no route deadline, no tracing. `None` sends it to [`Proxy::handle`],
+    /// which also answers every request that does not route. Routing has no side effects,
+    /// so asking twice is harmless.
+    pub(crate) fn plan<B>(&self, req: &Request<B>) -> Option<Planned> {
+        let runtime = self.state.load_full();
+        if runtime.otel.is_some() {
+            return None;
+        }
+        let (route, path) = runtime.route(req).ok()?;
+        let simple = route.route.upstream.scheme == http::uri::Scheme::HTTP
+            && !route.route.retry_on_401
+            && route.route.deadline.is_none();
+        let index = runtime.routes.iter().position(|r| std::ptr::eq(r, route))?;
+        simple.then_some(Planned {
+            runtime,
+            index,
+            path,
+        })
+    }
+}
+
+/// A request the HTTP/1.1 engine serves itself: its route, in the config snapshot it was
+/// routed with, and the path to send upstream.
+pub(crate) struct Planned {
+    runtime: Arc<Runtime>,
+    index: usize,
+    pub path: String,
+}
+
+impl Planned {
+    fn runtime(&self) -> &RouteRuntime {
+        &self.runtime.routes[self.index]
+    }
+
+    pub fn route(&self) -> &Route {
+        &self.runtime().route
+    }
+
+    pub fn timeouts(&self) -> &crate::config::model::Timeouts {
+        &self.runtime.config.timeouts
+    }
+
+    /// Steps 2 to 6: the credential to send upstream, exactly as [`Proxy::handle`] decides it.
+    pub async fn authorize(
+        &self,
+        proxy: &Proxy,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<HeaderValue>, ProxyError> {
+        Ok(self.runtime().authorize(proxy, headers, None).await?.value)
+    }
+
+    pub fn report(
+        &self,
+        proxy: &Proxy,
+        method: &http::Method,
+        status: Result<u16, &ProxyError>,
+        started: Instant,
+    ) {
+        proxy.report(Some(self.runtime()), method, status, started);
+    }
+}
+
+/// What steps 2 to 6 decided.
+struct Credential {
+    /// The value to inject; `None` forwards without one.
+    value: Option<HeaderValue>,
+    /// For purge-and-retry: the cache key and the subject that produced `value`.
+    retry: Option<(crate::cache::Key, crate::secret::Secret)>,
 }
 
 impl Runtime {
@@ -306,16 +400,21 @@ impl RouteRuntime {
         self.upstream.send(upstream_req, self.route.timeout).await
     }
 
-    async fn forward(
+    /// Steps 2 to 6: where the subject token is, what to do without one, and the
+    /// narrowed token from the cache or the authority.
+    async fn authorize(
         &self,
         proxy: &Proxy,
-        req: Request<Incoming>,
-        path: &str,
+        headers: &http::HeaderMap,
         traced: Option<&Traced>,
-    ) -> Result<Response<Body>, ProxyError> {
+    ) -> Result<Credential, ProxyError> {
+        let none = Credential {
+            value: None,
+            retry: None,
+        };
         // `exchange: none` forwards without any Authorization; nothing else does.
         let Some(exchange) = &self.exchange else {
-            return self.send(req, path, None).await;
+            return Ok(none);
         };
         // Step 2: the subject token, from where the route says it is.
         let source = self
@@ -323,22 +422,21 @@ impl RouteRuntime {
             .exchange
             .as_ref()
             .map_or(&SubjectSource::Authorization, |p| &p.subject_token_from);
-        let extracted = bearer::extract_from(req.headers(), source)
+        let extracted = bearer::extract_from(headers, source)
             .map_err(|e| ProxyError::new(Code::InvalidRequest, e.to_string()));
         if let Err(e) = &extracted {
             self.audit(proxy, None, Err(e));
         }
         let token = match extracted? {
             None if self.route.on_missing_token == MissingTokenPolicy::Forward => {
-                return self.send(req, path, None).await;
+                return Ok(none);
             }
             None if self.route.on_missing_token == MissingTokenPolicy::ClientCredentials => {
-                let entry = self
-                    .own_token(proxy, exchange, req.headers(), traced)
-                    .await?;
-                return self
-                    .send(req, path, Some(entry.authorization.clone()))
-                    .await;
+                let entry = self.own_token(proxy, exchange, headers, traced).await?;
+                return Ok(Credential {
+                    value: Some(entry.authorization.clone()),
+                    retry: None,
+                });
             }
             None => {
                 let e = ProxyError::new(Code::MissingToken, "this route needs a bearer token");
@@ -349,15 +447,34 @@ impl RouteRuntime {
         };
         // Steps 3 to 6: expiry pre-check, cache or exchange, validation.
         let (entry, key) = self
-            .narrowed(proxy, exchange, token, req.headers(), traced)
+            .narrowed(proxy, exchange, token, headers, traced)
             .await?;
-        if !(self.route.retry_on_401 && retryable(&req)) {
-            return self
-                .send(req, path, Some(entry.authorization.clone()))
-                .await;
+        Ok(Credential {
+            value: Some(entry.authorization.clone()),
+            retry: self
+                .route
+                .retry_on_401
+                .then(|| (key, crate::secret::Secret::new(token.expose()))),
+        })
+    }
+
+    async fn forward(
+        &self,
+        proxy: &Proxy,
+        req: Request<Incoming>,
+        path: &str,
+        traced: Option<&Traced>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let credential = self.authorize(proxy, req.headers(), traced).await?;
+        let (Some(exchange), Some(value), Some((key, subject))) =
+            (&self.exchange, credential.value.clone(), credential.retry)
+        else {
+            return self.send(req, path, credential.value).await;
+        };
+        if !retryable(&req) {
+            return self.send(req, path, Some(value)).await;
         }
         // Purge-and-retry: the request has no body, so it can be sent twice.
-        let subject = crate::secret::Secret::new(token.expose());
         let (parts, _) = req.into_parts();
         let build = |authorization: HeaderValue| {
             let req =
@@ -366,7 +483,7 @@ impl RouteRuntime {
         };
         let response = self
             .upstream
-            .send(build(entry.authorization.clone())?, self.route.timeout)
+            .send(build(value)?, self.route.timeout)
             .await?;
         if response.status() != http::StatusCode::UNAUTHORIZED {
             return Ok(response);

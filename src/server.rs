@@ -16,7 +16,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -63,8 +62,13 @@ pub async fn run(proxy: Arc<Proxy>, listeners: Listeners, shutdown: impl Future<
         .timer(TokioTimer::new())
         .header_read_timeout(config.timeouts.client_header_read);
     builder.http2().timer(TokioTimer::new());
-    let connections = Arc::new(Semaphore::new(config.limits.max_connections as usize));
-    let graceful = GracefulShutdown::new();
+    let settings = Arc::new(crate::h1::Settings {
+        fallback: builder,
+        header_read: config.timeouts.client_header_read,
+    });
+    let max_connections = config.limits.max_connections;
+    let connections = Arc::new(Semaphore::new(max_connections as usize));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     proxy.set_ready(true);
     tracing::info!(listen = %listeners.proxy.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), "tokex ready");
     tokio::pin!(shutdown);
@@ -81,22 +85,17 @@ pub async fn run(proxy: Arc<Proxy>, listeners: Listeners, shutdown: impl Future<
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let io = TokioIo::new(stream);
                 match connections.clone().try_acquire_owned() {
                     Ok(permit) => {
-                        let p = proxy.clone();
-                        let svc = service_fn(move |req| p.clone().handle(req));
-                        let conn = graceful.watch(builder.serve_connection(io, svc).into_owned());
+                        let serving = crate::h1::serve(proxy.clone(), stream, settings.clone(), stopped.clone());
                         tokio::spawn(async move {
-                            if let Err(e) = conn.await {
-                                tracing::debug!(%peer, error = %e, "connection ended with an error");
-                            }
+                            serving.await;
                             drop(permit);
                         });
                     }
                     Err(_) => {
                         tracing::warn!(%peer, "connection limit reached");
-                        tokio::spawn(refuse_overloaded(io));
+                        tokio::spawn(refuse_overloaded(TokioIo::new(stream)));
                     }
                 }
             }
@@ -106,8 +105,11 @@ pub async fn run(proxy: Arc<Proxy>, listeners: Listeners, shutdown: impl Future<
     proxy.set_ready(false);
     drop(listeners.proxy);
     tracing::info!(?drain, "shutting down: draining in-flight requests");
+    // Idle connections close at once, busy ones after their response; every connection
+    // holds a permit until it is gone, so having all permits back means drained.
+    let _ = stop.send(true);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("drained"),
+        _ = connections.acquire_many(max_connections) => tracing::info!("drained"),
         () = tokio::time::sleep(drain) => tracing::warn!("drain timeout reached; closing remaining connections"),
     }
     let _ = stop_admin.send(());
