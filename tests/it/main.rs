@@ -2,6 +2,7 @@
 
 mod cli;
 mod data_path;
+mod engine;
 mod errors;
 mod identity;
 mod interop;

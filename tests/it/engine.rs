@@ -1,0 +1,413 @@
+//! The HTTP/1.1 engine (src/h1): the kept upstream connection and what happens when the
+//! upstream drops it, every response framing, pipelining, and the hand-over to hyper
+//! for the requests the engine leaves alone, mid-connection included.
+//!
+//! The upstream here is scripted over raw TCP: the faults under test (a connection
+//! closed between requests, odd framings) are exactly what a well-behaved server never
+//! does.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::*;
+
+/// What the scripted upstream does with one request.
+enum Act {
+    /// Write these pieces (a short pause between them), keep the connection.
+    Reply(Vec<&'static [u8]>),
+    /// Write the reply, then close.
+    ReplyClose(&'static [u8]),
+    /// Close without answering.
+    Drop,
+}
+
+/// A raw upstream: `script(path, connection number, request number on it)`.
+struct Scripted {
+    addr: std::net::SocketAddr,
+    connections: Arc<AtomicUsize>,
+    heads: Arc<Mutex<Vec<String>>>,
+    _task: Task,
+}
+
+impl Scripted {
+    async fn start(script: fn(&str, usize, usize) -> Act) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (c, h) = (connections.clone(), heads.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::spawn(scripted_conn(stream, n, script, h.clone()));
+            }
+        });
+        Self {
+            addr,
+            connections,
+            heads,
+            _task: Task(task),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+async fn scripted_conn(
+    mut s: TcpStream,
+    conn: usize,
+    script: fn(&str, usize, usize) -> Act,
+    heads: Arc<Mutex<Vec<String>>>,
+) {
+    let mut buf = Vec::new();
+    for nth in 1.. {
+        let Some((head, _body)) = read_message(&mut s, &mut buf).await else {
+            return;
+        };
+        let path = head.split(' ').nth(1).unwrap_or("").to_string();
+        heads.lock().unwrap().push(head);
+        match script(&path, conn, nth) {
+            Act::Reply(pieces) => {
+                for piece in pieces {
+                    s.write_all(piece).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            Act::ReplyClose(reply) => {
+                s.write_all(reply).await.unwrap();
+                return;
+            }
+            Act::Drop => return,
+        }
+    }
+}
+
+/// Reads one request (head and Content-Length body) from `s`; `None` at EOF.
+async fn read_message(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).to_string();
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let mut more = [0u8; 4096];
+                let n = s.read(&mut more).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&more[..n]);
+            }
+            let body = buf[end + 4..end + 4 + len].to_vec();
+            buf.drain(..end + 4 + len);
+            return Some((head, body));
+        }
+        let mut more = [0u8; 4096];
+        let n = s.read(&mut more).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&more[..n]);
+    }
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+async fn with_route(upstream: &str) -> (MockAs, Tokex) {
+    let as_ = MockAs::start().await;
+    let tokex = Tokex::start(&config(&as_, upstream)).await;
+    (as_, tokex)
+}
+
+/// One app connection: raw writes, and reads of whole responses.
+struct App {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl App {
+    async fn connect(tokex: &Tokex) -> Self {
+        Self {
+            s: TcpStream::connect(tokex.addr).await.unwrap(),
+            buf: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, raw: &str) {
+        self.s.write_all(raw.as_bytes()).await.unwrap();
+    }
+
+    /// Reads until `needle` has been seen `times` times in all bytes received so far.
+    async fn read_until(&mut self, needle: &str, times: usize) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = String::from_utf8_lossy(&self.buf).to_string();
+            if text.matches(needle).count() >= times {
+                return text;
+            }
+            let mut more = [0u8; 4096];
+            let n = tokio::time::timeout_at(deadline, self.s.read(&mut more))
+                .await
+                .unwrap_or_else(|_| panic!("timed out; got so far: {text:?}"))
+                .unwrap();
+            assert!(n > 0, "closed early; got so far: {text:?}");
+            self.buf.extend_from_slice(&more[..n]);
+        }
+    }
+
+    /// Reads to EOF.
+    async fn read_to_close(&mut self) -> String {
+        tokio::time::timeout(Duration::from_secs(5), self.s.read_to_end(&mut self.buf))
+            .await
+            .expect("tokex closes the connection")
+            .unwrap();
+        String::from_utf8_lossy(&self.buf).to_string()
+    }
+}
+
+fn get_req(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: echo.internal\r\nAuthorization: Bearer app-token\r\n\r\n")
+}
+
+/// Requests on one app connection share one upstream connection, and each carries the
+/// narrowed token and the upstream's Host.
+#[tokio::test]
+async fn upstream_connection_is_kept_per_app_connection() {
+    let up = Scripted::start(|_, _, _| Act::Reply(vec![OK])).await;
+    let (as_, tokex) = with_route(&up.url()).await;
+    let mut app = App::connect(&tokex).await;
+    for n in 1..=5 {
+        app.send(&get_req(&format!("/r{n}"))).await;
+        app.read_until("\r\n\r\nok", n).await;
+    }
+    assert_eq!(up.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(as_.count(), 1);
+    let heads = up.heads();
+    assert_eq!(heads.len(), 5);
+    for head in heads {
+        assert!(
+            head.contains("authorization: Bearer narrowed-1\r\n"),
+            "{head}"
+        );
+        assert!(head.contains(&format!("host: {}\r\n", up.addr)), "{head}");
+        assert!(!head.contains("app-token"), "{head}");
+    }
+}
+
+/// An upstream that closes its side after every response: the engine notices before
+/// reusing the connection, for any method.
+#[tokio::test]
+async fn closed_kept_connection_is_not_reused() {
+    let up = Scripted::start(|_, _, _| Act::ReplyClose(OK)).await;
+    let (_as, tokex) = with_route(&up.url()).await;
+    let mut app = App::connect(&tokex).await;
+    app.send(&get_req("/a")).await;
+    app.read_until("\r\n\r\nok", 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.send("POST /b HTTP/1.1\r\nHost: echo.internal\r\nAuthorization: Bearer app-token\r\nContent-Length: 3\r\n\r\nabc").await;
+    let text = app.read_until("\r\n\r\nok", 2).await;
+    assert_eq!(text.matches("200 OK").count(), 2, "{text}");
+    assert_eq!(up.connections.load(Ordering::SeqCst), 2);
+}
+
+/// A kept connection that dies only once the request is on it: a GET is sent once more
+/// on a new connection; a POST is not (it may have been processed) and gets 502.
+#[tokio::test]
+async fn dropped_request_is_retried_only_when_idempotent() {
+    // Connection 1 answers its first request and drops the second; later ones answer.
+    let up = Scripted::start(|_, conn, nth| match (conn, nth) {
+        (1, 1) | (3, 1) => Act::Reply(vec![OK]),
+        (1, 2) | (3, 2) => Act::Drop,
+        _ => Act::Reply(vec![OK]),
+    })
+    .await;
+    let (_as, tokex) = with_route(&up.url()).await;
+    let mut app = App::connect(&tokex).await;
+    app.send(&get_req("/a")).await;
+    app.read_until("\r\n\r\nok", 1).await;
+    app.send(&get_req("/b")).await;
+    let text = app.read_until("\r\n\r\nok", 2).await;
+    assert_eq!(text.matches("200 OK").count(), 2, "{text}");
+    assert_eq!(up.connections.load(Ordering::SeqCst), 2);
+
+    let mut app = App::connect(&tokex).await;
+    app.send(&get_req("/c")).await;
+    app.read_until("\r\n\r\nok", 1).await;
+    app.send("POST /d HTTP/1.1\r\nHost: echo.internal\r\nAuthorization: Bearer app-token\r\nContent-Length: 1\r\n\r\nx").await;
+    let text = app.read_until("tokex-error: upstream_unavailable", 1).await;
+    assert!(text.contains("HTTP/1.1 502 Bad Gateway"), "{text}");
+    assert_eq!(
+        up.connections.load(Ordering::SeqCst),
+        3,
+        "the POST was not resent"
+    );
+}
+
+fn framings(path: &str, _: usize, _: usize) -> Act {
+    match path {
+        "/chunked" => Act::Reply(vec![
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+            b"6;x=y\r\n world\r\n",
+            b"0\r\nx-checksum: 1\r\n\r\n",
+        ]),
+        "/close" => Act::ReplyClose(b"HTTP/1.1 200 OK\r\n\r\nuntil close"),
+        "/head" => Act::Reply(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"]),
+        "/no-content" => Act::Reply(vec![b"HTTP/1.1 204 No Content\r\n\r\n"]),
+        "/hints" => Act::Reply(vec![
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal",
+        ]),
+        "/named" => Act::Reply(vec![
+            b"HTTP/1.1 200 OK\r\nConnection: x-internal\r\nX-Internal: secret\r\nKeep-Alive: timeout=5\r\nX-Public: yes\r\nContent-Length: 2\r\n\r\nok",
+        ]),
+        "/bad-length" => Act::Reply(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\nok"]),
+        "/bad-chunk" => Act::Reply(vec![
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        ]),
+        _ => Act::Reply(vec![OK]),
+    }
+}
+
+/// Chunked (with extensions and trailers, across writes), 1xx, HEAD, 204 and
+/// hop-by-hop response fields, all on one app connection.
+#[tokio::test]
+async fn response_framings_are_relayed() {
+    let up = Scripted::start(framings).await;
+    let (_as, tokex) = with_route(&up.url()).await;
+    let mut app = App::connect(&tokex).await;
+    app.send(&get_req("/chunked")).await;
+    let text = app.read_until("x-checksum: 1\r\n\r\n", 1).await;
+    assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
+    assert!(
+        text.contains("5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n"),
+        "{text}"
+    );
+
+    app.send(&get_req("/hints")).await;
+    let text = app.read_until("final", 1).await;
+    assert!(
+        !text.contains("103"),
+        "interim responses are not relayed: {text}"
+    );
+
+    app.send(&get_req("/head").replacen("GET", "HEAD", 1)).await;
+    app.send(&get_req("/no-content")).await;
+    app.send(&get_req("/named")).await;
+    let text = app.read_until("\r\n\r\nok", 1).await;
+    let named = &text[text.find("204 No Content").expect("204 relayed")..];
+    assert!(
+        named.contains("x-public: yes") || named.contains("X-Public: yes"),
+        "{named}"
+    );
+    assert!(!named.to_lowercase().contains("x-internal"), "{named}");
+    assert!(!named.to_lowercase().contains("keep-alive"), "{named}");
+    let head = &text[text
+        .find("content-length: 10")
+        .or(text.find("Content-Length: 10"))
+        .expect("HEAD's length kept")..];
+    assert!(
+        head.contains("\r\n\r\nHTTP/1.1 204"),
+        "HEAD has no body: {text}"
+    );
+    assert_eq!(up.connections.load(Ordering::SeqCst), 1);
+}
+
+/// A body delimited by close is relayed whole and the app's connection closes after it.
+#[tokio::test]
+async fn close_delimited_response_closes_the_app_connection() {
+    let up = Scripted::start(framings).await;
+    let (_as, tokex) = with_route(&up.url()).await;
+    let mut app = App::connect(&tokex).await;
+    app.send(&get_req("/close")).await;
+    let text = app.read_to_close().await;
+    assert!(text.contains("connection: close\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nuntil close"), "{text}");
+}
+
+/// A malformed response head is never relayed: 502 `upstream_unavailable`. Malformed
+/// chunked coding cuts the app's connection.
+#[tokio::test]
+async fn malformed_responses_are_refused() {
+    let up = Scripted::start(framings).await;
+    let (_as, tokex) = with_route(&up.url()).await;
+    let r = get(&tokex, "echo.internal", "/bad-length", Some("app-token")).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.tokex_error(), Some("upstream_unavailable"));
+    let mut app = App::connect(&tokex).await;
+    app.send(&get_req("/bad-chunk")).await;
+    // The head goes out with the first body bytes, so the app sees the connection
+    // close with no complete response at all.
+    let text = app.read_to_close().await;
+    assert!(!text.contains("\r\n\r\n"), "{text}");
+}
+
+/// Two requests in one write are answered in order.
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let up = Upstream::start().await;
+    let (_as, tokex) = with_route(&up.url()).await;
+    let mut app = App::connect(&tokex).await;
+    app.send(&format!("{}{}", get_req("/first"), get_req("/second")))
+        .await;
+    let text = app.read_until("\"path\":", 2).await;
+    let (first, second) = (text.find("/first").unwrap(), text.find("/second").unwrap());
+    assert!(first < second, "{text}");
+}
+
+/// After requests the engine served, a chunked upload hands the connection to hyper,
+/// which serves it and the requests after it; the upstream sees the whole body.
+#[tokio::test]
+async fn chunked_upload_hands_the_connection_over() {
+    let up = Upstream::start().await;
+    let (_as, tokex) = with_route(&up.url()).await;
+    let mut app = App::connect(&tokex).await;
+    app.send(&get_req("/engine")).await;
+    app.read_until("\"path\":", 1).await;
+    app.send("POST /upload HTTP/1.1\r\nHost: echo.internal\r\nAuthorization: Bearer app-token\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n").await;
+    app.read_until("\"body_len\":7", 1).await;
+    app.send(&get_req("/after")).await;
+    let text = app.read_until("\"path\":", 3).await;
+    assert!(text.contains("/after"), "{text}");
+    let seen = up.seen();
+    assert_eq!(seen.len(), 3);
+    assert!(
+        seen.iter()
+            .all(|s| s.headers["authorization"] == "Bearer narrowed-1")
+    );
+}
+
+/// `Expect: 100-continue` and HTTP/1.0 are hyper's: both still work.
+#[tokio::test]
+async fn expect_continue_and_http10_are_served() {
+    let up = Upstream::start().await;
+    let (_as, tokex) = with_route(&up.url()).await;
+    let mut app = App::connect(&tokex).await;
+    app.send("POST /e HTTP/1.1\r\nHost: echo.internal\r\nAuthorization: Bearer app-token\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n").await;
+    app.read_until("100 Continue", 1).await;
+    app.send("body").await;
+    let text = app.read_until("\"body_len\":4", 1).await;
+    assert!(text.contains("200 OK"), "{text}");
+
+    let mut app = App::connect(&tokex).await;
+    app.send("GET /old HTTP/1.0\r\nHost: echo.internal\r\nAuthorization: Bearer app-token\r\n\r\n")
+        .await;
+    let text = app.read_to_close().await;
+    assert!(text.starts_with("HTTP/1.0 200 OK"), "{text}");
+    assert!(text.contains("narrowed-1"), "{text}");
+}
