@@ -114,9 +114,10 @@ impl KeyBuilder {
     /// or empty), so a rotated actor never reuses another's tokens.
     pub fn key(&self, actor: &[u8], subject_token: &str) -> Key {
         let mut ctx = self.0.clone();
-        ctx.update(&(actor.len() as u64).to_be_bytes());
+        let (actor_len, token_len) = (actor.len() as u64, subject_token.len() as u64);
+        ctx.update(&actor_len.to_be_bytes());
         ctx.update(actor);
-        ctx.update(&(subject_token.len() as u64).to_be_bytes());
+        ctx.update(&token_len.to_be_bytes());
         ctx.update(subject_token.as_bytes());
         let mut key = [0u8; 32];
         key.copy_from_slice(ctx.sign().as_ref());
@@ -124,10 +125,41 @@ impl KeyBuilder {
     }
 }
 
+/// Hashing for cache keys: they are already HMAC outputs, uniform and unpredictable
+/// without the process's secret, so their first eight bytes are as good a hash as any
+/// and flooding the table is not possible.
+#[derive(Clone, Default)]
+pub struct KeyHash;
+
+impl std::hash::BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    /// `[u8; 32]` hashes as one write of its bytes; anything else still mixes in.
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+}
+
 /// The cache shared by all routes.
 #[derive(Clone)]
 pub struct TokenCache {
-    inner: moka::future::Cache<Key, Arc<Entry>>,
+    inner: moka::future::Cache<Key, Arc<Entry>, KeyHash>,
     secret: Arc<hmac::Key>,
 }
 
@@ -168,7 +200,7 @@ impl TokenCache {
         let inner = moka::future::Cache::builder()
             .max_capacity(max_entries)
             .expire_after(PerEntry)
-            .build();
+            .build_with_hasher(KeyHash);
         Ok(Self {
             inner,
             secret: Arc::new(secret),
@@ -206,6 +238,17 @@ impl TokenCache {
             }
             self.inner.invalidate(&key).await;
         }
+        // The miss path holds the whole exchange: boxed, so the hit path's future (and
+        // every future awaiting it, up to the connection's) stays small.
+        Box::pin(self.miss(key, exchange)).await
+    }
+
+    async fn miss<E, F, Fut>(&self, key: Key, exchange: F) -> Result<(Arc<Entry>, Lookup), Arc<E>>
+    where
+        E: Send + Sync + 'static,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Arc<Entry>, E>>,
+    {
         for _ in 0..2 {
             let entry = self.inner.entry(key).or_try_insert_with(exchange()).await?;
             let lookup = if entry.is_fresh() {
