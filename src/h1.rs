@@ -13,6 +13,7 @@
 //! from then on through [`Proxy::handle`]. So the edge cases of HTTP/1.1 stay with hyper,
 //! and both engines apply one routing, token and rewrite code.
 
+use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -50,6 +51,8 @@ const BODY_MAX: usize = 64 * 1024;
 pub struct Settings {
     pub fallback: auto::Builder<TokioExecutor>,
     pub header_read: Duration,
+    /// Turns true when tokex starts draining.
+    pub stop: watch::Receiver<bool>,
 }
 
 /// A request head the engine will serve.
@@ -85,13 +88,14 @@ struct Conn {
     response_timer: Pin<Box<Sleep>>,
 }
 
-/// Serves one app connection until it closes or `stop` turns true.
-pub async fn serve(
-    proxy: Arc<Proxy>,
-    io: TcpStream,
-    settings: Arc<Settings>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// Serves one app connection until it closes or tokex drains.
+pub async fn serve(proxy: Arc<Proxy>, io: TcpStream, settings: Arc<Settings>) {
+    // One wait for the drain per connection, not per request: it stays registered.
+    let mut stop = settings.stop.clone();
+    let stopped = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    let mut stopped = std::pin::pin!(stopped);
     let mut conn = Conn {
         io,
         buf: BytesMut::with_capacity(READ_CHUNK),
@@ -104,24 +108,19 @@ pub async fn serve(
     loop {
         let deadline = Instant::now() + settings.header_read;
         conn.header_timer.as_mut().reset(deadline.into());
-        let next = next(
-            &mut conn.io,
-            &mut conn.buf,
-            conn.header_timer.as_mut(),
-            &mut stop,
-        )
-        .await;
+        let timer = conn.header_timer.as_mut();
+        let next = next(&mut conn.io, &mut conn.buf, timer, stopped.as_mut()).await;
         let parsed = match next {
             Next::Request(parsed) => parsed,
             Next::Done => return,
-            Next::HandOver => return hand_over(proxy, conn, &settings, stop).await,
+            Next::HandOver => return hand_over(proxy, conn, &settings).await,
         };
         let Some(plan) = proxy.plan(&parsed.req) else {
-            return hand_over(proxy, conn, &settings, stop).await;
+            return hand_over(proxy, conn, &settings).await;
         };
         conn.buf.advance(parsed.head_len);
         let body = conn.buf.split_to(parsed.body_len);
-        let close = parsed.close || *stop.borrow();
+        let close = parsed.close || *settings.stop.borrow();
         match conn.one(&proxy, &plan, parsed.req, &body, close).await {
             Ok(false) if !close => {}
             _ => return,
@@ -184,7 +183,7 @@ impl Conn {
             }
             Err(e) => {
                 plan.report(proxy, &method, Err(&e), started);
-                error_response(&mut self.out, &e, close);
+                error_response(&mut self.out, &e, method == Method::HEAD, close);
                 self.io.write_all(&self.out).await?;
                 Ok(false)
             }
@@ -215,17 +214,21 @@ fn request_head(
     out.extend_from_slice(b"\r\n");
 }
 
-fn error_response(out: &mut Vec<u8>, e: &ProxyError, close: bool) {
+/// The SPEC §5 response for `e`; a HEAD request gets the head alone.
+fn error_response(out: &mut Vec<u8>, e: &ProxyError, head_request: bool, close: bool) {
     let (status, headers, body) = e.response_parts();
     out.clear();
     wire::status_line(out, status);
     wire::fields(out, &headers);
     wire::field(out, b"content-length", body.len().to_string().as_bytes());
+    wire::date(out);
     if close {
         wire::field(out, b"connection", b"close");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&body);
+    if !head_request {
+        out.extend_from_slice(&body);
+    }
 }
 
 /// Reads until `buf` starts with a complete request head the engine takes.
@@ -233,7 +236,7 @@ async fn next(
     io: &mut TcpStream,
     buf: &mut BytesMut,
     mut deadline: Pin<&mut Sleep>,
-    stop: &mut watch::Receiver<bool>,
+    mut stopped: Pin<&mut impl Future<Output = ()>>,
 ) -> Next {
     loop {
         if !buf.is_empty() {
@@ -252,7 +255,7 @@ async fn next(
                 Ok(0) | Err(_) => return Next::Done,
                 Ok(_) => {}
             },
-            _ = stop.wait_for(|stopped| *stopped), if buf.is_empty() => return Next::Done,
+            () = stopped.as_mut(), if buf.is_empty() => return Next::Done,
             () = deadline.as_mut() => {
                 tracing::debug!("no complete request head within client_header_read; closing");
                 return Next::Done;
@@ -315,12 +318,8 @@ fn parse(buf: &BytesMut) -> Result<Option<Parsed>, ()> {
 
 /// Gives the connection to hyper, bytes already read first, until it closes or `stop`
 /// asks for a graceful close.
-async fn hand_over(
-    proxy: Arc<Proxy>,
-    conn: Conn,
-    settings: &Settings,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn hand_over(proxy: Arc<Proxy>, conn: Conn, settings: &Settings) {
+    let mut stop = settings.stop.clone();
     let io = TokioIo::new(Rewind {
         read: conn.buf.freeze(),
         io: conn.io,

@@ -62,13 +62,14 @@ pub async fn run(proxy: Arc<Proxy>, listeners: Listeners, shutdown: impl Future<
         .timer(TokioTimer::new())
         .header_read_timeout(config.timeouts.client_header_read);
     builder.http2().timer(TokioTimer::new());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let settings = Arc::new(crate::h1::Settings {
         fallback: builder,
         header_read: config.timeouts.client_header_read,
+        stop: stopped,
     });
     let max_connections = config.limits.max_connections;
     let connections = Arc::new(Semaphore::new(max_connections as usize));
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     proxy.set_ready(true);
     tracing::info!(listen = %listeners.proxy.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), "tokex ready");
     tokio::pin!(shutdown);
@@ -87,7 +88,7 @@ pub async fn run(proxy: Arc<Proxy>, listeners: Listeners, shutdown: impl Future<
                 let _ = stream.set_nodelay(true);
                 match connections.clone().try_acquire_owned() {
                     Ok(permit) => {
-                        let serving = crate::h1::serve(proxy.clone(), stream, settings.clone(), stopped.clone());
+                        let serving = crate::h1::serve(proxy.clone(), stream, settings.clone());
                         tokio::spawn(async move {
                             serving.await;
                             drop(permit);

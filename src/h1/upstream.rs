@@ -323,10 +323,15 @@ fn parse_head(
         out.clear();
         wire::status_line(out, status);
         let hop_by_hop = wire::HopByHop::of(res.headers);
+        let mut dated = false;
         for h in res.headers.iter() {
             if !hop_by_hop.contains(h.name) {
                 wire::field(out, h.name.as_bytes(), h.value);
+                dated |= h.name.eq_ignore_ascii_case("date");
             }
+        }
+        if !dated {
+            wire::date(out);
         }
         if framing == Framing::Chunked {
             wire::field(out, b"transfer-encoding", b"chunked");

@@ -112,10 +112,12 @@ impl<'a, 'h> HopByHop<'a, 'h> {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        HOP_BY_HOP
-            .iter()
-            .any(|h| h.as_str().len() == name.len() && name.eq_ignore_ascii_case(h.as_str()))
-            || name.eq_ignore_ascii_case("te")
+        // The lengths of the fixed names: most fields are ruled out without comparing.
+        matches!(name.len(), 2 | 7 | 10 | 16..=19)
+            && (HOP_BY_HOP
+                .iter()
+                .any(|h| h.as_str().len() == name.len() && name.eq_ignore_ascii_case(h.as_str()))
+                || name.eq_ignore_ascii_case("te"))
             || self.connection
                 && self
                     .headers
@@ -139,6 +141,27 @@ pub fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Appends a `Date` field with the current time (RFC 9110 §6.6.1: a response tokex makes,
+/// or relays without one, gets one). Formatted at most once a second per thread.
+pub fn date(out: &mut Vec<u8>) {
+    thread_local! {
+        static CACHED: std::cell::RefCell<(u64, String)> = const {
+            std::cell::RefCell::new((0, String::new()))
+        };
+    }
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    CACHED.with_borrow_mut(|(at, text)| {
+        if *at != secs || text.is_empty() {
+            *text = httpdate::fmt_http_date(now);
+            *at = secs;
+        }
+        field(out, b"date", text.as_bytes());
+    });
 }
 
 pub fn fields(out: &mut Vec<u8>, headers: &HeaderMap) {
@@ -382,6 +405,17 @@ mod tests {
     }
 
     #[test]
+    fn date_field_is_an_http_date() {
+        let mut out = Vec::new();
+        date(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        let value = text.strip_prefix("date: ").unwrap().trim_end();
+        let parsed = httpdate::parse_http_date(value).unwrap();
+        let skew = std::time::SystemTime::now().duration_since(parsed).unwrap();
+        assert!(skew < std::time::Duration::from_secs(2), "{text}");
+    }
+
+    #[test]
     fn hop_by_hop_response_fields() {
         let h = [
             header("Connection", "x-internal"),
@@ -393,5 +427,12 @@ mod tests {
         assert!(hop.contains("transfer-encoding"));
         assert!(!hop.contains("content-type"));
         assert!(!HopByHop::of(&[]).contains("x-internal"));
+        for name in HOP_BY_HOP
+            .iter()
+            .map(|h| h.as_str())
+            .chain(["te", "TE", "Upgrade"])
+        {
+            assert!(HopByHop::of(&[]).contains(name), "{name}");
+        }
     }
 }

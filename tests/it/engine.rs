@@ -411,3 +411,32 @@ async fn expect_continue_and_http10_are_served() {
     assert!(text.starts_with("HTTP/1.0 200 OK"), "{text}");
     assert!(text.contains("narrowed-1"), "{text}");
 }
+
+/// A refusal to a HEAD request is a head alone (the connection stays in sync for the
+/// next request), and every response, made or relayed, carries a `Date`.
+#[tokio::test]
+async fn head_refusal_has_no_body_and_responses_are_dated() {
+    let up = Scripted::start(|_, _, _| Act::Reply(vec![OK])).await;
+    let (_as, tokex) = with_route(&up.url()).await;
+    let mut app = App::connect(&tokex).await;
+    app.send("HEAD /x HTTP/1.1\r\nHost: echo.internal\r\n\r\n")
+        .await;
+    app.send(&get_req("/y")).await;
+    let text = app.read_until("\r\n\r\nok", 1).await;
+    let (refusal, relayed) = text.split_at(text.find("HTTP/1.1 200").expect("second response"));
+    assert!(
+        refusal.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
+        "{text}"
+    );
+    assert!(
+        refusal.contains("tokex-error: missing_token\r\n"),
+        "{refusal}"
+    );
+    assert!(
+        refusal.ends_with("\r\n\r\n"),
+        "no body after the head: {refusal:?}"
+    );
+    for response in [refusal, relayed] {
+        assert!(response.contains("\r\ndate: "), "{response}");
+    }
+}
