@@ -24,7 +24,8 @@
 #   contention with wrk and the upstream on 2 cores).
 #
 # Knobs (environment):
-#   BENCH_DURATION=10s  BENCH_CONNECTIONS=32  BENCH_THREADS=2  BENCH_WARMUP=2s
+#   BENCH_DURATION=5s   BENCH_CONNECTIONS=32  BENCH_THREADS=2  BENCH_WARMUP=2s
+#   BENCH_ROUNDS=5            rounds; each runs every target once, in turn
 #   BENCH_WORKERS=1           nginx proxy worker_processes and tokex TOKIO_WORKER_THREADS
 #   BENCH_UPSTREAM_WORKERS=1  upstream nginx worker_processes
 #   BENCH_SKIP_TOKEX=1        skip the tokex row (no tokex binary needed)
@@ -44,7 +45,8 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 BENCH_DIR="$ROOT/target/bench"
 
-DURATION=${BENCH_DURATION:-10s}
+DURATION=${BENCH_DURATION:-5s}
+ROUNDS=${BENCH_ROUNDS:-5}
 CONNS=${BENCH_CONNECTIONS:-32}
 THREADS=${BENCH_THREADS:-2}
 WARMUP=${BENCH_WARMUP:-2s}
@@ -63,7 +65,7 @@ die() { local code=$1; shift; printf '[bench] error: %s\n' "$*" >&2; exit "$code
 # ---------------------------------------------------------------------------------------------
 # Argument checks (before anything is started or installed)
 # ---------------------------------------------------------------------------------------------
-for v in CONNS THREADS WORKERS UPSTREAM_WORKERS; do
+for v in CONNS THREADS WORKERS UPSTREAM_WORKERS ROUNDS; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die 1 "$v must be a positive integer (got '${!v}')"
 done
 for v in DURATION WARMUP; do
@@ -375,11 +377,37 @@ run_wrk() {   # target duration outfile
   fi
 }
 
+# The processes whose CPU time is charged to a target: nginx's worker(s), or tokex.
+declare -A CPU_PIDS
+CPU_PIDS[direct]=$(pgrep -P "$UP_PID" | tr '\n' ' ')
+CPU_PIDS[nginx]=$(pgrep -P "$NGX_PID" | tr '\n' ' ')
+[[ $SKIP_TOKEX != 1 ]] && CPU_PIDS[tokex]=$TOKEX_PID
+
+cpu_ticks() {   # utime stime, summed over the given pids
+  local u=0 s=0 pid a b
+  for pid in "$@"; do
+    read -r a b < <(awk '{print $14, $15}' "/proc/$pid/stat")
+    u=$((u + a)); s=$((s + b))
+  done
+  echo "$u $s"
+}
+
 for t in "${TARGETS[@]}"; do
   log "warm-up $t ($WARMUP) ..."
   run_wrk "$t" "$WARMUP" "$BENCH_DIR/wrk-$t-warmup.txt"
-  log "measuring $t ($DURATION) ..."
-  run_wrk "$t" "$DURATION" "$BENCH_DIR/wrk-$t.txt"
+done
+# Rounds alternate the targets, so a slow spell of this (shared) machine hits all of
+# them alike; the report takes medians and the per-round tokex/nginx ratio.
+for ((r = 1; r <= ROUNDS; r++)); do
+  for t in "${TARGETS[@]}"; do
+    log "round $r/$ROUNDS: $t ($DURATION) ..."
+    # shellcheck disable=SC2086
+    read -r u0 s0 < <(cpu_ticks ${CPU_PIDS[$t]})
+    run_wrk "$t" "$DURATION" "$BENCH_DIR/wrk-$t-$r.txt"
+    # shellcheck disable=SC2086
+    read -r u1 s1 < <(cpu_ticks ${CPU_PIDS[$t]})
+    echo "$((u1 - u0)) $((s1 - s0))" >"$BENCH_DIR/cpu-$t-$r.txt"
+  done
 done
 
 # ---------------------------------------------------------------------------------------------
@@ -387,22 +415,57 @@ done
 # ---------------------------------------------------------------------------------------------
 INVALID=0
 ROWS=()
+declare -A MEDIAN_RPS
 for t in "${TARGETS[@]}"; do
-  f="$BENCH_DIR/wrk-$t.txt"
-  rps=$(awk '/^Requests\/sec:/ {print $2}' "$f")
-  p50=$(awk '$1 == "50%" {print $2}' "$f")
-  p99=$(awk '$1 == "99%" {print $2}' "$f")
-  total=$(awk '/ requests in / {print $1}' "$f")
-  non2xx=$(awk -F': *' '/Non-2xx or 3xx responses/ {print $2}' "$f")
-  sockerr=$(sed -n 's/^ *Socket errors: *//p' "$f")
-  [[ -n $rps && -n $p50 && -n $p99 ]] || { cat "$f" >&2; die 1 "could not parse wrk output $f"; }
-  if [[ -n $non2xx && $non2xx != 0 ]]; then
-    log "WARNING: $t: $non2xx of $total responses were not 2xx/3xx (see $f)"
-    INVALID=1
-  fi
-  [[ -n $sockerr ]] && log "WARNING: $t: socket errors: $sockerr"
-  ROWS+=("| ${LABEL[$t]} | $rps | $p50 | $p99 |")
+  for ((r = 1; r <= ROUNDS; r++)); do
+    f="$BENCH_DIR/wrk-$t-$r.txt"
+    non2xx=$(awk -F': *' '/Non-2xx or 3xx responses/ {print $2}' "$f")
+    sockerr=$(sed -n 's/^ *Socket errors: *//p' "$f")
+    if [[ -n $non2xx && $non2xx != 0 ]]; then
+      log "WARNING: $t round $r: $non2xx responses were not 2xx/3xx (see $f)"
+      INVALID=1
+    fi
+    [[ -n $sockerr ]] && log "WARNING: $t round $r: socket errors: $sockerr"
+  done
+  # One line per round: rps p50 p99 requests user-ticks sys-ticks; the median round by rps.
+  row=$(for ((r = 1; r <= ROUNDS; r++)); do
+      f="$BENCH_DIR/wrk-$t-$r.txt"
+      printf '%s %s %s %s %s\n' \
+        "$(awk '/^Requests\/sec:/ {print $2}' "$f")" \
+        "$(awk '$1 == "50%" {print $2}' "$f")" \
+        "$(awk '$1 == "99%" {print $2}' "$f")" \
+        "$(awk '/ requests in / {print $1}' "$f")" \
+        "$(cat "$BENCH_DIR/cpu-$t-$r.txt")"
+    done | python3 -c '
+import statistics, sys
+tck = int(sys.argv[1])
+rows = [l.split() for l in sys.stdin if l.strip()]
+if not rows or any(len(r) != 6 for r in rows):
+    sys.exit("could not parse wrk output")
+rows.sort(key=lambda r: float(r[0]))
+mid = rows[len(rows) // 2]
+rps = " / ".join(f"{float(r[0]) / 1000:.1f}k" for r in rows)
+user = statistics.median(int(r[4]) / tck * 1e6 / int(r[3]) for r in rows)
+sys_ = statistics.median(int(r[5]) / tck * 1e6 / int(r[3]) for r in rows)
+print(f"{float(mid[0]):.0f}|{mid[1]}|{mid[2]}|{user:.2f} + {sys_:.2f}|{rps}")
+' "$(getconf CLK_TCK)") || die 1 "could not parse the wrk outputs of $t"
+  IFS='|' read -r rps p50 p99 cpu all <<<"$row"
+  MEDIAN_RPS[$t]=$rps
+  ROWS+=("| ${LABEL[$t]} | $rps | $p50 | $p99 | $cpu | $all |")
 done
+
+RATIO=""
+if [[ $SKIP_TOKEX != 1 ]]; then
+  RATIO=$(for ((r = 1; r <= ROUNDS; r++)); do
+      printf '%s %s\n' "$(awk '/^Requests\/sec:/ {print $2}' "$BENCH_DIR/wrk-tokex-$r.txt")" \
+        "$(awk '/^Requests\/sec:/ {print $2}' "$BENCH_DIR/wrk-nginx-$r.txt")"
+    done | python3 -c '
+import statistics, sys
+ratios = sorted(float(a) / float(b) for a, b in (l.split() for l in sys.stdin if l.strip()))
+rounds = ", ".join("%.2f" % x for x in ratios)
+print("%.2f (rounds: %s)" % (statistics.median(ratios), rounds))
+')
+fi
 
 if [[ $SKIP_TOKEX != 1 ]]; then
   N_AS=$(as_count || echo '?')
@@ -419,11 +482,12 @@ if [[ $SKIP_TOKEX != 1 ]]; then
 fi
 
 echo
-echo "wrk -t$THREADS -c$CONNS -d$DURATION, $(nproc) cores, proxy workers=$WORKERS, upstream workers=$UPSTREAM_WORKERS"
+echo "wrk -t$THREADS -c$CONNS -d$DURATION x $ROUNDS rounds, $(nproc) cores, proxy workers=$WORKERS, upstream workers=$UPSTREAM_WORKERS"
 echo
-echo "| target | req/s | p50 | p99 |"
-echo "| --- | ---: | ---: | ---: |"
+echo "| target | req/s (median) | p50 | p99 | CPU µs/request (user + sys) | req/s per round |"
+echo "| --- | ---: | ---: | ---: | ---: | --- |"
 printf '%s\n' "${ROWS[@]}"
+[[ -n $RATIO ]] && echo && echo "tokex / nginx throughput, median of per-round ratios: $RATIO"
 [[ $SKIP_TOKEX == 1 ]] && echo && echo "(tokex skipped: BENCH_SKIP_TOKEX=1)"
 echo
 echo "raw wrk outputs, configs and logs: $BENCH_DIR/"
