@@ -16,8 +16,9 @@
 #   The upstream and the nginx proxy are two *separate* nginx instances (own prefix, config, pid
 #   file, logs and temp paths under target/bench/), so the proxy nginx's workers never serve the
 #   upstream's requests themselves. Both run `worker_processes 1` by default, and tokex gets
-#   the same: TOKIO_WORKER_THREADS=1 (honoured when tokex uses tokio's default multi-thread
-#   runtime builder; the script prints tokex's OS thread count so you can check). So each proxy
+#   the same: TOKIO_WORKER_THREADS=1, which runs tokex on tokio's current-thread runtime (more
+#   than 1 gives the multi-thread runtime with that many workers; the script prints tokex's
+#   OS thread count so you can check). So each proxy
 #   path is: wrk (BENCH_THREADS threads) + one proxy worker + one upstream worker on this
 #   2-core machine, and both proxies get exactly the same CPU budget.
 #   BENCH_WORKERS=2 gives both proxies 2 workers/threads instead (more throughput, more

@@ -11,10 +11,7 @@ fn main() -> ExitCode {
     // libraries that would otherwise look for one and panic.
     let _ = rustls::crypto::ring::default_provider().install_default();
     tokex::telemetry::init(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -34,4 +31,17 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// tokio's own `TOKIO_WORKER_THREADS` sizes the runtime. At 1, tokex runs on the
+/// current-thread scheduler: the same single thread of work without the multi-thread
+/// scheduler's cross-thread bookkeeping (less CPU per request in `scripts/bench.sh`).
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let one = std::env::var("TOKIO_WORKER_THREADS").is_ok_and(|v| v.trim() == "1");
+    let mut builder = if one {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all().build()
 }

@@ -154,8 +154,10 @@ async fn trace_logs_carry_no_secrets_and_proxy_env_is_ignored() {
         &format!("listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n{yaml}"),
     );
     let dead = "http://127.0.0.1:9";
+    // One worker thread: the binary runs on the current-thread runtime (src/main.rs).
     let env = [
         ("RUST_LOG", "trace"),
+        ("TOKIO_WORKER_THREADS", "1"),
         ("HTTP_PROXY", dead),
         ("HTTPS_PROXY", dead),
         ("ALL_PROXY", dead),
