@@ -397,10 +397,13 @@ for t in "${TARGETS[@]}"; do
   log "warm-up $t ($WARMUP) ..."
   run_wrk "$t" "$WARMUP" "$BENCH_DIR/wrk-$t-warmup.txt"
 done
-# Rounds alternate the targets, so a slow spell of this (shared) machine hits all of
-# them alike; the report takes medians and the per-round tokex/nginx ratio.
+# Rounds alternate the targets (in a rotating order), so a slow spell of this shared
+# machine hits all of them alike; the report takes medians and the per-round
+# tokex/nginx ratio.
 for ((r = 1; r <= ROUNDS; r++)); do
-  for t in "${TARGETS[@]}"; do
+  # Each round starts at a different target, so no target always follows the same one.
+  for ((k = 0; k < ${#TARGETS[@]}; k++)); do
+    t=${TARGETS[$(((r + k) % ${#TARGETS[@]}))]}
     log "round $r/$ROUNDS: $t ($DURATION) ..."
     # shellcheck disable=SC2086
     read -r u0 s0 < <(cpu_ticks ${CPU_PIDS[$t]})
