@@ -15,6 +15,8 @@
 //! - [`error`]: the SPEC §5 table: every failure as a response.
 //! - [`resilience`]: the circuit breaker and retry budget per authority.
 //! - [`proxy`]: the request path, step by step, over a hot-swappable config snapshot.
+//! - [`h1`]: the HTTP/1.1 engine: the hot path to plain-`http` upstreams, with hand-over
+//!   to hyper for everything else.
 //! - [`server`]: the egress listener, connection limits and graceful shutdown.
 //! - [`admin`]: `/healthz`, `/readyz` and `/metrics`.
 //! - [`audit`]: one structured event per exchange and refusal.
