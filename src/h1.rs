@@ -60,6 +60,8 @@ struct Parsed {
     req: Request<()>,
     head_len: usize,
     body_len: usize,
+    /// Whether the request declared a Content-Length (the engine writes its own).
+    has_length: bool,
     close: bool,
 }
 
@@ -120,8 +122,9 @@ pub async fn serve(proxy: Arc<Proxy>, io: TcpStream, settings: Arc<Settings>) {
         };
         conn.buf.advance(parsed.head_len);
         let body = conn.buf.split_to(parsed.body_len);
+        let body = parsed.has_length.then_some(&body[..]);
         let close = parsed.close || *settings.stop.borrow();
-        match conn.one(&proxy, &plan, parsed.req, &body, close).await {
+        match conn.one(&proxy, &plan, parsed.req, body, close).await {
             Ok(false) if !close => {}
             _ => return,
         }
@@ -135,7 +138,7 @@ impl Conn {
         proxy: &Proxy,
         plan: &Planned,
         req: Request<()>,
-        body: &[u8],
+        body: Option<&[u8]>,
         close: bool,
     ) -> io::Result<bool> {
         let started = Instant::now();
@@ -148,8 +151,7 @@ impl Conn {
             let (mut parts, ()) = req.into_parts();
             forward::upstream_headers(&mut parts.headers, route, credential);
             let authority = &route.upstream.authority;
-            request_head(out, &parts, &plan.path, authority);
-            out.extend_from_slice(body);
+            request_head(out, &mut parts, &plan.path, authority, body);
             let timeouts = plan.timeouts();
             let outgoing = Outgoing {
                 authority,
@@ -193,12 +195,16 @@ impl Conn {
 
 /// Writes the upstream request head: origin-form target (routing built it from the
 /// app's already-parsed target and the configured base path), `Host` from the upstream
-/// URL (without the default port, as hyper's client writes it), the rewritten fields.
+/// URL (without the default port, as hyper's client writes it), the rewritten fields,
+/// then the body. The framing is the engine's own: a `Connection` field naming
+/// Content-Length must not leave the body unframed, where it would read as a request of
+/// its own.
 fn request_head(
     out: &mut Vec<u8>,
-    parts: &http::request::Parts,
+    parts: &mut http::request::Parts,
     target: &str,
     authority: &http::uri::Authority,
+    body: Option<&[u8]>,
 ) {
     out.clear();
     out.extend_from_slice(parts.method.as_str().as_bytes());
@@ -210,8 +216,13 @@ fn request_head(
         _ => authority.as_str(),
     };
     wire::field(out, b"host", host.as_bytes());
+    parts.headers.remove(http::header::CONTENT_LENGTH);
     wire::fields(out, &parts.headers);
+    if let Some(body) = body {
+        wire::content_length(out, body.len() as u64);
+    }
     out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.unwrap_or_default());
 }
 
 /// The SPEC §5 response for `e`; a HEAD request gets the head alone.
@@ -220,7 +231,7 @@ fn error_response(out: &mut Vec<u8>, e: &ProxyError, head_request: bool, close: 
     out.clear();
     wire::status_line(out, status);
     wire::fields(out, &headers);
-    wire::field(out, b"content-length", body.len().to_string().as_bytes());
+    wire::content_length(out, body.len() as u64);
     wire::date(out);
     if close {
         wire::field(out, b"connection", b"close");
@@ -297,6 +308,7 @@ fn parse(buf: &BytesMut) -> Result<Option<Parsed>, ()> {
         }
         headers.append(name, HeaderValue::from_bytes(h.value).map_err(|_| ())?);
     }
+    let has_length = body_len.is_some();
     let body_len = body_len.unwrap_or(0);
     if body_len > BODY_MAX || buf.len() < head_len + body_len {
         return Err(());
@@ -312,6 +324,7 @@ fn parse(buf: &BytesMut) -> Result<Option<Parsed>, ()> {
         req: request,
         head_len,
         body_len,
+        has_length,
         close,
     }))
 }
@@ -327,7 +340,10 @@ async fn hand_over(proxy: Arc<Proxy>, conn: Conn, settings: &Settings) {
     let svc = service_fn(move |req| proxy.clone().handle(req));
     let conn = settings.fallback.serve_connection(io, svc);
     tokio::pin!(conn);
+    // The connection first: a request already read must be served even when the drain
+    // has begun (a graceful shutdown before it is parsed would drop it).
     tokio::select! {
+        biased;
         result = conn.as_mut() => {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");

@@ -318,14 +318,21 @@ fn parse_head(
             buf.advance(len);
             continue;
         }
-        let (framing, reusable) =
-            wire::response_framing(head_request, code, res.headers).map_err(|e| malformed(e.0))?;
+        let http10 = res.version == Some(0);
+        let (framing, reusable) = wire::response_framing(head_request, code, http10, res.headers)
+            .map_err(|e| malformed(e.0))?;
         out.clear();
         wire::status_line(out, status);
+        // Content-Length and Transfer-Encoding are the engine's to write, from the framing
+        // it relays by: a `Connection` naming one of them must not unframe the response.
         let hop_by_hop = wire::HopByHop::of(res.headers);
-        let mut dated = false;
+        let (mut dated, mut length, mut codings) = (false, None, Vec::new());
         for h in res.headers.iter() {
-            if !hop_by_hop.contains(h.name) {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                length = length.or(wire::parse_length(h.value));
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                codings.push(h.value);
+            } else if !hop_by_hop.contains(h.name) {
                 wire::field(out, h.name.as_bytes(), h.value);
                 dated |= h.name.eq_ignore_ascii_case("date");
             }
@@ -333,8 +340,21 @@ fn parse_head(
         if !dated {
             wire::date(out);
         }
-        if framing == Framing::Chunked {
-            wire::field(out, b"transfer-encoding", b"chunked");
+        match framing {
+            Framing::Length(n) => wire::content_length(out, n),
+            // HEAD and 304 describe the body they would have had; 204 and 1xx have none.
+            Framing::Empty if head_request || code == 304 => {
+                if let Some(n) = length {
+                    wire::content_length(out, n);
+                }
+            }
+            Framing::Empty => {}
+            // The codings are relayed as they are, so the app can undo them.
+            Framing::Chunked | Framing::Close => {
+                for coding in codings {
+                    wire::field(out, b"transfer-encoding", coding);
+                }
+            }
         }
         if framing == Framing::Close || close_client {
             wire::field(out, b"connection", b"close");

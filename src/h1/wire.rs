@@ -23,16 +23,17 @@ pub enum Framing {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Malformed(pub &'static str);
 
-/// The framing of a response to a request with `method`. The second value says whether
-/// the upstream connection may carry another request afterwards.
+/// The framing of a response (`http10`: the upstream answered as HTTP/1.0). The second
+/// value says whether the upstream connection may carry another request afterwards.
 pub fn response_framing(
     head_request: bool,
     status: u16,
+    http10: bool,
     headers: &[httparse::Header<'_>],
 ) -> Result<(Framing, bool), Malformed> {
     let mut length: Option<u64> = None;
     let mut transfer_coding: Option<&[u8]> = None;
-    let mut close = false;
+    let (mut close, mut keep_alive) = (false, false);
     for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
             let n = parse_length(h.value).ok_or(Malformed("invalid Content-Length"))?;
@@ -44,17 +45,20 @@ pub fn response_framing(
             transfer_coding = Some(h.value);
         } else if h.name.eq_ignore_ascii_case("connection") {
             close |= list_has(h.value, b"close");
+            keep_alive |= list_has(h.value, b"keep-alive");
         }
     }
-    let reusable = !close;
+    // HTTP/1.0 closes unless it says otherwise (RFC 9112 §9.3).
+    let reusable = !close && (!http10 || keep_alive);
     if head_request || status < 200 || status == 204 || status == 304 {
         return Ok((Framing::Empty, reusable));
     }
     match (transfer_coding, length) {
-        // Both at once is how smuggling starts: relay by the coding, never reuse.
+        // Both at once is how smuggling starts: relay by the coding, never reuse. An
+        // HTTP/1.0 server has no business sending a coding: faulty, so until close.
         (Some(coding), l) => {
             let last = coding.rsplit(|&b| b == b',').next().unwrap_or_default();
-            if trim(last).eq_ignore_ascii_case(b"chunked") {
+            if !http10 && trim(last).eq_ignore_ascii_case(b"chunked") {
                 Ok((Framing::Chunked, reusable && l.is_none()))
             } else {
                 Ok((Framing::Close, false))
@@ -164,6 +168,22 @@ pub fn date(out: &mut Vec<u8>) {
     });
 }
 
+/// A `Content-Length` field, formatted without allocating.
+pub fn content_length(out: &mut Vec<u8>, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    field(out, b"content-length", &digits[at..]);
+}
+
 pub fn fields(out: &mut Vec<u8>, headers: &HeaderMap) {
     for (name, value) in headers {
         field(out, name.as_str().as_bytes(), value.as_bytes());
@@ -184,6 +204,8 @@ pub struct Chunked {
 enum State {
     #[default]
     Size,
+    /// Whitespace after the size: only more of it, `;` or CR may follow.
+    SizeWs,
     Extension,
     SizeLf,
     Data,
@@ -215,8 +237,15 @@ impl Chunked {
                         self.size = self.size << 4 | digit;
                         self.digits += 1;
                     }
-                    b';' | b' ' | b'\t' if self.digits > 0 => self.enter(State::Extension),
+                    b';' if self.digits > 0 => self.enter(State::Extension),
+                    b' ' | b'\t' if self.digits > 0 => self.state = State::SizeWs,
                     b'\r' if self.digits > 0 => self.state = State::SizeLf,
+                    _ => return Err(Malformed("invalid chunk size")),
+                },
+                State::SizeWs => match b {
+                    b' ' | b'\t' => {}
+                    b';' => self.enter(State::Extension),
+                    b'\r' => self.state = State::SizeLf,
                     _ => return Err(Malformed("invalid chunk size")),
                 },
                 State::Extension => match b {
@@ -251,6 +280,9 @@ impl Chunked {
                 }
                 State::DataCr | State::DataLf => return Err(Malformed("chunk data without CRLF")),
                 State::TrailerStart if b == b'\r' => self.state = State::EndLf,
+                State::TrailerStart if b == b'\n' => {
+                    return Err(Malformed("bare LF after the last chunk"));
+                }
                 State::TrailerStart => {
                     self.enter(State::Trailer);
                     self.count_line()?;
@@ -303,25 +335,28 @@ mod tests {
     fn framing_table() {
         let cl = [header("Content-Length", "5")];
         assert_eq!(
-            response_framing(false, 200, &cl),
+            response_framing(false, 200, false, &cl),
             Ok((Framing::Length(5), true))
         );
-        assert_eq!(response_framing(true, 200, &cl), Ok((Framing::Empty, true)));
         assert_eq!(
-            response_framing(false, 204, &[]),
+            response_framing(true, 200, false, &cl),
             Ok((Framing::Empty, true))
         );
         assert_eq!(
-            response_framing(false, 304, &cl),
+            response_framing(false, 204, false, &[]),
             Ok((Framing::Empty, true))
         );
         assert_eq!(
-            response_framing(false, 200, &[]),
+            response_framing(false, 304, false, &cl),
+            Ok((Framing::Empty, true))
+        );
+        assert_eq!(
+            response_framing(false, 200, false, &[]),
             Ok((Framing::Close, false))
         );
         let te = [header("Transfer-Encoding", "gzip, chunked")];
         assert_eq!(
-            response_framing(false, 200, &te),
+            response_framing(false, 200, false, &te),
             Ok((Framing::Chunked, true))
         );
         let both = [
@@ -329,12 +364,12 @@ mod tests {
             header("Content-Length", "3"),
         ];
         assert_eq!(
-            response_framing(false, 200, &both),
+            response_framing(false, 200, false, &both),
             Ok((Framing::Chunked, false))
         );
         let other = [header("Transfer-Encoding", "gzip")];
         assert_eq!(
-            response_framing(false, 200, &other),
+            response_framing(false, 200, false, &other),
             Ok((Framing::Close, false))
         );
         let close = [
@@ -342,20 +377,20 @@ mod tests {
             header("Content-Length", "0"),
         ];
         assert_eq!(
-            response_framing(false, 200, &close),
+            response_framing(false, 200, false, &close),
             Ok((Framing::Length(0), false))
         );
         for bad in ["-1", "1 2", "", "0x10", "99999999999999999999"] {
-            assert!(response_framing(false, 200, &[header("Content-Length", bad)]).is_err());
+            assert!(response_framing(false, 200, false, &[header("Content-Length", bad)]).is_err());
         }
         let twice = [header("Content-Length", "5"), header("Content-Length", "6")];
-        assert!(response_framing(false, 200, &twice).is_err());
+        assert!(response_framing(false, 200, false, &twice).is_err());
         let same = [
             header("Content-Length", "5"),
             header("Content-Length", " 5"),
         ];
         assert_eq!(
-            response_framing(false, 200, &same),
+            response_framing(false, 200, false, &same),
             Ok((Framing::Length(5), true))
         );
     }
@@ -376,7 +411,8 @@ mod tests {
     /// and bytes after the end are not consumed.
     #[test]
     fn chunked_end_at_every_split() {
-        let body = b"5;ext=\"a\"\r\nhello\r\n0A\r\n0123456789\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
+        let body =
+            b"5;ext=\"a\"\r\nhello\r\n0A \t;x\r\n0123456789\r\n0 \r\nx-trailer: 1\r\n\r\nNEXT";
         let end = body.len() - 4;
         for piece in 1..=body.len() {
             assert_eq!(scan_in_pieces(body, piece), Ok(Some(end)), "piece {piece}");
@@ -395,12 +431,23 @@ mod tests {
             b"11111111111111111\r\n",
             b"0\r\nbad\ntrailer\r\n\r\n",
             b"0\r\n\rX",
+            b"0\r\n\nX: y\r\n\r\n",
+            b"5 6\r\nhello\r\n",
         ] {
             assert!(
                 scan_in_pieces(bad, 1).is_err(),
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    #[test]
+    fn content_length_digits() {
+        for n in [0, 7, 10, 1234567890, u64::MAX] {
+            let mut out = Vec::new();
+            content_length(&mut out, n);
+            assert_eq!(out, format!("content-length: {n}\r\n").as_bytes());
         }
     }
 

@@ -440,3 +440,43 @@ async fn head_refusal_has_no_body_and_responses_are_dated() {
         assert!(response.contains("\r\ndate: "), "{response}");
     }
 }
+
+/// A `Connection` field naming Content-Length cannot unframe a message: the upstream
+/// gets the body as the POST's body (not as a request of its own carrying the app's
+/// token), and the app gets a response it can delimit on a connection that stays usable.
+#[tokio::test]
+async fn connection_naming_content_length_keeps_messages_framed() {
+    let up = Scripted::start(|path, _, _| match path {
+        "/named-length" => Act::Reply(vec![
+            b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nhello",
+        ]),
+        _ => Act::Reply(vec![OK]),
+    })
+    .await;
+    let (_as, tokex) = with_route(&up.url()).await;
+    let mut app = App::connect(&tokex).await;
+    let inner = "GET /admin HTTP/1.1\r\nHost: up\r\nAuthorization: Bearer RAW-APP-TOKEN\r\n\r\n";
+    app.send(&format!(
+        "POST /x HTTP/1.1\r\nHost: echo.internal\r\nAuthorization: Bearer app-token\r\nConnection: content-length\r\nContent-Length: {}\r\n\r\n{inner}",
+        inner.len()
+    ))
+    .await;
+    app.read_until("\r\n\r\nok", 1).await;
+    app.send(&get_req("/named-length")).await;
+    app.read_until("hello", 1).await;
+    app.send(&get_req("/after")).await;
+    let text = app.read_until("\r\n\r\nok", 2).await;
+    assert!(text.contains("content-length: 5\r\n"), "{text}");
+    let heads = up.heads();
+    assert_eq!(heads.len(), 3, "{heads:?}");
+    assert!(heads[0].starts_with("POST /x "), "{}", heads[0]);
+    assert!(
+        heads[0].contains(&format!("content-length: {}\r\n", inner.len())),
+        "{}",
+        heads[0]
+    );
+    assert!(
+        heads.iter().all(|h| !h.contains("RAW-APP-TOKEN")),
+        "{heads:?}"
+    );
+}
