@@ -249,14 +249,22 @@ async fn next(
     mut deadline: Pin<&mut Sleep>,
     mut stopped: Pin<&mut impl Future<Output = ()>>,
 ) -> Next {
+    // Bytes already known to hold no end of head: a head trickling in a byte at a time is
+    // scanned once, not parsed again from the start on every read.
+    let mut scanned: usize = 0;
     loop {
-        if !buf.is_empty() {
+        if buf.len() > HEAD_MAX {
+            return Next::HandOver;
+        }
+        let from = scanned.saturating_sub(3);
+        if buf.len() > from && ends_head(&buf[from..]) {
             match parse(buf) {
                 Ok(Some(parsed)) => return Next::Request(parsed),
-                Ok(None) if buf.len() <= HEAD_MAX => {}
-                _ => return Next::HandOver,
+                Ok(None) => {}
+                Err(()) => return Next::HandOver,
             }
         }
+        scanned = buf.len();
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_CHUNK);
         }
@@ -273,6 +281,15 @@ async fn next(
             }
         }
     }
+}
+
+/// Whether `bytes` hold the empty line that ends a head (CRLF, or the bare LF that
+/// httparse also accepts).
+fn ends_head(bytes: &[u8]) -> bool {
+    bytes
+        .windows(2)
+        .enumerate()
+        .any(|(i, w)| w == b"\n\n" || w == b"\n\r" && bytes.get(i + 2) == Some(&b'\n'))
 }
 
 /// `Ok(None)`: the head is incomplete. `Err`: hyper's to serve.
@@ -405,5 +422,20 @@ impl AsyncWrite for Rewind {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ends_head;
+
+    #[test]
+    fn head_end_is_found_in_every_form() {
+        assert!(ends_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(ends_head(b"GET / HTTP/1.1\nHost: a\n\n"));
+        assert!(ends_head(b"\n\r\n"));
+        assert!(!ends_head(b"GET / HTTP/1.1\r\nHost: a\r\n"));
+        assert!(!ends_head(b"\r\n\r"));
+        assert!(!ends_head(b""));
     }
 }
