@@ -123,7 +123,9 @@ pub async fn serve(proxy: Arc<Proxy>, io: TcpStream, settings: Arc<Settings>) {
         conn.buf.advance(parsed.head_len);
         let body = conn.buf.split_to(parsed.body_len);
         let body = parsed.has_length.then_some(&body[..]);
-        let close = parsed.close || *settings.stop.borrow();
+        // The drain's value only ever turns true, so a change means it began; reading the
+        // version takes no lock.
+        let close = parsed.close || settings.stop.has_changed().unwrap_or(true);
         match conn.one(&proxy, &plan, parsed.req, body, close).await {
             Ok(false) if !close => {}
             _ => return,

@@ -166,7 +166,8 @@ impl Proxy {
         });
         let (route, result) = match runtime.route(&req) {
             Err(e) => (None, Err(e)),
-            Ok((route, path)) => {
+            Ok((index, path)) => {
+                let route = &runtime.routes[index];
                 let forwarded = route.forward(&self, req, &path, traced.as_ref());
                 let result = match route.route.deadline {
                     None => forwarded.await,
@@ -243,11 +244,11 @@ impl Proxy {
         if runtime.otel.is_some() {
             return None;
         }
-        let (route, path) = runtime.route(req).ok()?;
-        let simple = route.route.upstream.scheme == http::uri::Scheme::HTTP
-            && !route.route.retry_on_401
-            && route.route.deadline.is_none();
-        let index = runtime.routes.iter().position(|r| std::ptr::eq(r, route))?;
+        let (index, path) = runtime.route(req).ok()?;
+        let route = &runtime.routes[index].route;
+        let simple = route.upstream.scheme == http::uri::Scheme::HTTP
+            && !route.retry_on_401
+            && route.deadline.is_none();
         simple.then_some(Planned {
             runtime,
             index,
@@ -370,19 +371,21 @@ impl Runtime {
     }
 
     /// Step 1: the first route that matches and the path to send upstream, or `no_route`.
-    fn route<B>(&self, req: &Request<B>) -> Result<(&RouteRuntime, String), ProxyError> {
+    /// The route's index, so a request can keep it with the snapshot it came from.
+    fn route<B>(&self, req: &Request<B>) -> Result<(usize, String), ProxyError> {
         let target = routing::target(req)?;
-        let route = self
+        let index = self
             .routes
             .iter()
-            .find(|r| routing::matches(&r.route, &target))
+            .position(|r| routing::matches(&r.route, &target))
             .ok_or_else(|| {
                 ProxyError::new(
                     Code::NoRoute,
                     "no route matches this request's host and path",
                 )
             })?;
-        Ok((route, routing::upstream_path(&route.route, &target)))
+        let path = routing::upstream_path(&self.routes[index].route, &target);
+        Ok((index, path))
     }
 }
 
@@ -466,14 +469,15 @@ impl RouteRuntime {
         traced: Option<&Traced>,
     ) -> Result<Response<Body>, ProxyError> {
         let credential = self.authorize(proxy, req.headers(), traced).await?;
-        let (Some(exchange), Some(value), Some((key, subject))) =
-            (&self.exchange, credential.value.clone(), credential.retry)
+        let (Some((key, subject)), Some(exchange), Some(value)) =
+            (credential.retry, &self.exchange, &credential.value)
         else {
             return self.send(req, path, credential.value).await;
         };
         if !retryable(&req) {
-            return self.send(req, path, Some(value)).await;
+            return self.send(req, path, credential.value).await;
         }
+        let value = value.clone();
         // Purge-and-retry: the request has no body, so it can be sent twice.
         let (parts, _) = req.into_parts();
         let build = |authorization: HeaderValue| {

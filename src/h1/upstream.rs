@@ -326,13 +326,11 @@ fn parse_head(
         // Content-Length and Transfer-Encoding are the engine's to write, from the framing
         // it relays by: a `Connection` naming one of them must not unframe the response.
         let hop_by_hop = wire::HopByHop::of(res.headers);
-        let (mut dated, mut length, mut codings) = (false, None, Vec::new());
+        let mut dated = false;
         for h in res.headers.iter() {
-            if h.name.eq_ignore_ascii_case("content-length") {
-                length = length.or(wire::parse_length(h.value));
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                codings.push(h.value);
-            } else if !hop_by_hop.contains(h.name) {
+            let framing_field = h.name.eq_ignore_ascii_case("content-length")
+                || h.name.eq_ignore_ascii_case("transfer-encoding");
+            if !framing_field && !hop_by_hop.contains(h.name) {
                 wire::field(out, h.name.as_bytes(), h.value);
                 dated |= h.name.eq_ignore_ascii_case("date");
             }
@@ -340,19 +338,24 @@ fn parse_head(
         if !dated {
             wire::date(out);
         }
+        let named = |name: &'static str| {
+            res.headers
+                .iter()
+                .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        };
         match framing {
             Framing::Length(n) => wire::content_length(out, n),
             // HEAD and 304 describe the body they would have had; 204 and 1xx have none.
             Framing::Empty if head_request || code == 304 => {
-                if let Some(n) = length {
+                if let Some(n) = named("content-length").find_map(|h| wire::parse_length(h.value)) {
                     wire::content_length(out, n);
                 }
             }
             Framing::Empty => {}
             // The codings are relayed as they are, so the app can undo them.
             Framing::Chunked | Framing::Close => {
-                for coding in codings {
-                    wire::field(out, b"transfer-encoding", coding);
+                for h in named("transfer-encoding") {
+                    wire::field(out, b"transfer-encoding", h.value);
                 }
             }
         }
