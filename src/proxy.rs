@@ -428,7 +428,7 @@ impl RouteRuntime {
         let extracted = bearer::extract_from(headers, source)
             .map_err(|e| ProxyError::new(Code::InvalidRequest, e.to_string()));
         if let Err(e) = &extracted {
-            self.audit(proxy, None, Err(e));
+            self.audit(proxy, None, false, Err(e));
         }
         let token = match extracted? {
             None if self.route.on_missing_token == MissingTokenPolicy::Forward => {
@@ -443,7 +443,7 @@ impl RouteRuntime {
             }
             None => {
                 let e = ProxyError::new(Code::MissingToken, "this route needs a bearer token");
-                self.audit(proxy, None, Err(&e));
+                self.audit(proxy, None, false, Err(&e));
                 return Err(e);
             }
             Some(token) => token,

@@ -3,7 +3,9 @@
 //! lookup (SPEC §4 steps 3 to 6).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use crate::bearer::unix_now;
 
 use http::HeaderValue;
 
@@ -11,7 +13,6 @@ use super::{Proxy, RouteExchange, RouteRuntime, Traced};
 use crate::bearer::{self, BearerToken};
 use crate::cache::{self, Entry, Key, Lookup};
 use crate::config::Route;
-use crate::config::file::MissingTokenPolicy;
 use crate::error::{Code, ProxyError};
 use crate::exchange::{self, ExchangeClient};
 
@@ -44,7 +45,7 @@ impl RouteRuntime {
         let subject_exp = bearer::jwt_exp(token.expose());
         if subject_exp.is_some_and(|exp| exp <= unix_now()) {
             let e = ProxyError::new(Code::InvalidToken, "the subject token has expired");
-            self.audit(proxy, Some(token.expose()), Err(&e));
+            self.audit(proxy, Some(token.expose()), false, Err(&e));
             return Err(e);
         }
         let key = exchange.keys.key(
@@ -70,11 +71,14 @@ impl RouteRuntime {
 
     /// Records the outcome of a token lookup or a refusal on the audit target: every
     /// exchange and every refusal, cache hits only when configured. The subject is
-    /// described only when an event is written.
+    /// described only when an event is written. `own_token`: the lookup was for tokex's
+    /// own `client_credentials` token (a request without a subject can also be refused
+    /// for the app's malformed one).
     pub(super) fn audit(
         &self,
         proxy: &Proxy,
         subject: Option<&str>,
+        own_token: bool,
         result: Result<&(Arc<Entry>, Lookup), &ProxyError>,
     ) {
         if !self.audit.enabled || matches!(result, Ok((_, Lookup::Hit)) if !self.audit.cache_hits) {
@@ -83,15 +87,7 @@ impl RouteRuntime {
         let described =
             subject.map(|t| crate::audit::Subject::of(t, || proxy.cache.fingerprint(t)));
         let (outcome, issued, cache) = match result {
-            Ok((entry, lookup)) => (
-                "ok",
-                Some(&entry.issued),
-                Some(if *lookup == Lookup::Hit {
-                    "hit"
-                } else {
-                    "miss"
-                }),
-            ),
+            Ok((entry, lookup)) => ("ok", Some(&entry.issued), Some(lookup.as_str())),
             Err(e) => (e.code.as_str(), None, None),
         };
         crate::audit::Event {
@@ -101,8 +97,7 @@ impl RouteRuntime {
             issued,
             outcome,
             cache,
-            own_token: subject.is_none()
-                && self.route.on_missing_token == MissingTokenPolicy::ClientCredentials,
+            own_token,
         }
         .emit();
     }
@@ -128,7 +123,7 @@ impl RouteRuntime {
             })
             .await;
         let result = self.account(proxy, exchange, key, subject, subject_exp, result);
-        self.audit(proxy, subject, result.as_ref());
+        self.audit(proxy, subject, subject.is_none(), result.as_ref());
         note_lookup(traced, result.as_ref());
         result.map(|(entry, _)| entry)
     }
@@ -205,14 +200,7 @@ impl RouteRuntime {
 /// Records the cache outcome and the token's time left on the request span.
 fn note_lookup(traced: Option<&Traced>, result: Result<&(Arc<Entry>, Lookup), &ProxyError>) {
     if let (Some(t), Ok((entry, lookup))) = (traced, result) {
-        t.span.set(
-            "tokex.cache",
-            if *lookup == Lookup::Hit {
-                "hit"
-            } else {
-                "miss"
-            },
-        );
+        t.span.set("tokex.cache", lookup.as_str());
         t.span.set(
             "tokex.ttl_left_s",
             entry
@@ -280,10 +268,4 @@ async fn new_entry(
     Ok(Arc::new(
         Entry::new(value, now + ttl, cache::refresh_at(now, ttl, &route.cache)).with_issued(about),
     ))
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

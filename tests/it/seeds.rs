@@ -511,3 +511,50 @@ async fn spans_are_exported_and_context_propagates() {
     let service = &bodies.lock().unwrap()[0]["resourceSpans"][0]["resource"]["attributes"][0];
     assert_eq!(service["value"]["stringValue"], "tokex");
 }
+
+/// On a route with the `client_credentials` fallback, a malformed Authorization is the
+/// app's token refused, not tokex's own: its audit event says `token_exchange`, and only
+/// the fallback's own lookup says `client_credentials`.
+#[tokio::test]
+async fn malformed_subject_is_not_audited_as_own_token() {
+    let (as_, up) = (MockAs::start().await, Upstream::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\naudit: {{ enabled: true, file: {} }}\n{}",
+        audit.display(),
+        config(&as_, &up.url()).replace(
+            "    timeout: 1s\n    exchange",
+            "    timeout: 1s\n    on_missing_token: client_credentials\n    exchange",
+        )
+    );
+    let config = dir.path().join("t.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let args = [
+        std::ffi::OsStr::new("run"),
+        "-c".as_ref(),
+        config.as_os_str(),
+    ];
+    let mut tokex = spawn_tokex(&args, &[("RUST_LOG", "info")], "listening").await;
+    let url = format!("http://{}/x", tokex.listen());
+    let send = |auth: Option<&'static str>| {
+        let mut r = client().get(&url).header("host", "echo.internal");
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(send(Some("Bearer two tokens")).await, 400);
+    assert_eq!(send(None).await, 200);
+    tokex.terminate().await;
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{text}");
+    assert_eq!(events[0]["outcome"], "invalid_request");
+    assert_eq!(events[0]["grant"], "token_exchange");
+    assert_eq!(events[1]["outcome"], "ok");
+    assert_eq!(events[1]["grant"], "client_credentials");
+}
