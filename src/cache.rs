@@ -192,6 +192,16 @@ pub enum Lookup {
     Miss,
 }
 
+impl Lookup {
+    /// The label audit events and spans use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lookup::Hit => "hit",
+            Lookup::Miss => "miss",
+        }
+    }
+}
+
 impl TokenCache {
     /// A cache of at most `max_entries` tokens with a fresh random key.
     pub fn new(max_entries: u64) -> Result<Self, ring::error::Unspecified> {

@@ -5,9 +5,9 @@
 //! §2) and `none`. Every credential is a [`Watched`] file value, so rotation needs no
 //! restart.
 
+use crate::bearer::unix_now;
 use std::fmt;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -237,10 +237,4 @@ pub fn parse_assertion(path: &Path, bytes: &[u8]) -> Result<Secret, String> {
         ));
     }
     Ok(secret)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -106,6 +106,12 @@ impl<T: Send + Sync + 'static> Watched<T> {
         self.inner.value.load_full()
     }
 
+    /// Reads the value in force without taking a reference to it (no refcount traffic on
+    /// the request path).
+    pub fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        f(&self.inner.value.load())
+    }
+
     /// Increments on every successful reload; lets users rebuild derived state.
     pub fn generation(&self) -> u64 {
         self.inner.generation.load(Ordering::Acquire)

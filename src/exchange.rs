@@ -230,7 +230,7 @@ impl ExchangeClient {
         self.authority
             .actor_token
             .as_ref()
-            .map(|a| a.token.current().digest)
+            .map(|a| a.token.with(|t| t.digest))
     }
 
     pub fn authority(&self) -> &Authority {

@@ -92,10 +92,14 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
     }
 }
 
+/// `.` or `..`, each dot possibly written `%2e` (any case), without allocating.
 fn has_dot_segment(path: &str) -> bool {
+    let dot = |s: &str| s == "." || s.eq_ignore_ascii_case("%2e");
     path.split('/').any(|s| {
-        let s = s.to_ascii_lowercase().replace("%2e", ".");
-        s == "." || s == ".."
+        dot(s)
+            || [1, 3]
+                .into_iter()
+                .any(|at| s.len() > at && s.is_char_boundary(at) && dot(&s[..at]) && dot(&s[at..]))
     })
 }
 

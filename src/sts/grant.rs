@@ -6,8 +6,6 @@
 //! the client may not ask for, `invalid_scope`, `invalid_client` (401),
 //! `unauthorized_client`, `unsupported_grant_type`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use http::HeaderMap;
@@ -386,9 +384,7 @@ struct Issue<'a> {
 
 /// Signs an RFC 9068 access token and builds the RFC 8693 §2.2.1 response.
 fn issue(realm: &Realm, i: Issue<'_>) -> Result<Value, OAuthError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::bearer::unix_now();
     let exp = (now + realm.config.token_ttl.as_secs()).min(i.exp_cap.unwrap_or(u64::MAX));
     let mut jti = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut jti)
