@@ -238,6 +238,8 @@ mod tests {
             (Code::UpstreamTimeout, 504, "upstream_timeout", None),
             (Code::Overloaded, 503, "overloaded", None),
         ];
+        // Every code has its row: a new one cannot ship without its SPEC §5 status.
+        assert_eq!(rows.map(|row| row.0), Code::ALL);
         for (code, status, name, challenge) in rows {
             let r = ProxyError::new(code, "d").to_response();
             assert_eq!(r.status().as_u16(), status, "{name}");
