@@ -16,6 +16,10 @@ use ring::hmac;
 
 use crate::config::CacheSettings;
 
+mod recent;
+
+pub use recent::Recent;
+
 /// A cache key: the HMAC of the exchange inputs.
 pub type Key = [u8; 32];
 
@@ -31,6 +35,9 @@ pub struct Entry {
     /// What the exchange produced, for audit events.
     pub issued: crate::audit::Issued,
     refreshing: AtomicBool,
+    /// Set once the cache has let go of this entry (invalidated, or replaced by a
+    /// refresh): a connection that remembers it ([`Recent`]) must look again.
+    retired: AtomicBool,
 }
 
 impl Entry {
@@ -45,6 +52,7 @@ impl Entry {
             refresh_at,
             issued: Default::default(),
             refreshing: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -62,6 +70,18 @@ impl Entry {
     /// Lets a later hit try again after a failed refresh.
     pub fn release_refresh(&self) {
         self.refreshing.store(false, Ordering::Release);
+    }
+
+    /// Marks the entry as no longer the cache's answer for its key.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    /// Whether a remembered entry may still be served at `now`: the cache still holds
+    /// it and its bound has not passed. Entries the cache dropped for room stay usable
+    /// until their bound: their token is as valid as it was.
+    pub fn usable(&self, now: Instant) -> bool {
+        self.expires_at > now && !self.retired.load(Ordering::Acquire)
     }
 }
 
@@ -283,8 +303,11 @@ impl TokenCache {
         self.inner.insert(key, entry).await;
     }
 
+    /// Drops the entry for `key` and retires it, so no connection serves it again.
     pub async fn invalidate(&self, key: &Key) {
-        self.inner.invalidate(key).await;
+        if let Some(entry) = self.inner.remove(key).await {
+            entry.retire();
+        }
     }
 
     pub fn entry_count(&self) -> u64 {

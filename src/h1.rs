@@ -31,6 +31,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Sleep;
 
+use crate::cache::Recent;
 use crate::error::ProxyError;
 use crate::forward;
 use crate::proxy::{Planned, Proxy};
@@ -83,6 +84,8 @@ struct Conn {
     out: Vec<u8>,
     head: Vec<u8>,
     upstreams: Upstreams,
+    /// The last token lookup, for the next request with the same token.
+    recent: Option<Recent>,
     /// The header-read and upstream-response deadlines. Each is one timer reset per
     /// request: a later deadline only moves the timer (no re-registration), which keeps
     /// timers off the hot path's cost.
@@ -104,6 +107,7 @@ pub async fn serve(proxy: Arc<Proxy>, io: TcpStream, settings: Arc<Settings>) {
         out: Vec::with_capacity(READ_CHUNK),
         head: Vec::with_capacity(1024),
         upstreams: Upstreams::default(),
+        recent: None,
         header_timer: Box::pin(tokio::time::sleep(settings.header_read)),
         response_timer: Box::pin(tokio::time::sleep(settings.header_read)),
     };
@@ -147,9 +151,10 @@ impl Conn {
         let method = req.method().clone();
         let route = plan.route();
         let (out, head, upstreams) = (&mut self.out, &mut self.head, &mut self.upstreams);
+        let recent = &mut self.recent;
         let response_timer = self.response_timer.as_mut();
         let sent = async {
-            let credential = plan.authorize(proxy, req.headers()).await?;
+            let credential = plan.authorize(proxy, req.headers(), recent).await?;
             let (mut parts, ()) = req.into_parts();
             forward::upstream_headers(&mut parts.headers, route, credential);
             let authority = &route.upstream.authority;

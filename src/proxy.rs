@@ -6,7 +6,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 
 use crate::bearer;
-use crate::cache::{KeyBuilder, TokenCache};
+use crate::cache::{KeyBuilder, Recent, TokenCache};
 use crate::config::file::MissingTokenPolicy;
 use crate::config::model::SubjectSource;
 use crate::config::{Config, Route};
@@ -27,6 +27,8 @@ use crate::metrics::{Metrics, RouteMetrics};
 use crate::routing;
 
 mod token;
+
+static NEXT_ROUTE_ID: AtomicU64 = AtomicU64::new(0);
 
 /// Why the runtime for a config could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,8 @@ struct Traced {
 }
 
 struct RouteRuntime {
+    /// Unique per build: what a connection's [`Recent`] memory is scoped to.
+    id: u64,
     route: Arc<Route>,
     audit: crate::audit::AuditSettings,
     upstream: Upstream,
@@ -279,12 +283,18 @@ impl Planned {
     }
 
     /// Steps 2 to 6: the credential to send upstream, exactly as [`Proxy::handle`] decides it.
+    /// `recent` is the connection's memory of its last lookup, used and updated.
     pub async fn authorize(
         &self,
         proxy: &Proxy,
         headers: &http::HeaderMap,
+        recent: &mut Option<Recent>,
     ) -> Result<Option<HeaderValue>, ProxyError> {
-        Ok(self.runtime().authorize(proxy, headers, None).await?.value)
+        let runtime = self.runtime();
+        Ok(runtime
+            .authorize(proxy, headers, None, Some(recent))
+            .await?
+            .value)
     }
 
     pub fn report(
@@ -350,6 +360,7 @@ impl Runtime {
             };
             let metrics = RouteMetrics::new(metrics, &route.name);
             routes.push(RouteRuntime {
+                id: NEXT_ROUTE_ID.fetch_add(1, Ordering::Relaxed),
                 route: route.clone(),
                 audit: config.audit,
                 upstream,
@@ -410,6 +421,7 @@ impl RouteRuntime {
         proxy: &Proxy,
         headers: &http::HeaderMap,
         traced: Option<&Traced>,
+        recent: Option<&mut Option<Recent>>,
     ) -> Result<Credential, ProxyError> {
         let none = Credential {
             value: None,
@@ -450,7 +462,7 @@ impl RouteRuntime {
         };
         // Steps 3 to 6: expiry pre-check, cache or exchange, validation.
         let (entry, key) = self
-            .narrowed(proxy, exchange, token, headers, traced)
+            .narrowed(proxy, exchange, token, headers, traced, recent)
             .await?;
         Ok(Credential {
             value: Some(entry.authorization.clone()),
@@ -468,7 +480,7 @@ impl RouteRuntime {
         path: &str,
         traced: Option<&Traced>,
     ) -> Result<Response<Body>, ProxyError> {
-        let credential = self.authorize(proxy, req.headers(), traced).await?;
+        let credential = self.authorize(proxy, req.headers(), traced, None).await?;
         let (Some((key, subject)), Some(exchange), Some(value)) =
             (credential.retry, &self.exchange, &credential.value)
         else {
@@ -496,7 +508,7 @@ impl RouteRuntime {
         proxy.cache.invalidate(&key).await;
         let token = bearer::BearerToken::from_secret(&subject);
         let (fresh, _) = self
-            .narrowed(proxy, exchange, token, &parts.headers, traced)
+            .narrowed(proxy, exchange, token, &parts.headers, traced, None)
             .await?;
         self.upstream
             .send(build(fresh.authorization.clone())?, self.route.timeout)

@@ -11,7 +11,7 @@ use http::HeaderValue;
 
 use super::{Proxy, RouteExchange, RouteRuntime, Traced};
 use crate::bearer::{self, BearerToken};
-use crate::cache::{self, Entry, Key, Lookup};
+use crate::cache::{self, Entry, Key, Lookup, Recent};
 use crate::config::Route;
 use crate::error::{Code, ProxyError};
 use crate::exchange::{self, ExchangeClient};
@@ -28,12 +28,13 @@ impl RouteRuntime {
         traced: Option<&Traced>,
     ) -> Result<Arc<Entry>, ProxyError> {
         let key = exchange.keys.key(OWN_TOKEN_MARKER, "");
-        self.lookup(proxy, exchange, key, None, None, headers, traced)
+        self.lookup(proxy, exchange, key, None, None, headers, traced, None)
             .await
     }
 
     /// The narrowed token for `token`: from the cache, or from one exchange shared by
-    /// all concurrent requests with the same key.
+    /// all concurrent requests with the same key. `recent`, the connection's memory of
+    /// its last lookup, saves the decoding, hashing and map lookup when the token repeats.
     pub(super) async fn narrowed(
         &self,
         proxy: &Proxy,
@@ -41,32 +42,60 @@ impl RouteRuntime {
         token: BearerToken<'_>,
         headers: &http::HeaderMap,
         traced: Option<&Traced>,
+        recent: Option<&mut Option<Recent>>,
     ) -> Result<(Arc<Entry>, Key), ProxyError> {
-        let subject_exp = bearer::jwt_exp(token.expose());
+        let actor = exchange.client.actor_digest();
+        let memory = recent
+            .as_deref()
+            .and_then(Option::as_ref)
+            .filter(|r| r.is_for(self.id, actor.as_ref(), token.expose()));
+        let remembered = memory.is_some();
+        let subject_exp = match memory {
+            Some(r) => r.subject_exp,
+            None => bearer::jwt_exp(token.expose()),
+        };
         if subject_exp.is_some_and(|exp| exp <= unix_now()) {
             let e = ProxyError::new(Code::InvalidToken, "the subject token has expired");
             self.audit(proxy, Some(token.expose()), false, Err(&e));
             return Err(e);
         }
-        let key = exchange.keys.key(
-            exchange
-                .client
-                .actor_digest()
-                .as_ref()
-                .map_or(&[][..], |d| &d[..]),
-            token.expose(),
-        );
-        self.lookup(
-            proxy,
-            exchange,
-            key,
-            Some(token.expose()),
-            subject_exp,
-            headers,
-            traced,
-        )
-        .await
-        .map(|entry| (entry, key))
+        let key = match memory {
+            Some(r) => r.key,
+            None => exchange
+                .keys
+                .key(actor.as_ref().map_or(&[][..], |d| &d[..]), token.expose()),
+        };
+        let cached = memory
+            .map(|r| &r.entry)
+            .filter(|e| e.usable(Instant::now()))
+            .cloned();
+        let entry = self
+            .lookup(
+                proxy,
+                exchange,
+                key,
+                Some(token.expose()),
+                subject_exp,
+                headers,
+                traced,
+                cached,
+            )
+            .await?;
+        match recent {
+            Some(Some(r)) if remembered => r.entry = entry.clone(),
+            Some(slot) => {
+                *slot = Some(Recent::new(
+                    self.id,
+                    actor,
+                    token.expose(),
+                    subject_exp,
+                    key,
+                    entry.clone(),
+                ));
+            }
+            None => {}
+        }
+        Ok((entry, key))
     }
 
     /// Records the outcome of a token lookup or a refusal on the audit target: every
@@ -104,6 +133,7 @@ impl RouteRuntime {
 
     /// The cache lookup shared by user and own tokens: one exchange for all concurrent
     /// misses, then counting, refresh-ahead, the audit event and the span attributes.
+    /// `cached`: an entry the connection remembered and found still usable, a hit.
     #[allow(clippy::too_many_arguments)]
     async fn lookup(
         &self,
@@ -114,14 +144,20 @@ impl RouteRuntime {
         subject_exp: Option<u64>,
         headers: &http::HeaderMap,
         traced: Option<&Traced>,
+        cached: Option<Arc<Entry>>,
     ) -> Result<Arc<Entry>, ProxyError> {
         let trace = || exchange::TraceContext::of(headers, traced.map(|t| t.otel.clone()));
-        let result = proxy
-            .cache
-            .get_or_exchange(key, || {
-                new_entry(&exchange.client, &self.route, subject, subject_exp, trace())
-            })
-            .await;
+        let result = match cached {
+            Some(entry) => Ok((entry, Lookup::Hit)),
+            None => {
+                proxy
+                    .cache
+                    .get_or_exchange(key, || {
+                        new_entry(&exchange.client, &self.route, subject, subject_exp, trace())
+                    })
+                    .await
+            }
+        };
         let result = self.account(proxy, exchange, key, subject, subject_exp, result);
         self.audit(proxy, subject, subject.is_none(), result.as_ref());
         note_lookup(traced, result.as_ref());
@@ -185,7 +221,10 @@ impl RouteRuntime {
             )
             .await
             {
-                Ok(entry) => cache.insert(key, entry).await,
+                Ok(entry) => {
+                    cache.insert(key, entry).await;
+                    old.retire();
+                }
                 Err(e) => {
                     tracing::debug!(route = %route.name, error = %e, "background refresh failed");
                     // At most one retry per second per key while the AS is failing.

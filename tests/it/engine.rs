@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::*;
@@ -93,92 +93,12 @@ async fn scripted_conn(
     }
 }
 
-/// Reads one request (head and Content-Length body) from `s`; `None` at EOF.
-async fn read_message(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end + 4]).to_string();
-            let len = head
-                .lines()
-                .find_map(|l| {
-                    let (n, v) = l.split_once(':')?;
-                    n.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().unwrap())
-                })
-                .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                let mut more = [0u8; 4096];
-                let n = s.read(&mut more).await.ok()?;
-                if n == 0 {
-                    return None;
-                }
-                buf.extend_from_slice(&more[..n]);
-            }
-            let body = buf[end + 4..end + 4 + len].to_vec();
-            buf.drain(..end + 4 + len);
-            return Some((head, body));
-        }
-        let mut more = [0u8; 4096];
-        let n = s.read(&mut more).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&more[..n]);
-    }
-}
-
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
 async fn with_route(upstream: &str) -> (MockAs, Tokex) {
     let as_ = MockAs::start().await;
     let tokex = Tokex::start(&config(&as_, upstream)).await;
     (as_, tokex)
-}
-
-/// One app connection: raw writes, and reads of whole responses.
-struct App {
-    s: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl App {
-    async fn connect(tokex: &Tokex) -> Self {
-        Self {
-            s: TcpStream::connect(tokex.addr).await.unwrap(),
-            buf: Vec::new(),
-        }
-    }
-
-    async fn send(&mut self, raw: &str) {
-        self.s.write_all(raw.as_bytes()).await.unwrap();
-    }
-
-    /// Reads until `needle` has been seen `times` times in all bytes received so far.
-    async fn read_until(&mut self, needle: &str, times: usize) -> String {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let text = String::from_utf8_lossy(&self.buf).to_string();
-            if text.matches(needle).count() >= times {
-                return text;
-            }
-            let mut more = [0u8; 4096];
-            let n = tokio::time::timeout_at(deadline, self.s.read(&mut more))
-                .await
-                .unwrap_or_else(|_| panic!("timed out; got so far: {text:?}"))
-                .unwrap();
-            assert!(n > 0, "closed early; got so far: {text:?}");
-            self.buf.extend_from_slice(&more[..n]);
-        }
-    }
-
-    /// Reads to EOF.
-    async fn read_to_close(&mut self) -> String {
-        tokio::time::timeout(Duration::from_secs(5), self.s.read_to_end(&mut self.buf))
-            .await
-            .expect("tokex closes the connection")
-            .unwrap();
-        String::from_utf8_lossy(&self.buf).to_string()
-    }
 }
 
 fn get_req(path: &str) -> String {

@@ -8,6 +8,7 @@ mod identity;
 mod interop;
 mod measure;
 mod operations;
+mod recent;
 mod resilience;
 mod seeds;
 mod sts;

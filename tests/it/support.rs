@@ -17,7 +17,8 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use tokex::proxy::Proxy;
@@ -698,5 +699,100 @@ impl Spawned {
             .await
             .unwrap()
             .unwrap()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw app connections.
+
+/// Reads one message (head and Content-Length body) from `s`, `buf` holding what was
+/// read before; `None` at EOF.
+pub async fn read_message(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).to_string();
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let mut more = [0u8; 4096];
+                let n = s.read(&mut more).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&more[..n]);
+            }
+            let body = buf[end + 4..end + 4 + len].to_vec();
+            buf.drain(..end + 4 + len);
+            return Some((head, body));
+        }
+        let mut more = [0u8; 4096];
+        let n = s.read(&mut more).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&more[..n]);
+    }
+}
+
+/// One app connection: raw writes, and reads of whole responses.
+pub struct App {
+    pub s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl App {
+    pub async fn connect(tokex: &Tokex) -> Self {
+        Self {
+            s: TcpStream::connect(tokex.addr).await.unwrap(),
+            buf: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, raw: &str) {
+        self.s.write_all(raw.as_bytes()).await.unwrap();
+    }
+
+    /// Reads until `needle` has been seen `times` times in all bytes received so far.
+    pub async fn read_until(&mut self, needle: &str, times: usize) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = String::from_utf8_lossy(&self.buf).to_string();
+            if text.matches(needle).count() >= times {
+                return text;
+            }
+            let mut more = [0u8; 4096];
+            let n = tokio::time::timeout_at(deadline, self.s.read(&mut more))
+                .await
+                .unwrap_or_else(|_| panic!("timed out; got so far: {text:?}"))
+                .unwrap();
+            assert!(n > 0, "closed early; got so far: {text:?}");
+            self.buf.extend_from_slice(&more[..n]);
+        }
+    }
+
+    /// Reads one whole response (Content-Length framed): its head and body.
+    pub async fn response(&mut self) -> (String, Vec<u8>) {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            read_message(&mut self.s, &mut self.buf),
+        )
+        .await
+        .expect("a response within 5 s")
+        .expect("a response before the connection closed")
+    }
+
+    /// Reads to EOF.
+    pub async fn read_to_close(&mut self) -> String {
+        tokio::time::timeout(Duration::from_secs(5), self.s.read_to_end(&mut self.buf))
+            .await
+            .expect("tokex closes the connection")
+            .unwrap();
+        String::from_utf8_lossy(&self.buf).to_string()
     }
 }
