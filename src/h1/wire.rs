@@ -100,18 +100,22 @@ pub fn list_has(list: &[u8], item: &[u8]) -> bool {
 /// [`crate::forward::strip_hop_by_hop`] and any field the upstream's `Connection` names.
 pub struct HopByHop<'a, 'h> {
     headers: &'a [httparse::Header<'h>],
-    /// Whether any `Connection` field is present (upstreams usually send one).
-    connection: bool,
+    /// Whether `Connection` names any field besides `Keep-Alive` (itself hop-by-hop).
+    /// Upstreams nearly always send `Connection: keep-alive` and nothing more, so the
+    /// per-field search of the `Connection` values is usually skipped.
+    names_others: bool,
 }
 
 impl<'a, 'h> HopByHop<'a, 'h> {
     pub fn of(headers: &'a [httparse::Header<'h>]) -> Self {
-        let connection = headers
+        let names_others = headers
             .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("connection"));
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| h.value.split(|&b| b == b','))
+            .any(|t| !trim(t).eq_ignore_ascii_case(b"keep-alive"));
         Self {
             headers,
-            connection,
+            names_others,
         }
     }
 
@@ -122,7 +126,7 @@ impl<'a, 'h> HopByHop<'a, 'h> {
                 .iter()
                 .any(|h| h.as_str().len() == name.len() && name.eq_ignore_ascii_case(h.as_str()))
                 || name.eq_ignore_ascii_case("te"))
-            || self.connection
+            || self.names_others
                 && self
                     .headers
                     .iter()
@@ -474,6 +478,14 @@ mod tests {
         assert!(hop.contains("transfer-encoding"));
         assert!(!hop.contains("content-type"));
         assert!(!HopByHop::of(&[]).contains("x-internal"));
+        // The usual `keep-alive` alone names nothing else; a list with more still does.
+        let usual = [
+            header("Connection", "keep-alive"),
+            header("x-internal", "1"),
+        ];
+        assert!(!HopByHop::of(&usual).contains("x-internal"));
+        let listed = [header("Connection", "Keep-Alive, x-internal")];
+        assert!(HopByHop::of(&listed).contains("X-Internal"));
         for name in HOP_BY_HOP
             .iter()
             .map(|h| h.as_str())

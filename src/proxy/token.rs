@@ -28,7 +28,8 @@ impl RouteRuntime {
         traced: Option<&Traced>,
     ) -> Result<Arc<Entry>, ProxyError> {
         let key = exchange.keys.key(OWN_TOKEN_MARKER, "");
-        self.lookup(proxy, exchange, key, None, None, headers, traced, None)
+        let cached = Cached::Ask(Instant::now());
+        self.lookup(proxy, exchange, key, None, None, headers, traced, cached)
             .await
     }
 
@@ -65,10 +66,11 @@ impl RouteRuntime {
                 .keys
                 .key(actor.as_ref().map_or(&[][..], |d| &d[..]), token.expose()),
         };
-        let cached = memory
-            .map(|r| &r.entry)
-            .filter(|e| e.usable(Instant::now()))
-            .cloned();
+        let now = Instant::now();
+        let cached = match memory.map(|r| &r.entry).filter(|e| e.usable(now)) {
+            Some(entry) => Cached::Remembered(entry.clone(), now),
+            None => Cached::Ask(now),
+        };
         let entry = self
             .lookup(
                 proxy,
@@ -133,7 +135,8 @@ impl RouteRuntime {
 
     /// The cache lookup shared by user and own tokens: one exchange for all concurrent
     /// misses, then counting, refresh-ahead, the audit event and the span attributes.
-    /// `cached`: an entry the connection remembered and found still usable, a hit.
+    /// `cached`: an entry the connection remembered and found still usable (a hit), or
+    /// the time the cache is asked at.
     #[allow(clippy::too_many_arguments)]
     async fn lookup(
         &self,
@@ -144,12 +147,13 @@ impl RouteRuntime {
         subject_exp: Option<u64>,
         headers: &http::HeaderMap,
         traced: Option<&Traced>,
-        cached: Option<Arc<Entry>>,
+        cached: Cached,
     ) -> Result<Arc<Entry>, ProxyError> {
         let trace = || exchange::TraceContext::of(headers, traced.map(|t| t.otel.clone()));
+        let now = cached.now();
         let result = match cached {
-            Some(entry) => Ok((entry, Lookup::Hit)),
-            None => {
+            Cached::Remembered(entry, _) => Ok((entry, Lookup::Hit)),
+            Cached::Ask(_) => {
                 proxy
                     .cache
                     .get_or_exchange(key, || {
@@ -158,14 +162,15 @@ impl RouteRuntime {
                     .await
             }
         };
-        let result = self.account(proxy, exchange, key, subject, subject_exp, result);
+        let result = self.account(proxy, exchange, key, subject, subject_exp, result, now);
         self.audit(proxy, subject, subject.is_none(), result.as_ref());
         note_lookup(traced, result.as_ref());
         result.map(|(entry, _)| entry)
     }
 
-    /// Counts a cache lookup, starts refresh-ahead on a hit near expiry (the subject is
-    /// copied only then), and maps errors.
+    /// Counts a cache lookup, starts refresh-ahead on a hit near expiry at `now` (the
+    /// subject is copied only then), and maps errors.
+    #[allow(clippy::too_many_arguments)]
     fn account(
         &self,
         proxy: &Proxy,
@@ -174,11 +179,12 @@ impl RouteRuntime {
         subject: Option<&str>,
         subject_exp: Option<u64>,
         result: Result<(Arc<Entry>, Lookup), Arc<exchange::Error>>,
+        now: Instant,
     ) -> Result<(Arc<Entry>, Lookup), ProxyError> {
         match result {
             Ok((entry, Lookup::Hit)) => {
                 self.metrics.hit();
-                if entry.claim_refresh(Instant::now()) {
+                if entry.claim_refresh(now) {
                     self.refresh(proxy, exchange, key, subject, subject_exp, entry.clone());
                 }
                 Ok((entry, Lookup::Hit))
@@ -233,6 +239,21 @@ impl RouteRuntime {
                 }
             }
         });
+    }
+}
+
+/// Where a lookup's entry comes from: the connection's memory, or the cache asked at
+/// the given time (also the time refresh-ahead is judged by).
+enum Cached {
+    Remembered(Arc<Entry>, Instant),
+    Ask(Instant),
+}
+
+impl Cached {
+    fn now(&self) -> Instant {
+        match self {
+            Cached::Remembered(_, now) | Cached::Ask(now) => *now,
+        }
     }
 }
 
