@@ -8,7 +8,6 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -116,16 +115,13 @@ impl Upstreams {
         {
             return None;
         }
-        let mut cx = Context::from_waker(Waker::noop());
-        match conn.io.poll_read_ready(&mut cx) {
-            Poll::Pending => Some(conn),
-            Poll::Ready(_) => {
-                let mut probe = [0u8; 1];
-                match conn.io.try_read(&mut probe) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(conn),
-                    _ => None,
-                }
-            }
+        // Readiness the driver has seen decides: without any, no syscall and no waker
+        // is touched. With some, a one-byte read tells EOF or stray bytes (either way the
+        // connection goes) from a stale readiness (it stays).
+        let mut probe = [0u8; 1];
+        match conn.io.try_read(&mut probe) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(conn),
+            _ => None,
         }
     }
 
