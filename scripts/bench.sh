@@ -31,6 +31,8 @@
 #   BENCH_UPSTREAM_WORKERS=1  upstream nginx worker_processes
 #   BENCH_SKIP_TOKEX=1        skip the tokex row (no tokex binary needed)
 #   BENCH_TOKEX_BIN=...       default target/release/tokex
+#   BENCH_SUBJECT=opaque      the app's token: opaque (default) or jwt, a JWT-shaped token
+#                             of typical size whose `exp` tokex reads before each lookup
 #
 # Tools: wrk and nginx-light (or nginx) from Debian packages, installed with apt-get only if
 # missing; python3 (stdlib only) and curl. Only 127.0.0.1 is ever used, on ports picked free at
@@ -56,8 +58,21 @@ UPSTREAM_WORKERS=${BENCH_UPSTREAM_WORKERS:-1}
 SKIP_TOKEX=${BENCH_SKIP_TOKEX:-0}
 TOKEX_BIN=${BENCH_TOKEX_BIN:-$ROOT/target/release/tokex}
 
+SUBJECT=${BENCH_SUBJECT:-opaque}
+
 HOST_HDR="upstream.internal"
-SUBJECT_TOKEN="benchsubjecttoken0123456789"   # opaque: tokex skips the local exp check
+case $SUBJECT in
+  opaque) SUBJECT_TOKEN="benchsubjecttoken0123456789" ;;   # tokex skips the local exp check
+  jwt) # unsigned is fine: tokex reads exp, the bench AS accepts any subject
+    SUBJECT_TOKEN=$(python3 -c '
+import base64, json, time
+enc = lambda o: base64.urlsafe_b64encode(json.dumps(o).encode()).rstrip(b"=").decode()
+claims = {"iss": "https://idp.example.com/realms/bench", "sub": "3f0c2a1e-bench-user",
+          "aud": "frontend", "azp": "frontend", "scope": "openid profile email orders:read",
+          "iat": int(time.time()), "exp": int(time.time()) + 86400, "jti": "b" * 36}
+print(enc({"alg": "RS256", "typ": "JWT", "kid": "bench-key-1"}) + "." + enc(claims) + "." + "s" * 342)') ;;
+  *) printf '[bench] error: BENCH_SUBJECT must be opaque or jwt (got %s)\n' "$SUBJECT" >&2; exit 1 ;;
+esac
 AUTH_HDR="Authorization: Bearer $SUBJECT_TOKEN"
 
 log() { printf '[bench] %s\n' "$*" >&2; }
@@ -486,7 +501,7 @@ if [[ $SKIP_TOKEX != 1 ]]; then
 fi
 
 echo
-echo "wrk -t$THREADS -c$CONNS -d$DURATION x $ROUNDS rounds, $(nproc) cores, proxy workers=$WORKERS, upstream workers=$UPSTREAM_WORKERS"
+echo "wrk -t$THREADS -c$CONNS -d$DURATION x $ROUNDS rounds, $(nproc) cores, proxy workers=$WORKERS, upstream workers=$UPSTREAM_WORKERS, subject token: $SUBJECT"
 echo
 echo "| target | req/s (median) | p50 | p99 | CPU µs/request (user + sys) | req/s per round |"
 echo "| --- | ---: | ---: | ---: | ---: | --- |"

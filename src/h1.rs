@@ -86,6 +86,9 @@ struct Conn {
     upstreams: Upstreams,
     /// The last token lookup, for the next request with the same token.
     recent: Option<Recent>,
+    /// The last request's header map, emptied: the next request's fields go into its
+    /// allocation instead of a new one.
+    spare: HeaderMap,
     /// The header-read and upstream-response deadlines. Each is one timer reset per
     /// request: a later deadline only moves the timer (no re-registration), which keeps
     /// timers off the hot path's cost.
@@ -108,6 +111,7 @@ pub async fn serve(proxy: Arc<Proxy>, io: TcpStream, settings: Arc<Settings>) {
         head: Vec::with_capacity(1024),
         upstreams: Upstreams::default(),
         recent: None,
+        spare: HeaderMap::new(),
         header_timer: Box::pin(tokio::time::sleep(settings.header_read)),
         response_timer: Box::pin(tokio::time::sleep(settings.header_read)),
     };
@@ -115,7 +119,8 @@ pub async fn serve(proxy: Arc<Proxy>, io: TcpStream, settings: Arc<Settings>) {
         let deadline = Instant::now() + settings.header_read;
         conn.header_timer.as_mut().reset(deadline.into());
         let timer = conn.header_timer.as_mut();
-        let next = next(&mut conn.io, &mut conn.buf, timer, stopped.as_mut()).await;
+        let spare = &mut conn.spare;
+        let next = next(&mut conn.io, &mut conn.buf, spare, timer, stopped.as_mut()).await;
         let parsed = match next {
             Next::Request(parsed) => parsed,
             Next::Done => return,
@@ -151,7 +156,7 @@ impl Conn {
         let method = req.method().clone();
         let route = plan.route();
         let (out, head, upstreams) = (&mut self.out, &mut self.head, &mut self.upstreams);
-        let recent = &mut self.recent;
+        let (recent, spare) = (&mut self.recent, &mut self.spare);
         let response_timer = self.response_timer.as_mut();
         let sent = async {
             let credential = plan.authorize(proxy, req.headers(), recent).await?;
@@ -159,6 +164,8 @@ impl Conn {
             forward::upstream_headers(&mut parts.headers, route, credential);
             let authority = &route.upstream.authority;
             request_head(out, &mut parts, &plan.path, authority, body);
+            parts.headers.clear();
+            *spare = parts.headers;
             let timeouts = plan.timeouts();
             let outgoing = Outgoing {
                 authority,
@@ -253,6 +260,7 @@ fn error_response(out: &mut Vec<u8>, e: &ProxyError, head_request: bool, close: 
 async fn next(
     io: &mut TcpStream,
     buf: &mut BytesMut,
+    spare: &mut HeaderMap,
     mut deadline: Pin<&mut Sleep>,
     mut stopped: Pin<&mut impl Future<Output = ()>>,
 ) -> Next {
@@ -265,7 +273,7 @@ async fn next(
         }
         let from = scanned.saturating_sub(3);
         if buf.len() > from && ends_head(&buf[from..]) {
-            match parse(buf) {
+            match parse(buf, spare) {
                 Ok(Some(parsed)) => return Next::Request(parsed),
                 Ok(None) => {}
                 Err(()) => return Next::HandOver,
@@ -299,8 +307,9 @@ fn ends_head(bytes: &[u8]) -> bool {
         .any(|(i, w)| w == b"\n\n" || w == b"\n\r" && bytes.get(i + 2) == Some(&b'\n'))
 }
 
-/// `Ok(None)`: the head is incomplete. `Err`: hyper's to serve.
-fn parse(buf: &BytesMut) -> Result<Option<Parsed>, ()> {
+/// `Ok(None)`: the head is incomplete. `Err`: hyper's to serve. The fields go into
+/// `spare`'s allocation (it is left empty otherwise).
+fn parse(buf: &BytesMut, spare: &mut HeaderMap) -> Result<Option<Parsed>, ()> {
     let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let head_len = match req.parse_with_uninit_headers(buf, &mut fields) {
@@ -311,7 +320,9 @@ fn parse(buf: &BytesMut) -> Result<Option<Parsed>, ()> {
     if req.version != Some(1) {
         return Err(());
     }
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    let mut headers = std::mem::take(spare);
+    headers.clear();
+    headers.reserve(req.headers.len());
     let mut body_len: Option<usize> = None;
     let mut close = false;
     for h in req.headers.iter() {

@@ -146,6 +146,31 @@ async fn closed_kept_connection_is_not_reused() {
     assert_eq!(up.connections.load(Ordering::SeqCst), 2);
 }
 
+/// Each request on a kept connection carries exactly its own fields: the engine reuses
+/// one header map per connection, and nothing of the previous request may remain in it.
+#[tokio::test]
+async fn fields_of_one_request_never_reach_the_next() {
+    let up = Scripted::start(|_, _, _| Act::Reply(vec![OK])).await;
+    let (_as, tokex) = with_route(&up.url()).await;
+    let mut app = App::connect(&tokex).await;
+    app.send("GET /first HTTP/1.1\r\nHost: echo.internal\r\nAuthorization: Bearer app-token\r\nX-First: 1\r\nAccept: a/b\r\n\r\n").await;
+    app.read_until("\r\n\r\nok", 1).await;
+    app.send("GET /second HTTP/1.1\r\nHost: echo.internal\r\nAuthorization: Bearer app-token\r\nX-Second: 2\r\n\r\n").await;
+    app.read_until("\r\n\r\nok", 2).await;
+    let heads = up.heads();
+    assert!(
+        heads[0].contains("x-first: 1") && heads[0].contains("accept: a/b"),
+        "{}",
+        heads[0]
+    );
+    assert!(heads[1].contains("x-second: 2"), "{}", heads[1]);
+    assert!(
+        !heads[1].contains("x-first") && !heads[1].contains("accept"),
+        "{}",
+        heads[1]
+    );
+}
+
 /// A kept connection that dies only once the request is on it: a GET is sent once more
 /// on a new connection; a POST is not (it may have been processed) and gets 502.
 #[tokio::test]
