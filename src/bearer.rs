@@ -8,10 +8,9 @@ use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::HeaderMap;
-use http::header::AUTHORIZATION;
 
 use crate::config::model::SubjectSource;
+use crate::fields::Fields;
 
 /// A bearer token borrowed from the request; never prints its value.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -48,15 +47,14 @@ pub enum Malformed {
 
 /// Extracts the bearer token. `Ok(None)` means no token: no header, or another scheme
 /// (RFC 6750 §3.1 says such a request simply lacks authentication information).
-pub fn extract(headers: &HeaderMap) -> Result<Option<BearerToken<'_>>, Malformed> {
-    let mut values = headers.get_all(AUTHORIZATION).iter();
-    let Some(value) = values.next() else {
+pub fn extract<F: Fields>(headers: &F) -> Result<Option<BearerToken<'_>>, Malformed> {
+    let mut values = headers.values("authorization");
+    let Some(bytes) = values.next() else {
         return Ok(None);
     };
     if values.next().is_some() {
         return Err(Malformed::Duplicate);
     }
-    let bytes = value.as_bytes();
     // The scheme is case-insensitive (RFC 9110 §11.1); "Bearer" alone is an empty token.
     if bytes.len() < 6 || !bytes[..6].eq_ignore_ascii_case(b"bearer") {
         return Ok(None);
@@ -91,21 +89,21 @@ fn trim_spaces(b: &[u8]) -> &[u8] {
 
 /// The subject token from where the route says it is. A header holds the token alone;
 /// a cookie is found among the `Cookie` header's pairs. Repeats are malformed.
-pub fn extract_from<'h>(
-    headers: &'h HeaderMap,
+pub fn extract_from<'h, F: Fields>(
+    headers: &'h F,
     source: &SubjectSource,
 ) -> Result<Option<BearerToken<'h>>, Malformed> {
     let value: &'h [u8] = match source {
         SubjectSource::Authorization => return extract(headers),
         SubjectSource::Header(name) => {
-            let mut values = headers.get_all(name).iter();
+            let mut values = headers.values(name.as_str());
             let Some(v) = values.next() else {
                 return Ok(None);
             };
             if values.next().is_some() {
                 return Err(Malformed::Duplicate);
             }
-            v.as_bytes()
+            v
         }
         SubjectSource::Cookie(name) => {
             let mut found = None;
@@ -125,11 +123,10 @@ pub fn extract_from<'h>(
 }
 
 /// `name=value` pairs of every `Cookie` header (RFC 6265 §4.2.1).
-pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
+pub fn cookie_pairs<F: Fields>(headers: &F) -> impl Iterator<Item = (&[u8], &[u8])> {
     headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .values("cookie")
+        .flat_map(|v| v.split(|b| *b == b';'))
         .filter_map(|pair| {
             let pair = trim_spaces(pair);
             let eq = pair.iter().position(|b| *b == b'=')?;
@@ -181,7 +178,9 @@ pub fn jwt_claims(token: &str) -> Option<serde_json::Map<String, serde_json::Val
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
     use http::HeaderValue;
+    use http::header::AUTHORIZATION;
 
     fn headers(values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -101,9 +101,11 @@ pub struct TraceContext {
 
 impl TraceContext {
     /// The context of a request.
-    pub fn of(headers: &http::HeaderMap, otel: Option<Arc<crate::otel::Otel>>) -> Self {
+    pub fn of<F: crate::fields::Fields>(headers: &F, otel: Option<Arc<crate::otel::Otel>>) -> Self {
         let parent = crate::otel::SpanContext::from_headers(headers);
-        let tracestate = parent.and(headers.get("tracestate")).cloned();
+        let tracestate = parent
+            .and(headers.first("tracestate"))
+            .and_then(|v| http::HeaderValue::from_bytes(v).ok());
         Self {
             parent,
             tracestate,

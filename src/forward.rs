@@ -25,6 +25,7 @@ use hyper_util::client::legacy::ResponseFuture;
 use crate::config::model::{Route, SubjectSource, Timeouts};
 use crate::credentials::Watched;
 use crate::error::{Code, ProxyError};
+use crate::fields::{Fields, Raw};
 use crate::tls::CaBundle;
 
 /// Response bodies: the upstream's, streamed, or one tokex made.
@@ -134,7 +135,16 @@ pub fn upstream_headers(headers: &mut HeaderMap, route: &Route, token: Option<He
 
 /// Removes cookie `name` from the `Cookie` headers, keeping the other cookies.
 fn remove_cookie(headers: &mut HeaderMap, name: &str) {
-    let kept: Vec<String> = crate::bearer::cookie_pairs(headers)
+    let kept = cookies_without(headers, name);
+    headers.remove(header::COOKIE);
+    if let Some(v) = kept {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+/// The app's cookies without `name`, as one `Cookie` value (`None`: nothing is left).
+fn cookies_without<F: Fields>(fields: &F, name: &str) -> Option<HeaderValue> {
+    let kept: Vec<String> = crate::bearer::cookie_pairs(fields)
         .filter(|(n, _)| *n != name.as_bytes())
         .map(|(n, v)| {
             format!(
@@ -144,11 +154,70 @@ fn remove_cookie(headers: &mut HeaderMap, name: &str) {
             )
         })
         .collect();
-    headers.remove(header::COOKIE);
-    if !kept.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
-    {
-        headers.insert(header::COOKIE, v);
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&kept.join("; ")).ok()
+}
+
+/// Step 7 for the HTTP/1.1 engine, which writes heads itself: gives `emit` every field
+/// of the app's request that travels upstream, then the credential, by the rules of
+/// [`upstream_headers`] (a test holds the two to the same result) without building a
+/// map. `Content-Length` is left out too: the engine frames the body it sends.
+pub fn each_upstream_field(
+    fields: &[httparse::Header<'_>],
+    route: &Route,
+    token: Option<&HeaderValue>,
+    mut emit: impl FnMut(&[u8], &[u8]),
+) {
+    let raw = Raw(fields);
+    let named = |name: &str| {
+        raw.values("connection")
+            .flat_map(|v| v.split(|&b| b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+    };
+    // Most requests have no Connection field; then no field needs the search.
+    let connection = raw.first("connection").is_some();
+    let te_kept = raw
+        .values("te")
+        .all(|v| v.eq_ignore_ascii_case(b"trailers"))
+        && !named("te");
+    let source = route.exchange.as_ref().map(|e| &e.subject_token_from);
+    let (subject_header, subject_cookie) = match source {
+        Some(SubjectSource::Header(name)) => (Some(name.as_str()), None),
+        Some(SubjectSource::Cookie(name)) => (None, Some(name.as_str())),
+        _ => (None, None),
+    };
+    let mut cookies_done = false;
+    for h in fields {
+        let name = h.name;
+        let is = |other: &str| name.eq_ignore_ascii_case(other);
+        let dropped = HOP_BY_HOP
+            .iter()
+            .any(|hop| hop.as_str().len() == name.len() && is(hop.as_str()))
+            || is("te") && !te_kept
+            || is("host")
+            || is("authorization")
+            || is("content-length")
+            || subject_header.is_some_and(is)
+            || connection && named(name);
+        if dropped {
+            continue;
+        }
+        match subject_cookie {
+            Some(cookie) if is("cookie") => {
+                if !cookies_done {
+                    cookies_done = true;
+                    if let Some(v) = cookies_without(&raw, cookie) {
+                        emit(b"cookie", v.as_bytes());
+                    }
+                }
+            }
+            _ => emit(name.as_bytes(), h.value),
+        }
+    }
+    if let (Some(exchange), Some(value)) = (&route.exchange, token) {
+        emit(exchange.inject.header.as_str().as_bytes(), value.as_bytes());
     }
 }
 
@@ -311,5 +380,79 @@ mod tests {
         let mut h = map(&[("te", "trailers"), ("connection", "te")]);
         strip_hop_by_hop(&mut h);
         assert!(h.get("te").is_none());
+    }
+
+    /// The engine's rewrite (`each_upstream_field`, over the raw fields) and hyper's
+    /// (`upstream_headers`, over a map) keep the same fields with the same values, for
+    /// every subject source and every kind of field step 7 drops or keeps.
+    #[test]
+    fn raw_and_map_rewrites_agree() {
+        let route = |from: &str| {
+            let text = format!(
+                "authorities:\n  a: {{ token_endpoint: http://as.test/token, client_id: c, auth: {{ method: none }} }}\nroutes:\n  - name: r\n    match: {{ host: x }}\n    upstream: http://u.test\n    exchange: {{ authority: a, audience: api{from} }}\n"
+            );
+            crate::config::parse(&text, std::path::Path::new("t.yaml"))
+                .unwrap()
+                .routes[0]
+                .clone()
+        };
+        let routes = [
+            route(""),
+            route(", subject_token_from: { header: X-Subject }"),
+            route(", subject_token_from: { cookie: sid }"),
+        ];
+        let cases: [&[(&str, &str)]; 6] = [
+            &[
+                ("Host", "x"),
+                ("Authorization", "Bearer t"),
+                ("Accept", "a/b"),
+            ],
+            &[
+                ("connection", "keep-alive, X-Secret"),
+                ("X-Secret", "1"),
+                ("Keep-Alive", "timeout=5"),
+                ("Upgrade", "h2c"),
+                ("Proxy-Authorization", "Basic x"),
+                ("x-keep", "yes"),
+                ("x-keep", "twice"),
+            ],
+            &[("TE", "trailers"), ("content-type", "application/grpc")],
+            &[("te", "trailers"), ("Connection", "TE")],
+            &[("te", "gzip"), ("X-Subject", "s"), ("Content-Length", "3")],
+            &[
+                ("Cookie", "sid=s; theme=dark"),
+                ("cookie", "lang=en"),
+                ("X-Subject", "s"),
+                ("authorization", "Bearer t"),
+            ],
+        ];
+        let token = HeaderValue::from_static("Bearer narrowed");
+        for route in &routes {
+            for case in cases {
+                let raw: Vec<httparse::Header<'_>> = case
+                    .iter()
+                    .map(|(n, v)| httparse::Header {
+                        name: n,
+                        value: v.as_bytes(),
+                    })
+                    .collect();
+                let mut from_raw = Vec::new();
+                each_upstream_field(&raw, route, Some(&token), |n, v| {
+                    let n = String::from_utf8(n.to_ascii_lowercase()).unwrap();
+                    from_raw.push((n, String::from_utf8(v.to_vec()).unwrap()));
+                });
+                let mut h = map(case);
+                upstream_headers(&mut h, route, Some(token.clone()));
+                // The engine writes Content-Length itself, from the body it sends.
+                h.remove(header::CONTENT_LENGTH);
+                let mut from_map: Vec<(String, String)> = h
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+                    .collect();
+                from_raw.sort();
+                from_map.sort();
+                assert_eq!(from_raw, from_map, "{case:?} on {:?}", route.exchange);
+            }
+        }
     }
 }

@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
+use http::{HeaderValue, Method, Uri};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -33,6 +33,7 @@ use tokio::time::Sleep;
 
 use crate::cache::Recent;
 use crate::error::ProxyError;
+use crate::fields::Raw;
 use crate::forward;
 use crate::proxy::{Planned, Proxy};
 
@@ -56,9 +57,12 @@ pub struct Settings {
     pub stop: watch::Receiver<bool>,
 }
 
-/// A request head the engine will serve.
-struct Parsed {
-    req: Request<()>,
+/// A request head the engine will serve, its fields as httparse found them in the read
+/// buffer.
+struct Parsed<'h, 'b> {
+    method: Method,
+    uri: Uri,
+    fields: &'h [httparse::Header<'b>],
     head_len: usize,
     body_len: usize,
     /// Whether the request declared a Content-Length (the engine writes its own).
@@ -66,29 +70,24 @@ struct Parsed {
     close: bool,
 }
 
-// Boxing `Parsed` would add an allocation per request to save a move.
-#[allow(clippy::large_enum_variant)]
 enum Next {
-    Request(Parsed),
+    /// The buffer holds a whole head.
+    Head,
     /// The app closed, stalled past the header timeout, or tokex is shutting down.
     Done,
     /// Something the engine leaves to hyper.
     HandOver,
 }
 
-/// One app connection's state: its socket and read buffer, the buffers heads are
-/// written into, and the upstream connection it keeps.
+/// One app connection's state: its socket, the buffers heads are written into, and the
+/// upstream connection it keeps. (The read buffer is apart: requests borrow from it.)
 struct Conn {
     io: TcpStream,
-    buf: BytesMut,
     out: Vec<u8>,
     head: Vec<u8>,
     upstreams: Upstreams,
     /// The last token lookup, for the next request with the same token.
     recent: Option<Recent>,
-    /// The last request's header map, emptied: the next request's fields go into its
-    /// allocation instead of a new one.
-    spare: HeaderMap,
     /// The header-read and upstream-response deadlines. Each is one timer reset per
     /// request: a later deadline only moves the timer (no re-registration), which keeps
     /// timers off the hot path's cost.
@@ -104,14 +103,13 @@ pub async fn serve(proxy: Arc<Proxy>, io: TcpStream, settings: Arc<Settings>) {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
     let mut stopped = std::pin::pin!(stopped);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut conn = Conn {
         io,
-        buf: BytesMut::with_capacity(READ_CHUNK),
         out: Vec::with_capacity(READ_CHUNK),
         head: Vec::with_capacity(1024),
         upstreams: Upstreams::default(),
         recent: None,
-        spare: HeaderMap::new(),
         header_timer: Box::pin(tokio::time::sleep(settings.header_read)),
         response_timer: Box::pin(tokio::time::sleep(settings.header_read)),
     };
@@ -119,23 +117,27 @@ pub async fn serve(proxy: Arc<Proxy>, io: TcpStream, settings: Arc<Settings>) {
         let deadline = Instant::now() + settings.header_read;
         conn.header_timer.as_mut().reset(deadline.into());
         let timer = conn.header_timer.as_mut();
-        let spare = &mut conn.spare;
-        let next = next(&mut conn.io, &mut conn.buf, spare, timer, stopped.as_mut()).await;
-        let parsed = match next {
-            Next::Request(parsed) => parsed,
+        match next(&mut conn.io, &mut buf, timer, stopped.as_mut()).await {
+            Next::Head => {}
             Next::Done => return,
-            Next::HandOver => return hand_over(proxy, conn, &settings).await,
+            Next::HandOver => return hand_over(proxy, conn, buf, &settings).await,
+        }
+        let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let Some(parsed) = parse(&buf, &mut fields) else {
+            return hand_over(proxy, conn, buf, &settings).await;
         };
-        let Some(plan) = proxy.plan(&parsed.req) else {
-            return hand_over(proxy, conn, &settings).await;
+        let raw = Raw(parsed.fields);
+        let Some(plan) = proxy.plan(&parsed.method, &parsed.uri, &raw) else {
+            return hand_over(proxy, conn, buf, &settings).await;
         };
-        conn.buf.advance(parsed.head_len);
-        let body = conn.buf.split_to(parsed.body_len);
-        let body = parsed.has_length.then_some(&body[..]);
+        let (start, end) = (parsed.head_len, parsed.head_len + parsed.body_len);
+        let body = parsed.has_length.then(|| &buf[start..end]);
         // The drain's value only ever turns true, so a change means it began; reading the
         // version takes no lock.
         let close = parsed.close || settings.stop.has_changed().unwrap_or(true);
-        match conn.one(&proxy, &plan, parsed.req, body, close).await {
+        let served = conn.one(&proxy, &plan, &parsed, body, close).await;
+        buf.advance(end);
+        match served {
             Ok(false) if !close => {}
             _ => return,
         }
@@ -148,30 +150,34 @@ impl Conn {
         &mut self,
         proxy: &Proxy,
         plan: &Planned,
-        req: Request<()>,
+        req: &Parsed<'_, '_>,
         body: Option<&[u8]>,
         close: bool,
     ) -> io::Result<bool> {
         let started = Instant::now();
-        let method = req.method().clone();
+        let method = &req.method;
         let route = plan.route();
         let (out, head, upstreams) = (&mut self.out, &mut self.head, &mut self.upstreams);
-        let (recent, spare) = (&mut self.recent, &mut self.spare);
+        let recent = &mut self.recent;
         let response_timer = self.response_timer.as_mut();
         let sent = async {
-            let credential = plan.authorize(proxy, req.headers(), recent).await?;
-            let (mut parts, ()) = req.into_parts();
-            forward::upstream_headers(&mut parts.headers, route, credential);
+            let fields = Raw(req.fields);
+            let credential = plan.authorize(proxy, &fields, recent).await?;
             let authority = &route.upstream.authority;
-            request_head(out, &mut parts, &plan.path, authority, body);
-            parts.headers.clear();
-            *spare = parts.headers;
+            let head_of = RequestHead {
+                method,
+                target: &plan.path,
+                authority,
+                fields: req.fields,
+                body,
+            };
+            head_of.write(out, route, credential.as_ref());
             let timeouts = plan.timeouts();
             let outgoing = Outgoing {
                 authority,
                 message: out,
-                idempotent: parts.method.is_idempotent(),
-                head_request: method == Method::HEAD,
+                idempotent: method.is_idempotent(),
+                head_request: *method == Method::HEAD,
                 connect_timeout: timeouts.upstream_connect,
                 idle_timeout: timeouts.idle,
                 now: started,
@@ -191,15 +197,15 @@ impl Conn {
         };
         match sent.await {
             Ok(response) => {
-                plan.report(proxy, &method, Ok(response.status), started);
+                plan.report(proxy, method, Ok(response.status), started);
                 self.upstreams
                     .relay(&response, &mut self.io, &mut self.head, started)
                     .await?;
                 Ok(response.framing == wire::Framing::Close)
             }
             Err(e) => {
-                plan.report(proxy, &method, Err(&e), started);
-                error_response(&mut self.out, &e, method == Method::HEAD, close);
+                plan.report(proxy, method, Err(&e), started);
+                error_response(&mut self.out, &e, *method == Method::HEAD, close);
                 self.io.write_all(&self.out).await?;
                 Ok(false)
             }
@@ -207,36 +213,41 @@ impl Conn {
     }
 }
 
-/// Writes the upstream request head: origin-form target (routing built it from the
-/// app's already-parsed target and the configured base path), `Host` from the upstream
-/// URL (without the default port, as hyper's client writes it), the rewritten fields,
-/// then the body. The framing is the engine's own: a `Connection` field naming
-/// Content-Length must not leave the body unframed, where it would read as a request of
-/// its own.
-fn request_head(
-    out: &mut Vec<u8>,
-    parts: &mut http::request::Parts,
-    target: &str,
-    authority: &http::uri::Authority,
-    body: Option<&[u8]>,
-) {
-    out.clear();
-    out.extend_from_slice(parts.method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    let host = match authority.port_u16() {
-        Some(80) => authority.host(),
-        _ => authority.as_str(),
-    };
-    wire::field(out, b"host", host.as_bytes());
-    parts.headers.remove(http::header::CONTENT_LENGTH);
-    wire::fields(out, &parts.headers);
-    if let Some(body) = body {
-        wire::content_length(out, body.len() as u64);
+/// The upstream request: origin-form target (routing built it from the app's
+/// already-parsed target and the configured base path), `Host` from the upstream URL
+/// (without the default port, as hyper's client writes it), the app's fields as step 7
+/// keeps them, the credential, then the body. The framing is the engine's own: a
+/// `Connection` field naming Content-Length must not leave the body unframed, where it
+/// would read as a request of its own.
+struct RequestHead<'a> {
+    method: &'a Method,
+    target: &'a str,
+    authority: &'a http::uri::Authority,
+    fields: &'a [httparse::Header<'a>],
+    body: Option<&'a [u8]>,
+}
+
+impl RequestHead<'_> {
+    fn write(&self, out: &mut Vec<u8>, route: &crate::config::Route, token: Option<&HeaderValue>) {
+        out.clear();
+        out.extend_from_slice(self.method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(self.target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        let host = match self.authority.port_u16() {
+            Some(80) => self.authority.host(),
+            _ => self.authority.as_str(),
+        };
+        wire::field(out, b"host", host.as_bytes());
+        forward::each_upstream_field(self.fields, route, token, |name, value| {
+            wire::field(out, name, value);
+        });
+        if let Some(body) = self.body {
+            wire::content_length(out, body.len() as u64);
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(self.body.unwrap_or_default());
     }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body.unwrap_or_default());
 }
 
 /// The SPEC §5 response for `e`; a HEAD request gets the head alone.
@@ -256,11 +267,11 @@ fn error_response(out: &mut Vec<u8>, e: &ProxyError, head_request: bool, close: 
     }
 }
 
-/// Reads until `buf` starts with a complete request head the engine takes.
+/// Reads until `buf` holds the end of a request head. Empty lines before a request line
+/// (RFC 9112 §2.2) are skipped, so a head that ends is a whole head.
 async fn next(
     io: &mut TcpStream,
     buf: &mut BytesMut,
-    spare: &mut HeaderMap,
     mut deadline: Pin<&mut Sleep>,
     mut stopped: Pin<&mut impl Future<Output = ()>>,
 ) -> Next {
@@ -268,16 +279,20 @@ async fn next(
     // scanned once, not parsed again from the start on every read.
     let mut scanned: usize = 0;
     loop {
+        let blank = buf
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
+        if blank > 0 {
+            buf.advance(blank);
+            scanned = 0;
+        }
         if buf.len() > HEAD_MAX {
             return Next::HandOver;
         }
         let from = scanned.saturating_sub(3);
         if buf.len() > from && ends_head(&buf[from..]) {
-            match parse(buf, spare) {
-                Ok(Some(parsed)) => return Next::Request(parsed),
-                Ok(None) => {}
-                Err(()) => return Next::HandOver,
-            }
+            return Next::Head;
         }
         scanned = buf.len();
         if buf.capacity() - buf.len() < 1024 {
@@ -307,69 +322,68 @@ fn ends_head(bytes: &[u8]) -> bool {
         .any(|(i, w)| w == b"\n\n" || w == b"\n\r" && bytes.get(i + 2) == Some(&b'\n'))
 }
 
-/// `Ok(None)`: the head is incomplete. `Err`: hyper's to serve. The fields go into
-/// `spare`'s allocation (it is left empty otherwise).
-fn parse(buf: &BytesMut, spare: &mut HeaderMap) -> Result<Option<Parsed>, ()> {
-    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+/// The head at the start of `buf`, if the engine serves it; `None` leaves the request
+/// to hyper. httparse checks names and values as `HeaderName` and `HeaderValue` would,
+/// so the fields are used where they lie.
+fn parse<'h, 'b>(
+    buf: &'b [u8],
+    fields: &'h mut [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS],
+) -> Option<Parsed<'h, 'b>> {
     let mut req = httparse::Request::new(&mut []);
-    let head_len = match req.parse_with_uninit_headers(buf, &mut fields) {
+    let head_len = match req.parse_with_uninit_headers(buf, fields) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(()),
+        _ => return None,
     };
-    if req.version != Some(1) {
-        return Err(());
+    let httparse::Request {
+        method,
+        path,
+        version,
+        headers,
+    } = req;
+    if version != Some(1) {
+        return None;
     }
-    let mut headers = std::mem::take(spare);
-    headers.clear();
-    headers.reserve(req.headers.len());
     let mut body_len: Option<usize> = None;
     let mut close = false;
-    for h in req.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| ())?;
-        if name == http::header::TRANSFER_ENCODING || name == http::header::EXPECT {
-            return Err(());
+    for h in headers.iter() {
+        let is = |name: &str| h.name.eq_ignore_ascii_case(name);
+        if is("transfer-encoding") || is("expect") {
+            return None;
         }
-        if name == http::header::CONTENT_LENGTH {
+        if is("content-length") {
             let n = wire::parse_length(h.value).and_then(|n| usize::try_from(n).ok());
             match (n, body_len) {
                 (Some(n), None) => body_len = Some(n),
                 (Some(n), Some(m)) if n == m => {}
-                _ => return Err(()),
+                _ => return None,
             }
         }
-        if name == http::header::CONNECTION {
+        if is("connection") {
             close |= wire::list_has(h.value, b"close");
         }
-        headers.append(name, HeaderValue::from_bytes(h.value).map_err(|_| ())?);
     }
     let has_length = body_len.is_some();
     let body_len = body_len.unwrap_or(0);
     if body_len > BODY_MAX || buf.len() < head_len + body_len {
-        return Err(());
+        return None;
     }
-    let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes()).map_err(|_| ())?;
-    let uri = Uri::try_from(req.path.unwrap_or_default()).map_err(|_| ())?;
-    let mut request = Request::new(());
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = headers;
-    Ok(Some(Parsed {
-        req: request,
+    Some(Parsed {
+        method: Method::from_bytes(method?.as_bytes()).ok()?,
+        uri: Uri::try_from(path?).ok()?,
+        fields: headers,
         head_len,
         body_len,
         has_length,
         close,
-    }))
+    })
 }
 
 /// Gives the connection to hyper, bytes already read first, until it closes or `stop`
 /// asks for a graceful close.
-async fn hand_over(proxy: Arc<Proxy>, conn: Conn, settings: &Settings) {
+async fn hand_over(proxy: Arc<Proxy>, conn: Conn, buf: BytesMut, settings: &Settings) {
     let mut stop = settings.stop.clone();
     let io = TokioIo::new(Rewind {
-        read: conn.buf.freeze(),
+        read: buf.freeze(),
         io: conn.io,
     });
     let svc = service_fn(move |req| proxy.clone().handle(req));

@@ -40,6 +40,7 @@ pub mod credentials;
 pub mod demo;
 pub mod error;
 pub mod exchange;
+pub mod fields;
 pub mod forward;
 pub mod h1;
 pub mod metrics;

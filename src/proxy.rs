@@ -22,6 +22,7 @@ use crate::config::model::SubjectSource;
 use crate::config::{Config, Route};
 use crate::error::{Code, ProxyError};
 use crate::exchange::{self, ExchangeClient};
+use crate::fields::Fields;
 use crate::forward::{self, Body, Upstream};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::routing;
@@ -243,12 +244,17 @@ impl Proxy {
     /// purge-and-retry, no route deadline, no tracing. `None` sends it to [`Proxy::handle`],
     /// which also answers every request that does not route. Routing has no side effects,
     /// so asking twice is harmless.
-    pub(crate) fn plan<B>(&self, req: &Request<B>) -> Option<Planned> {
+    pub(crate) fn plan<F: Fields>(
+        &self,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &F,
+    ) -> Option<Planned> {
         let runtime = self.state.load_full();
         if runtime.otel.is_some() {
             return None;
         }
-        let (index, path) = runtime.route(req).ok()?;
+        let (index, path) = runtime.route_of(method, uri, headers).ok()?;
         let route = &runtime.routes[index].route;
         let simple = route.upstream.scheme == http::uri::Scheme::HTTP
             && !route.retry_on_401
@@ -284,10 +290,10 @@ impl Planned {
 
     /// Steps 2 to 6: the credential to send upstream, exactly as [`Proxy::handle`] decides it.
     /// `recent` is the connection's memory of its last lookup, used and updated.
-    pub async fn authorize(
+    pub async fn authorize<F: Fields + Sync>(
         &self,
         proxy: &Proxy,
-        headers: &http::HeaderMap,
+        headers: &F,
         recent: &mut Option<Recent>,
     ) -> Result<Option<HeaderValue>, ProxyError> {
         let runtime = self.runtime();
@@ -384,7 +390,16 @@ impl Runtime {
     /// Step 1: the first route that matches and the path to send upstream, or `no_route`.
     /// The route's index, so a request can keep it with the snapshot it came from.
     fn route<B>(&self, req: &Request<B>) -> Result<(usize, String), ProxyError> {
-        let target = routing::target(req)?;
+        self.route_of(req.method(), req.uri(), req.headers())
+    }
+
+    fn route_of<F: Fields>(
+        &self,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &F,
+    ) -> Result<(usize, String), ProxyError> {
+        let target = routing::target_of(method, uri, headers)?;
         let index = self
             .routes
             .iter()
@@ -416,10 +431,10 @@ impl RouteRuntime {
 
     /// Steps 2 to 6: where the subject token is, what to do without one, and the
     /// narrowed token from the cache or the authority.
-    async fn authorize(
+    async fn authorize<F: Fields + Sync>(
         &self,
         proxy: &Proxy,
-        headers: &http::HeaderMap,
+        headers: &F,
         traced: Option<&Traced>,
         recent: Option<&mut Option<Recent>>,
     ) -> Result<Credential, ProxyError> {

@@ -5,7 +5,9 @@
 //! or `Host`; then `path_prefix` narrows. The first matching route wins, and only
 //! configured upstreams are ever contacted.
 
-use http::{Method, Request};
+use http::{Method, Request, Uri};
+
+use crate::fields::Fields;
 
 use crate::config::model::{HostMatch, Route};
 use crate::error::{Code, ProxyError};
@@ -22,13 +24,21 @@ pub struct Target<'a> {
 /// Reads the target of a request. `CONNECT` and asterisk-form are refused: tokex must
 /// see the request to rewrite it, so it never tunnels (SPEC §1).
 pub fn target<B>(req: &Request<B>) -> Result<Target<'_>, ProxyError> {
-    if req.method() == Method::CONNECT {
+    target_of(req.method(), req.uri(), req.headers())
+}
+
+/// [`target`] from a request's parts, with its fields read through [`Fields`].
+pub fn target_of<'a, F: Fields>(
+    method: &Method,
+    uri: &'a Uri,
+    headers: &'a F,
+) -> Result<Target<'a>, ProxyError> {
+    if method == Method::CONNECT {
         return Err(ProxyError::new(
             Code::Unsupported,
             "CONNECT is not supported: send plain http:// requests to tokex and it speaks https to the upstream itself",
         ));
     }
-    let uri = req.uri();
     if uri.path() == "*" || uri.path_and_query().is_none() && uri.authority().is_some() {
         return Err(ProxyError::new(
             Code::Unsupported,
@@ -38,11 +48,7 @@ pub fn target<B>(req: &Request<B>) -> Result<Target<'_>, ProxyError> {
     // RFC 9112 §3.2.2: an absolute-form authority overrides Host.
     let (host, port) = match uri.authority() {
         Some(a) => (Some(a.host()), a.port_u16()),
-        None => match req
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-        {
+        None => match headers.first("host").and_then(visible_ascii) {
             Some(h) => split_host_port(h),
             None => (None, None),
         },
@@ -53,6 +59,14 @@ pub fn target<B>(req: &Request<B>) -> Result<Target<'_>, ProxyError> {
         path: uri.path(),
         query: uri.query(),
     })
+}
+
+/// The value as text when it is visible ASCII, as `HeaderValue::to_str` requires.
+fn visible_ascii(v: &[u8]) -> Option<&str> {
+    v.iter()
+        .all(|&c| c == b'\t' || (0x20..0x7f).contains(&c))
+        .then(|| std::str::from_utf8(v).ok())
+        .flatten()
 }
 
 fn split_host_port(h: &str) -> (Option<&str>, Option<u16>) {

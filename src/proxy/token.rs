@@ -15,16 +15,17 @@ use crate::cache::{self, Entry, Key, Lookup, Recent};
 use crate::config::Route;
 use crate::error::{Code, ProxyError};
 use crate::exchange::{self, ExchangeClient};
+use crate::fields::Fields;
 
 impl RouteRuntime {
     /// tokex's own token for this route (`client_credentials`), cached and refreshed like
     /// exchanged tokens. Its key can never equal an exchange key: the actor slot holds a
     /// marker no 32-byte digest or empty slot can match.
-    pub(super) async fn own_token(
+    pub(super) async fn own_token<F: Fields + Sync>(
         &self,
         proxy: &Proxy,
         exchange: &RouteExchange,
-        headers: &http::HeaderMap,
+        headers: &F,
         traced: Option<&Traced>,
     ) -> Result<Arc<Entry>, ProxyError> {
         let key = exchange.keys.key(OWN_TOKEN_MARKER, "");
@@ -36,12 +37,12 @@ impl RouteRuntime {
     /// The narrowed token for `token`: from the cache, or from one exchange shared by
     /// all concurrent requests with the same key. `recent`, the connection's memory of
     /// its last lookup, saves the decoding, hashing and map lookup when the token repeats.
-    pub(super) async fn narrowed(
+    pub(super) async fn narrowed<F: Fields + Sync>(
         &self,
         proxy: &Proxy,
         exchange: &RouteExchange,
         token: BearerToken<'_>,
-        headers: &http::HeaderMap,
+        headers: &F,
         traced: Option<&Traced>,
         recent: Option<&mut Option<Recent>>,
     ) -> Result<(Arc<Entry>, Key), ProxyError> {
@@ -138,14 +139,14 @@ impl RouteRuntime {
     /// `cached`: an entry the connection remembered and found still usable (a hit), or
     /// the time the cache is asked at.
     #[allow(clippy::too_many_arguments)]
-    async fn lookup(
+    async fn lookup<F: Fields + Sync>(
         &self,
         proxy: &Proxy,
         exchange: &RouteExchange,
         key: Key,
         subject: Option<&str>,
         subject_exp: Option<u64>,
-        headers: &http::HeaderMap,
+        headers: &F,
         traced: Option<&Traced>,
         cached: Cached,
     ) -> Result<Arc<Entry>, ProxyError> {

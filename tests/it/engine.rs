@@ -146,8 +146,8 @@ async fn closed_kept_connection_is_not_reused() {
     assert_eq!(up.connections.load(Ordering::SeqCst), 2);
 }
 
-/// Each request on a kept connection carries exactly its own fields: the engine reuses
-/// one header map per connection, and nothing of the previous request may remain in it.
+/// Each request on a kept connection carries exactly its own fields: nothing of the
+/// previous request, read from the same buffer, may remain.
 #[tokio::test]
 async fn fields_of_one_request_never_reach_the_next() {
     let up = Scripted::start(|_, _, _| Act::Reply(vec![OK])).await;
@@ -157,7 +157,8 @@ async fn fields_of_one_request_never_reach_the_next() {
     app.read_until("\r\n\r\nok", 1).await;
     app.send("GET /second HTTP/1.1\r\nHost: echo.internal\r\nAuthorization: Bearer app-token\r\nX-Second: 2\r\n\r\n").await;
     app.read_until("\r\n\r\nok", 2).await;
-    let heads = up.heads();
+    // Field names keep the app's case; compare without it.
+    let heads: Vec<String> = up.heads().iter().map(|h| h.to_lowercase()).collect();
     assert!(
         heads[0].contains("x-first: 1") && heads[0].contains("accept: a/b"),
         "{}",
