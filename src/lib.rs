@@ -6,6 +6,7 @@
 //! - [`config`]: the YAML file of SPEC §3, parsed into a validated model.
 //! - [`routing`]: which route a request belongs to and the path it is forwarded with.
 //! - [`bearer`]: the subject token from `Authorization` (RFC 6750) and its unverified `exp`.
+//! - [`fields`]: read access to header fields, over hyper's map or the engine's raw parse.
 //! - [`secret`]: credential types that never print their value.
 //! - [`credentials`]: credential files that rotate without a restart.
 //! - [`client_auth`]: how tokex authenticates to token endpoints.
