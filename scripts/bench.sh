@@ -33,6 +33,8 @@
 #   BENCH_TOKEX_BIN=...       default target/release/tokex
 #   BENCH_SUBJECT=opaque      the app's token: opaque (default) or jwt, a JWT-shaped token
 #                             of typical size whose `exp` tokex reads before each lookup
+#   BENCH_FIELDS=minimal      request fields: minimal (Host and Authorization, default) or
+#                             typical (10 more, as a service's HTTP client sends them)
 #
 # Tools: wrk and nginx-light (or nginx) from Debian packages, installed with apt-get only if
 # missing; python3 (stdlib only) and curl. Only 127.0.0.1 is ever used, on ports picked free at
@@ -74,6 +76,21 @@ print(enc({"alg": "RS256", "typ": "JWT", "kid": "bench-key-1"}) + "." + enc(clai
   *) printf '[bench] error: BENCH_SUBJECT must be opaque or jwt (got %s)\n' "$SUBJECT" >&2; exit 1 ;;
 esac
 AUTH_HDR="Authorization: Bearer $SUBJECT_TOKEN"
+FIELDS=${BENCH_FIELDS:-minimal}
+EXTRA_HDRS=()
+case $FIELDS in
+  minimal) ;;
+  typical)
+    for h in 'User-Agent: orders-service/2.14.1 (okhttp/4.12.0)' 'Accept: application/json' \
+      'Accept-Encoding: gzip, deflate' 'Content-Type: application/json' \
+      'X-Request-Id: 6f1c2b4e-8a9d-4c3b-9e2f-1a2b3c4d5e6f' \
+      'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' \
+      'X-Forwarded-For: 10.12.4.17' 'X-Tenant: acme-eu-1' \
+      'Accept-Language: en-US,en;q=0.9' 'Cache-Control: no-cache'; do
+      EXTRA_HDRS+=(-H "$h")
+    done ;;
+  *) printf '[bench] error: BENCH_FIELDS must be minimal or typical (got %s)\n' "$FIELDS" >&2; exit 1 ;;
+esac
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { local code=$1; shift; printf '[bench] error: %s\n' "$*" >&2; exit "$code"; }
@@ -382,7 +399,7 @@ run_wrk() {   # target duration outfile
   # In the background + `wait`, so a SIGTERM/SIGINT to this script is handled at once (bash
   # defers traps while a foreground child runs) and the cleanup also stops this wrk.
   wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency \
-    -H "Host: $HOST_HDR" -H "$AUTH_HDR" "${URL[$1]}" >"$3" 2>&1 &
+    -H "Host: $HOST_HDR" -H "$AUTH_HDR" "${EXTRA_HDRS[@]}" "${URL[$1]}" >"$3" 2>&1 &
   WRK_PID=$!
   local rc=0
   wait "$WRK_PID" || rc=$?
@@ -501,7 +518,7 @@ if [[ $SKIP_TOKEX != 1 ]]; then
 fi
 
 echo
-echo "wrk -t$THREADS -c$CONNS -d$DURATION x $ROUNDS rounds, $(nproc) cores, proxy workers=$WORKERS, upstream workers=$UPSTREAM_WORKERS, subject token: $SUBJECT"
+echo "wrk -t$THREADS -c$CONNS -d$DURATION x $ROUNDS rounds, $(nproc) cores, proxy workers=$WORKERS, upstream workers=$UPSTREAM_WORKERS, subject token: $SUBJECT, request fields: $FIELDS"
 echo
 echo "| target | req/s (median) | p50 | p99 | CPU µs/request (user + sys) | req/s per round |"
 echo "| --- | ---: | ---: | ---: | ---: | --- |"
