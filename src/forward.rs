@@ -192,15 +192,19 @@ pub fn each_upstream_field(
     for h in fields {
         let name = h.name;
         let is = |other: &str| name.eq_ignore_ascii_case(other);
-        let dropped = HOP_BY_HOP
-            .iter()
-            .any(|hop| hop.as_str().len() == name.len() && is(hop.as_str()))
-            || is("te") && !te_kept
-            || is("host")
-            || is("authorization")
-            || is("content-length")
-            || subject_header.is_some_and(is)
-            || connection && named(name);
+        // By length first: most fields are none of the fixed names and are ruled out
+        // without comparing their bytes.
+        let fixed = match name.len() {
+            2 => is("te") && !te_kept,
+            4 => is("host"),
+            13 => is("authorization"),
+            14 => is("content-length"),
+            7 | 10 | 16..=19 => HOP_BY_HOP
+                .iter()
+                .any(|hop| hop.as_str().len() == name.len() && is(hop.as_str())),
+            _ => false,
+        };
+        let dropped = fixed || subject_header.is_some_and(is) || connection && named(name);
         if dropped {
             continue;
         }
@@ -426,9 +430,11 @@ mod tests {
                 ("authorization", "Bearer t"),
             ],
         ];
+        let hops = HOP_BY_HOP;
+        let every_hop: Vec<(&str, &str)> = hops.iter().map(|h| (h.as_str(), "1")).collect();
         let token = HeaderValue::from_static("Bearer narrowed");
         for route in &routes {
-            for case in cases {
+            for case in cases.into_iter().chain([&every_hop[..]]) {
                 let raw: Vec<httparse::Header<'_>> = case
                     .iter()
                     .map(|(n, v)| httparse::Header {
