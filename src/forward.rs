@@ -26,7 +26,11 @@ use crate::config::model::{Route, SubjectSource, Timeouts};
 use crate::credentials::Watched;
 use crate::error::{Code, ProxyError};
 use crate::fields::{Fields, Raw};
+
+mod hop;
+
 use crate::tls::CaBundle;
+pub use hop::{HopByHop, list_has};
 
 /// Response bodies: the upstream's, streamed, or one tokex made.
 pub type Body = Either<Incoming, Full<Bytes>>;
@@ -171,17 +175,12 @@ pub fn each_upstream_field(
     mut emit: impl FnMut(&[u8], &[u8]),
 ) {
     let raw = Raw(fields);
-    let named = |name: &str| {
-        raw.values("connection")
-            .flat_map(|v| v.split(|&b| b == b','))
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
-    };
-    // Most requests have no Connection field; then no field needs the search.
-    let connection = raw.first("connection").is_some();
+    let hop = HopByHop::of(fields);
+    // `TE: trailers` is the one TE that travels (as in `strip_hop_by_hop`).
     let te_kept = raw
         .values("te")
         .all(|v| v.eq_ignore_ascii_case(b"trailers"))
-        && !named("te");
+        && !hop.named("te");
     let source = route.exchange.as_ref().map(|e| &e.subject_token_from);
     let (subject_header, subject_cookie) = match source {
         Some(SubjectSource::Header(name)) => (Some(name.as_str()), None),
@@ -192,19 +191,14 @@ pub fn each_upstream_field(
     for h in fields {
         let name = h.name;
         let is = |other: &str| name.eq_ignore_ascii_case(other);
-        // By length first: most fields are none of the fixed names and are ruled out
-        // without comparing their bytes.
-        let fixed = match name.len() {
-            2 => is("te") && !te_kept,
+        let dropped = match name.len() {
+            2 if is("te") => !te_kept,
             4 => is("host"),
             13 => is("authorization"),
             14 => is("content-length"),
-            7 | 10 | 16..=19 => HOP_BY_HOP
-                .iter()
-                .any(|hop| hop.as_str().len() == name.len() && is(hop.as_str())),
             _ => false,
-        };
-        let dropped = fixed || subject_header.is_some_and(is) || connection && named(name);
+        } || hop.contains(name) && !is("te")
+            || subject_header.is_some_and(is);
         if dropped {
             continue;
         }

@@ -363,7 +363,7 @@ fn parse<'h, 'b>(
             }
         }
         if is("connection") {
-            close |= wire::list_has(h.value, b"close");
+            close |= forward::list_has(h.value, b"close");
         }
     }
     let has_length = body_len.is_some();

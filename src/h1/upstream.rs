@@ -321,7 +321,7 @@ fn parse_head(
         wire::status_line(out, status);
         // Content-Length and Transfer-Encoding are the engine's to write, from the framing
         // it relays by: a `Connection` naming one of them must not unframe the response.
-        let hop_by_hop = wire::HopByHop::of(res.headers);
+        let hop_by_hop = crate::forward::HopByHop::of(res.headers);
         let mut dated = false;
         for h in res.headers.iter() {
             let framing_field = h.name.eq_ignore_ascii_case("content-length")

@@ -6,7 +6,7 @@
 
 use http::{HeaderMap, StatusCode};
 
-use crate::forward::HOP_BY_HOP;
+use crate::forward::list_has;
 
 /// How a response body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,51 +88,6 @@ fn trim(v: &[u8]) -> &[u8] {
         .rposition(|b| !b" \t".contains(b))
         .map_or(start, |i| i + 1);
     &v[start..end]
-}
-
-/// Whether comma-separated `list` holds `item` (case-insensitive).
-pub fn list_has(list: &[u8], item: &[u8]) -> bool {
-    list.split(|&b| b == b',')
-        .any(|t| trim(t).eq_ignore_ascii_case(item))
-}
-
-/// Which response fields stay off the app's connection: the hop-by-hop fields of
-/// [`crate::forward::strip_hop_by_hop`] and any field the upstream's `Connection` names.
-pub struct HopByHop<'a, 'h> {
-    headers: &'a [httparse::Header<'h>],
-    /// Whether `Connection` names any field besides `Keep-Alive` (itself hop-by-hop).
-    /// Upstreams nearly always send `Connection: keep-alive` and nothing more, so the
-    /// per-field search of the `Connection` values is usually skipped.
-    names_others: bool,
-}
-
-impl<'a, 'h> HopByHop<'a, 'h> {
-    pub fn of(headers: &'a [httparse::Header<'h>]) -> Self {
-        let names_others = headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .flat_map(|h| h.value.split(|&b| b == b','))
-            .any(|t| !trim(t).eq_ignore_ascii_case(b"keep-alive"));
-        Self {
-            headers,
-            names_others,
-        }
-    }
-
-    pub fn contains(&self, name: &str) -> bool {
-        // The lengths of the fixed names: most fields are ruled out without comparing.
-        matches!(name.len(), 2 | 7 | 10 | 16..=19)
-            && (HOP_BY_HOP
-                .iter()
-                .any(|h| h.as_str().len() == name.len() && name.eq_ignore_ascii_case(h.as_str()))
-                || name.eq_ignore_ascii_case("te"))
-            || self.names_others
-                && self
-                    .headers
-                    .iter()
-                    .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-                    .any(|h| list_has(h.value, name.as_bytes()))
-    }
 }
 
 /// Appends `status` as an HTTP/1.1 status line.
@@ -464,34 +419,5 @@ mod tests {
         let parsed = httpdate::parse_http_date(value).unwrap();
         let skew = std::time::SystemTime::now().duration_since(parsed).unwrap();
         assert!(skew < std::time::Duration::from_secs(2), "{text}");
-    }
-
-    #[test]
-    fn hop_by_hop_response_fields() {
-        let h = [
-            header("Connection", "x-internal"),
-            header("x-internal", "1"),
-        ];
-        let hop = HopByHop::of(&h);
-        assert!(hop.contains("x-internal"));
-        assert!(hop.contains("Keep-Alive"));
-        assert!(hop.contains("transfer-encoding"));
-        assert!(!hop.contains("content-type"));
-        assert!(!HopByHop::of(&[]).contains("x-internal"));
-        // The usual `keep-alive` alone names nothing else; a list with more still does.
-        let usual = [
-            header("Connection", "keep-alive"),
-            header("x-internal", "1"),
-        ];
-        assert!(!HopByHop::of(&usual).contains("x-internal"));
-        let listed = [header("Connection", "Keep-Alive, x-internal")];
-        assert!(HopByHop::of(&listed).contains("X-Internal"));
-        for name in HOP_BY_HOP
-            .iter()
-            .map(|h| h.as_str())
-            .chain(["te", "TE", "Upgrade"])
-        {
-            assert!(HopByHop::of(&[]).contains(name), "{name}");
-        }
     }
 }
