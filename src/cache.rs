@@ -134,10 +134,9 @@ impl KeyBuilder {
     /// or empty), so a rotated actor never reuses another's tokens.
     pub fn key(&self, actor: &[u8], subject_token: &str) -> Key {
         let mut ctx = self.0.clone();
-        let (actor_len, token_len) = (actor.len() as u64, subject_token.len() as u64);
-        ctx.update(&actor_len.to_be_bytes());
+        ctx.update(&(actor.len() as u64).to_be_bytes());
         ctx.update(actor);
-        ctx.update(&token_len.to_be_bytes());
+        ctx.update(&(subject_token.len() as u64).to_be_bytes());
         ctx.update(subject_token.as_bytes());
         let mut key = [0u8; 32];
         key.copy_from_slice(ctx.sign().as_ref());

@@ -254,7 +254,8 @@ impl Proxy {
         if runtime.otel.is_some() {
             return None;
         }
-        let (index, path) = runtime.route_of(method, uri, headers).ok()?;
+        let target = routing::target_of(method, uri, headers).ok()?;
+        let (index, path) = runtime.route_of(&target).ok()?;
         let route = &runtime.routes[index].route;
         let simple = route.upstream.scheme == http::uri::Scheme::HTTP
             && !route.retry_on_401
@@ -390,27 +391,21 @@ impl Runtime {
     /// Step 1: the first route that matches and the path to send upstream, or `no_route`.
     /// The route's index, so a request can keep it with the snapshot it came from.
     fn route<B>(&self, req: &Request<B>) -> Result<(usize, String), ProxyError> {
-        self.route_of(req.method(), req.uri(), req.headers())
+        self.route_of(&routing::target(req)?)
     }
 
-    fn route_of<F: Fields>(
-        &self,
-        method: &http::Method,
-        uri: &http::Uri,
-        headers: &F,
-    ) -> Result<(usize, String), ProxyError> {
-        let target = routing::target_of(method, uri, headers)?;
+    fn route_of(&self, target: &routing::Target<'_>) -> Result<(usize, String), ProxyError> {
         let index = self
             .routes
             .iter()
-            .position(|r| routing::matches(&r.route, &target))
+            .position(|r| routing::matches(&r.route, target))
             .ok_or_else(|| {
                 ProxyError::new(
                     Code::NoRoute,
                     "no route matches this request's host and path",
                 )
             })?;
-        let path = routing::upstream_path(&self.routes[index].route, &target);
+        let path = routing::upstream_path(&self.routes[index].route, target);
         Ok((index, path))
     }
 }

@@ -29,9 +29,11 @@ impl RouteRuntime {
         traced: Option<&Traced>,
     ) -> Result<Arc<Entry>, ProxyError> {
         let key = exchange.keys.key(OWN_TOKEN_MARKER, "");
-        let cached = Cached::Ask(Instant::now());
-        self.lookup(proxy, exchange, key, None, None, headers, traced, cached)
-            .await
+        let (remembered, now) = (None, Instant::now());
+        self.lookup(
+            proxy, exchange, key, None, None, headers, traced, remembered, now,
+        )
+        .await
     }
 
     /// The narrowed token for `token`: from the cache, or from one exchange shared by
@@ -68,10 +70,7 @@ impl RouteRuntime {
                 .key(actor.as_ref().map_or(&[][..], |d| &d[..]), token.expose()),
         };
         let now = Instant::now();
-        let cached = match memory.map(|r| &r.entry).filter(|e| e.usable(now)) {
-            Some(entry) => Cached::Remembered(entry.clone(), now),
-            None => Cached::Ask(now),
-        };
+        let usable = memory.map(|r| &r.entry).filter(|e| e.usable(now)).cloned();
         let entry = self
             .lookup(
                 proxy,
@@ -81,7 +80,8 @@ impl RouteRuntime {
                 subject_exp,
                 headers,
                 traced,
-                cached,
+                usable,
+                now,
             )
             .await?;
         match recent {
@@ -136,8 +136,8 @@ impl RouteRuntime {
 
     /// The cache lookup shared by user and own tokens: one exchange for all concurrent
     /// misses, then counting, refresh-ahead, the audit event and the span attributes.
-    /// `cached`: an entry the connection remembered and found still usable (a hit), or
-    /// the time the cache is asked at.
+    /// `remembered`: an entry the connection remembered and found still usable at `now`,
+    /// a hit without asking the cache; refresh-ahead is judged at `now` too.
     #[allow(clippy::too_many_arguments)]
     async fn lookup<F: Fields + Sync>(
         &self,
@@ -148,13 +148,13 @@ impl RouteRuntime {
         subject_exp: Option<u64>,
         headers: &F,
         traced: Option<&Traced>,
-        cached: Cached,
+        remembered: Option<Arc<Entry>>,
+        now: Instant,
     ) -> Result<Arc<Entry>, ProxyError> {
         let trace = || exchange::TraceContext::of(headers, traced.map(|t| t.otel.clone()));
-        let now = cached.now();
-        let result = match cached {
-            Cached::Remembered(entry, _) => Ok((entry, Lookup::Hit)),
-            Cached::Ask(_) => {
+        let result = match remembered {
+            Some(entry) => Ok((entry, Lookup::Hit)),
+            None => {
                 proxy
                     .cache
                     .get_or_exchange(key, || {
@@ -240,21 +240,6 @@ impl RouteRuntime {
                 }
             }
         });
-    }
-}
-
-/// Where a lookup's entry comes from: the connection's memory, or the cache asked at
-/// the given time (also the time refresh-ahead is judged by).
-enum Cached {
-    Remembered(Arc<Entry>, Instant),
-    Ask(Instant),
-}
-
-impl Cached {
-    fn now(&self) -> Instant {
-        match self {
-            Cached::Remembered(_, now) | Cached::Ask(now) => *now,
-        }
     }
 }
 
