@@ -172,6 +172,31 @@ async fn fields_of_one_request_never_reach_the_next() {
     );
 }
 
+/// Empty lines before a request line are skipped (RFC 9112 §2.2), also between requests
+/// on a kept connection, and the request after them is served by the engine.
+#[tokio::test]
+async fn empty_lines_before_a_request_are_skipped() {
+    let up = Scripted::start(|_, _, _| Act::Reply(vec![OK])).await;
+    let (_as, tokex) = with_route(&up.url()).await;
+    let mut app = App::connect(&tokex).await;
+    // Alone first: the empty lines arrive before anything that could end a head.
+    app.send("\r\n\r\n").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    app.send(&get_req("/a").replace("\r\n\r\n", "\r\nX-Case: 1\r\n\r\n"))
+        .await;
+    app.read_until("\r\n\r\nok", 1).await;
+    app.send(&format!("\r\n{}", get_req("/b"))).await;
+    let text = app.read_until("\r\n\r\nok", 2).await;
+    assert_eq!(text.matches("200 OK").count(), 2, "{text}");
+    let heads = up.heads();
+    assert!(
+        heads[0].starts_with("GET /a ") && heads[1].starts_with("GET /b "),
+        "{heads:?}"
+    );
+    // Served by the engine, which keeps the app's field case (hyper's client lowercases).
+    assert!(heads[0].contains("X-Case: 1"), "{heads:?}");
+}
+
 /// A kept connection that dies only once the request is on it: a GET is sent once more
 /// on a new connection; a POST is not (it may have been processed) and gets 502.
 #[tokio::test]
