@@ -10,7 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::config::model::SubjectSource;
-use crate::fields::Fields;
+use http::HeaderMap;
 
 /// A bearer token borrowed from the request; never prints its value.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -47,9 +47,9 @@ pub enum Malformed {
 
 /// Extracts the bearer token. `Ok(None)` means no token: no header, or another scheme
 /// (RFC 6750 §3.1 says such a request simply lacks authentication information).
-pub fn extract<F: Fields>(headers: &F) -> Result<Option<BearerToken<'_>>, Malformed> {
-    let mut values = headers.values("authorization");
-    let Some(bytes) = values.next() else {
+pub fn extract(headers: &HeaderMap) -> Result<Option<BearerToken<'_>>, Malformed> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let Some(bytes) = values.next().map(http::HeaderValue::as_bytes) else {
         return Ok(None);
     };
     if values.next().is_some() {
@@ -89,15 +89,15 @@ fn trim_spaces(b: &[u8]) -> &[u8] {
 
 /// The subject token from where the route says it is. A header holds the token alone;
 /// a cookie is found among the `Cookie` header's pairs. Repeats are malformed.
-pub fn extract_from<'h, F: Fields>(
-    headers: &'h F,
+pub fn extract_from<'h>(
+    headers: &'h HeaderMap,
     source: &SubjectSource,
 ) -> Result<Option<BearerToken<'h>>, Malformed> {
     let value: &'h [u8] = match source {
         SubjectSource::Authorization => return extract(headers),
         SubjectSource::Header(name) => {
-            let mut values = headers.values(name.as_str());
-            let Some(v) = values.next() else {
+            let mut values = headers.get_all(name).iter();
+            let Some(v) = values.next().map(http::HeaderValue::as_bytes) else {
                 return Ok(None);
             };
             if values.next().is_some() {
@@ -123,10 +123,11 @@ pub fn extract_from<'h, F: Fields>(
 }
 
 /// `name=value` pairs of every `Cookie` header (RFC 6265 §4.2.1).
-pub fn cookie_pairs<F: Fields>(headers: &F) -> impl Iterator<Item = (&[u8], &[u8])> {
+pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
     headers
-        .values("cookie")
-        .flat_map(|v| v.split(|b| *b == b';'))
+        .get_all(http::header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
         .filter_map(|pair| {
             let pair = trim_spaces(pair);
             let eq = pair.iter().position(|b| *b == b'=')?;

@@ -123,6 +123,9 @@ pub struct ProxyError {
     pub authority_error: Option<String>,
     /// Seconds for `Retry-After` on 503s.
     pub retry_after: Option<u64>,
+    /// End the app's connection without a response: its request body stalled, so it
+    /// is not reading one.
+    pub abort: bool,
 }
 
 impl ProxyError {
@@ -132,6 +135,15 @@ impl ProxyError {
             description: description.into(),
             authority_error: None,
             retry_after: None,
+            abort: false,
+        }
+    }
+
+    /// The app stopped sending its request body: nothing is answered.
+    pub fn aborted(description: &'static str) -> Self {
+        Self {
+            abort: true,
+            ..Self::new(Code::InvalidRequest, description)
         }
     }
 
@@ -144,7 +156,7 @@ impl ProxyError {
         response
     }
 
-    /// The status, fields and JSON body of the SPEC §5 response, for either engine.
+    /// The status, fields and JSON body of the SPEC §5 response.
     pub fn response_parts(&self) -> (StatusCode, HeaderMap, Bytes) {
         #[derive(serde::Serialize)]
         struct ErrorBody<'a> {

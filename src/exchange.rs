@@ -84,6 +84,7 @@ impl From<&Error> for ProxyError {
             description: description.into(),
             authority_error,
             retry_after: e.retry_after(),
+            abort: false,
         }
     }
 }
@@ -101,11 +102,9 @@ pub struct TraceContext {
 
 impl TraceContext {
     /// The context of a request.
-    pub fn of<F: crate::fields::Fields>(headers: &F, otel: Option<Arc<crate::otel::Otel>>) -> Self {
+    pub fn of(headers: &http::HeaderMap, otel: Option<Arc<crate::otel::Otel>>) -> Self {
         let parent = crate::otel::SpanContext::from_headers(headers);
-        let tracestate = parent
-            .and(headers.first("tracestate"))
-            .and_then(|v| http::HeaderValue::from_bytes(v).ok());
+        let tracestate = parent.and(headers.get("tracestate")).cloned();
         Self {
             parent,
             tracestate,

@@ -1,56 +1,50 @@
-//! Forwarding to the upstream: header hygiene, the upstream request, and the client
-//! (SPEC §4 steps 7 and 8).
+//! Forwarding to the upstream: header hygiene, the upstream request, and the response
+//! relayed back (SPEC §4 steps 7 and 8).
 //!
 //! Hop-by-hop fields (RFC 9110 §7.6.1), including every field the `Connection` header
 //! names, are removed before tokex sets its own `Authorization`, so a client cannot
-//! smuggle the narrowed token away or keep its own. Bodies stream both ways.
+//! smuggle the narrowed token away or keep its own. Message framing is hyper's on both
+//! sides: the app's `Content-Length` and `Transfer-Encoding` never travel, and a
+//! response whose framing is ambiguous is refused rather than relayed. Bodies stream
+//! both ways, each watched for stalls.
 
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Uri, Version};
-use http_body_util::{Either, Full};
+use http::uri::{Authority, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use std::sync::Arc;
-
-use arc_swap::ArcSwap;
-use hyper_util::client::legacy::ResponseFuture;
-
-use crate::config::model::{Route, SubjectSource, Timeouts};
-use crate::credentials::Watched;
+use crate::config::model::{Route, SubjectSource};
 use crate::error::{Code, ProxyError};
-use crate::fields::{Fields, Raw};
+use crate::idle::{IdleBody, Watch};
+use crate::session::Session;
+use crate::upstream::{Idle, Sent};
 
-mod hop;
-
-use crate::tls::CaBundle;
-pub use hop::{HopByHop, list_has};
+pub mod upgrade;
 
 /// Response bodies: the upstream's, streamed, or one tokex made.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub type Body = Either<Relayed, Full<Bytes>>;
 
-/// Request bodies to the upstream: the app's, streamed, or none at all for requests
-/// that may be retried (purge-and-retry needs to send them twice).
-pub type UpstreamBody = Either<Incoming, http_body_util::Empty<Bytes>>;
-
-/// The HTTP(S) client for one route's upstream.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+/// Request bodies to the upstream: the app's, streamed, or none at all (a request
+/// without a body can be sent twice: purge-and-retry, a kept connection's loss).
+pub type UpstreamBody = Either<IdleBody<Incoming>, Empty<Bytes>>;
 
 /// Fields that describe one connection, never the message (RFC 9110 §7.6.1), plus
-/// `Proxy-Authorization`, which is meant for tokex and must not travel on.
-pub const HOP_BY_HOP: [HeaderName; 8] = [
+/// `Proxy-Authorization`, which is meant for tokex and must not travel on. (`Trailer`
+/// is end-to-end: it declares the trailer fields, which hyper sends only when
+/// declared.)
+pub const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
@@ -85,31 +79,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Turns the app's request into the upstream's: new URI, clean headers, and exactly the
-/// `Authorization` given (none when `authorization` is `None`).
-pub fn upstream_request<B>(
-    req: Request<B>,
-    route: &Route,
-    path_and_query: &str,
-    token: Option<HeaderValue>,
-) -> Result<Request<B>, ProxyError> {
-    let (mut parts, body) = req.into_parts();
-    let uri = Uri::builder()
-        .scheme(route.upstream.scheme.clone())
-        .authority(route.upstream.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|_| {
-            ProxyError::new(Code::Unsupported, "the request target cannot be forwarded")
-        })?;
-    upstream_headers(&mut parts.headers, route, token);
-    parts.uri = uri;
-    // The upstream connection decides the version (ALPN); hyper upgrades 1.1 to h2.
-    parts.version = Version::HTTP_11;
-    parts.extensions = http::Extensions::new();
-    Ok(Request::from_parts(parts, body))
-}
-
 /// Turns the app's header fields into the upstream's: hop-by-hop fields, `Host` and the
 /// caller's credentials out, and exactly the credential given in (none for `None`).
 pub fn upstream_headers(headers: &mut HeaderMap, route: &Route, token: Option<HeaderValue>) {
@@ -137,6 +106,13 @@ pub fn upstream_headers(headers: &mut HeaderMap, route: &Route, token: Option<He
     }
 }
 
+/// Replaces the credential step 7 set (purge-and-retry's second attempt).
+pub fn set_credential(headers: &mut HeaderMap, route: &Route, token: HeaderValue) {
+    if let Some(exchange) = &route.exchange {
+        headers.insert(exchange.inject.header.clone(), token);
+    }
+}
+
 /// Removes cookie `name` from the `Cookie` headers, keeping the other cookies.
 fn remove_cookie(headers: &mut HeaderMap, name: &str) {
     let kept = cookies_without(headers, name);
@@ -147,7 +123,7 @@ fn remove_cookie(headers: &mut HeaderMap, name: &str) {
 }
 
 /// The app's cookies without `name`, as one `Cookie` value (`None`: nothing is left).
-fn cookies_without<F: Fields>(fields: &F, name: &str) -> Option<HeaderValue> {
+fn cookies_without(fields: &HeaderMap, name: &str) -> Option<HeaderValue> {
     let kept: Vec<String> = crate::bearer::cookie_pairs(fields)
         .filter(|(n, _)| *n != name.as_bytes())
         .map(|(n, v)| {
@@ -164,85 +140,221 @@ fn cookies_without<F: Fields>(fields: &F, name: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(&kept.join("; ")).ok()
 }
 
-/// Step 7 for the HTTP/1.1 engine, which writes heads itself: gives `emit` every field
-/// of the app's request that travels upstream, then the credential, by the rules of
-/// [`upstream_headers`] (a test holds the two to the same result) without building a
-/// map. `Content-Length` is left out too: the engine frames the body it sends.
-pub fn each_upstream_field(
-    fields: &[httparse::Header<'_>],
+/// Turns the app's request into the upstream's (origin-form, for HTTP/1.1; the
+/// upstream makes it absolute for HTTP/2): the path routing built, clean headers, the
+/// upstream's `Host`, exactly the credential given, and `upgrade`'s protocol when the
+/// request switches protocols.
+pub fn upstream_request(
+    req: Request<Incoming>,
     route: &Route,
-    token: Option<&HeaderValue>,
-    mut emit: impl FnMut(&[u8], &[u8]),
-) {
-    let raw = Raw(fields);
-    let hop = HopByHop::of(fields);
-    // `TE: trailers` is the one TE that travels (as in `strip_hop_by_hop`).
-    let te_kept = raw
-        .values("te")
-        .all(|v| v.eq_ignore_ascii_case(b"trailers"))
-        && !hop.named("te");
-    let source = route.exchange.as_ref().map(|e| &e.subject_token_from);
-    let (subject_header, subject_cookie) = match source {
-        Some(SubjectSource::Header(name)) => (Some(name.as_str()), None),
-        Some(SubjectSource::Cookie(name)) => (None, Some(name.as_str())),
-        _ => (None, None),
-    };
-    let mut cookies_done = false;
-    for h in fields {
-        let name = h.name;
-        let is = |other: &str| name.eq_ignore_ascii_case(other);
-        let dropped = match name.len() {
-            2 if is("te") => !te_kept,
-            4 => is("host"),
-            13 => is("authorization"),
-            14 => is("content-length"),
-            _ => false,
-        } || hop.contains(name) && !is("te")
-            || subject_header.is_some_and(is);
-        if dropped {
-            continue;
-        }
-        match subject_cookie {
-            Some(cookie) if is("cookie") => {
-                if !cookies_done {
-                    cookies_done = true;
-                    if let Some(v) = cookies_without(&raw, cookie) {
-                        emit(b"cookie", v.as_bytes());
-                    }
-                }
-            }
-            _ => emit(name.as_bytes(), h.value),
-        }
+    path_and_query: &str,
+    token: Option<HeaderValue>,
+    upgrade: Option<HeaderValue>,
+    watch: &Watch,
+) -> Result<Request<UpstreamBody>, ProxyError> {
+    let (mut parts, body) = req.into_parts();
+    parts.uri = Uri::try_from(path_and_query).map_err(|_| {
+        ProxyError::new(Code::Unsupported, "the request target cannot be forwarded")
+    })?;
+    upstream_headers(&mut parts.headers, route, token);
+    // hyper frames the body it sends; tokex answered `Expect` itself.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::EXPECT);
+    if let Ok(host) =
+        HeaderValue::from_str(host_of(&route.upstream.authority, &route.upstream.scheme))
+    {
+        parts.headers.insert(header::HOST, host);
     }
-    if let (Some(exchange), Some(value)) = (&route.exchange, token) {
-        emit(exchange.inject.header.as_str().as_bytes(), value.as_bytes());
+    if let Some(protocol) = upgrade {
+        parts.headers.insert(header::UPGRADE, protocol);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    parts.version = Version::HTTP_11;
+    parts.extensions = http::Extensions::new();
+    let body = if body.is_end_stream() {
+        Either::Right(Empty::new())
+    } else {
+        Either::Left(IdleBody::new(body, watch.clone()))
+    };
+    Ok(Request::from_parts(parts, body))
+}
+
+/// A copy of a request that is safe to send again (RFC 9110 §9.2.2) because it has
+/// no body: for a kept connection that lost it, and for purge-and-retry.
+pub fn replayable(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
+    if !matches!(req.body(), Either::Right(_)) || !req.method().is_idempotent() {
+        return None;
+    }
+    let mut copy = Request::new(Either::Right(Empty::new()));
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
+/// An authority as `Host` carries it: without the scheme's default port.
+pub fn host_of<'a>(authority: &'a Authority, scheme: &Scheme) -> &'a str {
+    let default = if *scheme == Scheme::HTTPS { 443 } else { 80 };
+    match authority.port_u16() {
+        Some(port) if port == default => authority.host(),
+        _ => authority.as_str(),
     }
 }
 
-async fn send(future: ResponseFuture, timeout: Duration) -> Result<Response<Body>, ProxyError> {
-    let response = match tokio::time::timeout(timeout, future).await {
-        Err(_) => {
-            return Err(ProxyError::new(
-                Code::UpstreamTimeout,
-                "the upstream did not answer in time",
-            ));
-        }
-        Ok(Err(e)) => {
-            tracing::debug!(error = %error_chain(&e), "upstream request failed");
-            return Err(ProxyError::new(
-                Code::UpstreamUnavailable,
-                "the upstream refused, reset or failed TLS",
-            ));
-        }
-        Ok(Ok(r)) => r,
-    };
-    let (mut parts, body) = response.into_parts();
+/// The upstream's response as the app gets it. Refused (502, and the upstream
+/// connection is not kept): a switch of protocols nobody asked for, and framing hyper
+/// read one way that a recipient could read another (a `Transfer-Encoding` other than
+/// `chunked` alone, or one beside `Content-Length`). `Content-Length` travels only on
+/// bodiless answers; otherwise hyper frames the body it relays.
+pub fn response(
+    sent: Sent,
+    method: &Method,
+    asked_upgrade: bool,
+    session: &Arc<Session>,
+    watch: &Watch,
+) -> Result<Response<Body>, ProxyError> {
+    let (mut parts, body) = sent.response.into_parts();
+    let switched = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+    if switched && !asked_upgrade {
+        return Err(malformed("switched protocols without being asked"));
+    }
+    let protocol = switched
+        .then(|| parts.headers.get(header::UPGRADE).cloned())
+        .flatten();
+    framing(&parts.headers)?;
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = protocol {
+        parts.headers.insert(header::UPGRADE, protocol);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    let bodiless = *method == Method::HEAD || parts.status == StatusCode::NOT_MODIFIED;
+    if bodiless {
+        if let Some(len) = single_length(&parts.headers)? {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+    } else {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     parts.version = Version::HTTP_11;
+    // A switched connection belongs to the tunnel now.
+    let keep = sent
+        .keep
+        .filter(|_| !switched)
+        .map(|idle| (session.clone(), idle));
+    let body = Relayed {
+        body: IdleBody::new(body, watch.clone()),
+        keep,
+    };
     Ok(Response::from_parts(parts, Either::Left(body)))
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+fn malformed(why: &'static str) -> ProxyError {
+    tracing::debug!(why, "upstream response refused");
+    ProxyError::new(
+        Code::UpstreamUnavailable,
+        "the upstream sent a malformed response",
+    )
+}
+
+/// `Transfer-Encoding` may only be `chunked`, alone: hyper decoded it so, and a
+/// `Content-Length` beside it would be a second answer to where the body ends.
+fn framing(headers: &HeaderMap) -> Result<(), ProxyError> {
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
+    if codings.peek().is_none() {
+        return Ok(());
+    }
+    let chunked_alone = codings.all(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        && headers.get_all(header::TRANSFER_ENCODING).iter().count() == 1;
+    if !chunked_alone {
+        return Err(malformed("a transfer coding other than chunked alone"));
+    }
+    if headers.contains_key(header::CONTENT_LENGTH) {
+        return Err(malformed("both Transfer-Encoding and Content-Length"));
+    }
+    Ok(())
+}
+
+/// The one length every `Content-Length` value names, if any (RFC 9110 §8.6).
+fn single_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for item in value.as_bytes().split(|&b| b == b',') {
+            let item = item.trim_ascii();
+            let n = (!item.is_empty() && item.iter().all(u8::is_ascii_digit))
+                .then(|| std::str::from_utf8(item).ok()?.parse::<u64>().ok())
+                .flatten()
+                .ok_or_else(|| malformed("an invalid Content-Length"))?;
+            if length.is_some_and(|m| m != n) {
+                return Err(malformed("conflicting Content-Length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length)
+}
+
+/// The upstream's response body on its way to the app. Once it is complete, the
+/// HTTP/1.1 connection it came on goes back to the app connection for its next request;
+/// a body that ends any other way takes its connection with it.
+pub struct Relayed {
+    body: IdleBody<Incoming>,
+    keep: Option<(Arc<Session>, Idle)>,
+}
+
+impl Relayed {
+    fn done(&mut self) {
+        if let Some((session, idle)) = self.keep.take() {
+            session.keep(idle.idle_from_now());
+        }
+    }
+}
+
+impl http_body::Body for Relayed {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
+        match &frame {
+            None => self.done(),
+            // Trailers end a body; hyper asks for nothing after them.
+            Some(Ok(f)) if f.is_trailers() || self.body.is_end_stream() => self.done(),
+            Some(Ok(_)) => {}
+            Some(Err(_)) => self.keep = None,
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Relayed {
+    fn drop(&mut self) {
+        // A body that was complete before anyone read it (HEAD, 204, 304).
+        if self.body.is_end_stream() {
+            self.done();
+        }
+    }
+}
+
+/// A hyper error with its causes, for logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
@@ -251,85 +363,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     s
-}
-
-/// A route's pooled client, rebuilt when its `ca_file` rotates.
-pub struct Upstream {
-    current: ArcSwap<(u64, UpstreamClient)>,
-    ca: Option<Watched<CaBundle>>,
-    connect_timeout: Duration,
-    idle_timeout: Duration,
-}
-
-impl Upstream {
-    pub fn new(route: &Route, timeouts: &Timeouts) -> Result<Self, rustls::Error> {
-        let ca = route.ca_file.clone();
-        let (connect_timeout, idle_timeout) = (timeouts.upstream_connect, timeouts.idle);
-        let generation = ca.as_ref().map_or(0, |c| c.generation());
-        let client = build_client(
-            ca.as_ref().map(|c| c.current()).as_deref(),
-            connect_timeout,
-            idle_timeout,
-        )?;
-        Ok(Self {
-            current: ArcSwap::from_pointee((generation, client)),
-            ca,
-            connect_timeout,
-            idle_timeout,
-        })
-    }
-
-    /// Sends `req`; `timeout` bounds the wait for response headers.
-    pub async fn send(
-        &self,
-        req: Request<UpstreamBody>,
-        timeout: Duration,
-    ) -> Result<Response<Body>, ProxyError> {
-        let future = {
-            let current = self.current.load();
-            let generation = self.ca.as_ref().map_or(0, |c| c.generation());
-            if current.0 == generation {
-                current.1.request(req)
-            } else {
-                let ca = self.ca.as_ref().map(|c| c.current());
-                let client = build_client(ca.as_deref(), self.connect_timeout, self.idle_timeout)
-                    .map_err(|_| {
-                    ProxyError::new(
-                        Code::UpstreamUnavailable,
-                        "the upstream's trust roots are unusable",
-                    )
-                })?;
-                let future = client.request(req);
-                self.current.store(Arc::new((generation, client)));
-                future
-            }
-        };
-        send(future, timeout).await
-    }
-}
-
-/// Pooled HTTP(S) client: trust roots, ALPN h2/http1.1, bounded connect time, no proxy.
-fn build_client(
-    ca: Option<&CaBundle>,
-    connect_timeout: Duration,
-    idle: Duration,
-) -> Result<UpstreamClient, rustls::Error> {
-    let tls = crate::tls::client_config(ca, None, &[])?;
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(idle)
-        .timer(TokioTimer::new())
-        .build(https))
 }
 
 #[cfg(test)]
@@ -378,81 +411,5 @@ mod tests {
         let mut h = map(&[("te", "trailers"), ("connection", "te")]);
         strip_hop_by_hop(&mut h);
         assert!(h.get("te").is_none());
-    }
-
-    /// The engine's rewrite (`each_upstream_field`, over the raw fields) and hyper's
-    /// (`upstream_headers`, over a map) keep the same fields with the same values, for
-    /// every subject source and every kind of field step 7 drops or keeps.
-    #[test]
-    fn raw_and_map_rewrites_agree() {
-        let route = |from: &str| {
-            let text = format!(
-                "authorities:\n  a: {{ token_endpoint: http://as.test/token, client_id: c, auth: {{ method: none }} }}\nroutes:\n  - name: r\n    match: {{ host: x }}\n    upstream: http://u.test\n    exchange: {{ authority: a, audience: api{from} }}\n"
-            );
-            crate::config::parse(&text, std::path::Path::new("t.yaml"))
-                .unwrap()
-                .routes[0]
-                .clone()
-        };
-        let routes = [
-            route(""),
-            route(", subject_token_from: { header: X-Subject }"),
-            route(", subject_token_from: { cookie: sid }"),
-        ];
-        let cases: [&[(&str, &str)]; 6] = [
-            &[
-                ("Host", "x"),
-                ("Authorization", "Bearer t"),
-                ("Accept", "a/b"),
-            ],
-            &[
-                ("connection", "keep-alive, X-Secret"),
-                ("X-Secret", "1"),
-                ("Keep-Alive", "timeout=5"),
-                ("Upgrade", "h2c"),
-                ("Proxy-Authorization", "Basic x"),
-                ("x-keep", "yes"),
-                ("x-keep", "twice"),
-            ],
-            &[("TE", "trailers"), ("content-type", "application/grpc")],
-            &[("te", "trailers"), ("Connection", "TE")],
-            &[("te", "gzip"), ("X-Subject", "s"), ("Content-Length", "3")],
-            &[
-                ("Cookie", "sid=s; theme=dark"),
-                ("cookie", "lang=en"),
-                ("X-Subject", "s"),
-                ("authorization", "Bearer t"),
-            ],
-        ];
-        let hops = HOP_BY_HOP;
-        let every_hop: Vec<(&str, &str)> = hops.iter().map(|h| (h.as_str(), "1")).collect();
-        let token = HeaderValue::from_static("Bearer narrowed");
-        for route in &routes {
-            for case in cases.into_iter().chain([&every_hop[..]]) {
-                let raw: Vec<httparse::Header<'_>> = case
-                    .iter()
-                    .map(|(n, v)| httparse::Header {
-                        name: n,
-                        value: v.as_bytes(),
-                    })
-                    .collect();
-                let mut from_raw = Vec::new();
-                each_upstream_field(&raw, route, Some(&token), |n, v| {
-                    let n = String::from_utf8(n.to_ascii_lowercase()).unwrap();
-                    from_raw.push((n, String::from_utf8(v.to_vec()).unwrap()));
-                });
-                let mut h = map(case);
-                upstream_headers(&mut h, route, Some(token.clone()));
-                // The engine writes Content-Length itself, from the body it sends.
-                h.remove(header::CONTENT_LENGTH);
-                let mut from_map: Vec<(String, String)> = h
-                    .iter()
-                    .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
-                    .collect();
-                from_raw.sort();
-                from_map.sort();
-                assert_eq!(from_raw, from_map, "{case:?} on {:?}", route.exchange);
-            }
-        }
     }
 }

@@ -6,19 +6,21 @@
 //! - [`config`]: the YAML file of SPEC §3, parsed into a validated model.
 //! - [`routing`]: which route a request belongs to and the path it is forwarded with.
 //! - [`bearer`]: the subject token from `Authorization` (RFC 6750) and its unverified `exp`.
-//! - [`fields`]: read access to header fields, over hyper's map or the engine's raw parse.
 //! - [`secret`]: credential types that never print their value.
 //! - [`credentials`]: credential files that rotate without a restart.
 //! - [`client_auth`]: how tokex authenticates to token endpoints.
 //! - [`exchange`]: the RFC 8693 client and wire format.
 //! - [`cache`]: narrowed tokens under keyed-hash keys with per-entry lifetimes.
-//! - [`forward`]: header hygiene, the upstream request and the upstream client.
+//! - [`forward`]: header hygiene, the upstream request, the relayed response, protocol
+//!   switches.
+//! - [`upstream`]: connections to upstreams: kept, pooled, multiplexed or new.
+//! - [`session`]: what one app connection keeps between its requests.
+//! - [`idle`]: bodies and writes that stall (`timeouts.body_idle`).
 //! - [`error`]: the SPEC §5 table: every failure as a response.
 //! - [`resilience`]: the circuit breaker and retry budget per authority.
 //! - [`proxy`]: the request path, step by step, over a hot-swappable config snapshot.
-//! - [`h1`]: the HTTP/1.1 engine: the hot path to plain-`http` upstreams, with hand-over
-//!   to hyper for everything else.
-//! - [`server`]: the egress listener, connection limits and graceful shutdown.
+//! - [`server`]: the egress listener: protocol detection, connection limits, graceful
+//!   shutdown.
 //! - [`admin`]: `/healthz`, `/readyz` and `/metrics`.
 //! - [`audit`]: one structured event per exchange and refusal.
 //! - [`metrics`]: lock-free Prometheus series.
@@ -41,9 +43,8 @@ pub mod credentials;
 pub mod demo;
 pub mod error;
 pub mod exchange;
-pub mod fields;
 pub mod forward;
-pub mod h1;
+pub mod idle;
 pub mod metrics;
 pub mod otel;
 pub mod proxy;
@@ -51,6 +52,8 @@ pub mod resilience;
 pub mod routing;
 pub mod secret;
 pub mod server;
+pub mod session;
 pub mod sts;
 pub mod telemetry;
 pub mod tls;
+pub mod upstream;

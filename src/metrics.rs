@@ -115,6 +115,7 @@ pub struct Metrics {
     pub cache_misses: Family<Counter>,
     pub config_reloads: Family<Counter>,
     pub credential_reloads: Family<Counter>,
+    pub body_stalls: Family<Counter>,
 }
 
 impl Default for Metrics {
@@ -160,6 +161,11 @@ impl Default for Metrics {
                 "Credential file reloads (rotation), by result.",
                 &["result"],
             ),
+            body_stalls: Family::new(
+                "tokex_body_stalls_total",
+                "Bodies that made no progress for timeouts.body_idle, by the way they flowed.",
+                &["direction"],
+            ),
         }
     }
 }
@@ -175,6 +181,7 @@ impl Metrics {
             &self.cache_misses,
             &self.config_reloads,
             &self.credential_reloads,
+            &self.body_stalls,
         ] {
             let _ = writeln!(
                 out,

@@ -60,8 +60,8 @@ impl SpanContext {
     }
 
     /// Reads a valid `traceparent`; `None` for absent or malformed ones.
-    pub fn from_headers<F: crate::fields::Fields>(headers: &F) -> Option<Self> {
-        let v = std::str::from_utf8(headers.first("traceparent")?).ok()?;
+    pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        let v = headers.get("traceparent")?.to_str().ok()?;
         let mut parts = v.split('-');
         let (version, trace, span, flags) =
             (parts.next()?, parts.next()?, parts.next()?, parts.next()?);

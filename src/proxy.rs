@@ -3,15 +3,16 @@
 //! SPEC §5 responses, records metrics and logs once; [`RouteRuntime::forward`] is the
 //! inner one that reads as the numbered steps and uses `?`. Steps 3 to 6 (cache,
 //! exchange, refresh, and their audit and span records) live in [`token`].
+//!
+//! Every request from the app comes here, whatever its protocol, its upstream's scheme
+//! or its connection's history, so every route feature applies to all of them.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use http::{HeaderValue, Request, Response};
-use http_body_util::Either;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 
@@ -22,10 +23,12 @@ use crate::config::model::SubjectSource;
 use crate::config::{Config, Route};
 use crate::error::{Code, ProxyError};
 use crate::exchange::{self, ExchangeClient};
-use crate::fields::Fields;
-use crate::forward::{self, Body, Upstream};
+use crate::forward::{self, Body, upgrade};
+use crate::idle::{Stalled, Watch};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::routing;
+use crate::session::Session;
+use crate::upstream::{Sent, Upstream};
 
 mod token;
 
@@ -60,9 +63,12 @@ pub struct Runtime {
     routes: Vec<RouteRuntime>,
     /// The span exporter, when `tracing` is configured.
     otel: Option<Arc<crate::otel::Otel>>,
+    /// `timeouts.body_idle` for request bodies (app to upstream) and responses.
+    to_upstream: Watch,
+    to_app: Watch,
 }
 
-/// A request's tracing: the exporter and the request's server span (SPEC-free: issue 8).
+/// A request's tracing: the exporter and the request's server span.
 struct Traced {
     otel: Arc<crate::otel::Otel>,
     span: crate::otel::Span,
@@ -150,11 +156,27 @@ impl Proxy {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Serves one request from the app. Never fails: errors become SPEC §5 responses.
+    /// The stall watch for what tokex writes to the app, as the config in force sets it.
+    pub fn watch_to_app(&self) -> Watch {
+        self.state.load().to_app.clone()
+    }
+
+    /// Closes pooled upstream connections that idled past `timeouts.idle`.
+    pub fn sweep_idle_upstreams(&self) {
+        let now = Instant::now();
+        for route in &self.state.load().routes {
+            route.upstream.sweep(now);
+        }
+    }
+
+    /// Serves one request from the app on the connection `session` belongs to. Errors
+    /// become SPEC §5 responses; only a request body that stalled ends the connection
+    /// without one.
     pub async fn handle(
-        self: Arc<Self>,
+        &self,
         mut req: Request<Incoming>,
-    ) -> Result<Response<Body>, Infallible> {
+        session: &Arc<Session>,
+    ) -> Result<Response<Body>, Stalled> {
         let started = Instant::now();
         let runtime = self.state.load_full();
         let method = req.method().clone();
@@ -173,7 +195,7 @@ impl Proxy {
             Err(e) => (None, Err(e)),
             Ok((index, path)) => {
                 let route = &runtime.routes[index];
-                let forwarded = route.forward(&self, req, &path, traced.as_ref());
+                let forwarded = route.forward(self, &runtime, req, &path, traced.as_ref(), session);
                 let result = match route.route.deadline {
                     None => forwarded.await,
                     Some(deadline) => tokio::time::timeout(deadline, forwarded)
@@ -189,12 +211,17 @@ impl Proxy {
             }
         };
         let name = route.map_or("none", |r| r.route.name.as_str());
-        let status = match &result {
-            Ok(r) => Ok(r.status().as_u16()),
-            Err(e) => Err(e),
+        self.report(
+            route,
+            &method,
+            result.as_ref().map(|r| r.status().as_u16()),
+            started,
+        );
+        let response = match result {
+            Ok(response) => response,
+            Err(e) if e.abort => return Err(Stalled(runtime.config.timeouts.body_idle)),
+            Err(e) => e.to_response(),
         };
-        self.report(route, &method, status, started);
-        let response = result.unwrap_or_else(|e| e.to_response());
         let status = response.status().as_u16();
         if let Some(Traced { otel, span }) = traced {
             span.set("tokex.route", name);
@@ -210,11 +237,9 @@ impl Proxy {
         }
         Ok(response)
     }
-}
 
-impl Proxy {
-    /// The one record of a finished request, on either engine: its route's metrics, and
-    /// a log line when it failed. `status` is the upstream's, or the error tokex answered.
+    /// The one record of a finished request: its route's metrics, and a log line when
+    /// it failed. `status` is the upstream's, or the error tokex answered with.
     fn report(
         &self,
         route: Option<&RouteRuntime>,
@@ -225,6 +250,10 @@ impl Proxy {
         let name = route.map_or("none", |r| r.route.name.as_str());
         let status = match status {
             Ok(status) => status,
+            Err(e) if e.abort => {
+                tracing::info!(route = name, %method, "request body stalled; connection closed");
+                StatusCode::REQUEST_TIMEOUT.as_u16()
+            }
             Err(e) => {
                 let status = e.code.status().as_u16();
                 if status >= 500 {
@@ -237,81 +266,6 @@ impl Proxy {
         };
         let metrics = route.map_or(&self.unrouted, |r| &r.metrics);
         metrics.record(status, started.elapsed());
-    }
-
-    /// Routes a request for the HTTP/1.1 engine ([`crate::h1`]), which serves it itself
-    /// when nothing about its route needs the general path: a plain `http` upstream, no
-    /// purge-and-retry, no route deadline, no tracing. `None` sends it to [`Proxy::handle`],
-    /// which also answers every request that does not route. Routing has no side effects,
-    /// so asking twice is harmless.
-    pub(crate) fn plan<F: Fields>(
-        &self,
-        method: &http::Method,
-        uri: &http::Uri,
-        headers: &F,
-    ) -> Option<Planned> {
-        let runtime = self.state.load_full();
-        if runtime.otel.is_some() {
-            return None;
-        }
-        let target = routing::target_of(method, uri, headers).ok()?;
-        let (index, path) = runtime.route_of(&target).ok()?;
-        let route = &runtime.routes[index].route;
-        let simple = route.upstream.scheme == http::uri::Scheme::HTTP
-            && !route.retry_on_401
-            && route.deadline.is_none();
-        simple.then_some(Planned {
-            runtime,
-            index,
-            path,
-        })
-    }
-}
-
-/// A request the HTTP/1.1 engine serves itself: its route, in the config snapshot it was
-/// routed with, and the path to send upstream.
-pub(crate) struct Planned {
-    runtime: Arc<Runtime>,
-    index: usize,
-    pub path: String,
-}
-
-impl Planned {
-    fn runtime(&self) -> &RouteRuntime {
-        &self.runtime.routes[self.index]
-    }
-
-    pub fn route(&self) -> &Route {
-        &self.runtime().route
-    }
-
-    pub fn timeouts(&self) -> &crate::config::model::Timeouts {
-        &self.runtime.config.timeouts
-    }
-
-    /// Steps 2 to 6: the credential to send upstream, exactly as [`Proxy::handle`] decides it.
-    /// `recent` is the connection's memory of its last lookup, used and updated.
-    pub async fn authorize<F: Fields + Sync>(
-        &self,
-        proxy: &Proxy,
-        headers: &F,
-        recent: &mut Option<Recent>,
-    ) -> Result<Option<HeaderValue>, ProxyError> {
-        let runtime = self.runtime();
-        Ok(runtime
-            .authorize(proxy, headers, None, Some(recent))
-            .await?
-            .value)
-    }
-
-    pub fn report(
-        &self,
-        proxy: &Proxy,
-        method: &http::Method,
-        status: Result<u16, &ProxyError>,
-        started: Instant,
-    ) {
-        proxy.report(Some(self.runtime()), method, status, started);
     }
 }
 
@@ -335,9 +289,14 @@ impl Runtime {
             let client = ExchangeClient::new(authority.clone(), permits.clone(), metrics.clone())?;
             clients.insert(name.clone(), Arc::new(client));
         }
+        let watch = |direction: &str| Watch {
+            limit: config.timeouts.body_idle,
+            stalls: metrics.body_stalls.series(&[direction]),
+        };
+        let (to_upstream, to_app) = (watch("to_upstream"), watch("to_app"));
         let mut routes = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
-            let upstream = Upstream::new(route, &config.timeouts)
+            let upstream = Upstream::new(route, &config.timeouts, to_upstream.clone())
                 .map_err(|e| BuildError::UpstreamTls(route.name.clone(), e))?;
             let exchange = match &route.exchange {
                 None => None,
@@ -385,51 +344,129 @@ impl Runtime {
             config,
             routes,
             otel,
+            to_upstream,
+            to_app,
         })
     }
 
     /// Step 1: the first route that matches and the path to send upstream, or `no_route`.
     /// The route's index, so a request can keep it with the snapshot it came from.
     fn route<B>(&self, req: &Request<B>) -> Result<(usize, String), ProxyError> {
-        self.route_of(&routing::target(req)?)
-    }
-
-    fn route_of(&self, target: &routing::Target<'_>) -> Result<(usize, String), ProxyError> {
-        let index = self
-            .routes
-            .iter()
-            .position(|r| routing::matches(&r.route, target))
-            .ok_or_else(|| {
-                ProxyError::new(
-                    Code::NoRoute,
-                    "no route matches this request's host and path",
-                )
-            })?;
-        let path = routing::upstream_path(&self.routes[index].route, target);
+        let target = routing::target(req)?;
+        let index = routing::find(&self.routes, |r| &*r.route, &target)?.ok_or_else(|| {
+            ProxyError::new(
+                Code::NoRoute,
+                "no route matches this request's host and path",
+            )
+        })?;
+        let path = routing::upstream_path(&self.routes[index].route, &target);
         Ok((index, path))
     }
 }
 
 impl RouteRuntime {
-    /// Steps 7 and 8: rewrite the request (hop-by-hop fields out, the token in), then
-    /// forward it with its body streamed.
+    /// Steps 2 to 8 for a routed request.
+    async fn forward(
+        &self,
+        proxy: &Proxy,
+        runtime: &Runtime,
+        mut req: Request<Incoming>,
+        path: &str,
+        traced: Option<&Traced>,
+        session: &Arc<Session>,
+    ) -> Result<Response<Body>, ProxyError> {
+        // Steps 2 to 6: the credential, with the connection's memory of its last lookup.
+        let mut recent = session.take_recent();
+        let credential = self
+            .authorize(proxy, req.headers(), traced, Some(&mut recent))
+            .await;
+        session.keep_recent(recent);
+        let credential = credential?;
+        // Step 7: the upstream's request. A protocol switch keeps the app's side of it.
+        let switch = upgrade::requested(&req);
+        let app_side = switch.is_some().then(|| hyper::upgrade::on(&mut req));
+        let method = req.method().clone();
+        let upstream_req = forward::upstream_request(
+            req,
+            &self.route,
+            path,
+            credential.value,
+            switch.clone(),
+            &runtime.to_upstream,
+        )?;
+        // Step 8: send, and relay the response. Purge-and-retry needs the request again.
+        let again = credential
+            .retry
+            .and_then(|retry| Some((retry, forward::replayable(&upstream_req)?)));
+        let mut sent = self.send(upstream_req, session, switch.is_some()).await?;
+        if let Some(((key, subject), again)) = again
+            && sent.response.status() == StatusCode::UNAUTHORIZED
+        {
+            sent = self
+                .retry_with_fresh_token(proxy, again, key, &subject, traced, session)
+                .await?;
+        }
+        if let Some(app_side) = app_side
+            && sent.response.status() == StatusCode::SWITCHING_PROTOCOLS
+        {
+            upgrade::tunnel(app_side, hyper::upgrade::on(&mut sent.response));
+        }
+        forward::response(sent, &method, switch.is_some(), session, &runtime.to_app)
+    }
+
+    /// Sends to the upstream; the route's `timeout` bounds the wait for response headers.
     async fn send(
         &self,
-        req: Request<Incoming>,
-        path: &str,
-        token: Option<HeaderValue>,
-    ) -> Result<Response<Body>, ProxyError> {
-        let upstream_req =
-            forward::upstream_request(req.map(Either::Left), &self.route, path, token)?;
-        self.upstream.send(upstream_req, self.route.timeout).await
+        req: Request<forward::UpstreamBody>,
+        session: &Session,
+        switch: bool,
+    ) -> Result<Sent, ProxyError> {
+        tokio::time::timeout(self.route.timeout, self.upstream.send(req, session, switch))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ProxyError::new(
+                    Code::UpstreamTimeout,
+                    "the upstream did not answer in time",
+                ))
+            })
+    }
+
+    /// The upstream refused the narrowed token: drop it, exchange once more, send once more.
+    async fn retry_with_fresh_token(
+        &self,
+        proxy: &Proxy,
+        mut again: Request<forward::UpstreamBody>,
+        key: crate::cache::Key,
+        subject: &crate::secret::Secret,
+        traced: Option<&Traced>,
+        session: &Session,
+    ) -> Result<Sent, ProxyError> {
+        let Some(exchange) = &self.exchange else {
+            return Err(ProxyError::new(
+                Code::UpstreamUnavailable,
+                "no exchange to retry",
+            ));
+        };
+        tracing::debug!(route = %self.route.name, "upstream refused the narrowed token; exchanging once more");
+        proxy.cache.invalidate(&key).await;
+        let token = bearer::BearerToken::from_secret(subject);
+        let (fresh, _) = self
+            .narrowed(proxy, exchange, token, again.headers(), traced, None)
+            .await?;
+        forward::set_credential(
+            again.headers_mut(),
+            &self.route,
+            fresh.authorization.clone(),
+        );
+        self.send(again, session, false).await
     }
 
     /// Steps 2 to 6: where the subject token is, what to do without one, and the
     /// narrowed token from the cache or the authority.
-    async fn authorize<F: Fields + Sync>(
+    async fn authorize(
         &self,
         proxy: &Proxy,
-        headers: &F,
+        headers: &HeaderMap,
         traced: Option<&Traced>,
         recent: Option<&mut Option<Recent>>,
     ) -> Result<Credential, ProxyError> {
@@ -482,55 +519,4 @@ impl RouteRuntime {
                 .then(|| (key, crate::secret::Secret::new(token.expose()))),
         })
     }
-
-    async fn forward(
-        &self,
-        proxy: &Proxy,
-        req: Request<Incoming>,
-        path: &str,
-        traced: Option<&Traced>,
-    ) -> Result<Response<Body>, ProxyError> {
-        let credential = self.authorize(proxy, req.headers(), traced, None).await?;
-        let (Some((key, subject)), Some(exchange), Some(value)) =
-            (credential.retry, &self.exchange, &credential.value)
-        else {
-            return self.send(req, path, credential.value).await;
-        };
-        if !retryable(&req) {
-            return self.send(req, path, credential.value).await;
-        }
-        let value = value.clone();
-        // Purge-and-retry: the request has no body, so it can be sent twice.
-        let (parts, _) = req.into_parts();
-        let build = |authorization: HeaderValue| {
-            let req =
-                Request::from_parts(parts.clone(), Either::Right(http_body_util::Empty::new()));
-            forward::upstream_request(req, &self.route, path, Some(authorization))
-        };
-        let response = self
-            .upstream
-            .send(build(value)?, self.route.timeout)
-            .await?;
-        if response.status() != http::StatusCode::UNAUTHORIZED {
-            return Ok(response);
-        }
-        tracing::debug!(route = %self.route.name, "upstream refused the narrowed token; exchanging once more");
-        proxy.cache.invalidate(&key).await;
-        let token = bearer::BearerToken::from_secret(&subject);
-        let (fresh, _) = self
-            .narrowed(proxy, exchange, token, &parts.headers, traced, None)
-            .await?;
-        self.upstream
-            .send(build(fresh.authorization.clone())?, self.route.timeout)
-            .await
-    }
-}
-
-/// Purge-and-retry applies to idempotent methods (RFC 9110 §9.2.2) without a body.
-fn retryable(req: &Request<Incoming>) -> bool {
-    use http::Method;
-    matches!(
-        *req.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE
-    ) && http_body::Body::is_end_stream(req.body())
 }

@@ -5,33 +5,66 @@
 //! or `Host`; then `path_prefix` narrows. The first matching route wins, and only
 //! configured upstreams are ever contacted.
 
-use http::{Method, Request, Uri};
+use std::borrow::Cow;
 
-use crate::fields::Fields;
+use http::uri::Authority;
+use http::{HeaderMap, Method, Request, Uri, Version};
 
 use crate::config::model::{HostMatch, Route};
 use crate::error::{Code, ProxyError};
 
-/// What the request asked for, borrowed from it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+mod path;
+
+pub use path::Unsafe;
+
+/// What the request asked for, borrowed from it; `path` has no dot segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target<'a> {
     pub host: Option<&'a str>,
     pub port: Option<u16>,
-    pub path: &'a str,
+    pub path: Cow<'a, str>,
+    /// The path as the app sent it, when it had dot segments.
+    pub raw_path: Option<&'a str>,
     pub query: Option<&'a str>,
 }
 
 /// Reads the target of a request. `CONNECT` and asterisk-form are refused: tokex must
 /// see the request to rewrite it, so it never tunnels (SPEC §1).
 pub fn target<B>(req: &Request<B>) -> Result<Target<'_>, ProxyError> {
+    check_host(req.version(), req.uri(), req.headers())?;
     target_of(req.method(), req.uri(), req.headers())
 }
 
-/// [`target`] from a request's parts, with its fields read through [`Fields`].
-pub fn target_of<'a, F: Fields>(
+/// RFC 9112 §3.2: an HTTP/1.1 request has exactly one `Host`, and it is a valid
+/// authority; RFC 9113 §8.3.1: beside `:authority`, `Host` names the same one.
+fn check_host(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<(), ProxyError> {
+    let refuse = |why: &'static str| Err(ProxyError::new(Code::InvalidRequest, why));
+    let mut hosts = headers.get_all(http::header::HOST).iter();
+    let Some(host) = hosts.next() else {
+        return match version {
+            Version::HTTP_11 => refuse("an HTTP/1.1 request needs a Host header"),
+            _ => Ok(()),
+        };
+    };
+    if hosts.next().is_some() {
+        return refuse("more than one Host header");
+    }
+    // `Authority` also takes userinfo, which a Host never carries (RFC 9110 §7.2).
+    let parsed = host.to_str().ok().filter(|h| !h.contains('@'));
+    let Some(named) = parsed.and_then(|h| h.parse::<Authority>().ok()) else {
+        return refuse("the Host header is not a valid authority");
+    };
+    if version == Version::HTTP_2 && uri.authority().is_some_and(|a| *a != named) {
+        return refuse("Host and :authority name different authorities");
+    }
+    Ok(())
+}
+
+/// [`target`] from a request's parts.
+fn target_of<'a>(
     method: &Method,
     uri: &'a Uri,
-    headers: &'a F,
+    headers: &'a HeaderMap,
 ) -> Result<Target<'a>, ProxyError> {
     if method == Method::CONNECT {
         return Err(ProxyError::new(
@@ -48,25 +81,25 @@ pub fn target_of<'a, F: Fields>(
     // RFC 9112 §3.2.2: an absolute-form authority overrides Host.
     let (host, port) = match uri.authority() {
         Some(a) => (Some(a.host()), a.port_u16()),
-        None => match headers.first("host").and_then(visible_ascii) {
+        None => match headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+        {
             Some(h) => split_host_port(h),
             None => (None, None),
         },
     };
+    let raw = uri.path();
+    let path =
+        path::normalize(raw).map_err(|e| ProxyError::new(Code::InvalidRequest, e.to_string()))?;
+    let raw_path = matches!(path, Cow::Owned(_)).then_some(raw);
     Ok(Target {
         host,
         port,
-        path: uri.path(),
+        path,
+        raw_path,
         query: uri.query(),
     })
-}
-
-/// The value as text when it is visible ASCII, as `HeaderValue::to_str` requires.
-fn visible_ascii(v: &[u8]) -> Option<&str> {
-    v.iter()
-        .all(|&c| c == b'\t' || (0x20..0x7f).contains(&c))
-        .then(|| std::str::from_utf8(v).ok())
-        .flatten()
 }
 
 fn split_host_port(h: &str) -> (Option<&str>, Option<u16>) {
@@ -78,13 +111,51 @@ fn split_host_port(h: &str) -> (Option<&str>, Option<u16>) {
     }
 }
 
+/// The index of the first route that takes `t`. A path whose dot segments climb out of
+/// a route's prefix is refused instead of routed elsewhere: `/api/x/../../admin` is
+/// an attempt to leave `/api`, not a request for `/admin`.
+pub fn find<R>(
+    routes: &[R],
+    route: impl Fn(&R) -> &Route,
+    t: &Target<'_>,
+) -> Result<Option<usize>, ProxyError> {
+    if let Some(raw) = t.raw_path {
+        let literal = dot_free_start(raw);
+        let climbs = routes.iter().map(&route).any(|r| {
+            host_matches(r.host.as_ref(), t)
+                && r.path_prefix
+                    .as_deref()
+                    .is_some_and(|p| prefix_matches(p, literal) && !prefix_matches(p, &t.path))
+        });
+        if climbs {
+            return Err(ProxyError::new(
+                Code::InvalidRequest,
+                "the path climbs out of its route's prefix with dot segments",
+            ));
+        }
+    }
+    Ok(routes.iter().position(|r| matches(route(r), t)))
+}
+
+/// The segments of `raw` before its first dot segment.
+fn dot_free_start(raw: &str) -> &str {
+    let mut end = 0;
+    for segment in raw.split('/').skip(1) {
+        if path::needs_care(segment) {
+            break;
+        }
+        end += 1 + segment.len();
+    }
+    &raw[..end]
+}
+
 /// Whether `route` takes `t`. An omitted match key matches anything.
 pub fn matches(route: &Route, t: &Target<'_>) -> bool {
     host_matches(route.host.as_ref(), t)
         && route
             .path_prefix
             .as_deref()
-            .is_none_or(|p| prefix_matches(p, t.path))
+            .is_none_or(|p| prefix_matches(p, &t.path))
 }
 
 fn host_matches(m: Option<&HostMatch>, t: &Target<'_>) -> bool {
@@ -94,33 +165,18 @@ fn host_matches(m: Option<&HostMatch>, t: &Target<'_>) -> bool {
     host.eq_ignore_ascii_case(&m.host) && m.port.is_none_or(|p| t.port.unwrap_or(80) == p)
 }
 
-/// Segment-aware: `/pay` takes `/pay` and `/pay/x` but not `/payments`. Paths with dot
-/// segments never match a prefix, so `/public/../admin` cannot borrow a route.
+/// Segment-aware: `/pay` takes `/pay` and `/pay/x` but not `/payments`.
 fn prefix_matches(prefix: &str, path: &str) -> bool {
-    if has_dot_segment(path) {
-        return false;
-    }
     match path.strip_prefix(prefix) {
         None => false,
         Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
     }
 }
 
-/// `.` or `..`, each dot possibly written `%2e` (any case), without allocating.
-fn has_dot_segment(path: &str) -> bool {
-    let dot = |s: &str| s == "." || s.eq_ignore_ascii_case("%2e");
-    path.split('/').any(|s| {
-        dot(s)
-            || [1, 3]
-                .into_iter()
-                .any(|at| s.len() > at && s.is_char_boundary(at) && dot(&s[..at]) && dot(&s[at..]))
-    })
-}
-
 /// The path and query sent upstream: the prefix stripped when configured, the
 /// upstream URL's own path in front.
 pub fn upstream_path(route: &Route, t: &Target<'_>) -> String {
-    let mut path = t.path;
+    let mut path: &str = &t.path;
     if route.strip_prefix
         && let Some(prefix) = route.path_prefix.as_deref()
     {
@@ -156,10 +212,12 @@ mod tests {
     }
 
     fn t<'a>(host: Option<&'a str>, port: Option<u16>, path: &'a str) -> Target<'a> {
+        let normalized = path::normalize(path).unwrap();
         Target {
             host,
             port,
-            path,
+            raw_path: matches!(normalized, Cow::Owned(_)).then_some(path),
+            path: normalized,
             query: None,
         }
     }
@@ -184,12 +242,8 @@ mod tests {
             Some("pay8080")
         );
         assert_eq!(
-            find(t(Some("payments.internal"), None, "/v1/../admin")),
-            None
-        );
-        assert_eq!(
-            find(t(Some("payments.internal"), None, "/v1/%2E%2E/admin")),
-            None
+            find(t(Some("payments.internal"), None, "/v2/../v1/x")),
+            Some("pay")
         );
         assert_eq!(find(t(Some("other"), None, "/orders/1")), Some("anyhost"));
         assert_eq!(find(t(None, None, "/orders")), None);
@@ -205,15 +259,45 @@ mod tests {
              \x20 - {name: c, match: {path_prefix: /keep}, upstream: 'http://u', exchange: none}\n",
         );
         let q = Target {
-            host: None,
-            port: None,
-            path: "/payments/x/y",
             query: Some("a=1"),
+            ..t(None, None, "/payments/x/y")
         };
         assert_eq!(upstream_path(&r[0], &q), "/base/x/y?a=1");
         assert_eq!(upstream_path(&r[0], &t(None, None, "/payments")), "/base/");
         assert_eq!(upstream_path(&r[1], &t(None, None, "/p/z")), "/z");
         assert_eq!(upstream_path(&r[2], &t(None, None, "/keep/z")), "/keep/z");
+        // Dot segments are gone before the join, so nothing leaves the base path.
+        assert_eq!(
+            upstream_path(&r[0], &t(None, None, "/payments/a/../b")),
+            "/base/b"
+        );
+    }
+
+    /// Dot segments that leave a route's prefix, or the root, are refused; those that
+    /// stay inside it are resolved.
+    #[test]
+    fn dot_segments_cannot_leave_a_prefix() {
+        let r = routes(
+            "  - {name: api, match: {path_prefix: /api}, strip_prefix: true, upstream: 'http://u/ex', exchange: none}\n\
+             \x20 - {name: rest, upstream: 'http://v', exchange: none}\n",
+        );
+        let find = |path: &str| find(&r, |r| &**r, &t(Some("h"), None, path));
+        assert_eq!(find("/api/x/../y").unwrap(), Some(0));
+        assert_eq!(find("/other/../api/y").unwrap(), Some(0));
+        assert_eq!(
+            find("/api/x/%2e%2e/../admin").unwrap_err().code,
+            Code::InvalidRequest
+        );
+        assert_eq!(
+            find("/api/../admin").unwrap_err().code,
+            Code::InvalidRequest
+        );
+        assert_eq!(find("/a/../b").unwrap(), Some(1));
+        let req = Request::get("/../../admin")
+            .header("host", "h")
+            .body(())
+            .unwrap();
+        assert_eq!(target(&req).unwrap_err().code, Code::InvalidRequest);
     }
 
     /// Absolute-form beats Host; CONNECT and asterisk-form are refused.
@@ -228,7 +312,8 @@ mod tests {
             Target {
                 host: Some("payments.internal"),
                 port: Some(81),
-                path: "/a",
+                path: Cow::Borrowed("/a"),
+                raw_path: None,
                 query: Some("b")
             }
         );
@@ -238,9 +323,39 @@ mod tests {
             .unwrap();
         assert_eq!(target(&req).unwrap().host, Some("svc.internal"));
         assert_eq!(target(&req).unwrap().port, Some(8080));
-        let req = Request::connect("payments.internal:443").body(()).unwrap();
+        let req = Request::connect("payments.internal:443")
+            .header("host", "payments.internal:443")
+            .body(())
+            .unwrap();
         assert_eq!(target(&req).unwrap_err().code, Code::Unsupported);
-        let req = Request::options("*").body(()).unwrap();
+        let req = Request::options("*").header("host", "a").body(()).unwrap();
         assert_eq!(target(&req).unwrap_err().code, Code::Unsupported);
+    }
+
+    /// HTTP/1.1 needs exactly one valid Host; HTTP/1.0 may have none; HTTP/2's Host
+    /// must agree with `:authority`.
+    #[test]
+    fn host_fields() {
+        let with = |version: Version, uri: &str, hosts: &[&str]| {
+            let mut b = Request::get(uri).version(version);
+            for h in hosts {
+                b = b.header("host", *h);
+            }
+            target(&b.body(()).unwrap()).map(|t| t.host.map(str::to_string))
+        };
+        use Version as V;
+        assert_eq!(
+            with(V::HTTP_11, "/", &["a.internal"]).unwrap().as_deref(),
+            Some("a.internal")
+        );
+        for bad in [&[][..], &["a", "a"], &["a b"], &["a/b"], &["user@a"]] {
+            let e = with(V::HTTP_11, "/", bad).unwrap_err();
+            assert_eq!(e.code, Code::InvalidRequest, "{bad:?}");
+        }
+        assert_eq!(with(V::HTTP_10, "/", &[]).unwrap(), None);
+        assert!(with(V::HTTP_11, "http://a/", &[]).is_err());
+        assert!(with(V::HTTP_2, "http://a/", &[]).is_ok());
+        assert!(with(V::HTTP_2, "http://a/", &["a"]).is_ok());
+        assert!(with(V::HTTP_2, "http://a/", &["b"]).is_err());
     }
 }

@@ -14,14 +14,16 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::error::{Code, ProxyError};
 use crate::forward::Body;
 use crate::proxy::Proxy;
+
+mod connection;
+mod detect;
 
 /// The two bound listeners.
 pub struct Listeners {
@@ -56,15 +58,8 @@ pub async fn run(proxy: Arc<Proxy>, listeners: Listeners, shutdown: impl Future<
     let admin = tokio::spawn(crate::admin::run(proxy.clone(), listeners.admin, async {
         let _ = admin_stopped.await;
     }));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.timeouts.client_header_read);
-    builder.http2().timer(TokioTimer::new());
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let settings = Arc::new(crate::h1::Settings {
-        fallback: builder,
+    let settings = Arc::new(connection::Settings {
         header_read: config.timeouts.client_header_read,
         stop: stopped,
     });
@@ -88,7 +83,7 @@ pub async fn run(proxy: Arc<Proxy>, listeners: Listeners, shutdown: impl Future<
                 let _ = stream.set_nodelay(true);
                 match connections.clone().try_acquire_owned() {
                     Ok(permit) => {
-                        let serving = crate::h1::serve(proxy.clone(), stream, settings.clone());
+                        let serving = connection::serve(proxy.clone(), stream, settings.clone());
                         tokio::spawn(async move {
                             serving.await;
                             drop(permit);
@@ -122,8 +117,9 @@ pub async fn run(proxy: Arc<Proxy>, listeners: Listeners, shutdown: impl Future<
 /// take effect within this.
 const POLL_EVERY: Duration = Duration::from_millis(250);
 
-/// Re-reads rotated credential files of whatever config is in force, and reloads the
-/// config when its file changes (Kubernetes' ConfigMap symlink swap included).
+/// Re-reads rotated credential files of whatever config is in force, reloads the
+/// config when its file changes (Kubernetes' ConfigMap symlink swap included), and
+/// closes pooled upstream connections that idled too long.
 async fn poll_credentials(proxy: Arc<Proxy>) {
     let mut tick = tokio::time::interval(POLL_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -139,6 +135,7 @@ async fn poll_credentials(proxy: Arc<Proxy>) {
         if changed {
             let _ = proxy.reload_from_source();
         }
+        proxy.sweep_idle_upstreams();
     }
 }
 

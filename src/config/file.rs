@@ -284,6 +284,7 @@ pub struct FileTimeouts {
     pub upstream_response: Option<Dur>,
     pub client_header_read: Option<Dur>,
     pub idle: Option<Dur>,
+    pub body_idle: Option<Dur>,
     pub drain: Option<Dur>,
 }
 

@@ -205,6 +205,9 @@ pub struct Timeouts {
     pub client_header_read: Duration,
     #[serde(serialize_with = "serialize_duration")]
     pub idle: Duration,
+    /// A body that makes no progress this long, either way, ends both connections.
+    #[serde(serialize_with = "serialize_duration")]
+    pub body_idle: Duration,
     #[serde(serialize_with = "serialize_duration")]
     pub drain: Duration,
 }
@@ -248,6 +251,7 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
             .client_header_read
             .map_or(Duration::from_secs(10), |d| d.0),
         idle: t.idle.map_or(Duration::from_secs(90), |d| d.0),
+        body_idle: t.body_idle.map_or(Duration::from_secs(60), |d| d.0),
         drain: t.drain.map_or(Duration::from_secs(20), |d| d.0),
     };
     let limits = Limits {

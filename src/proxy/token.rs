@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::bearer::unix_now;
 
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
 
 use super::{Proxy, RouteExchange, RouteRuntime, Traced};
 use crate::bearer::{self, BearerToken};
@@ -15,17 +15,16 @@ use crate::cache::{self, Entry, Key, Lookup, Recent};
 use crate::config::Route;
 use crate::error::{Code, ProxyError};
 use crate::exchange::{self, ExchangeClient};
-use crate::fields::Fields;
 
 impl RouteRuntime {
     /// tokex's own token for this route (`client_credentials`), cached and refreshed like
     /// exchanged tokens. Its key can never equal an exchange key: the actor slot holds a
     /// marker no 32-byte digest or empty slot can match.
-    pub(super) async fn own_token<F: Fields + Sync>(
+    pub(super) async fn own_token(
         &self,
         proxy: &Proxy,
         exchange: &RouteExchange,
-        headers: &F,
+        headers: &HeaderMap,
         traced: Option<&Traced>,
     ) -> Result<Arc<Entry>, ProxyError> {
         let key = exchange.keys.key(OWN_TOKEN_MARKER, "");
@@ -39,12 +38,12 @@ impl RouteRuntime {
     /// The narrowed token for `token`: from the cache, or from one exchange shared by
     /// all concurrent requests with the same key. `recent`, the connection's memory of
     /// its last lookup, saves the decoding, hashing and map lookup when the token repeats.
-    pub(super) async fn narrowed<F: Fields + Sync>(
+    pub(super) async fn narrowed(
         &self,
         proxy: &Proxy,
         exchange: &RouteExchange,
         token: BearerToken<'_>,
-        headers: &F,
+        headers: &HeaderMap,
         traced: Option<&Traced>,
         recent: Option<&mut Option<Recent>>,
     ) -> Result<(Arc<Entry>, Key), ProxyError> {
@@ -139,14 +138,14 @@ impl RouteRuntime {
     /// `remembered`: an entry the connection remembered and found still usable at `now`,
     /// a hit without asking the cache; refresh-ahead is judged at `now` too.
     #[allow(clippy::too_many_arguments)]
-    async fn lookup<F: Fields + Sync>(
+    async fn lookup(
         &self,
         proxy: &Proxy,
         exchange: &RouteExchange,
         key: Key,
         subject: Option<&str>,
         subject_exp: Option<u64>,
-        headers: &F,
+        headers: &HeaderMap,
         traced: Option<&Traced>,
         remembered: Option<Arc<Entry>>,
         now: Instant,

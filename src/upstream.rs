@@ -1,0 +1,310 @@
+//! A route's upstream (SPEC §4 step 8): which connection a request goes on, and
+//! sending it there.
+//!
+//! HTTP/1.1 upstreams, plain and TLS alike, get one request at a time per connection: the
+//! app connection's own idle connection first ([`Session`]), then one from the shared
+//! pool, then a new one. An upstream that picks HTTP/2 by ALPN gets one multiplexed
+//! connection that every app connection shares. A request that a kept connection never
+//! sent, or an idempotent request without a body that it lost before any response
+//! (the upstream closed an idle connection as the request left, RFC 9112 §9.3.1.1), is
+//! sent once more on a new connection.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+
+use crate::config::model::{Route, Timeouts};
+use crate::credentials::Watched;
+use crate::error::{Code, ProxyError};
+use crate::forward::UpstreamBody;
+use crate::idle::{Stall, Watch};
+use crate::session::Session;
+use crate::tls::CaBundle;
+
+mod connect;
+mod pool;
+
+use connect::{Connected, Tls};
+pub use pool::{Idle, Shared};
+
+/// A sent request's response, and the HTTP/1.1 connection it came on, to be kept once
+/// the response body is complete.
+pub struct Sent {
+    pub response: Response<Incoming>,
+    pub keep: Option<Idle>,
+}
+
+/// One route's upstream: where it is, its trust roots, and its shared connections.
+pub struct Upstream {
+    target: connect::Target,
+    scheme: Scheme,
+    authority: Authority,
+    tls: ArcSwap<Tls>,
+    ca: Option<Watched<CaBundle>>,
+    shared: Arc<Shared>,
+    idle_limit: Duration,
+}
+
+/// How an attempt on one connection failed.
+enum Failed {
+    /// The request never left; here it is back.
+    NotSent(Box<Request<UpstreamBody>>),
+    /// It left (in part or whole) and no response came.
+    Lost(hyper::Error),
+}
+
+impl Upstream {
+    pub fn new(route: &Route, timeouts: &Timeouts, watch: Watch) -> Result<Self, rustls::Error> {
+        let up = &route.upstream;
+        let https = up.scheme == Scheme::HTTPS;
+        // `Authority::host` keeps an IPv6 literal's brackets; the socket wants none.
+        let host = up.authority.host().trim_matches(['[', ']']).to_string();
+        let server_name = if https {
+            Some(
+                rustls_pki_types::ServerName::try_from(host.clone())
+                    .map_err(|_| rustls::Error::General(format!("invalid host name {host}")))?,
+            )
+        } else {
+            None
+        };
+        let ca = route.ca_file.clone();
+        let generation = ca.as_ref().map_or(0, |c| c.generation());
+        let tls = Tls::new(generation, ca.as_ref().map(|c| c.current()).as_deref())?;
+        Ok(Self {
+            target: connect::Target {
+                port: up
+                    .authority
+                    .port_u16()
+                    .unwrap_or(if https { 443 } else { 80 }),
+                host,
+                server_name,
+                timeout: timeouts.upstream_connect,
+                watch,
+            },
+            scheme: up.scheme.clone(),
+            authority: up.authority.clone(),
+            tls: ArcSwap::from_pointee(tls),
+            ca,
+            shared: Arc::default(),
+            idle_limit: timeouts.idle,
+        })
+    }
+
+    /// Sends `req` (origin-form, with `Host`) and waits for the response head.
+    /// `upgrade`: the request asks to switch protocols, which needs HTTP/1.1.
+    pub async fn send(
+        &self,
+        mut req: Request<UpstreamBody>,
+        session: &Session,
+        upgrade: bool,
+    ) -> Result<Sent, ProxyError> {
+        if !upgrade
+            && self.shared.speaks_h2()
+            && let Some(h2) = self.shared.h2()
+        {
+            return self.over_h2(h2, req).await;
+        }
+        let generation = self.generation();
+        let now = Instant::now();
+        let kept = session
+            .checkout(&self.shared, generation, self.idle_limit, now)
+            .or_else(|| self.shared.checkout(generation, self.idle_limit, now));
+        if let Some(idle) = kept {
+            let copy = crate::forward::replayable(&req);
+            match over_h1(idle.sender, req).await {
+                Ok((response, sender)) => return Ok(self.sent(response, generation, sender)),
+                Err(Failed::NotSent(back)) => req = *back,
+                Err(Failed::Lost(e)) => match copy {
+                    Some(copy) => {
+                        tracing::debug!(error = %e, "kept upstream connection lost the request; sending it once more");
+                        req = copy;
+                    }
+                    None => return Err(lost(&e)),
+                },
+            }
+        }
+        match self.connect(upgrade).await? {
+            Connected::Http1(sender) => match over_h1(sender, req).await {
+                Ok((response, sender)) => Ok(self.sent(response, generation, sender)),
+                Err(Failed::NotSent(_)) => Err(unavailable()),
+                Err(Failed::Lost(e)) => Err(lost(&e)),
+            },
+            Connected::Http2(sender) => self.over_h2(sender, req).await,
+        }
+    }
+
+    /// Closes pooled connections that idled too long.
+    pub fn sweep(&self, now: Instant) {
+        self.shared.sweep(self.generation(), self.idle_limit, now);
+    }
+
+    fn generation(&self) -> u64 {
+        self.ca.as_ref().map_or(0, |c| c.generation())
+    }
+
+    fn sent(
+        &self,
+        response: Response<Incoming>,
+        generation: u64,
+        sender: http1::SendRequest<UpstreamBody>,
+    ) -> Sent {
+        Sent {
+            response,
+            keep: Some(Idle::new(&self.shared, generation, sender)),
+        }
+    }
+
+    /// A new connection with the trust roots in force (rebuilt when `ca_file` rotated).
+    async fn connect(&self, upgrade: bool) -> Result<Connected, ProxyError> {
+        let generation = self.generation();
+        let mut tls = self.tls.load_full();
+        if tls.generation != generation {
+            let ca = self.ca.as_ref().map(|c| c.current());
+            let fresh = Tls::new(generation, ca.as_deref()).map_err(|e| {
+                tracing::warn!(error = %e, "the upstream's rotated trust roots are unusable");
+                ProxyError::new(
+                    Code::UpstreamUnavailable,
+                    "the upstream's trust roots are unusable",
+                )
+            })?;
+            tls = Arc::new(fresh);
+            self.tls.store(tls.clone());
+        }
+        let connected = self.target.connect(&tls, upgrade).await?;
+        if !upgrade && self.target.server_name.is_some() {
+            let h2 = match &connected {
+                Connected::Http2(s) => Some(s),
+                Connected::Http1(_) => None,
+            };
+            self.shared.negotiated(h2);
+        }
+        Ok(connected)
+    }
+
+    /// Sends on the multiplexed connection; one new connection when it went away first.
+    async fn over_h2(
+        &self,
+        mut sender: http2::SendRequest<UpstreamBody>,
+        req: Request<UpstreamBody>,
+    ) -> Result<Sent, ProxyError> {
+        let mut req = self.absolute(req)?;
+        for attempt in 0..2 {
+            if attempt > 0 {
+                sender = match self.connect(false).await? {
+                    Connected::Http2(s) => s,
+                    Connected::Http1(s) => {
+                        let generation = self.generation();
+                        let (response, s) =
+                            over_h1(s, self.origin_form(req)?)
+                                .await
+                                .map_err(|e| match e {
+                                    Failed::NotSent(_) => unavailable(),
+                                    Failed::Lost(e) => lost(&e),
+                                })?;
+                        return Ok(self.sent(response, generation, s));
+                    }
+                };
+            }
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(response) => {
+                    return Ok(Sent {
+                        response,
+                        keep: None,
+                    });
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(back) => req = back,
+                    None => return Err(lost(e.error())),
+                },
+            }
+        }
+        Err(unavailable())
+    }
+
+    /// The form HTTP/2 needs: scheme and authority in the URI, no `Host`.
+    fn absolute(&self, req: Request<UpstreamBody>) -> Result<Request<UpstreamBody>, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        let mut uri = parts.uri.into_parts();
+        uri.scheme = Some(self.scheme.clone());
+        uri.authority = Some(self.authority.clone());
+        parts.uri = Uri::from_parts(uri).map_err(|_| unforwardable())?;
+        parts.headers.remove(http::header::HOST);
+        parts.version = Version::HTTP_2;
+        Ok(Request::from_parts(parts, body))
+    }
+
+    /// Back to HTTP/1.1's form, for an upstream that stopped offering HTTP/2.
+    fn origin_form(&self, req: Request<UpstreamBody>) -> Result<Request<UpstreamBody>, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+        let mut uri = parts.uri.into_parts();
+        uri.scheme = None;
+        uri.authority = None;
+        parts.uri = Uri::from_parts(uri).map_err(|_| unforwardable())?;
+        parts.version = Version::HTTP_11;
+        if let Ok(host) =
+            http::HeaderValue::from_str(crate::forward::host_of(&self.authority, &self.scheme))
+        {
+            parts.headers.insert(http::header::HOST, host);
+        }
+        Ok(Request::from_parts(parts, body))
+    }
+}
+
+/// Sends on an HTTP/1.1 connection, handing the connection back with the response.
+async fn over_h1(
+    mut sender: http1::SendRequest<UpstreamBody>,
+    req: Request<UpstreamBody>,
+) -> Result<(Response<Incoming>, http1::SendRequest<UpstreamBody>), Failed> {
+    if sender.ready().await.is_err() {
+        return Err(Failed::NotSent(Box::new(req)));
+    }
+    match sender.try_send_request(req).await {
+        Ok(response) => Ok((response, sender)),
+        Err(mut e) => match e.take_message() {
+            Some(back) => Err(Failed::NotSent(Box::new(back))),
+            None => Err(Failed::Lost(e.into_error())),
+        },
+    }
+}
+
+fn unavailable() -> ProxyError {
+    ProxyError::new(
+        Code::UpstreamUnavailable,
+        "the upstream refused, reset or failed TLS",
+    )
+}
+
+fn lost(e: &hyper::Error) -> ProxyError {
+    tracing::debug!(error = %crate::forward::error_chain(e), "upstream request failed");
+    match crate::idle::stall_of(e) {
+        Some(Stall::AppSending) => {
+            return ProxyError::aborted("the request body stalled");
+        }
+        Some(Stall::UpstreamReading) => {
+            return ProxyError::new(
+                Code::UpstreamTimeout,
+                "the upstream stopped reading the request body",
+            );
+        }
+        None => {}
+    }
+    if e.is_parse() {
+        return ProxyError::new(
+            Code::UpstreamUnavailable,
+            "the upstream sent a malformed response",
+        );
+    }
+    unavailable()
+}
+
+fn unforwardable() -> ProxyError {
+    ProxyError::new(Code::Unsupported, "the request target cannot be forwarded")
+}

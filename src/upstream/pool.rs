@@ -1,0 +1,125 @@
+//! Upstream connections between requests: an idle HTTP/1.1 connection ([`Idle`]), the
+//! upstream's shared pool of them, and its one multiplexed HTTP/2 connection
+//! ([`Shared`]).
+//!
+//! An idle connection is kept by the app connection that used it (`crate::session`) and
+//! reaches the shared pool only when that app connection ends, so the hot path touches
+//! the pool's lock once per app connection, not once per request.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::{http1, http2};
+
+use crate::forward::UpstreamBody;
+
+/// Idle connections an upstream's shared pool holds at most; more are closed.
+const POOL_AT_MOST: usize = 256;
+
+/// An HTTP/1.1 connection whose last response is complete.
+pub struct Idle {
+    owner: Weak<Shared>,
+    /// The trust roots it was verified with (a rotated `ca_file` retires it).
+    generation: u64,
+    pub(super) sender: http1::SendRequest<UpstreamBody>,
+    since: Instant,
+}
+
+impl Idle {
+    pub(super) fn new(
+        owner: &Arc<Shared>,
+        generation: u64,
+        sender: http1::SendRequest<UpstreamBody>,
+    ) -> Self {
+        Self {
+            owner: Arc::downgrade(owner),
+            generation,
+            sender,
+            since: Instant::now(),
+        }
+    }
+
+    /// Marks the moment its last response ended.
+    pub(crate) fn idle_from_now(mut self) -> Self {
+        self.since = Instant::now();
+        self
+    }
+
+    pub(crate) fn belongs_to(&self, owner: &Shared) -> bool {
+        std::ptr::eq(self.owner.as_ptr(), owner)
+    }
+
+    pub(crate) fn usable(&self, generation: u64, idle_limit: Duration, now: Instant) -> bool {
+        self.generation == generation
+            && !self.sender.is_closed()
+            && now.saturating_duration_since(self.since) <= idle_limit
+    }
+
+    /// Hands it to its upstream's shared pool; closed when the upstream is gone (a
+    /// reload replaced it) or the pool is full.
+    pub(crate) fn into_shared_pool(self) {
+        if let Some(owner) = self.owner.upgrade() {
+            let mut idle = owner.idle();
+            if idle.len() < POOL_AT_MOST && !self.sender.is_closed() {
+                idle.push(self);
+            }
+        }
+    }
+}
+
+/// What all app connections share for one upstream.
+#[derive(Default)]
+pub struct Shared {
+    idle: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<http2::SendRequest<UpstreamBody>>>,
+    /// Whether the upstream chose HTTP/2 by ALPN when last asked.
+    speaks_h2: AtomicBool,
+}
+
+impl Shared {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The newest usable pooled connection; stale ones met on the way are closed.
+    pub(super) fn checkout(
+        &self,
+        generation: u64,
+        idle_limit: Duration,
+        now: Instant,
+    ) -> Option<Idle> {
+        let mut idle = self.idle();
+        while let Some(conn) = idle.pop() {
+            if conn.usable(generation, idle_limit, now) {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Closes pooled connections that idled past `idle_limit` or that the upstream
+    /// closed.
+    pub(super) fn sweep(&self, generation: u64, idle_limit: Duration, now: Instant) {
+        self.idle()
+            .retain(|conn| conn.usable(generation, idle_limit, now));
+    }
+
+    pub(super) fn speaks_h2(&self) -> bool {
+        self.speaks_h2.load(Ordering::Relaxed)
+    }
+
+    /// The multiplexed connection when it is still open.
+    pub(super) fn h2(&self) -> Option<http2::SendRequest<UpstreamBody>> {
+        let h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        h2.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+
+    /// Records what the upstream chose by ALPN on a new connection.
+    pub(super) fn negotiated(&self, h2: Option<&http2::SendRequest<UpstreamBody>>) {
+        self.speaks_h2.store(h2.is_some(), Ordering::Relaxed);
+        if let Some(h2) = h2 {
+            *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(h2.clone());
+        }
+    }
+}
