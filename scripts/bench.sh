@@ -35,6 +35,11 @@
 #                             of typical size whose `exp` tokex reads before each lookup
 #   BENCH_FIELDS=minimal      request fields: minimal (Host and Authorization, default) or
 #                             typical (10 more, as a service's HTTP client sends them)
+#   BENCH_UPSTREAM=http       the upstream's scheme: http (default) or https. With https,
+#                             the upstream nginx serves TLS 1.3 (HTTP/1.1 by ALPN) with a
+#                             certificate from a CA made here; the nginx proxy verifies it
+#                             (proxy_ssl_verify on, proxy_ssl_session_reuse on) and tokex
+#                             trusts the CA by the route's ca_file, as in production.
 #
 # Tools: wrk and nginx-light (or nginx) from Debian packages, installed with apt-get only if
 # missing; python3 (stdlib only) and curl. Only 127.0.0.1 is ever used, on ports picked free at
@@ -61,6 +66,11 @@ SKIP_TOKEX=${BENCH_SKIP_TOKEX:-0}
 TOKEX_BIN=${BENCH_TOKEX_BIN:-$ROOT/target/release/tokex}
 
 SUBJECT=${BENCH_SUBJECT:-opaque}
+UPSTREAM_SCHEME=${BENCH_UPSTREAM:-http}
+case $UPSTREAM_SCHEME in
+  http | https) ;;
+  *) printf '[bench] error: BENCH_UPSTREAM must be http or https (got %s)\n' "$UPSTREAM_SCHEME" >&2; exit 1 ;;
+esac
 
 HOST_HDR="upstream.internal"
 case $SUBJECT in
@@ -164,7 +174,7 @@ wait_http() {
   local name=$1 pid=$2 logf=$3 url=$4 i code
   for ((i = 0; i < 100; i++)); do
     alive_or_die "$pid" "$name" "$logf"
-    code=$(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)
+    code=$(curl -sk --noproxy '*' -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)
     [[ $code == 200 ]] && return 0
     sleep 0.1
   done
@@ -235,6 +245,38 @@ EOF
 [[ -n ${ADMIN_PORT:-} ]] || die 1 "could not pick free ports"
 
 # ---------------------------------------------------------------------------------------------
+# TLS for BENCH_UPSTREAM=https: a CA and a leaf for 127.0.0.1 and localhost
+# ---------------------------------------------------------------------------------------------
+TLS_DIR="$BENCH_DIR/tls"
+UP_LISTEN="listen 127.0.0.1:$UP_PORT;"
+UP_URL="http://127.0.0.1:$UP_PORT"
+PROXY_TLS=""
+TOKEX_CA=""
+if [[ $UPSTREAM_SCHEME == https ]]; then
+  command -v openssl >/dev/null 2>&1 || die 1 "openssl is required for BENCH_UPSTREAM=https"
+  mkdir -p "$TLS_DIR"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=tokex bench CA" -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+    -keyout "$TLS_DIR/leaf.key" -out "$TLS_DIR/leaf.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$TLS_DIR/ext.cnf"
+  openssl x509 -req -in "$TLS_DIR/leaf.csr" -CA "$TLS_DIR/ca.pem" -CAkey "$TLS_DIR/ca.key" \
+    -CAcreateserial -days 2 -extfile "$TLS_DIR/ext.cnf" -out "$TLS_DIR/leaf.pem" 2>/dev/null
+  UP_LISTEN="listen 127.0.0.1:$UP_PORT ssl;
+        ssl_certificate $TLS_DIR/leaf.pem;
+        ssl_certificate_key $TLS_DIR/leaf.key;
+        ssl_protocols TLSv1.3;
+        keepalive_timeout 75s;"
+  UP_URL="https://127.0.0.1:$UP_PORT"
+  PROXY_TLS="proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate $TLS_DIR/ca.pem;
+            proxy_ssl_name localhost;
+            proxy_ssl_server_name on;
+            proxy_ssl_session_reuse on;"
+  TOKEX_CA="    ca_file: $TLS_DIR/ca.pem"
+fi
+
+# ---------------------------------------------------------------------------------------------
 # nginx: two instances, each with its own prefix under target/bench/
 # ---------------------------------------------------------------------------------------------
 NGINX_USER_LINE=""
@@ -286,7 +328,7 @@ EOF
 
 start_nginx upstream "$UPSTREAM_WORKERS" "
     server {
-        listen 127.0.0.1:$UP_PORT;
+        $UP_LISTEN
         server_name _;
         location / {
             return 200 \"ok\n\";
@@ -304,14 +346,15 @@ start_nginx proxy "$WORKERS" "
         listen 127.0.0.1:$NGX_PORT;
         server_name _;
         location / {
-            proxy_pass http://bench_upstream;
+            proxy_pass $UPSTREAM_SCHEME://bench_upstream;
             proxy_http_version 1.1;
             proxy_set_header Connection \"\";
+            $PROXY_TLS
         }
     }"
 NGX_PID=$LAST_PID
 
-wait_http nginx-upstream "$UP_PID" "$BENCH_DIR/nginx-upstream/error.log" "http://127.0.0.1:$UP_PORT/"
+wait_http nginx-upstream "$UP_PID" "$BENCH_DIR/nginx-upstream/error.log" "$UP_URL/"
 wait_http nginx-proxy "$NGX_PID" "$BENCH_DIR/nginx-proxy/error.log" "http://127.0.0.1:$NGX_PORT/"
 
 # ---------------------------------------------------------------------------------------------
@@ -349,7 +392,8 @@ authorities:
 routes:
   - name: bench
     match: { host: $HOST_HDR }
-    upstream: http://127.0.0.1:$UP_PORT
+    upstream: $UP_URL
+$TOKEX_CA
     exchange: { authority: bench, audience: bench-api }
 cache: { max_ttl: 10m, early_expiry: 30s }
 EOF
@@ -365,14 +409,14 @@ fi
 # ---------------------------------------------------------------------------------------------
 TARGETS=(direct)
 declare -A URL LABEL
-URL[direct]="http://127.0.0.1:$UP_PORT/";    LABEL[direct]="direct (upstream nginx)"
+URL[direct]="$UP_URL/";    LABEL[direct]="direct (upstream nginx)"
 URL[tokex]="http://127.0.0.1:$TOKEX_PORT/";  LABEL[tokex]="tokex (cache hit)"
 URL[nginx]="http://127.0.0.1:$NGX_PORT/";    LABEL[nginx]="nginx proxy (keepalive 64)"
 [[ $SKIP_TOKEX != 1 ]] && TARGETS+=(tokex)
 TARGETS+=(nginx)
 
 for t in "${TARGETS[@]}"; do
-  out=$(curl -s --noproxy '*' --max-time 5 -H "Host: $HOST_HDR" -H "$AUTH_HDR" \
+  out=$(curl -sk --noproxy '*' --max-time 5 -H "Host: $HOST_HDR" -H "$AUTH_HDR" \
     -w '\n%{http_code}' "${URL[$t]}" || true)
   code=${out##*$'\n'}
   body=${out%$'\n'*}
@@ -518,7 +562,7 @@ if [[ $SKIP_TOKEX != 1 ]]; then
 fi
 
 echo
-echo "wrk -t$THREADS -c$CONNS -d$DURATION x $ROUNDS rounds, $(nproc) cores, proxy workers=$WORKERS, upstream workers=$UPSTREAM_WORKERS, subject token: $SUBJECT, request fields: $FIELDS"
+echo "wrk -t$THREADS -c$CONNS -d$DURATION x $ROUNDS rounds, $(nproc) cores, proxy workers=$WORKERS, upstream workers=$UPSTREAM_WORKERS, upstream: $UPSTREAM_SCHEME, subject token: $SUBJECT, request fields: $FIELDS"
 echo
 echo "| target | req/s (median) | p50 | p99 | CPU µs/request (user + sys) | req/s per round |"
 echo "| --- | ---: | ---: | ---: | ---: | --- |"

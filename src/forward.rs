@@ -39,7 +39,7 @@ pub type UpstreamBody = Either<IdleBody<Incoming>, Empty<Bytes>>;
 /// `Proxy-Authorization`, which is meant for tokex and must not travel on. (`Trailer`
 /// is end-to-end: it declares the trailer fields, which hyper sends only when
 /// declared.)
-pub const HOP_BY_HOP: [HeaderName; 7] = [
+pub static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -52,42 +52,74 @@ pub const HOP_BY_HOP: [HeaderName; 7] = [
 /// Removes hop-by-hop fields and every field named in `Connection`. `TE: trailers` is
 /// the one TE value HTTP/2 permits and gRPC needs, so it alone survives.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none of these; one pass over the names is cheaper than the
-    // removals it saves.
-    if !headers
-        .keys()
-        .any(|k| HOP_BY_HOP.contains(k) || k == header::TE)
-    {
-        return;
+    // One pass over the names finds what is there; most messages carry at most
+    // `Connection: keep-alive`, so at most one removal follows.
+    let mut present = [false; HOP_BY_HOP.len()];
+    let mut te = false;
+    for name in headers.keys() {
+        // The lengths of the hop-by-hop names rule out most fields at once.
+        if !matches!(name.as_str().len(), 2 | 7 | 10 | 16..=19) {
+            continue;
+        }
+        match HOP_BY_HOP.iter().position(|h| h == name) {
+            Some(i) => present[i] = true,
+            None => te |= name == header::TE,
+        }
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    let mut te_named = false;
+    if present[0] && names_other_fields(headers) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
+            .collect();
+        for name in &named {
+            te_named |= name == header::TE;
+            headers.remove(name);
+        }
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, here)| *here) {
         headers.remove(name);
     }
-    let te_trailers = headers
-        .get_all(header::TE)
-        .iter()
-        .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    if !te_trailers || named.contains(&header::TE) {
+    if te
+        && (te_named
+            || !headers
+                .get_all(header::TE)
+                .iter()
+                .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers")))
+    {
         headers.remove(header::TE);
     }
 }
 
+/// Whether `Connection` names a field beyond those always removed (and `close`).
+fn names_other_fields(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|t| {
+            !t.eq_ignore_ascii_case(b"close")
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|h| t.eq_ignore_ascii_case(h.as_str().as_bytes()))
+        })
+}
+
 /// Turns the app's header fields into the upstream's: hop-by-hop fields, `Host` and the
 /// caller's credentials out, and exactly the credential given in (none for `None`).
-pub fn upstream_headers(headers: &mut HeaderMap, route: &Route, token: Option<HeaderValue>) {
+pub fn upstream_headers(
+    headers: &mut HeaderMap,
+    route: &Route,
+    host: HeaderValue,
+    token: Option<HeaderValue>,
+) {
     strip_hop_by_hop(headers);
-    // The client sets Host (HTTP/1.1) or :authority (HTTP/2) from the upstream URI.
-    headers.remove(header::HOST);
+    headers.insert(header::HOST, host);
     // The caller's credentials never travel on: Authorization always goes, and so does
     // the route's subject token source when it is another header or a cookie.
-    headers.remove(header::AUTHORIZATION);
     let inject = match &route.exchange {
         None => None,
         Some(exchange) => {
@@ -101,8 +133,17 @@ pub fn upstream_headers(headers: &mut HeaderMap, route: &Route, token: Option<He
             Some(&exchange.inject.header)
         }
     };
-    if let (Some(header), Some(value)) = (inject, token) {
-        headers.insert(header.clone(), value);
+    match (inject, token) {
+        // Inserting replaces every value the app sent under the same name.
+        (Some(header), Some(value)) => {
+            if header != header::AUTHORIZATION {
+                headers.remove(header::AUTHORIZATION);
+            }
+            headers.insert(header.clone(), value);
+        }
+        _ => {
+            headers.remove(header::AUTHORIZATION);
+        }
     }
 }
 
@@ -140,32 +181,45 @@ fn cookies_without(fields: &HeaderMap, name: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(&kept.join("; ")).ok()
 }
 
+/// What step 7 puts into the upstream's request.
+pub struct Rewrite<'a> {
+    pub route: &'a Route,
+    /// The path and query routing built; `None`: the app's, unchanged.
+    pub path: Option<String>,
+    pub host: HeaderValue,
+    pub token: Option<HeaderValue>,
+    /// The protocol the request switches to, if it does.
+    pub upgrade: Option<HeaderValue>,
+}
+
 /// Turns the app's request into the upstream's (origin-form, for HTTP/1.1; the
 /// upstream makes it absolute for HTTP/2): the path routing built, clean headers, the
-/// upstream's `Host`, exactly the credential given, and `upgrade`'s protocol when the
-/// request switches protocols.
+/// upstream's `Host`, exactly the credential given, and the protocol switch asked for.
 pub fn upstream_request(
     req: Request<Incoming>,
-    route: &Route,
-    path_and_query: &str,
-    token: Option<HeaderValue>,
-    upgrade: Option<HeaderValue>,
+    rewrite: Rewrite<'_>,
     watch: &Watch,
 ) -> Result<Request<UpstreamBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
-    parts.uri = Uri::try_from(path_and_query).map_err(|_| {
-        ProxyError::new(Code::Unsupported, "the request target cannot be forwarded")
-    })?;
-    upstream_headers(&mut parts.headers, route, token);
+    parts.uri = match rewrite.path {
+        Some(path) => Uri::from_maybe_shared(Bytes::from(path)).map_err(|_| {
+            ProxyError::new(Code::Unsupported, "the request target cannot be forwarded")
+        })?,
+        None => parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone())),
+    };
+    upstream_headers(
+        &mut parts.headers,
+        rewrite.route,
+        rewrite.host,
+        rewrite.token,
+    );
     // hyper frames the body it sends; tokex answered `Expect` itself.
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::EXPECT);
-    if let Ok(host) =
-        HeaderValue::from_str(host_of(&route.upstream.authority, &route.upstream.scheme))
-    {
-        parts.headers.insert(header::HOST, host);
-    }
-    if let Some(protocol) = upgrade {
+    if let Some(protocol) = rewrite.upgrade {
         parts.headers.insert(header::UPGRADE, protocol);
         parts
             .headers

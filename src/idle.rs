@@ -9,6 +9,7 @@
 //! Timers are armed only while something waits, so a body that arrives whole or a
 //! socket that takes every write costs no timer at all.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,6 +27,31 @@ use crate::metrics::Counter;
 #[derive(Debug, thiserror::Error)]
 #[error("no progress for {0:?}: the stream stalled")]
 pub struct Stalled(pub Duration);
+
+/// Polls `fut` until it is ready or `limit` passes (`None`). The future stays pinned
+/// where its caller put it: wrapping a large future by value (as
+/// `tokio::time::timeout` does) would copy it, and the hot path's futures are large.
+pub async fn within<F: Future>(limit: Duration, fut: Pin<&mut F>) -> Option<F::Output> {
+    let sleep = std::pin::pin!(tokio::time::sleep(limit));
+    within_on(sleep, limit, fut).await
+}
+
+/// [`within`] on a timer the caller keeps: moving a registered timer's deadline later
+/// costs next to nothing, registering a new one for each request does not.
+pub async fn within_on<F: Future>(
+    mut sleep: Pin<&mut Sleep>,
+    limit: Duration,
+    mut fut: Pin<&mut F>,
+) -> Option<F::Output> {
+    sleep.as_mut().reset(Instant::now() + limit);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        sleep.as_mut().poll(cx).map(|()| None)
+    })
+    .await
+}
 
 /// Which party stopped a request's exchange, read from the error it ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,7 +24,7 @@ use crate::config::{Config, Route};
 use crate::error::{Code, ProxyError};
 use crate::exchange::{self, ExchangeClient};
 use crate::forward::{self, Body, upgrade};
-use crate::idle::{Stalled, Watch};
+use crate::idle::{Stalled, Watch, within, within_on};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::routing;
 use crate::session::Session;
@@ -163,7 +163,7 @@ impl Proxy {
 
     /// Closes pooled upstream connections that idled past `timeouts.idle`.
     pub fn sweep_idle_upstreams(&self) {
-        let now = Instant::now();
+        let now = tokio::time::Instant::now();
         for route in &self.state.load().routes {
             route.upstream.sweep(now);
         }
@@ -195,17 +195,22 @@ impl Proxy {
             Err(e) => (None, Err(e)),
             Ok((index, path)) => {
                 let route = &runtime.routes[index];
-                let forwarded = route.forward(self, &runtime, req, &path, traced.as_ref(), session);
+                let forwarded = std::pin::pin!(route.forward(
+                    self,
+                    &runtime,
+                    req,
+                    path,
+                    traced.as_ref(),
+                    session
+                ));
                 let result = match route.route.deadline {
                     None => forwarded.await,
-                    Some(deadline) => tokio::time::timeout(deadline, forwarded)
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(ProxyError::new(
-                                Code::UpstreamTimeout,
-                                "the route's request deadline passed",
-                            ))
-                        }),
+                    Some(deadline) => within(deadline, forwarded).await.unwrap_or_else(|| {
+                        Err(ProxyError::new(
+                            Code::UpstreamTimeout,
+                            "the route's request deadline passed",
+                        ))
+                    }),
                 };
                 (Some(route), result)
             }
@@ -351,7 +356,7 @@ impl Runtime {
 
     /// Step 1: the first route that matches and the path to send upstream, or `no_route`.
     /// The route's index, so a request can keep it with the snapshot it came from.
-    fn route<B>(&self, req: &Request<B>) -> Result<(usize, String), ProxyError> {
+    fn route<B>(&self, req: &Request<B>) -> Result<(usize, Option<String>), ProxyError> {
         let target = routing::target(req)?;
         let index = routing::find(&self.routes, |r| &*r.route, &target)?.ok_or_else(|| {
             ProxyError::new(
@@ -371,7 +376,7 @@ impl RouteRuntime {
         proxy: &Proxy,
         runtime: &Runtime,
         mut req: Request<Incoming>,
-        path: &str,
+        path: Option<String>,
         traced: Option<&Traced>,
         session: &Arc<Session>,
     ) -> Result<Response<Body>, ProxyError> {
@@ -386,14 +391,14 @@ impl RouteRuntime {
         let switch = upgrade::requested(&req);
         let app_side = switch.is_some().then(|| hyper::upgrade::on(&mut req));
         let method = req.method().clone();
-        let upstream_req = forward::upstream_request(
-            req,
-            &self.route,
+        let rewrite = forward::Rewrite {
+            route: &self.route,
             path,
-            credential.value,
-            switch.clone(),
-            &runtime.to_upstream,
-        )?;
+            host: self.upstream.host().clone(),
+            token: credential.value,
+            upgrade: switch.clone(),
+        };
+        let upstream_req = forward::upstream_request(req, rewrite, &runtime.to_upstream)?;
         // Step 8: send, and relay the response. Purge-and-retry needs the request again.
         let again = credential
             .retry
@@ -402,9 +407,10 @@ impl RouteRuntime {
         if let Some(((key, subject), again)) = again
             && sent.response.status() == StatusCode::UNAUTHORIZED
         {
-            sent = self
-                .retry_with_fresh_token(proxy, again, key, &subject, traced, session)
-                .await?;
+            // Rare, and a future the size of a whole exchange: boxed, off the hot path.
+            sent =
+                Box::pin(self.retry_with_fresh_token(proxy, again, key, &subject, traced, session))
+                    .await?;
         }
         if let Some(app_side) = app_side
             && sent.response.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -421,14 +427,16 @@ impl RouteRuntime {
         session: &Session,
         switch: bool,
     ) -> Result<Sent, ProxyError> {
-        tokio::time::timeout(self.route.timeout, self.upstream.send(req, session, switch))
-            .await
-            .unwrap_or_else(|_| {
-                Err(ProxyError::new(
-                    Code::UpstreamTimeout,
-                    "the upstream did not answer in time",
-                ))
-            })
+        let sent = std::pin::pin!(self.upstream.send(req, session, switch));
+        let mut timer = session.take_timer();
+        let sent = within_on(timer.as_mut(), self.route.timeout, sent).await;
+        session.keep_timer(timer);
+        sent.unwrap_or_else(|| {
+            Err(ProxyError::new(
+                Code::UpstreamTimeout,
+                "the upstream did not answer in time",
+            ))
+        })
     }
 
     /// The upstream refused the narrowed token: drop it, exchange once more, send once more.
@@ -494,7 +502,7 @@ impl RouteRuntime {
                 return Ok(none);
             }
             None if self.route.on_missing_token == MissingTokenPolicy::ClientCredentials => {
-                let entry = self.own_token(proxy, exchange, headers, traced).await?;
+                let entry = Box::pin(self.own_token(proxy, exchange, headers, traced)).await?;
                 return Ok(Credential {
                     value: Some(entry.authorization.clone()),
                     retry: None,

@@ -7,7 +7,6 @@
 
 use std::borrow::Cow;
 
-use http::uri::Authority;
 use http::{HeaderMap, Method, Request, Uri, Version};
 
 use crate::config::model::{HostMatch, Route};
@@ -31,40 +30,70 @@ pub struct Target<'a> {
 /// Reads the target of a request. `CONNECT` and asterisk-form are refused: tokex must
 /// see the request to rewrite it, so it never tunnels (SPEC §1).
 pub fn target<B>(req: &Request<B>) -> Result<Target<'_>, ProxyError> {
-    check_host(req.version(), req.uri(), req.headers())?;
-    target_of(req.method(), req.uri(), req.headers())
+    let host = host_field(req.version(), req.uri(), req.headers())?;
+    target_of(req.method(), req.uri(), host)
 }
 
-/// RFC 9112 §3.2: an HTTP/1.1 request has exactly one `Host`, and it is a valid
-/// authority; RFC 9113 §8.3.1: beside `:authority`, `Host` names the same one.
-fn check_host(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<(), ProxyError> {
+/// The `Host` field. RFC 9112 §3.2: an HTTP/1.1 request has exactly one, and it is a
+/// valid authority; RFC 9113 §8.3.1: beside `:authority`, it names the same one.
+fn host_field<'a>(
+    version: Version,
+    uri: &Uri,
+    headers: &'a HeaderMap,
+) -> Result<Option<&'a str>, ProxyError> {
     let refuse = |why: &'static str| Err(ProxyError::new(Code::InvalidRequest, why));
     let mut hosts = headers.get_all(http::header::HOST).iter();
     let Some(host) = hosts.next() else {
         return match version {
             Version::HTTP_11 => refuse("an HTTP/1.1 request needs a Host header"),
-            _ => Ok(()),
+            _ => Ok(None),
         };
     };
     if hosts.next().is_some() {
         return refuse("more than one Host header");
     }
-    // `Authority` also takes userinfo, which a Host never carries (RFC 9110 §7.2).
-    let parsed = host.to_str().ok().filter(|h| !h.contains('@'));
-    let Some(named) = parsed.and_then(|h| h.parse::<Authority>().ok()) else {
+    let Some(text) = host.to_str().ok().filter(|h| is_host(h.as_bytes())) else {
         return refuse("the Host header is not a valid authority");
     };
-    if version == Version::HTTP_2 && uri.authority().is_some_and(|a| *a != named) {
+    if version == Version::HTTP_2 && uri.authority().is_some_and(|a| *a != *text) {
         return refuse("Host and :authority name different authorities");
     }
-    Ok(())
+    Ok(Some(text))
 }
 
-/// [`target`] from a request's parts.
+/// RFC 9110 §7.2 `uri-host [ ":" port ]`: a registered name (RFC 3986 unreserved,
+/// sub-delims and percent-encodings) or a bracketed IP literal, then digits.
+fn is_host(h: &[u8]) -> bool {
+    let (host, port) = match h.first() {
+        Some(b'[') => match h.iter().position(|&b| b == b']') {
+            Some(end) => (&h[..=end], &h[end + 1..]),
+            None => return false,
+        },
+        _ => match h.iter().rposition(|&b| b == b':') {
+            Some(colon) => (&h[..colon], &h[colon..]),
+            None => (h, &h[h.len()..]),
+        },
+    };
+    let name_ok = match host.first() {
+        Some(b'[') => host[1..host.len() - 1]
+            .iter()
+            .all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.' | b'%' | b'v' | b'V')),
+        _ => {
+            !host.is_empty()
+                && host
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b))
+        }
+    };
+    let port_ok = port.is_empty() || port[0] == b':' && port[1..].iter().all(u8::is_ascii_digit);
+    name_ok && port_ok
+}
+
+/// [`target`] from a request's method, URI and checked `Host`.
 fn target_of<'a>(
     method: &Method,
     uri: &'a Uri,
-    headers: &'a HeaderMap,
+    host_field: Option<&'a str>,
 ) -> Result<Target<'a>, ProxyError> {
     if method == Method::CONNECT {
         return Err(ProxyError::new(
@@ -81,13 +110,7 @@ fn target_of<'a>(
     // RFC 9112 §3.2.2: an absolute-form authority overrides Host.
     let (host, port) = match uri.authority() {
         Some(a) => (Some(a.host()), a.port_u16()),
-        None => match headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(h) => split_host_port(h),
-            None => (None, None),
-        },
+        None => host_field.map_or((None, None), split_host_port),
     };
     let raw = uri.path();
     let path =
@@ -174,8 +197,12 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 }
 
 /// The path and query sent upstream: the prefix stripped when configured, the
-/// upstream URL's own path in front.
-pub fn upstream_path(route: &Route, t: &Target<'_>) -> String {
+/// upstream URL's own path in front. `None` when that is the app's own, unchanged.
+pub fn upstream_path(route: &Route, t: &Target<'_>) -> Option<String> {
+    let stripped = route.strip_prefix && route.path_prefix.is_some();
+    if route.upstream.base_path.is_empty() && !stripped && t.raw_path.is_none() {
+        return None;
+    }
     let mut path: &str = &t.path;
     if route.strip_prefix
         && let Some(prefix) = route.path_prefix.as_deref()
@@ -196,7 +223,7 @@ pub fn upstream_path(route: &Route, t: &Target<'_>) -> String {
         out.push('?');
         out.push_str(q);
     }
-    out
+    Some(out)
 }
 
 #[cfg(test)]
@@ -262,14 +289,23 @@ mod tests {
             query: Some("a=1"),
             ..t(None, None, "/payments/x/y")
         };
-        assert_eq!(upstream_path(&r[0], &q), "/base/x/y?a=1");
-        assert_eq!(upstream_path(&r[0], &t(None, None, "/payments")), "/base/");
-        assert_eq!(upstream_path(&r[1], &t(None, None, "/p/z")), "/z");
-        assert_eq!(upstream_path(&r[2], &t(None, None, "/keep/z")), "/keep/z");
+        let path = |r: &Route, t: &Target<'_>| upstream_path(r, t);
+        assert_eq!(path(&r[0], &q).as_deref(), Some("/base/x/y?a=1"));
+        assert_eq!(
+            path(&r[0], &t(None, None, "/payments")).as_deref(),
+            Some("/base/")
+        );
+        assert_eq!(path(&r[1], &t(None, None, "/p/z")).as_deref(), Some("/z"));
+        // Nothing to change: the app's own target travels.
+        assert_eq!(path(&r[2], &t(None, None, "/keep/z")), None);
+        assert_eq!(
+            path(&r[2], &t(None, None, "/keep/./z")).as_deref(),
+            Some("/keep/z")
+        );
         // Dot segments are gone before the join, so nothing leaves the base path.
         assert_eq!(
-            upstream_path(&r[0], &t(None, None, "/payments/a/../b")),
-            "/base/b"
+            path(&r[0], &t(None, None, "/payments/a/../b")).as_deref(),
+            Some("/base/b")
         );
     }
 
@@ -348,7 +384,19 @@ mod tests {
             with(V::HTTP_11, "/", &["a.internal"]).unwrap().as_deref(),
             Some("a.internal")
         );
-        for bad in [&[][..], &["a", "a"], &["a b"], &["a/b"], &["user@a"]] {
+        assert!(with(V::HTTP_11, "/", &["[::1]:8080"]).is_ok());
+        assert!(with(V::HTTP_11, "/", &["a.internal:"]).is_ok());
+        for bad in [
+            &[][..],
+            &["a", "a"],
+            &["a b"],
+            &["a/b"],
+            &["user@a"],
+            &[""],
+            &["a:8x"],
+            &["[::1"],
+            &["a\\b"],
+        ] {
             let e = with(V::HTTP_11, "/", bad).unwrap_err();
             assert_eq!(e.code, Code::InvalidRequest, "{bad:?}");
         }

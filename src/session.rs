@@ -8,8 +8,11 @@
 //! ends, its idle upstream connections go to their upstream's shared pool, so an app
 //! that opens a connection per request still reuses upstream connections.
 
+use std::pin::Pin;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
 
 use crate::cache::Recent;
 use crate::upstream::{Idle, Shared};
@@ -28,6 +31,8 @@ pub struct Session {
 struct State {
     recent: Option<Recent>,
     idle: Vec<Idle>,
+    /// The timer for the upstream's response headers, reused request after request.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Session {
@@ -46,6 +51,19 @@ impl Session {
         if recent.is_some() {
             self.state().recent = recent;
         }
+    }
+
+    /// The response timer, taken while a request waits on it (concurrent requests of an
+    /// h2c connection get their own).
+    pub fn take_timer(&self) -> Pin<Box<Sleep>> {
+        self.state()
+            .timer
+            .take()
+            .unwrap_or_else(|| Box::pin(tokio::time::sleep(Duration::ZERO)))
+    }
+
+    pub fn keep_timer(&self, timer: Pin<Box<Sleep>>) {
+        self.state().timer = Some(timer);
     }
 
     /// The newest idle connection to `owner` made with trust `generation` and idle for

@@ -10,7 +10,7 @@
 //! sent once more on a new connection.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::uri::{Authority, Scheme};
@@ -32,6 +32,10 @@ mod pool;
 use connect::{Connected, Tls};
 pub use pool::{Idle, Shared};
 
+/// How long a kept connection idles before a request on it is copied first, to send
+/// again should the upstream have closed it meanwhile.
+const REPLAY_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 /// A sent request's response, and the HTTP/1.1 connection it came on, to be kept once
 /// the response body is complete.
 pub struct Sent {
@@ -42,6 +46,8 @@ pub struct Sent {
 /// One route's upstream: where it is, its trust roots, and its shared connections.
 pub struct Upstream {
     target: connect::Target,
+    /// `Host` as HTTP/1.1 requests carry it.
+    host: http::HeaderValue,
     scheme: Scheme,
     authority: Authority,
     tls: ArcSwap<Tls>,
@@ -75,7 +81,11 @@ impl Upstream {
         let ca = route.ca_file.clone();
         let generation = ca.as_ref().map_or(0, |c| c.generation());
         let tls = Tls::new(generation, ca.as_ref().map(|c| c.current()).as_deref())?;
+        let host_field =
+            http::HeaderValue::from_str(crate::forward::host_of(&up.authority, &up.scheme))
+                .map_err(|_| rustls::Error::General("invalid upstream authority".into()))?;
         Ok(Self {
+            host: host_field,
             target: connect::Target {
                 port: up
                     .authority
@@ -107,15 +117,22 @@ impl Upstream {
             && self.shared.speaks_h2()
             && let Some(h2) = self.shared.h2()
         {
-            return self.over_h2(h2, req).await;
+            // Boxed: multiplexing's futures are large, and keeping them out of this
+            // one keeps every HTTP/1.1 request's future small.
+            return Box::pin(self.over_h2(h2, req)).await;
         }
         let generation = self.generation();
-        let now = Instant::now();
+        let now = tokio::time::Instant::now();
         let kept = session
             .checkout(&self.shared, generation, self.idle_limit, now)
             .or_else(|| self.shared.checkout(generation, self.idle_limit, now));
         if let Some(idle) = kept {
-            let copy = crate::forward::replayable(&req);
+            // An upstream closes an idle connection by its own timer, possibly as this
+            // request leaves; one reused at once is safe, and copying the request for
+            // it would cost every request.
+            let copy = (idle.idle_for(now) >= REPLAY_AFTER_IDLE)
+                .then(|| crate::forward::replayable(&req))
+                .flatten();
             match over_h1(idle.sender, req).await {
                 Ok((response, sender)) => return Ok(self.sent(response, generation, sender)),
                 Err(Failed::NotSent(back)) => req = *back,
@@ -128,18 +145,24 @@ impl Upstream {
                 },
             }
         }
-        match self.connect(upgrade).await? {
+        // A new connection (TCP, TLS, handshake) is a large future: boxed, so the
+        // reuse path stays small.
+        match Box::pin(self.connect(upgrade)).await? {
             Connected::Http1(sender) => match over_h1(sender, req).await {
                 Ok((response, sender)) => Ok(self.sent(response, generation, sender)),
                 Err(Failed::NotSent(_)) => Err(unavailable()),
                 Err(Failed::Lost(e)) => Err(lost(&e)),
             },
-            Connected::Http2(sender) => self.over_h2(sender, req).await,
+            Connected::Http2(sender) => Box::pin(self.over_h2(sender, req)).await,
         }
     }
 
+    pub fn host(&self) -> &http::HeaderValue {
+        &self.host
+    }
+
     /// Closes pooled connections that idled too long.
-    pub fn sweep(&self, now: Instant) {
+    pub fn sweep(&self, now: tokio::time::Instant) {
         self.shared.sweep(self.generation(), self.idle_limit, now);
     }
 
@@ -195,7 +218,7 @@ impl Upstream {
         let mut req = self.absolute(req)?;
         for attempt in 0..2 {
             if attempt > 0 {
-                sender = match self.connect(false).await? {
+                sender = match Box::pin(self.connect(false)).await? {
                     Connected::Http2(s) => s,
                     Connected::Http1(s) => {
                         let generation = self.generation();
@@ -249,11 +272,7 @@ impl Upstream {
         uri.authority = None;
         parts.uri = Uri::from_parts(uri).map_err(|_| unforwardable())?;
         parts.version = Version::HTTP_11;
-        if let Ok(host) =
-            http::HeaderValue::from_str(crate::forward::host_of(&self.authority, &self.scheme))
-        {
-            parts.headers.insert(http::header::HOST, host);
-        }
+        parts.headers.insert(http::header::HOST, self.host.clone());
         Ok(Request::from_parts(parts, body))
     }
 }

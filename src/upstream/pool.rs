@@ -8,7 +8,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use hyper::client::conn::{http1, http2};
 
@@ -44,6 +46,10 @@ impl Idle {
     pub(crate) fn idle_from_now(mut self) -> Self {
         self.since = Instant::now();
         self
+    }
+
+    pub(crate) fn idle_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.since)
     }
 
     pub(crate) fn belongs_to(&self, owner: &Shared) -> bool {

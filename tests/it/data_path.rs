@@ -9,23 +9,33 @@ use hyper_util::rt::TokioIo;
 
 use crate::support::*;
 
+each_mode!(
+    token_is_swapped_and_original_never_forwarded,
+    second_call_is_a_cache_hit,
+    concurrent_misses_make_one_exchange,
+    different_inputs_never_share_an_entry,
+    hop_by_hop_headers_are_stripped,
+    bodies_stream_both_ways,
+    upstream_redirects_are_not_followed,
+    exchange_none_and_forward_without_token,
+);
+
 /// The subject token is exchanged and replaced; the original never reaches the upstream,
 /// and the AS sees the route's RFC 8693 parameters with client_secret_basic.
-#[tokio::test]
-async fn token_is_swapped_and_original_never_forwarded() {
-    let (as_, up) = (MockAs::start().await, Upstream::start().await);
-    let tokex = Tokex::start(&config(&as_, &up.url())).await;
+async fn token_is_swapped_and_original_never_forwarded(mode: Mode) {
+    let (as_, echo) = (MockAs::start().await, Echo::start(mode).await);
+    let tokex = Tokex::start(&config_for(&as_, &echo)).await;
     let subject = "subject+token/with.chars~==";
-    let r = get(&tokex, "echo.internal", "/orders?x=1", Some(subject)).await;
+    let r = get_in(mode, &tokex, "echo.internal", "/orders?x=1", Some(subject)).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["authorization"], "Bearer narrowed-1");
     assert_eq!(r.json()["path"], "/orders");
-    let seen = up.seen();
+    let seen = echo.up.seen();
     assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].uri, "/orders?x=1");
+    assert_eq!(seen[0].target(), "/orders?x=1");
     assert_eq!(
-        seen[0].headers["host"],
-        up.addr.to_string(),
+        Echo::authority_of(&seen[0]),
+        echo.authority(),
         "Host is the upstream's"
     );
     for (name, value) in &seen[0].headers {
@@ -62,12 +72,11 @@ async fn token_is_swapped_and_original_never_forwarded() {
 }
 
 /// The second call with the same token is a cache hit: one AS request, hit counted.
-#[tokio::test]
-async fn second_call_is_a_cache_hit() {
-    let (as_, up) = (MockAs::start().await, Upstream::start().await);
-    let tokex = Tokex::start(&config(&as_, &up.url())).await;
+async fn second_call_is_a_cache_hit(mode: Mode) {
+    let (as_, echo) = (MockAs::start().await, Echo::start(mode).await);
+    let tokex = Tokex::start(&config_for(&as_, &echo)).await;
     for _ in 0..3 {
-        let r = get(&tokex, "echo.internal", "/", Some("tok-a")).await;
+        let r = get_in(mode, &tokex, "echo.internal", "/", Some("tok-a")).await;
         assert_eq!(r.json()["authorization"], "Bearer narrowed-1");
     }
     assert_eq!(as_.count(), 1);
@@ -91,16 +100,15 @@ async fn second_call_is_a_cache_hit() {
 }
 
 /// 200 concurrent requests with one subject token make exactly one AS call.
-#[tokio::test]
-async fn concurrent_misses_make_one_exchange() {
-    let (as_, up) = (MockAs::start().await, Upstream::start().await);
+async fn concurrent_misses_make_one_exchange(mode: Mode) {
+    let (as_, echo) = (MockAs::start().await, Echo::start(mode).await);
     as_.on(|req, n| issue(req, n).delayed(Duration::from_millis(300)));
-    let tokex = std::sync::Arc::new(Tokex::start(&config(&as_, &up.url())).await);
+    let tokex = std::sync::Arc::new(Tokex::start(&config_for(&as_, &echo)).await);
     let mut tasks = Vec::new();
     for _ in 0..200 {
         let t = tokex.clone();
         tasks.push(tokio::spawn(async move {
-            get(&t, "echo.internal", "/", Some("same-token"))
+            get_in(mode, &t, "echo.internal", "/", Some("same-token"))
                 .await
                 .status
         }));
@@ -112,9 +120,8 @@ async fn concurrent_misses_make_one_exchange() {
 }
 
 /// Different subject tokens, audiences or scopes never share a cache entry.
-#[tokio::test]
-async fn different_inputs_never_share_an_entry() {
-    let (as_, up) = (MockAs::start().await, Upstream::start().await);
+async fn different_inputs_never_share_an_entry(mode: Mode) {
+    let (as_, echo) = (MockAs::start().await, Echo::start(mode).await);
     let yaml = format!(
         "{}  - name: other-aud
     match: {{ host: aud.internal }}
@@ -125,14 +132,17 @@ async fn different_inputs_never_share_an_entry() {
     upstream: {u}
     exchange: {{ authority: main, audience: echo-api, scope: read }}
 ",
-        config(&as_, &up.url()),
-        u = up.url()
+        config(&as_, &echo.url),
+        u = echo.url
     );
-    let tokex = Tokex::start(&yaml).await;
-    let a = get(&tokex, "echo.internal", "/", Some("tok")).await.json()["authorization"].clone();
-    let b = get(&tokex, "aud.internal", "/", Some("tok")).await.json()["authorization"].clone();
-    let c = get(&tokex, "scope.internal", "/", Some("tok")).await.json()["authorization"].clone();
-    let d = get(&tokex, "echo.internal", "/", Some("tok2")).await.json()["authorization"].clone();
+    let tokex = Tokex::start(&with_route_lines(&yaml, &echo.route_lines())).await;
+    let auth = async |host: &str, token: &str| {
+        get_in(mode, &tokex, host, "/", Some(token)).await.json()["authorization"].clone()
+    };
+    let a = auth("echo.internal", "tok").await;
+    let b = auth("aud.internal", "tok").await;
+    let c = auth("scope.internal", "tok").await;
+    let d = auth("echo.internal", "tok2").await;
     assert_eq!(as_.count(), 4);
     let all = [a, b, c, d];
     for i in 0..4 {
@@ -257,25 +267,24 @@ async fn routing_forms_and_h2c() {
 }
 
 /// Hop-by-hop fields, fields named in Connection, and `Connection: authorization`
-/// cannot remove or smuggle the narrowed token; end-to-end headers pass.
-#[tokio::test]
-async fn hop_by_hop_headers_are_stripped() {
-    let (as_, up) = (MockAs::start().await, Upstream::start().await);
-    let tokex = Tokex::start(&config(&as_, &up.url())).await;
-    let r = client()
-        .get(tokex.url("/"))
-        .header("host", "echo.internal")
+/// cannot remove or smuggle the narrowed token; end-to-end headers pass. (HTTP/2
+/// forbids connection-specific fields, so h2c sends only the end-to-end ones.)
+async fn hop_by_hop_headers_are_stripped(mode: Mode) {
+    let (as_, echo) = (MockAs::start().await, Echo::start(mode).await);
+    let tokex = Tokex::start(&config_for(&as_, &echo)).await;
+    let mut req = request_in(mode, &tokex, http::Method::GET, "echo.internal", "/")
         .header("authorization", "Bearer orig")
-        .header("connection", "x-private, authorization, keep-alive")
-        .header("x-private", "secret-ish")
-        .header("keep-alive", "timeout=5")
         .header("proxy-authorization", "Basic Zm9vOmJhcg==")
-        .header("x-end-to-end", "kept")
-        .send()
-        .await
-        .unwrap();
+        .header("x-end-to-end", "kept");
+    if !mode.h2c {
+        req = req
+            .header("connection", "x-private, authorization, keep-alive")
+            .header("x-private", "secret-ish")
+            .header("keep-alive", "timeout=5");
+    }
+    let r = req.send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let seen = up.seen().pop().unwrap();
+    let seen = echo.up.seen().pop().unwrap();
     assert_eq!(seen.headers["authorization"], "Bearer narrowed-1");
     assert_eq!(seen.headers["x-end-to-end"], "kept");
     for gone in ["x-private", "keep-alive", "proxy-authorization"] {
@@ -285,25 +294,25 @@ async fn hop_by_hop_headers_are_stripped() {
 
 /// Bodies stream both ways: the upstream echoes each chunk back before the app sends
 /// the next, which deadlocks if tokex buffered either direction; then 32 MiB passes.
-#[tokio::test]
-async fn bodies_stream_both_ways() {
-    let (as_, up) = (MockAs::start().await, Upstream::start().await);
-    let tokex = Tokex::start(&config(&as_, &up.url())).await;
-    let stream = tokio::net::TcpStream::connect(tokex.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+async fn bodies_stream_both_ways(mode: Mode) {
+    let (as_, echo) = (MockAs::start().await, Echo::start(mode).await);
+    // The upload's upstream answers once it has the whole body: the route's timeout for
+    // response headers covers the upload, so it gets room on a loaded machine.
+    let yaml = config_for(&as_, &echo).replace(
+        "    timeout: 1s\n    exchange",
+        "    timeout: 30s\n    exchange",
+    );
+    let tokex = Tokex::start(&yaml).await;
+    let mut app = AppConn::connect(mode, &tokex).await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
-    let req = http::Request::post("/stream")
-        .header("host", "echo.internal")
+    let req = app
+        .request(http::Method::POST, "echo.internal", "/stream")
         .header("authorization", "Bearer t")
         .body(ChannelBody(rx))
         .unwrap();
     tx.send(Bytes::from_static(b"ping-1")).await.unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+    let resp = tokio::time::timeout(Duration::from_secs(5), app.send(req))
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
@@ -322,19 +331,20 @@ async fn bodies_stream_both_ways() {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
     tokio::spawn(async move {
         for _ in 0..32 {
-            tx.send(chunk.clone()).await.unwrap();
+            if tx.send(chunk.clone()).await.is_err() {
+                return; // the request failed; its response says why
+            }
         }
     });
     let big = reqwest::Body::wrap(ChannelBody(rx));
-    let r = client()
-        .post(tokex.url("/upload"))
-        .header("host", "echo.internal")
+    let r = request_in(mode, &tokex, http::Method::POST, "echo.internal", "/upload")
         .bearer_auth("t")
         .body(big)
         .send()
         .await
         .unwrap();
     let r = got(r).await;
+    assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json()["body_len"], 32 << 20);
 }
 
@@ -371,34 +381,22 @@ async fn https_upstream_with_ca_file_and_alpn() {
     assert_eq!(up.seen().len(), 1);
 }
 
-/// Redirects from the upstream are passed to the app, never followed.
-#[tokio::test]
-async fn upstream_redirects_are_not_followed() {
-    let (as_, up) = (MockAs::start().await, Upstream::start().await);
-    let tokex = Tokex::start(&config(&as_, &up.url())).await;
-    let no_follow = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = no_follow
-        .get(tokex.url("/redirect"))
-        .header("host", "echo.internal")
-        .bearer_auth("t")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 302);
-    assert_eq!(r.headers()["location"], "http://elsewhere.invalid/");
-    assert!(r.headers().get("tokex-error").is_none());
-    assert_eq!(up.seen().len(), 1);
+/// Redirects from the upstream are passed to the app, never followed (by tokex: the
+/// app's client here follows none either).
+async fn upstream_redirects_are_not_followed(mode: Mode) {
+    let (as_, echo) = (MockAs::start().await, Echo::start(mode).await);
+    let tokex = Tokex::start(&config_for(&as_, &echo)).await;
+    let r = get_in(mode, &tokex, "echo.internal", "/redirect", Some("t")).await;
+    assert_eq!(r.status, 302);
+    assert_eq!(r.headers["location"], "http://elsewhere.invalid/");
+    assert!(r.headers.get("tokex-error").is_none());
+    assert_eq!(echo.up.seen().len(), 1);
 }
 
 /// `exchange: none` forwards without any Authorization; `on_missing_token: forward`
 /// forwards a token-less request without calling the AS.
-#[tokio::test]
-async fn exchange_none_and_forward_without_token() {
-    let (as_, up) = (MockAs::start().await, Upstream::start().await);
+async fn exchange_none_and_forward_without_token(mode: Mode) {
+    let (as_, echo) = (MockAs::start().await, Echo::start(mode).await);
     let yaml = format!(
         "{}  - name: public
     match: {{ host: public.internal }}
@@ -410,13 +408,13 @@ async fn exchange_none_and_forward_without_token() {
     on_missing_token: forward
     exchange: {{ authority: main, audience: echo-api }}
 ",
-        config(&as_, &up.url()),
-        u = up.url()
+        config(&as_, &echo.url),
+        u = echo.url
     );
-    let tokex = Tokex::start(&yaml).await;
-    let r = get(&tokex, "public.internal", "/", Some("orig-token")).await;
+    let tokex = Tokex::start(&with_route_lines(&yaml, &echo.route_lines())).await;
+    let r = get_in(mode, &tokex, "public.internal", "/", Some("orig-token")).await;
     assert_eq!((r.status, r.json()["authorization"].is_null()), (200, true));
-    let r = get(&tokex, "optional.internal", "/", None).await;
+    let r = get_in(mode, &tokex, "optional.internal", "/", None).await;
     assert_eq!((r.status, r.json()["authorization"].is_null()), (200, true));
     assert_eq!(as_.count(), 0);
 }

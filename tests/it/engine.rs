@@ -196,9 +196,11 @@ async fn empty_lines_before_a_request_are_skipped() {
     assert!(heads[0].to_lowercase().contains("x-case: 1"), "{heads:?}");
 }
 
-/// A kept connection that dies only once the request is on it: a GET is sent once more
-/// on a new connection; a POST is not (it may have been processed) and gets 502.
-#[tokio::test]
+/// A kept connection that idled and dies only once the request is on it (the upstream's
+/// idle timer fired as the request left): a GET is sent once more on a new connection;
+/// a POST is not (it may have been processed) and gets 502. Time is paused, so the idle
+/// second passes at once.
+#[tokio::test(start_paused = true)]
 async fn dropped_request_is_retried_only_when_idempotent() {
     // Connection 1 answers its first request and drops the second; later ones answer.
     let up = Scripted::start(|_, conn, nth| match (conn, nth) {
@@ -211,6 +213,7 @@ async fn dropped_request_is_retried_only_when_idempotent() {
     let mut app = App::connect(&tokex).await;
     app.send(&get_req("/a")).await;
     app.read_until("\r\n\r\nok", 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     app.send(&get_req("/b")).await;
     let text = app.read_until("\r\n\r\nok", 2).await;
     assert_eq!(text.matches("200 OK").count(), 2, "{text}");
@@ -219,6 +222,7 @@ async fn dropped_request_is_retried_only_when_idempotent() {
     let mut app = App::connect(&tokex).await;
     app.send(&get_req("/c")).await;
     app.read_until("\r\n\r\nok", 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     app.send("POST /d HTTP/1.1\r\nHost: echo.internal\r\nAuthorization: Bearer app-token\r\nContent-Length: 1\r\n\r\nx").await;
     let text = app.read_until("tokex-error: upstream_unavailable", 1).await;
     assert!(text.contains("HTTP/1.1 502 Bad Gateway"), "{text}");

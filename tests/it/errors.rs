@@ -67,28 +67,45 @@ fn assert_refusal(r: &Got, status: u16, code: &str, authority_error: Option<&str
     }
 }
 
-/// A mock AS, an echo upstream and tokex running the harness config.
+/// A mock AS, an echo upstream and tokex running the harness config, in a mode.
 struct Rig {
+    mode: Mode,
     as_: MockAs,
-    up: Upstream,
+    echo: Echo,
     tokex: Tokex,
 }
 
+/// The mode of the tests that write raw HTTP/1.1 bytes.
+const RAW: Mode = Mode {
+    h2c: false,
+    tls: false,
+};
+
 impl Rig {
-    async fn start() -> Self {
-        Self::with(|yaml| yaml).await
+    async fn start(mode: Mode) -> Self {
+        Self::with(mode, |yaml| yaml).await
     }
 
     /// Like `start`, with the harness config rewritten by `edit` first.
-    async fn with(edit: impl FnOnce(String) -> String) -> Self {
-        let (as_, up) = (MockAs::start().await, Upstream::start().await);
-        let tokex = Tokex::start(&edit(config(&as_, &up.url()))).await;
-        Self { as_, up, tokex }
+    async fn with(mode: Mode, edit: impl FnOnce(String) -> String) -> Self {
+        let (as_, echo) = (MockAs::start().await, Echo::start(mode).await);
+        let tokex = Tokex::start(&edit(config_for(&as_, &echo))).await;
+        Self {
+            mode,
+            as_,
+            echo,
+            tokex,
+        }
+    }
+
+    /// GET `path` on the `echo` route with `token` as the bearer token, if any.
+    async fn get(&self, path: &str, token: Option<&str>) -> Got {
+        get_in(self.mode, &self.tokex, "echo.internal", path, token).await
     }
 
     /// GET `/` on the `echo` route with `SUBJECT` as the bearer token.
     async fn call(&self) -> Got {
-        get(&self.tokex, "echo.internal", "/", Some(SUBJECT)).await
+        self.get("/", Some(SUBJECT)).await
     }
 
     /// GET `/` on the `echo` route with these raw `Authorization` values, in order.
@@ -97,27 +114,31 @@ impl Rig {
         for v in values {
             headers.append("authorization", HeaderValue::from_str(v).unwrap());
         }
-        let req = client()
-            .get(self.tokex.url("/"))
-            .header("host", "echo.internal")
-            .headers(headers);
+        let req = request_in(
+            self.mode,
+            &self.tokex,
+            http::Method::GET,
+            "echo.internal",
+            "/",
+        )
+        .headers(headers);
         got(req.send().await.unwrap()).await
     }
 
     /// Fail closed: the upstream saw no request at all.
     fn assert_upstream_untouched(&self) {
         assert!(
-            self.up.seen().is_empty(),
+            self.echo.up.seen().is_empty(),
             "upstream was contacted: {:?}",
-            self.up.seen()
+            self.echo.up.seen()
         );
     }
 }
 
 /// Makes the mock AS answer every request with `reply`, sends one request with
 /// `SUBJECT`, and checks tokex called the AS once and the upstream never.
-async fn when_as_answers(reply: Reply) -> Got {
-    let rig = Rig::start().await;
+async fn when_as_answers(mode: Mode, reply: Reply) -> Got {
+    let rig = Rig::start(mode).await;
     rig.as_.on(move |_, _| reply.clone());
     let r = rig.call().await;
     assert_eq!(rig.as_.count(), 1, "one AS call (retries: 0)");
@@ -224,6 +245,34 @@ async fn raw_request(addr: SocketAddr, request: &str) -> Got {
     }
 }
 
+each_mode!(
+    missing_token_when_none_or_another_scheme,
+    invalid_request_for_bad_token_characters,
+    invalid_token_for_an_expired_subject_jwt_without_calling_the_as,
+    invalid_token_when_the_as_answers_invalid_request,
+    invalid_token_when_the_as_answers_invalid_grant,
+    insufficient_scope_when_the_as_answers_invalid_scope,
+    exchange_denied_when_the_as_answers_invalid_target,
+    exchange_denied_when_the_as_answers_access_denied,
+    exchange_misconfigured_when_the_as_answers_invalid_client,
+    exchange_misconfigured_when_the_as_answers_unauthorized_client,
+    bad_exchange_response_for_token_type_n_a,
+    bad_exchange_response_for_the_wrong_issued_token_type,
+    bad_exchange_response_for_a_garbage_body,
+    bad_exchange_response_for_a_widened_scope,
+    bad_exchange_response_for_an_oversized_body,
+    bad_exchange_response_for_a_redirect_that_is_never_followed,
+    authority_unavailable_when_the_as_answers_503,
+    authority_unavailable_when_the_as_answers_429_passes_retry_after_on,
+    authority_unavailable_when_the_as_answers_temporarily_unavailable,
+    authority_unavailable_when_the_as_port_is_closed,
+    authority_unavailable_when_the_as_times_out,
+    authority_unavailable_after_retries,
+    upstream_unavailable_when_the_upstream_port_is_closed,
+    upstream_timeout_when_the_upstream_is_slow,
+    overloaded_when_exchanges_are_at_their_limit,
+);
+
 // ---------------------------------------------------------------------------------------
 // 404 no_route
 
@@ -231,7 +280,7 @@ async fn raw_request(addr: SocketAddr, request: &str) -> Got {
 /// `no_route`; neither the AS nor the upstream (nor any other address) is contacted.
 #[tokio::test]
 async fn no_route_for_unknown_host() {
-    let rig = Rig::start().await;
+    let rig = Rig::start(RAW).await;
     let r = get(&rig.tokex, "unknown.internal", "/", Some(SUBJECT)).await;
     assert_refusal(&r, 404, "no_route", None, SUBJECT);
     let r = raw_request(
@@ -254,7 +303,7 @@ async fn no_route_for_unknown_host() {
 /// tunnel; asterisk-form `OPTIONS *` is another unsupported form.
 #[tokio::test]
 async fn connect_and_asterisk_form_are_unsupported() {
-    let rig = Rig::start().await;
+    let rig = Rig::start(RAW).await;
     let r = raw_request(
         rig.tokex.addr,
         &format!(
@@ -283,10 +332,9 @@ async fn connect_and_asterisk_form_are_unsupported() {
 
 /// No Authorization, or another scheme (`Basic`), on a rejecting route is 401
 /// `missing_token` with a bare `WWW-Authenticate: Bearer`; the AS is not called.
-#[tokio::test]
-async fn missing_token_when_none_or_another_scheme() {
-    let rig = Rig::start().await;
-    let r = get(&rig.tokex, "echo.internal", "/", None).await;
+async fn missing_token_when_none_or_another_scheme(mode: Mode) {
+    let rig = Rig::start(mode).await;
+    let r = get_in(mode, &rig.tokex, "echo.internal", "/", None).await;
     assert_refusal(&r, 401, "missing_token", None, SUBJECT);
     let basic = "Basic dXNlcjpzM2NyZXQ=";
     let r = rig.call_with_authorization(&[basic]).await;
@@ -302,7 +350,7 @@ async fn missing_token_when_none_or_another_scheme() {
 /// request sends them; the AS is not called.
 #[tokio::test]
 async fn invalid_request_for_two_authorization_headers() {
-    let rig = Rig::start().await;
+    let rig = Rig::start(RAW).await;
     let r = rig
         .call_with_authorization(&[&format!("Bearer {SUBJECT}"), "Bearer other-token"])
         .await;
@@ -324,7 +372,7 @@ async fn invalid_request_for_two_authorization_headers() {
 /// rewrites them) is 400 `invalid_request`; the AS is not called.
 #[tokio::test]
 async fn invalid_request_for_an_empty_token() {
-    let rig = Rig::start().await;
+    let rig = Rig::start(RAW).await;
     for auth in ["Bearer ", "Bearer", "bearer    "] {
         let r = raw_request(
             rig.tokex.addr,
@@ -339,9 +387,8 @@ async fn invalid_request_for_an_empty_token() {
 
 /// Characters outside RFC 6750 b64token (a comma, an inner space, `=` inside) are 400
 /// `invalid_request`, and the malformed token is not echoed; the AS is not called.
-#[tokio::test]
-async fn invalid_request_for_bad_token_characters() {
-    let rig = Rig::start().await;
+async fn invalid_request_for_bad_token_characters(mode: Mode) {
+    let rig = Rig::start(mode).await;
     for token in ["secret,part", "secret part", "secret=part"] {
         let r = rig
             .call_with_authorization(&[&format!("Bearer {token}")])
@@ -357,11 +404,10 @@ async fn invalid_request_for_bad_token_characters() {
 // 401 invalid_token
 
 /// A subject JWT whose `exp` has passed is 401 `invalid_token` without any AS call.
-#[tokio::test]
-async fn invalid_token_for_an_expired_subject_jwt_without_calling_the_as() {
-    let rig = Rig::start().await;
+async fn invalid_token_for_an_expired_subject_jwt_without_calling_the_as(mode: Mode) {
+    let rig = Rig::start(mode).await;
     let expired = jwt(serde_json::json!({ "sub": "alice", "exp": now() - 60 }));
-    let r = get(&rig.tokex, "echo.internal", "/", Some(&expired)).await;
+    let r = get_in(mode, &rig.tokex, "echo.internal", "/", Some(&expired)).await;
     assert_refusal(&r, 401, "invalid_token", None, &expired);
     assert_eq!(rig.as_.count(), 0, "the AS must not be called");
     rig.assert_upstream_untouched();
@@ -369,16 +415,14 @@ async fn invalid_token_for_an_expired_subject_jwt_without_calling_the_as() {
 
 /// The AS answering 400 `invalid_request` means the subject token was unusable: 401
 /// `invalid_token`, with the AS's code echoed.
-#[tokio::test]
-async fn invalid_token_when_the_as_answers_invalid_request() {
-    let r = when_as_answers(oauth_error(400, "invalid_request")).await;
+async fn invalid_token_when_the_as_answers_invalid_request(mode: Mode) {
+    let r = when_as_answers(mode, oauth_error(400, "invalid_request")).await;
     assert_refusal(&r, 401, "invalid_token", Some("invalid_request"), SUBJECT);
 }
 
 /// The AS answering 400 `invalid_grant` is 401 `invalid_token`, with the AS's code echoed.
-#[tokio::test]
-async fn invalid_token_when_the_as_answers_invalid_grant() {
-    let r = when_as_answers(oauth_error(400, "invalid_grant")).await;
+async fn invalid_token_when_the_as_answers_invalid_grant(mode: Mode) {
+    let r = when_as_answers(mode, oauth_error(400, "invalid_grant")).await;
     assert_refusal(&r, 401, "invalid_token", Some("invalid_grant"), SUBJECT);
 }
 
@@ -387,9 +431,8 @@ async fn invalid_token_when_the_as_answers_invalid_grant() {
 
 /// The AS answering `invalid_scope` is 403 `insufficient_scope` with the RFC 6750
 /// challenge and the AS's code echoed.
-#[tokio::test]
-async fn insufficient_scope_when_the_as_answers_invalid_scope() {
-    let r = when_as_answers(oauth_error(400, "invalid_scope")).await;
+async fn insufficient_scope_when_the_as_answers_invalid_scope(mode: Mode) {
+    let r = when_as_answers(mode, oauth_error(400, "invalid_scope")).await;
     assert_refusal(
         &r,
         403,
@@ -403,16 +446,14 @@ async fn insufficient_scope_when_the_as_answers_invalid_scope() {
 // 403 exchange_denied
 
 /// The AS answering `invalid_target` is 403 `exchange_denied`, no challenge.
-#[tokio::test]
-async fn exchange_denied_when_the_as_answers_invalid_target() {
-    let r = when_as_answers(oauth_error(400, "invalid_target")).await;
+async fn exchange_denied_when_the_as_answers_invalid_target(mode: Mode) {
+    let r = when_as_answers(mode, oauth_error(400, "invalid_target")).await;
     assert_refusal(&r, 403, "exchange_denied", Some("invalid_target"), SUBJECT);
 }
 
 /// The AS answering 403 `access_denied` is 403 `exchange_denied`.
-#[tokio::test]
-async fn exchange_denied_when_the_as_answers_access_denied() {
-    let r = when_as_answers(oauth_error(403, "access_denied")).await;
+async fn exchange_denied_when_the_as_answers_access_denied(mode: Mode) {
+    let r = when_as_answers(mode, oauth_error(403, "access_denied")).await;
     assert_refusal(&r, 403, "exchange_denied", Some("access_denied"), SUBJECT);
 }
 
@@ -421,9 +462,8 @@ async fn exchange_denied_when_the_as_answers_access_denied() {
 
 /// The AS answering 401 `invalid_client` means tokex's own credentials are wrong: 502
 /// `exchange_misconfigured`.
-#[tokio::test]
-async fn exchange_misconfigured_when_the_as_answers_invalid_client() {
-    let r = when_as_answers(oauth_error(401, "invalid_client")).await;
+async fn exchange_misconfigured_when_the_as_answers_invalid_client(mode: Mode) {
+    let r = when_as_answers(mode, oauth_error(401, "invalid_client")).await;
     assert_refusal(
         &r,
         502,
@@ -434,9 +474,8 @@ async fn exchange_misconfigured_when_the_as_answers_invalid_client() {
 }
 
 /// The AS answering `unauthorized_client` is 502 `exchange_misconfigured`.
-#[tokio::test]
-async fn exchange_misconfigured_when_the_as_answers_unauthorized_client() {
-    let r = when_as_answers(oauth_error(400, "unauthorized_client")).await;
+async fn exchange_misconfigured_when_the_as_answers_unauthorized_client(mode: Mode) {
+    let r = when_as_answers(mode, oauth_error(400, "unauthorized_client")).await;
     assert_refusal(
         &r,
         502,
@@ -451,59 +490,57 @@ async fn exchange_misconfigured_when_the_as_answers_unauthorized_client() {
 
 /// A success response with `token_type: N_A` is refused: 502 `bad_exchange_response`,
 /// and the issued token is not echoed.
-#[tokio::test]
-async fn bad_exchange_response_for_token_type_n_a() {
-    let r = when_as_answers(token_response_with("token_type", "N_A".into())).await;
+async fn bad_exchange_response_for_token_type_n_a(mode: Mode) {
+    let r = when_as_answers(mode, token_response_with("token_type", "N_A".into())).await;
     assert_refusal(&r, 502, "bad_exchange_response", None, SUBJECT);
     assert!(!r.body.contains("narrowed-token"), "{}", r.body);
 }
 
 /// A success response whose `issued_token_type` is not the requested one is 502
 /// `bad_exchange_response`.
-#[tokio::test]
-async fn bad_exchange_response_for_the_wrong_issued_token_type() {
+async fn bad_exchange_response_for_the_wrong_issued_token_type(mode: Mode) {
     let wrong = "urn:ietf:params:oauth:token-type:id_token";
-    let r = when_as_answers(token_response_with("issued_token_type", wrong.into())).await;
+    let r = when_as_answers(mode, token_response_with("issued_token_type", wrong.into())).await;
     assert_refusal(&r, 502, "bad_exchange_response", None, SUBJECT);
     assert!(!r.body.contains("narrowed-token"), "{}", r.body);
 }
 
 /// A 200 whose body is not JSON is 502 `bad_exchange_response`.
-#[tokio::test]
-async fn bad_exchange_response_for_a_garbage_body() {
+async fn bad_exchange_response_for_a_garbage_body(mode: Mode) {
     let garbage = raw_reply(
         200,
         b"<html>access_token=oops</html>",
         &[("content-type", "text/html")],
     );
-    let r = when_as_answers(garbage).await;
+    let r = when_as_answers(mode, garbage).await;
     assert_refusal(&r, 502, "bad_exchange_response", None, SUBJECT);
 }
 
 /// A granted scope wider than the requested `read write` is 502 `bad_exchange_response`.
-#[tokio::test]
-async fn bad_exchange_response_for_a_widened_scope() {
-    let r = when_as_answers(token_response_with("scope", "read write admin".into())).await;
+async fn bad_exchange_response_for_a_widened_scope(mode: Mode) {
+    let r = when_as_answers(
+        mode,
+        token_response_with("scope", "read write admin".into()),
+    )
+    .await;
     assert_refusal(&r, 502, "bad_exchange_response", None, SUBJECT);
     assert!(!r.body.contains("narrowed-token"), "{}", r.body);
 }
 
 /// A 10 MB token response is over the size cap: 502 `bad_exchange_response`.
-#[tokio::test]
-async fn bad_exchange_response_for_an_oversized_body() {
+async fn bad_exchange_response_for_an_oversized_body(mode: Mode) {
     let huge = "x".repeat(10 << 20);
-    let r = when_as_answers(token_response_with("access_token", huge.into())).await;
+    let r = when_as_answers(mode, token_response_with("access_token", huge.into())).await;
     assert_refusal(&r, 502, "bad_exchange_response", None, SUBJECT);
     assert!(r.body.len() < 1024, "error body stays small");
 }
 
 /// A 302 from the token endpoint is 502 `bad_exchange_response` and is never followed:
 /// the AS it points at receives nothing, so the subject token goes nowhere else.
-#[tokio::test]
-async fn bad_exchange_response_for_a_redirect_that_is_never_followed() {
+async fn bad_exchange_response_for_a_redirect_that_is_never_followed(mode: Mode) {
     let elsewhere = MockAs::start().await;
     let redirect = raw_reply(302, b"", &[("location", &elsewhere.endpoint())]);
-    let r = when_as_answers(redirect).await;
+    let r = when_as_answers(mode, redirect).await;
     assert_refusal(&r, 502, "bad_exchange_response", None, SUBJECT);
     assert_eq!(elsewhere.count(), 0, "the redirect was followed");
 }
@@ -512,26 +549,23 @@ async fn bad_exchange_response_for_a_redirect_that_is_never_followed() {
 // 503 authority_unavailable
 
 /// The AS answering 503 is 503 `authority_unavailable` with `Retry-After`.
-#[tokio::test]
-async fn authority_unavailable_when_the_as_answers_503() {
-    let r = when_as_answers(raw_reply(503, b"down for maintenance", &[])).await;
+async fn authority_unavailable_when_the_as_answers_503(mode: Mode) {
+    let r = when_as_answers(mode, raw_reply(503, b"down for maintenance", &[])).await;
     assert_refusal(&r, 503, "authority_unavailable", None, SUBJECT);
 }
 
 /// The AS answering 429 with `Retry-After: 7` is 503 `authority_unavailable`, and tokex
 /// passes the AS's `Retry-After: 7` on to the app.
-#[tokio::test]
-async fn authority_unavailable_when_the_as_answers_429_passes_retry_after_on() {
-    let r = when_as_answers(raw_reply(429, b"slow down", &[("retry-after", "7")])).await;
+async fn authority_unavailable_when_the_as_answers_429_passes_retry_after_on(mode: Mode) {
+    let r = when_as_answers(mode, raw_reply(429, b"slow down", &[("retry-after", "7")])).await;
     assert_refusal(&r, 503, "authority_unavailable", None, SUBJECT);
     assert_eq!(r.headers["retry-after"], "7");
 }
 
 /// The AS answering 400 `temporarily_unavailable` is 503 `authority_unavailable`, with
 /// the AS's code echoed.
-#[tokio::test]
-async fn authority_unavailable_when_the_as_answers_temporarily_unavailable() {
-    let r = when_as_answers(oauth_error(400, "temporarily_unavailable")).await;
+async fn authority_unavailable_when_the_as_answers_temporarily_unavailable(mode: Mode) {
+    let r = when_as_answers(mode, oauth_error(400, "temporarily_unavailable")).await;
     assert_refusal(
         &r,
         503,
@@ -542,10 +576,9 @@ async fn authority_unavailable_when_the_as_answers_temporarily_unavailable() {
 }
 
 /// An authority whose port nothing listens on is 503 `authority_unavailable`.
-#[tokio::test]
-async fn authority_unavailable_when_the_as_port_is_closed() {
+async fn authority_unavailable_when_the_as_port_is_closed(mode: Mode) {
     let closed = format!("http://127.0.0.1:{}/token", closed_port().await);
-    let rig = Rig::with(|yaml| with_token_endpoint(&yaml, &closed)).await;
+    let rig = Rig::with(mode, |yaml| with_token_endpoint(&yaml, &closed)).await;
     let r = rig.call().await;
     assert_refusal(&r, 503, "authority_unavailable", None, SUBJECT);
     assert_eq!(rig.as_.count(), 0);
@@ -554,9 +587,8 @@ async fn authority_unavailable_when_the_as_port_is_closed() {
 
 /// An AS slower than the authority's `timeout: 1s` (it answers after 3 s) is 503
 /// `authority_unavailable`, and tokex answers at its own timeout, not the AS's pace.
-#[tokio::test]
-async fn authority_unavailable_when_the_as_times_out() {
-    let rig = Rig::start().await;
+async fn authority_unavailable_when_the_as_times_out(mode: Mode) {
+    let rig = Rig::start(mode).await;
     rig.as_
         .on(|req, n| issue(req, n).delayed(Duration::from_secs(3)));
     let started = Instant::now();
@@ -570,9 +602,8 @@ async fn authority_unavailable_when_the_as_times_out() {
 
 /// With `retries: 2` a persistent 503 makes exactly three AS calls, then 503
 /// `authority_unavailable`.
-#[tokio::test]
-async fn authority_unavailable_after_retries() {
-    let rig = Rig::with(|yaml| yaml.replace("retries: 0", "retries: 2")).await;
+async fn authority_unavailable_after_retries(mode: Mode) {
+    let rig = Rig::with(mode, |yaml| yaml.replace("retries: 0", "retries: 2")).await;
     rig.as_.on(|_, _| raw_reply(503, b"", &[]));
     let r = rig.call().await;
     assert_refusal(&r, 503, "authority_unavailable", None, SUBJECT);
@@ -585,12 +616,15 @@ async fn authority_unavailable_after_retries() {
 
 /// An upstream whose port nothing listens on is 502 `upstream_unavailable`, after a
 /// successful exchange; neither token is echoed.
-#[tokio::test]
-async fn upstream_unavailable_when_the_upstream_port_is_closed() {
-    let closed = format!("http://127.0.0.1:{}", closed_port().await);
+async fn upstream_unavailable_when_the_upstream_port_is_closed(mode: Mode) {
+    let port = closed_port().await;
+    let closed = match mode.tls {
+        false => format!("http://127.0.0.1:{port}"),
+        true => format!("https://localhost:{port}"),
+    };
     let as_ = MockAs::start().await;
     let tokex = Tokex::start(&config(&as_, &closed)).await;
-    let r = get(&tokex, "echo.internal", "/", Some(SUBJECT)).await;
+    let r = get_in(mode, &tokex, "echo.internal", "/", Some(SUBJECT)).await;
     assert_refusal(&r, 502, "upstream_unavailable", None, SUBJECT);
     assert!(!r.body.contains("narrowed-1"), "{}", r.body);
     assert_eq!(as_.count(), 1);
@@ -601,11 +635,10 @@ async fn upstream_unavailable_when_the_upstream_port_is_closed() {
 
 /// An upstream slower (2 s) than the route's `timeout: 1s` is 504 `upstream_timeout`,
 /// answered at the route's timeout.
-#[tokio::test]
-async fn upstream_timeout_when_the_upstream_is_slow() {
-    let rig = Rig::start().await;
+async fn upstream_timeout_when_the_upstream_is_slow(mode: Mode) {
+    let rig = Rig::start(mode).await;
     let started = Instant::now();
-    let r = get(&rig.tokex, "echo.internal", "/slow", Some(SUBJECT)).await;
+    let r = get_in(mode, &rig.tokex, "echo.internal", "/slow", Some(SUBJECT)).await;
     let elapsed = started.elapsed();
     assert_refusal(&r, 504, "upstream_timeout", None, SUBJECT);
     assert!(!r.body.contains("narrowed-1"), "{}", r.body);
@@ -619,15 +652,17 @@ async fn upstream_timeout_when_the_upstream_is_slow() {
 /// timeout), of two concurrent requests with
 /// different subject tokens one is exchanged and one is 503 `overloaded`; the refused
 /// one never reaches the AS or the upstream.
-#[tokio::test]
-async fn overloaded_when_exchanges_are_at_their_limit() {
-    let rig = Rig::with(|yaml| format!("{yaml}limits: {{ max_concurrent_exchanges: 1 }}\n")).await;
+async fn overloaded_when_exchanges_are_at_their_limit(mode: Mode) {
+    let rig = Rig::with(mode, |yaml| {
+        format!("{yaml}limits: {{ max_concurrent_exchanges: 1 }}\n")
+    })
+    .await;
     rig.as_
         .on(|req, n| issue(req, n).delayed(Duration::from_millis(500)));
     let other = "other-subject-token";
     let (a, b) = tokio::join!(
-        get(&rig.tokex, "echo.internal", "/", Some(SUBJECT)),
-        get(&rig.tokex, "echo.internal", "/", Some(other)),
+        get_in(mode, &rig.tokex, "echo.internal", "/", Some(SUBJECT)),
+        get_in(mode, &rig.tokex, "echo.internal", "/", Some(other)),
     );
     let (ok, refused, refused_token) = match (a.status, b.status) {
         (200, _) => (a, b, other),
@@ -637,7 +672,7 @@ async fn overloaded_when_exchanges_are_at_their_limit() {
     assert_eq!(ok.json()["authorization"], "Bearer narrowed-1");
     assert_refusal(&refused, 503, "overloaded", None, refused_token);
     assert_eq!(rig.as_.count(), 1, "the refused request made no AS call");
-    let seen = rig.up.seen();
+    let seen = rig.echo.up.seen();
     assert_eq!(seen.len(), 1, "only the exchanged request went upstream");
     assert_eq!(seen[0].headers["authorization"], "Bearer narrowed-1");
 }
@@ -646,7 +681,10 @@ async fn overloaded_when_exchanges_are_at_their_limit() {
 /// connection is answered 503 `overloaded` and its request goes nowhere.
 #[tokio::test]
 async fn overloaded_when_connections_are_at_their_limit() {
-    let rig = Rig::with(|yaml| format!("{yaml}limits: {{ max_connections: 1 }}\n")).await;
+    let rig = Rig::with(RAW, |yaml| {
+        format!("{yaml}limits: {{ max_connections: 1 }}\n")
+    })
+    .await;
     let stream = TcpStream::connect(rig.tokex.addr).await.unwrap();
     let (mut held, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -664,5 +702,9 @@ async fn overloaded_when_connections_are_at_their_limit() {
     assert_refusal(&r, 503, "overloaded", None, SUBJECT);
     assert!(!held.is_closed(), "the held connection is still open");
     assert_eq!(rig.as_.count(), 1, "only the held connection's exchange");
-    assert_eq!(rig.up.seen().len(), 1, "only the held connection's request");
+    assert_eq!(
+        rig.echo.up.seen().len(),
+        1,
+        "only the held connection's request"
+    );
 }

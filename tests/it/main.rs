@@ -12,4 +12,5 @@ mod recent;
 mod resilience;
 mod seeds;
 mod sts;
+
 mod support;
