@@ -8,7 +8,8 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use http::header::{
-    CACHE_CONTROL, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE,
+    CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER,
+    WWW_AUTHENTICATE,
 };
 use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
@@ -126,6 +127,8 @@ pub struct ProxyError {
     /// End the app's connection without a response: its request body stalled, so it
     /// is not reading one.
     pub abort: bool,
+    /// Close the app's connection after the response: its framing was in doubt.
+    pub close: bool,
 }
 
 impl ProxyError {
@@ -136,7 +139,14 @@ impl ProxyError {
             authority_error: None,
             retry_after: None,
             abort: false,
+            close: false,
         }
+    }
+
+    /// The app's message framing was in doubt: answered, then the connection closes.
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     /// The app stopped sending its request body: nothing is answered.
@@ -177,6 +187,9 @@ impl ProxyError {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(challenge) = self.code.challenge() {
             headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        if self.close {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         if self.code.status() == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(

@@ -85,6 +85,7 @@ impl From<&Error> for ProxyError {
             authority_error,
             retry_after: e.retry_after(),
             abort: false,
+            close: false,
         }
     }
 }

@@ -278,7 +278,7 @@ pub fn response(
     let protocol = switched
         .then(|| parts.headers.get(header::UPGRADE).cloned())
         .flatten();
-    framing(&parts.headers)?;
+    framing(&parts.headers).map_err(malformed)?;
     strip_hop_by_hop(&mut parts.headers);
     if let Some(protocol) = protocol {
         parts.headers.insert(header::UPGRADE, protocol);
@@ -317,20 +317,30 @@ fn malformed(why: &'static str) -> ProxyError {
     )
 }
 
+/// The app's request framing beyond what hyper refuses: a transfer coding other than
+/// `chunked` alone would reach the upstream decoded by one layer and unlabelled (RFC
+/// 9112 §6.1 lets a server refuse what it cannot decode).
+pub fn request_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
+    framing(headers).map_err(|why| ProxyError::new(Code::InvalidRequest, why).closing())
+}
+
 /// `Transfer-Encoding` may only be `chunked`, alone: hyper decoded it so, and a
 /// `Content-Length` beside it would be a second answer to where the body ends.
-fn framing(headers: &HeaderMap) -> Result<(), ProxyError> {
-    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
-    if codings.peek().is_none() {
+fn framing(headers: &HeaderMap) -> Result<(), &'static str> {
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    let Some(first) = codings.next() else {
         return Ok(());
-    }
-    let chunked_alone = codings.all(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"))
-        && headers.get_all(header::TRANSFER_ENCODING).iter().count() == 1;
-    if !chunked_alone {
-        return Err(malformed("a transfer coding other than chunked alone"));
+    };
+    if codings.next().is_some()
+        || !first
+            .as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"chunked")
+    {
+        return Err("a transfer coding other than chunked alone");
     }
     if headers.contains_key(header::CONTENT_LENGTH) {
-        return Err(malformed("both Transfer-Encoding and Content-Length"));
+        return Err("both Transfer-Encoding and Content-Length");
     }
     Ok(())
 }

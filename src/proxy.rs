@@ -191,7 +191,8 @@ impl Proxy {
                 span,
             }
         });
-        let (route, result) = match runtime.route(&req) {
+        let routed = forward::request_framing(req.headers()).and_then(|()| runtime.route(&req));
+        let (route, result) = match routed {
             Err(e) => (None, Err(e)),
             Ok((index, path)) => {
                 let route = &runtime.routes[index];

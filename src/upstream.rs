@@ -315,6 +315,11 @@ fn lost(e: &hyper::Error) -> ProxyError {
         }
         None => {}
     }
+    // The only body tokex sends is the app's: when hyper reports it broken, the app's
+    // framing was (a chunked coding that failed midway).
+    if e.is_user() && std::error::Error::source(e).is_some_and(|c| c.is::<hyper::Error>()) {
+        return ProxyError::new(Code::InvalidRequest, "the request body is malformed").closing();
+    }
     if e.is_parse() {
         return ProxyError::new(
             Code::UpstreamUnavailable,

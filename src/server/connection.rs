@@ -15,6 +15,10 @@ use crate::idle::WriteStall;
 use crate::proxy::Proxy;
 use crate::session::Session;
 
+/// The largest request head an app may send (431 past it): well above what clients
+/// send, and a bound on what one connection makes tokex hold.
+const MAX_HEAD: usize = 64 * 1024;
+
 /// What every connection shares.
 pub struct Settings {
     /// `timeouts.client_header_read`: the wait for a request head, and so also for the
@@ -74,6 +78,7 @@ pub async fn serve(proxy: Arc<Proxy>, stream: TcpStream, settings: Arc<Settings>
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(settings.header_read)
+                .max_header_size(MAX_HEAD)
                 .serve_connection(io, svc)
                 .with_upgrades();
             until_drained!(conn, stop)

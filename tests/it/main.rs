@@ -2,13 +2,14 @@
 
 mod cli;
 mod data_path;
-mod engine;
+mod desync;
 mod errors;
 mod identity;
 mod interop;
 mod measure;
 mod operations;
 mod recent;
+mod relay;
 mod resilience;
 mod seeds;
 mod sts;

@@ -923,38 +923,197 @@ impl Spawned {
 // ---------------------------------------------------------------------------------------
 // Raw app connections.
 
-/// Reads one message (head and Content-Length body) from `s`, `buf` holding what was
-/// read before; `None` at EOF.
+/// Reads one message (head and body, framed by Content-Length or chunked coding, whose
+/// chunks it joins) from `s`, `buf` holding what was read before; `None` at EOF or on a
+/// malformed message.
 pub async fn read_message(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
-    loop {
+    read_message_teed(s, buf, None).await
+}
+
+/// [`read_message`], also appending every byte read from `s` to `tee`.
+async fn read_message_teed(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    tee: Option<&Mutex<Vec<u8>>>,
+) -> Option<(String, Vec<u8>)> {
+    let end = loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end + 4]).to_string();
-            let len = head
-                .lines()
-                .find_map(|l| {
-                    let (n, v) = l.split_once(':')?;
-                    n.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().unwrap())
-                })
-                .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                let mut more = [0u8; 4096];
-                let n = s.read(&mut more).await.ok()?;
-                if n == 0 {
-                    return None;
-                }
-                buf.extend_from_slice(&more[..n]);
+            break end;
+        }
+        fill(s, buf, tee).await?;
+    };
+    let head = String::from_utf8_lossy(&buf[..end + 4]).to_string();
+    buf.drain(..end + 4);
+    let field = |name: &str| {
+        head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    };
+    let chunked = field("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    if !chunked {
+        let len = field("content-length").map_or(0, |v| v.parse::<usize>().unwrap());
+        while buf.len() < len {
+            fill(s, buf, tee).await?;
+        }
+        return Some((head, buf.drain(..len).collect()));
+    }
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                break i;
             }
-            let body = buf[end + 4..end + 4 + len].to_vec();
-            buf.drain(..end + 4 + len);
-            return Some((head, body));
+            fill(s, buf, tee).await?;
+        };
+        let size_text = String::from_utf8_lossy(&buf[..line_end]).to_string();
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        buf.drain(..line_end + 2);
+        if size == 0 {
+            // Trailers, if any, end with an empty line.
+            loop {
+                if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                    buf.drain(..i + 2);
+                    if i == 0 {
+                        return Some((head, body));
+                    }
+                } else {
+                    fill(s, buf, tee).await?;
+                }
+            }
         }
-        let mut more = [0u8; 4096];
-        let n = s.read(&mut more).await.ok()?;
-        if n == 0 {
-            return None;
+        while buf.len() < size + 2 {
+            fill(s, buf, tee).await?;
         }
-        buf.extend_from_slice(&more[..n]);
+        body.extend(buf.drain(..size));
+        buf.drain(..2);
+    }
+}
+
+/// Reads more of `s` into `buf` (and `tee`); `None` at EOF or on an error.
+async fn fill(s: &mut TcpStream, buf: &mut Vec<u8>, tee: Option<&Mutex<Vec<u8>>>) -> Option<()> {
+    let mut more = [0u8; 8192];
+    match s.read(&mut more).await {
+        Ok(0) | Err(_) => None,
+        Ok(n) => {
+            buf.extend_from_slice(&more[..n]);
+            if let Some(tee) = tee {
+                tee.lock().unwrap().extend_from_slice(&more[..n]);
+            }
+            Some(())
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A scripted raw upstream, for faults a well-behaved server never commits.
+
+/// What the scripted upstream does with one request.
+pub enum Act {
+    /// Write these pieces (a short pause between them), keep the connection.
+    Reply(Vec<&'static [u8]>),
+    /// Write the reply, then close.
+    ReplyClose(&'static [u8]),
+    /// Close without answering.
+    Drop,
+}
+
+/// One request as the scripted upstream parsed it.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub connection: usize,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+/// A raw upstream answering by `script(path, connection number, request number on
+/// it)`, recording every byte it received and every request it parsed.
+pub struct Scripted {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+    parsed: Arc<Mutex<Vec<Parsed>>>,
+    raw: Arc<Mutex<Vec<u8>>>,
+    _task: Task,
+}
+
+type Script = fn(&str, usize, usize) -> Act;
+
+impl Scripted {
+    pub async fn start(script: Script) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let parsed: Arc<Mutex<Vec<Parsed>>> = Arc::default();
+        let raw: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let (c, p, r) = (connections.clone(), parsed.clone(), raw.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::spawn(scripted_conn(stream, n, script, p.clone(), r.clone()));
+            }
+        });
+        Self {
+            addr,
+            connections,
+            parsed,
+            raw,
+            _task: Task(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The request heads it parsed, in order.
+    pub fn heads(&self) -> Vec<String> {
+        self.parsed().into_iter().map(|p| p.head).collect()
+    }
+
+    pub fn parsed(&self) -> Vec<Parsed> {
+        self.parsed.lock().unwrap().clone()
+    }
+
+    /// Every byte it received, on all connections.
+    pub fn raw(&self) -> String {
+        String::from_utf8_lossy(&self.raw.lock().unwrap()).to_string()
+    }
+}
+
+async fn scripted_conn(
+    mut s: TcpStream,
+    connection: usize,
+    script: Script,
+    parsed: Arc<Mutex<Vec<Parsed>>>,
+    raw: Arc<Mutex<Vec<u8>>>,
+) {
+    let mut buf = Vec::new();
+    for nth in 1.. {
+        let Some((head, body)) = read_message_teed(&mut s, &mut buf, Some(&raw)).await else {
+            return;
+        };
+        let path = head.split(' ').nth(1).unwrap_or("").to_string();
+        parsed.lock().unwrap().push(Parsed {
+            connection,
+            head,
+            body,
+        });
+        match script(&path, connection, nth) {
+            Act::Reply(pieces) => {
+                for piece in pieces {
+                    if s.write_all(piece).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            Act::ReplyClose(reply) => {
+                let _ = s.write_all(reply).await;
+                return;
+            }
+            Act::Drop => return,
+        }
     }
 }
 
@@ -970,6 +1129,11 @@ impl App {
             s: TcpStream::connect(tokex.addr).await.unwrap(),
             buf: Vec::new(),
         }
+    }
+
+    /// Forgets what was read so far.
+    pub fn clear(&mut self) {
+        self.buf.clear();
     }
 
     pub async fn send(&mut self, raw: &str) {

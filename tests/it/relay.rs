@@ -1,97 +1,16 @@
-//! The HTTP/1.1 engine (src/h1): the kept upstream connection and what happens when the
-//! upstream drops it, every response framing, pipelining, and the hand-over to hyper
-//! for the requests the engine leaves alone, mid-connection included.
+//! HTTP/1.1 between the app, tokex and an upstream: the upstream connection an app
+//! connection keeps, what happens when the upstream drops it, response framings,
+//! pipelining, and the app's HTTP/1.1 features (chunked uploads, `100-continue`,
+//! HTTP/1.0) on the same connections.
 //!
 //! The upstream here is scripted over raw TCP: the faults under test (a connection
 //! closed between requests, odd framings) are exactly what a well-behaved server never
 //! does.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-
 use crate::support::*;
-
-/// What the scripted upstream does with one request.
-enum Act {
-    /// Write these pieces (a short pause between them), keep the connection.
-    Reply(Vec<&'static [u8]>),
-    /// Write the reply, then close.
-    ReplyClose(&'static [u8]),
-    /// Close without answering.
-    Drop,
-}
-
-/// A raw upstream: `script(path, connection number, request number on it)`.
-struct Scripted {
-    addr: std::net::SocketAddr,
-    connections: Arc<AtomicUsize>,
-    heads: Arc<Mutex<Vec<String>>>,
-    _task: Task,
-}
-
-impl Scripted {
-    async fn start(script: fn(&str, usize, usize) -> Act) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let heads: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (c, h) = (connections.clone(), heads.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let n = c.fetch_add(1, Ordering::SeqCst) + 1;
-                tokio::spawn(scripted_conn(stream, n, script, h.clone()));
-            }
-        });
-        Self {
-            addr,
-            connections,
-            heads,
-            _task: Task(task),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn heads(&self) -> Vec<String> {
-        self.heads.lock().unwrap().clone()
-    }
-}
-
-async fn scripted_conn(
-    mut s: TcpStream,
-    conn: usize,
-    script: fn(&str, usize, usize) -> Act,
-    heads: Arc<Mutex<Vec<String>>>,
-) {
-    let mut buf = Vec::new();
-    for nth in 1.. {
-        let Some((head, _body)) = read_message(&mut s, &mut buf).await else {
-            return;
-        };
-        let path = head.split(' ').nth(1).unwrap_or("").to_string();
-        heads.lock().unwrap().push(head);
-        match script(&path, conn, nth) {
-            Act::Reply(pieces) => {
-                for piece in pieces {
-                    s.write_all(piece).await.unwrap();
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-            Act::ReplyClose(reply) => {
-                s.write_all(reply).await.unwrap();
-                return;
-            }
-            Act::Drop => return,
-        }
-    }
-}
 
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
@@ -130,7 +49,7 @@ async fn upstream_connection_is_kept_per_app_connection() {
     }
 }
 
-/// An upstream that closes its side after every response: the engine notices before
+/// An upstream that closes its side after every response: tokex notices before
 /// reusing the connection, for any method.
 #[tokio::test]
 async fn closed_kept_connection_is_not_reused() {
@@ -173,7 +92,7 @@ async fn fields_of_one_request_never_reach_the_next() {
 }
 
 /// Empty lines before a request line are skipped (RFC 9112 §2.2), also between requests
-/// on a kept connection, and the request after them is served by the engine.
+/// on a kept connection, and the request after them is served.
 #[tokio::test]
 async fn empty_lines_before_a_request_are_skipped() {
     let up = Scripted::start(|_, _, _| Act::Reply(vec![OK])).await;
@@ -362,14 +281,14 @@ async fn pipelined_requests_are_answered_in_order() {
     assert!(first < second, "{text}");
 }
 
-/// After requests the engine served, a chunked upload hands the connection to hyper,
-/// which serves it and the requests after it; the upstream sees the whole body.
+/// A chunked upload between plain requests on one kept connection: the upstream sees
+/// the whole body, and the requests after it are served.
 #[tokio::test]
-async fn chunked_upload_hands_the_connection_over() {
+async fn chunked_upload_between_requests() {
     let up = Upstream::start().await;
     let (_as, tokex) = with_route(&up.url()).await;
     let mut app = App::connect(&tokex).await;
-    app.send(&get_req("/engine")).await;
+    app.send(&get_req("/before")).await;
     app.read_until("\"path\":", 1).await;
     app.send("POST /upload HTTP/1.1\r\nHost: echo.internal\r\nAuthorization: Bearer app-token\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n").await;
     app.read_until("\"body_len\":7", 1).await;
@@ -384,7 +303,7 @@ async fn chunked_upload_hands_the_connection_over() {
     );
 }
 
-/// `Expect: 100-continue` and HTTP/1.0 are hyper's: both still work.
+/// `Expect: 100-continue` and HTTP/1.0 requests are served.
 #[tokio::test]
 async fn expect_continue_and_http10_are_served() {
     let up = Upstream::start().await;
