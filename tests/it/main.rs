@@ -12,6 +12,7 @@ mod recent;
 mod relay;
 mod resilience;
 mod seeds;
+mod stalls;
 mod sts;
-
 mod support;
+mod upgrade;

@@ -301,24 +301,7 @@ impl Upstream {
 
     /// An HTTPS echo upstream for `localhost` with a fresh CA; returns the CA PEM.
     pub async fn start_tls() -> (Self, String) {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf_params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
-        let key = rustls_pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![leaf.der().clone()], key)
-            .unwrap();
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let (acceptor, ca_pem) = tls_acceptor();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
@@ -349,7 +332,7 @@ impl Upstream {
                 seen,
                 _task: Arc::new(Task(task)),
             },
-            ca.pem(),
+            ca_pem,
         )
     }
 
@@ -360,6 +343,29 @@ impl Upstream {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+}
+
+/// A TLS acceptor for `localhost` (h2 and http/1.1 by ALPN) with a fresh CA, and the
+/// CA's PEM.
+pub fn tls_acceptor() -> (tokio_rustls::TlsAcceptor, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf_params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    (tokio_rustls::TlsAcceptor::from(Arc::new(config)), ca.pem())
 }
 
 // ---------------------------------------------------------------------------------------
