@@ -56,6 +56,13 @@ pub struct Upstream {
     idle_limit: Duration,
 }
 
+/// A request handed back by [`Upstream::multiplexed`], with the HTTP/1.1 connection it
+/// opened, if it did.
+type Returned = (
+    Box<Request<UpstreamBody>>,
+    Option<http1::SendRequest<UpstreamBody>>,
+);
+
 /// How an attempt on one connection failed.
 enum Failed {
     /// The request never left; here it is back.
@@ -113,15 +120,22 @@ impl Upstream {
         session: &Session,
         upgrade: bool,
     ) -> Result<Sent, ProxyError> {
-        if !upgrade
-            && self.shared.speaks_h2()
-            && let Some(h2) = self.shared.h2()
-        {
-            // Boxed: multiplexing's futures are large, and keeping them out of this
-            // one keeps every HTTP/1.1 request's future small.
-            return Box::pin(self.over_h2(h2, req)).await;
-        }
         let generation = self.generation();
+        if !upgrade && self.target.server_name.is_some() && !self.shared.speaks_only_http1() {
+            // Boxed: multiplexing's futures are large, and keeping them out of this one
+            // keeps every HTTP/1.1 request's future small.
+            match Box::pin(self.multiplexed(req)).await? {
+                Ok(sent) => return Ok(sent),
+                Err((back, Some(sender))) => {
+                    return match over_h1(sender, *back).await {
+                        Ok((response, sender)) => Ok(self.sent(response, generation, sender)),
+                        Err(Failed::NotSent(_)) => Err(unavailable()),
+                        Err(Failed::Lost(e)) => Err(lost(&e)),
+                    };
+                }
+                Err((back, None)) => req = *back,
+            }
+        }
         let now = tokio::time::Instant::now();
         let kept = session
             .checkout(&self.shared, generation, self.idle_limit, now)
@@ -159,6 +173,33 @@ impl Upstream {
 
     pub fn host(&self) -> &http::HeaderValue {
         &self.host
+    }
+
+    /// An https upstream that speaks HTTP/2, or has not said yet: the shared connection,
+    /// or a new one that the first request makes while concurrent ones wait for it.
+    /// When the upstream chose HTTP/1.1, the request comes back, with the new
+    /// connection when this request made it.
+    async fn multiplexed(
+        &self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Result<Sent, Returned>, ProxyError> {
+        if let Some(h2) = self.shared.h2() {
+            return self.over_h2(h2, req).await.map(Ok);
+        }
+        let gate = self.shared.connecting().await;
+        if let Some(h2) = self.shared.h2() {
+            drop(gate);
+            return self.over_h2(h2, req).await.map(Ok);
+        }
+        if self.shared.speaks_only_http1() {
+            return Ok(Err((Box::new(req), None)));
+        }
+        let connected = self.connect(false).await?;
+        drop(gate);
+        match connected {
+            Connected::Http2(h2) => self.over_h2(h2, req).await.map(Ok),
+            Connected::Http1(h1) => Ok(Err((Box::new(req), Some(h1)))),
+        }
     }
 
     /// Closes pooled connections that idled too long.

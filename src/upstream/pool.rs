@@ -6,7 +6,7 @@
 //! reaches the shared pool only when that app connection ends, so the hot path touches
 //! the pool's lock once per app connection, not once per request.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -79,9 +79,16 @@ impl Idle {
 pub struct Shared {
     idle: Mutex<Vec<Idle>>,
     h2: Mutex<Option<http2::SendRequest<UpstreamBody>>>,
-    /// Whether the upstream chose HTTP/2 by ALPN when last asked.
-    speaks_h2: AtomicBool,
+    /// What the upstream chose by ALPN when last asked: [`HTTP1`] or [`HTTP2`], or 0
+    /// before the first connection.
+    protocol: AtomicU8,
+    /// Held while a connection that may turn out HTTP/2 is being made, so concurrent
+    /// requests wait for it instead of making one each.
+    connecting: tokio::sync::Mutex<()>,
 }
+
+const HTTP1: u8 = 1;
+const HTTP2: u8 = 2;
 
 impl Shared {
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
@@ -111,8 +118,13 @@ impl Shared {
             .retain(|conn| conn.usable(generation, idle_limit, now));
     }
 
-    pub(super) fn speaks_h2(&self) -> bool {
-        self.speaks_h2.load(Ordering::Relaxed)
+    /// Whether the upstream last chose HTTP/1.1 (so no HTTP/2 connection is tried).
+    pub(super) fn speaks_only_http1(&self) -> bool {
+        self.protocol.load(Ordering::Relaxed) == HTTP1
+    }
+
+    pub(super) async fn connecting(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.connecting.lock().await
     }
 
     /// The multiplexed connection when it is still open.
@@ -123,7 +135,8 @@ impl Shared {
 
     /// Records what the upstream chose by ALPN on a new connection.
     pub(super) fn negotiated(&self, h2: Option<&http2::SendRequest<UpstreamBody>>) {
-        self.speaks_h2.store(h2.is_some(), Ordering::Relaxed);
+        let protocol = if h2.is_some() { HTTP2 } else { HTTP1 };
+        self.protocol.store(protocol, Ordering::Relaxed);
         if let Some(h2) = h2 {
             *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(h2.clone());
         }

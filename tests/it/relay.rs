@@ -391,3 +391,74 @@ async fn connection_naming_content_length_keeps_messages_framed() {
         "{heads:?}"
     );
 }
+
+/// An https route to a TLS upstream at `up`, trusting its CA.
+async fn tls_route(up: &Upstream, ca_pem: &str) -> (MockAs, Tokex) {
+    let as_ = MockAs::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca_pem).unwrap();
+    let url = format!("https://localhost:{}", up.addr.port());
+    let yaml = with_route_lines(&config(&as_, &url), "    ca_file: ca.pem\n");
+    let tokex = Tokex::start_in(dir, &yaml).await;
+    (as_, tokex)
+}
+
+/// TLS upstreams that speak HTTP/1.1 keep their connections as plain ones do: one
+/// app connection's requests share one TLS connection (one handshake).
+#[tokio::test]
+async fn tls_upstream_connections_are_kept() {
+    let (up, ca) = Upstream::start_tls_offering(&[b"http/1.1"]).await;
+    let (_as, tokex) = tls_route(&up, &ca).await;
+    let mut app = App::connect(&tokex).await;
+    for n in 0..5 {
+        app.send(&get_req(&format!("/r{n}"))).await;
+        app.read_until("\"path\":", n + 1).await;
+    }
+    assert_eq!(up.seen().len(), 5);
+    assert!(
+        up.seen()
+            .iter()
+            .all(|s| s.version == http::Version::HTTP_11)
+    );
+    assert_eq!(up.connections.load(Ordering::SeqCst), 1);
+}
+
+/// An app that opens a connection per request still reuses upstream connections: an
+/// app connection's idle upstream connections go to the shared pool when it ends.
+#[tokio::test]
+async fn upstream_connections_outlive_app_connections() {
+    let up = Upstream::start().await;
+    let (_as, tokex) = with_route(&up.url()).await;
+    for n in 0..5 {
+        let mut app = App::connect(&tokex).await;
+        app.send(&get_req(&format!("/r{n}")).replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n"))
+            .await;
+        app.read_to_close().await;
+    }
+    assert_eq!(up.seen().len(), 5);
+    assert_eq!(up.connections.load(Ordering::SeqCst), 1);
+}
+
+/// An upstream that picks HTTP/2 by ALPN gets one multiplexed connection, shared by
+/// every app connection and by concurrent requests.
+#[tokio::test]
+async fn an_h2_upstream_connection_is_shared() {
+    let (up, ca) = Upstream::start_tls().await;
+    let (_as, tokex) = tls_route(&up, &ca).await;
+    let tokex = std::sync::Arc::new(tokex);
+    let mut tasks = Vec::new();
+    for n in 0..20 {
+        let t = tokex.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut app = App::connect(&t).await;
+            app.send(&get_req(&format!("/r{n}"))).await;
+            app.read_until("\"path\":", 1).await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(up.seen().len(), 20);
+    assert!(up.seen().iter().all(|s| s.version == http::Version::HTTP_2));
+    assert_eq!(up.connections.load(Ordering::SeqCst), 1);
+}

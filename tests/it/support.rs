@@ -40,13 +40,26 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<TestBody>> + Send + 'static,
 {
+    let (addr, task, _) = serve_counted(handler).await;
+    (addr, task)
+}
+
+/// [`serve`], counting the connections it accepts.
+pub async fn serve_counted<F, Fut>(handler: F) -> (SocketAddr, Task, Arc<AtomicUsize>)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<TestBody>> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            counted.fetch_add(1, Ordering::SeqCst);
             let h = handler.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
@@ -59,7 +72,7 @@ where
             });
         }
     });
-    (addr, Task(task))
+    (addr, Task(task), connections)
 }
 
 pub fn full(status: u16, body: impl Into<Bytes>) -> Response<TestBody> {
@@ -223,6 +236,8 @@ pub struct Seen {
 pub struct Upstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// Connections accepted so far.
+    pub connections: Arc<AtomicUsize>,
     _task: Arc<Task>,
 }
 
@@ -291,26 +306,35 @@ impl Upstream {
     pub async fn start() -> Self {
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let s = seen.clone();
-        let (addr, task) = serve(move |req| echo(req, s.clone())).await;
+        let (addr, task, connections) = serve_counted(move |req| echo(req, s.clone())).await;
         Self {
             addr,
             seen,
+            connections,
             _task: Arc::new(task),
         }
     }
 
-    /// An HTTPS echo upstream for `localhost` with a fresh CA; returns the CA PEM.
+    /// An HTTPS echo upstream for `localhost` with a fresh CA (h2 and http/1.1 by
+    /// ALPN); returns the CA PEM.
     pub async fn start_tls() -> (Self, String) {
-        let (acceptor, ca_pem) = tls_acceptor();
+        Self::start_tls_offering(&[b"h2", b"http/1.1"]).await
+    }
+
+    /// An HTTPS echo upstream that offers only these protocols by ALPN.
+    pub async fn start_tls_offering(alpn: &[&[u8]]) -> (Self, String) {
+        let (acceptor, ca_pem) = tls_acceptor_offering(alpn);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let s = seen.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (s, counted) = (seen.clone(), connections.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                counted.fetch_add(1, Ordering::SeqCst);
                 let (acceptor, s) = (acceptor.clone(), s.clone());
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(stream).await else {
@@ -330,6 +354,7 @@ impl Upstream {
             Self {
                 addr,
                 seen,
+                connections,
                 _task: Arc::new(Task(task)),
             },
             ca_pem,
@@ -348,6 +373,11 @@ impl Upstream {
 /// A TLS acceptor for `localhost` (h2 and http/1.1 by ALPN) with a fresh CA, and the
 /// CA's PEM.
 pub fn tls_acceptor() -> (tokio_rustls::TlsAcceptor, String) {
+    tls_acceptor_offering(&[b"h2", b"http/1.1"])
+}
+
+/// [`tls_acceptor`] offering only `alpn`.
+pub fn tls_acceptor_offering(alpn: &[&[u8]]) -> (tokio_rustls::TlsAcceptor, String) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -364,7 +394,7 @@ pub fn tls_acceptor() -> (tokio_rustls::TlsAcceptor, String) {
         .with_no_client_auth()
         .with_single_cert(vec![leaf.der().clone()], key)
         .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     (tokio_rustls::TlsAcceptor::from(Arc::new(config)), ca.pem())
 }
 
