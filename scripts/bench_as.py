@@ -55,7 +55,7 @@ class Stats:
             return {"token_requests": self.token_requests, "ok": self.ok, "errors": self.errors}
 
 
-def make_handler(stats, client_id, client_secret, expires_in):
+def make_handler(stats, client_id, client_secret, expires_in, token_bytes=0, quiet=False):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, like a real AS
         server_version = "bench-as/1"
@@ -132,10 +132,14 @@ def make_handler(stats, client_id, client_secret, expires_in):
                 return self._error(400, "invalid_request", "only access tokens are issued")
 
             n = stats.count(ok=True)
-            print(f"bench_as: token request #{n} -> 200 (audience={get('audience')!r})",
-                  file=sys.stderr, flush=True)
+            if not quiet:
+                print(f"bench_as: token request #{n} -> 200 (audience={get('audience')!r})",
+                      file=sys.stderr, flush=True)
+            token = "bench-" + secrets.token_urlsafe(32)
+            if token_bytes > len(token):
+                token += "x" * (token_bytes - len(token))
             self._send_json(200, {
-                "access_token": "bench-" + secrets.token_urlsafe(32),
+                "access_token": token,
                 "issued_token_type": ACCESS_TOKEN_TYPE,
                 "token_type": "Bearer",
                 "expires_in": expires_in,
@@ -150,6 +154,9 @@ def main():
     ap.add_argument("--client-id", default=None)
     ap.add_argument("--client-secret", default=None)
     ap.add_argument("--expires-in", type=int, default=3600)
+    ap.add_argument("--token-bytes", type=int, default=0,
+                    help="pad issued tokens to this many bytes (scripts/memory.sh: 1 KB tokens)")
+    ap.add_argument("--quiet", action="store_true", help="no line per token request")
     args = ap.parse_args()
 
     # SIGTERM (sent by bench.sh's cleanup) ends serve_forever like Ctrl-C does,
@@ -159,7 +166,8 @@ def main():
     signal.signal(signal.SIGTERM, _term)
 
     stats = Stats()
-    handler = make_handler(stats, args.client_id, args.client_secret, args.expires_in)
+    handler = make_handler(stats, args.client_id, args.client_secret, args.expires_in,
+                           args.token_bytes, args.quiet)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler)
     server.daemon_threads = True
     print(server.server_address[1], flush=True)

@@ -18,7 +18,7 @@ cargo build --locked --bin tokex
 step "tokex check on every shipped config"
 export TOKEX_BACKEND_CLIENT_SECRET=ci-placeholder-secret
 for f in config/*.yaml; do
-  # sts*.yaml are `tokex sts` configs (SPEC §8), not sidecar configs: `tokex check` does
+  # sts*.yaml are `tokex sts` configs, not sidecar configs: `tokex check` does
   # not apply; tests/it/sts.rs (shipped_sts_example_loads) loads and builds them instead.
   case "$(basename "$f")" in sts*.yaml) echo "skip $f (STS config, checked by cargo test)"; continue ;; esac
   echo "tokex check $f"

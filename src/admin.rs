@@ -1,4 +1,4 @@
-//! The admin listener (SPEC §6), framework-free:
+//! The admin listener, framework-free:
 //!
 //! - `GET /healthz`: the process is alive (never depends on the AS);
 //! - `GET /readyz`: config loaded and listeners serving; 503 before and while draining;

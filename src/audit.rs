@@ -3,7 +3,7 @@
 //! One structured event per exchange and per refusal on the `tokex::audit` tracing
 //! target: which route and authority, who the subject is (`sub`/`iss` of a JWT subject,
 //! else a short keyed-hash fingerprint), the actor chain of the issued token, the
-//! audience/resource, requested and granted scopes, the outcome (`ok` or a SPEC §5
+//! audience/resource, requested and granted scopes, the outcome (`ok` or an error
 //! code), cache hit or miss, and the AS latency. Never a token or a secret: every
 //! field is an identifier, a code or a number. `telemetry` can send the target to its
 //! own file as JSON lines.
@@ -80,7 +80,7 @@ pub struct Event<'a> {
     pub params: Option<&'a ExchangeParams>,
     pub subject: Option<&'a Subject>,
     pub issued: Option<&'a Issued>,
-    /// `ok`, or the SPEC §5 code of the refusal.
+    /// `ok`, or the error code of the refusal.
     pub outcome: &'a str,
     /// `hit` or `miss`, when the cache was consulted.
     pub cache: Option<&'static str>,

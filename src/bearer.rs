@@ -1,5 +1,5 @@
 //! The subject token: taking it from `Authorization: Bearer` (RFC 6750 §2.1) and reading
-//! the unverified `exp` of JWTs (SPEC §4 steps 2 and 3).
+//! the unverified `exp` of JWTs (steps 2 and 3 of the request flow).
 //!
 //! tokex never grants anything from unverified claims; `exp` is read only to refuse
 //! tokens that are certainly expired without an AS call, and to cap cache lifetimes.
@@ -34,7 +34,7 @@ impl fmt::Debug for BearerToken<'_> {
     }
 }
 
-/// Why the `Authorization` header could not be used (SPEC §5 `invalid_request`).
+/// Why the `Authorization` header could not be used (`invalid_request`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Malformed {
     #[error("more than one Authorization header")]

@@ -1,4 +1,4 @@
-//! The narrowed-token cache (SPEC §4 steps 4 and 5).
+//! The narrowed-token cache (steps 4 and 5 of the request flow).
 //!
 //! Keys are HMAC-SHA256 over every input that shapes the issued token, under a random
 //! per-process key: the cache never holds a raw subject token, and a key leaked from
@@ -94,7 +94,7 @@ pub struct Bounds {
     pub subject_exp: Option<u64>,
 }
 
-/// SPEC §4 step 5: min(`expires_in` or `default_ttl`, issued `exp`, subject `exp`,
+/// Step 5 of the request flow: min(`expires_in` or `default_ttl`, issued `exp`, subject `exp`,
 /// `max_ttl`) minus `early_expiry`. Zero means "use for this request, do not cache".
 pub fn lifetime(b: Bounds, s: &CacheSettings) -> Duration {
     let until = |exp: u64| Duration::from_secs(exp.saturating_sub(b.now_unix));
@@ -250,7 +250,7 @@ impl TokenCache {
     /// The entry for `key`, running `exchange` once for all concurrent misses.
     ///
     /// Our own `expires_at` is checked on every hit as well as moka's expiry, because the
-    /// two clocks can differ by a tick and SPEC §4 step 5 says never serve past the bound.
+    /// two clocks can differ by a tick and no token is served past its bound (step 5).
     pub async fn get_or_exchange<E, F, Fut>(
         &self,
         key: Key,
@@ -327,7 +327,7 @@ mod tests {
         }
     }
 
-    /// Each bound of SPEC §4 step 5 can be the one that wins, minus early_expiry.
+    /// Each bound of step 5 of the request flow can be the one that wins, minus early_expiry.
     #[test]
     fn lifetime_takes_the_smallest_bound() {
         let s = settings();

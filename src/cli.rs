@@ -1,4 +1,4 @@
-//! The `tokex` commands of SPEC §2. `main.rs` only parses arguments and calls these.
+//! The `tokex` commands. `main.rs` only parses arguments and calls these.
 //!
 //! Exit codes: 0 success, 1 bad config or usage, 2 runtime failure.
 
@@ -55,7 +55,7 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:15001")]
         listen: std::net::SocketAddr,
     },
-    /// Run the embedded authorization server (SPEC §8).
+    /// Run the embedded authorization server.
     Sts(ConfigArg),
     /// Print the JSON Schema of the config file, for editors.
     Schema,
@@ -142,7 +142,7 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-/// SIGHUP re-reads the config; a bad file keeps the running config (SPEC §7).
+/// SIGHUP re-reads the config; a bad file keeps the running config.
 async fn reload_on_sighup(proxy: Arc<Proxy>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {

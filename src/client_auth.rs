@@ -1,4 +1,4 @@
-//! How tokex authenticates to a token endpoint (SPEC §3 `auth.method`):
+//! How tokex authenticates to a token endpoint (`auth.method`):
 //! `client_secret_basic` / `client_secret_post` (RFC 6749 §2.3.1), `private_key_jwt`
 //! (RFC 7523 §2.2), `client_assertion` (an assertion from a file, e.g. a Kubernetes
 //! projected service-account token or a SPIFFE JWT-SVID), `tls_client_auth` (RFC 8705

@@ -1,4 +1,4 @@
-//! Configuration: loading the YAML file of SPEC §3 into a validated [`Config`].
+//! Configuration: loading the YAML configuration file into a validated [`Config`].
 //!
 //! Layout: [`file`] mirrors the YAML, [`authority`] builds authorities and their
 //! credentials, [`values`] parses scalars (durations, URLs, `${ENV}`),

@@ -1,6 +1,6 @@
 //! Credential files that rotate without a restart: client secrets, private keys,
 //! client assertions (projected service-account tokens), client certificates, actor
-//! tokens and CA bundles (SPEC §3, §7).
+//! tokens and CA bundles.
 //!
 //! Each file is read and validated at load. Afterwards [`poll_all`] compares every
 //! file's identity (device, inode, size, mtime, following symlinks, so Kubernetes'

@@ -1,4 +1,4 @@
-//! `tokex demo`: the whole flow on one machine, no setup (SPEC §2).
+//! `tokex demo`: the whole flow on one machine, no setup.
 //!
 //! On loopback: a "client" authority that issues user tokens, a "backend" authority that
 //! trusts it and holds the scope mappings and claim rules of the seed documents, an echo

@@ -1,4 +1,4 @@
-//! Responses tokex makes itself: the SPEC §5 table in one place.
+//! Responses tokex makes itself: the error table in one place.
 //!
 //! Every failure on the request path becomes a [`ProxyError`]; [`ProxyError::to_response`]
 //! turns it into the status, `tokex-error` header, `WWW-Authenticate` challenge
@@ -19,7 +19,7 @@ use crate::forward::Body;
 /// The header that marks a response as made by tokex rather than the upstream.
 pub const TOKEX_ERROR: HeaderName = HeaderName::from_static("tokex-error");
 
-/// The error codes of SPEC §5.
+/// The error codes of responses tokex makes itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Code {
     NoRoute,
@@ -99,7 +99,7 @@ impl Code {
         }
     }
 
-    /// The SPEC §5 row for an OAuth error code from the AS (RFC 6749 §5.2, RFC 8693
+    /// The error-table row for an OAuth error code from the AS (RFC 6749 §5.2, RFC 8693
     /// §2.2.2), tolerating the non-standard codes real servers send.
     pub fn for_authority_error(oauth_code: &str) -> Code {
         match oauth_code {
@@ -157,7 +157,7 @@ impl ProxyError {
         }
     }
 
-    /// The response of SPEC §5 for this error.
+    /// The error response for this error.
     pub fn to_response(&self) -> Response<Body> {
         let (status, headers, body) = self.response_parts();
         let mut response = Response::new(Either::Right(Full::new(body)));
@@ -166,7 +166,7 @@ impl ProxyError {
         response
     }
 
-    /// The status, fields and JSON body of the SPEC §5 response.
+    /// The status, fields and JSON body of the error response.
     pub fn response_parts(&self) -> (StatusCode, HeaderMap, Bytes) {
         #[derive(serde::Serialize)]
         struct ErrorBody<'a> {
@@ -215,7 +215,7 @@ pub fn is_oauth_error_token(code: &str) -> bool {
 mod tests {
     use super::*;
 
-    /// The SPEC §5 table, row by row: status, code and challenge.
+    /// The error table, row by row: status, code and challenge.
     #[test]
     fn status_table() {
         let rows: [(Code, u16, &str, Option<&str>); 13] = [
@@ -263,7 +263,7 @@ mod tests {
             (Code::UpstreamTimeout, 504, "upstream_timeout", None),
             (Code::Overloaded, 503, "overloaded", None),
         ];
-        // Every code has its row: a new one cannot ship without its SPEC §5 status.
+        // Every code has its row: a new one cannot ship without its status.
         assert_eq!(rows.map(|row| row.0), Code::ALL);
         for (code, status, name, challenge) in rows {
             let r = ProxyError::new(code, "d").to_response();

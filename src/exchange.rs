@@ -1,4 +1,4 @@
-//! The RFC 8693 client: one exchange at one authority (SPEC §4 steps 4 and 6).
+//! The RFC 8693 client: one exchange at one authority (steps 4 and 6 of the request flow).
 //!
 //! One `reqwest` client per authority, built for this purpose only: its own trust roots,
 //! no redirects (a 3xx from a token endpoint is an error, not a hint), no proxy variables,
@@ -42,7 +42,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The SPEC §5 row for this failure.
+    /// The error-table row for this failure.
     pub fn code(&self) -> Code {
         match self {
             Error::Refused { oauth_error, .. } => Code::for_authority_error(oauth_error),

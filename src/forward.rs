@@ -1,5 +1,5 @@
 //! Forwarding to the upstream: header hygiene, the upstream request, and the response
-//! relayed back (SPEC §4 steps 7 and 8).
+//! relayed back (steps 7 and 8 of the request flow).
 //!
 //! Hop-by-hop fields (RFC 9110 §7.6.1), including every field the `Connection` header
 //! names, are removed before tokex sets its own `Authorization`, so a client cannot

@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the YAML file of SPEC §3, parsed into a validated model.
+//! - [`config`]: the YAML configuration file, parsed into a validated model.
 //! - [`routing`]: which route a request belongs to and the path it is forwarded with.
 //! - [`bearer`]: the subject token from `Authorization` (RFC 6750) and its unverified `exp`.
 //! - [`secret`]: credential types that never print their value.
@@ -16,7 +16,7 @@
 //! - [`upstream`]: connections to upstreams: kept, pooled, multiplexed or new.
 //! - [`session`]: what one app connection keeps between its requests.
 //! - [`idle`]: bodies and writes that stall (`timeouts.body_idle`).
-//! - [`error`]: the SPEC §5 table: every failure as a response.
+//! - [`error`]: the error table: every failure as a response.
 //! - [`resilience`]: the circuit breaker and retry budget per authority.
 //! - [`proxy`]: the request path, step by step, over a hot-swappable config snapshot.
 //! - [`server`]: the egress listener: protocol detection, connection limits, graceful

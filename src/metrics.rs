@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §6), lock-free on the request path.
+//! Prometheus metrics, lock-free on the request path.
 //!
 //! Series are plain atomics. A label set's handle is created once (under a mutex) and
 //! then held by the route or authority that uses it, so recording a request is an atomic

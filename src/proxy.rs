@@ -1,8 +1,9 @@
-//! The request path, SPEC §4 top to bottom: route, subject token, exchange (cache or
-//! AS), rewrite, forward. [`Proxy::handle`] is the outer function that turns errors into
-//! SPEC §5 responses, records metrics and logs once; [`RouteRuntime::forward`] is the
-//! inner one that reads as the numbered steps and uses `?`. Steps 3 to 6 (cache,
-//! exchange, refresh, and their audit and span records) live in [`token`].
+//! The request path, top to bottom (docs/request-flow.md draws it): route, subject
+//! token, exchange (cache or AS), rewrite, forward. [`Proxy::handle`] is the outer
+//! function that turns errors into error responses, records metrics and logs once;
+//! [`RouteRuntime::forward`] is the inner one that reads as the numbered steps and uses
+//! `?`. Steps 3 to 6 (cache, exchange, refresh, and their audit and span records) live
+//! in [`token`].
 //!
 //! Every request from the app comes here, whatever its protocol, its upstream's scheme
 //! or its connection's history, so every route feature applies to all of them.
@@ -170,7 +171,7 @@ impl Proxy {
     }
 
     /// Serves one request from the app on the connection `session` belongs to. Errors
-    /// become SPEC §5 responses; only a request body that stalled ends the connection
+    /// become error responses; only a request body that stalled ends the connection
     /// without one.
     pub async fn handle(
         &self,

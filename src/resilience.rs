@@ -1,5 +1,5 @@
 //! Protecting the authorization server and the app from each other when the AS fails
-//! (issue 6; the seed documents' "single point of failure").
+//! (the seed documents' "single point of failure").
 //!
 //! - [`Breaker`]: per authority. After `failures` consecutive transient failures it
 //!   opens: exchanges fail fast with 503 `authority_unavailable` and a `Retry-After` of

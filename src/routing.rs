@@ -1,5 +1,5 @@
 //! Routing: which configured route a request belongs to, and the path it is forwarded
-//! with (SPEC §1 and §4 step 1).
+//! with (step 1 of the request flow).
 //!
 //! A request names its target by absolute-form URI (`HTTP_PROXY`), HTTP/2 `:authority`,
 //! or `Host`; then `path_prefix` narrows. The first matching route wins, and only
@@ -28,7 +28,7 @@ pub struct Target<'a> {
 }
 
 /// Reads the target of a request. `CONNECT` and asterisk-form are refused: tokex must
-/// see the request to rewrite it, so it never tunnels (SPEC §1).
+/// see the request to rewrite it, so it never tunnels.
 pub fn target<B>(req: &Request<B>) -> Result<Target<'_>, ProxyError> {
     let host = host_field(req.version(), req.uri(), req.headers())?;
     target_of(req.method(), req.uri(), host)

@@ -3,7 +3,7 @@
 //! Every token, client secret and key tokex touches lives in a [`Secret`]: its `Debug`
 //! and `Display` print a fixed placeholder and its `Serialize` writes the same, so a
 //! secret cannot reach a log line, a metric, an error body or `tokex check` output by
-//! accident (SPEC §7). Code that must use the value calls [`Secret::expose`], which is
+//! accident. Code that must use the value calls [`Secret::expose`], which is
 //! easy to grep for.
 
 use std::fmt;

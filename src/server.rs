@@ -1,5 +1,5 @@
 //! Listeners: the egress listener the app talks to and the admin listener, with
-//! connection limits and graceful shutdown (SPEC §1, §7).
+//! connection limits and graceful shutdown.
 //!
 //! The caller binds (so tests bind `127.0.0.1:0`) and passes a shutdown future. On
 //! shutdown tokex stops accepting, marks itself not ready, and lets in-flight requests

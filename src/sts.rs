@@ -1,4 +1,4 @@
-//! The embedded authorization server (SPEC §8): several realms in one process, each with
+//! The embedded authorization server: several realms in one process, each with
 //! its issuer, signing key, JWKS, RFC 8414 metadata and token endpoint.
 //!
 //! Layout: [`config`] is the YAML model, [`keys`] the signing keys, [`verify`] the trust

@@ -1,6 +1,6 @@
 //! TLS client configuration shared by the exchange client and upstream connections.
 //!
-//! Trust is the built-in webpki roots plus an optional `ca_file` (SPEC §4 step 8);
+//! Trust is the built-in webpki roots plus an optional `ca_file` (step 8 of the request flow);
 //! certificates and host names are always verified. A client certificate can be
 //! presented for `tls_client_auth` (RFC 8705 §2). The crypto provider is `ring`, chosen
 //! explicitly so no code path depends on a process-wide default provider.

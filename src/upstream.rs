@@ -1,4 +1,4 @@
-//! A route's upstream (SPEC §4 step 8): which connection a request goes on, and
+//! A route's upstream (step 8 of the request flow): which connection a request goes on, and
 //! sending it there.
 //!
 //! HTTP/1.1 upstreams, plain and TLS alike, get one request at a time per connection: the

@@ -1,6 +1,6 @@
-//! Authorities: the token endpoint, how tokex authenticates there (SPEC §3
-//! `auth.method`), the actor token, trust roots and the circuit breaker. Every
-//! credential file becomes a [`Watched`] value registered for rotation.
+//! Authorities: the token endpoint, how tokex authenticates there (`auth.method`), the
+//! actor token, trust roots and the circuit breaker. Every credential file becomes a
+//! [`Watched`] value registered for rotation.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

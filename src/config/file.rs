@@ -1,4 +1,4 @@
-//! The configuration file as written: serde structs that mirror the YAML of SPEC §3.
+//! The configuration file as written: serde structs that mirror the YAML configuration.
 //!
 //! Nothing here is used by the proxy directly; [`super::model`] turns it into the
 //! validated model. Every struct denies unknown keys, and values that can be checked on
@@ -81,7 +81,7 @@ pub struct FileBreaker {
     pub open_for: Option<Dur>,
 }
 
-/// Client authentication methods of SPEC §3 (RFC 6749 §2.3, RFC 7523, RFC 8705).
+/// Client authentication methods (RFC 6749 §2.3, RFC 7523, RFC 8705).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMethod {
@@ -156,7 +156,7 @@ pub struct FileMatch {
     pub path_prefix: Option<Spanned<Text>>,
 }
 
-/// What a route does when the request carries no bearer token (SPEC §3).
+/// What a route does when the request carries no bearer token.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MissingTokenPolicy {

@@ -182,7 +182,7 @@ pub struct CacheConfig {
     pub defaults: CacheSettings,
 }
 
-/// The lifetime rules of SPEC §4 step 5, per route.
+/// The lifetime rules of step 5 of the request flow, per route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct CacheSettings {
     #[serde(serialize_with = "serialize_duration")]

@@ -95,7 +95,7 @@ pub fn encode_request(input: &ExchangeInput<'_>) -> (String, Option<Secret>) {
     (form.finish(), basic)
 }
 
-/// A validated token response; `refresh_token` is never kept (SPEC §4 step 6).
+/// A validated token response; `refresh_token` is never kept (step 6 of the request flow).
 #[derive(Debug)]
 pub struct Issued {
     pub access_token: Secret,
@@ -429,7 +429,7 @@ mod tests {
     }
 
     /// Bodies recorded from idpyoidc 5.0.0 (tests/interop): the granted scope comes back
-    /// in any order, and its refusals carry the codes the SPEC rows expect.
+    /// in any order, and its refusals carry the codes the error table expects.
     #[test]
     fn recorded_idpyoidc_bodies() {
         let success = br#"{"access_token": "eyJhbGciOiJFUzI1NiJ9.e30.sig", "scope": "write read", "issued_token_type": "urn:ietf:params:oauth:token-type:access_token", "expires_in": 299, "token_type": "Bearer"}"#;

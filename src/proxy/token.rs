@@ -1,6 +1,6 @@
 //! Token lookup for a route: the cache, one exchange per key on a miss, refresh-ahead,
 //! tokex's own `client_credentials` token, and the audit and span records of each
-//! lookup (SPEC §4 steps 3 to 6).
+//! lookup (steps 3 to 6 of the request flow).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -259,7 +259,7 @@ fn note_lookup(traced: Option<&Traced>, result: Result<&(Arc<Entry>, Lookup), &P
 /// Fills the actor slot of the cache key for tokex's own token (see `own_token`).
 const OWN_TOKEN_MARKER: &[u8] = b"client_credentials";
 
-/// One exchange, turned into a cache entry with its lifetime (SPEC §4 step 5).
+/// One exchange, turned into a cache entry with its lifetime (step 5 of the request flow).
 async fn new_entry(
     client: &ExchangeClient,
     route: &Route,

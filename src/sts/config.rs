@@ -1,4 +1,4 @@
-//! The embedded STS's YAML configuration (SPEC §8), validated like the sidecar's:
+//! The embedded STS's YAML configuration, validated like the sidecar's:
 //! unknown keys are errors and every error names file, line, column and key.
 
 use std::collections::BTreeMap;

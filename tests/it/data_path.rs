@@ -419,7 +419,7 @@ async fn exchange_none_and_forward_without_token(mode: Mode) {
     assert_eq!(as_.count(), 0);
 }
 
-/// Admin endpoints: health, readiness (true while serving), and the SPEC §6 series.
+/// Admin endpoints: health, readiness (true while serving), and the documented series.
 #[tokio::test]
 async fn admin_endpoints() {
     let (as_, up) = (MockAs::start().await, Upstream::start().await);

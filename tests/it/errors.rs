@@ -1,4 +1,4 @@
-//! SPEC §5: every row of the error table, end to end through a running tokex.
+//! Every row of the error table, end to end through a running tokex.
 //!
 //! Each test drives tokex into one row (or a few related ones) and checks the whole
 //! response: status, `tokex-error`, the JSON body's `error` and `authority_error`, the
@@ -23,7 +23,7 @@ const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 // ---------------------------------------------------------------------------------------
 // Helpers.
 
-/// The `WWW-Authenticate` challenge SPEC §5 prescribes for `code`, if any.
+/// The `WWW-Authenticate` challenge the error table prescribes for `code`, if any.
 fn challenge(code: &str) -> Option<&'static str> {
     match code {
         "missing_token" => Some("Bearer"),
@@ -34,7 +34,7 @@ fn challenge(code: &str) -> Option<&'static str> {
     }
 }
 
-/// Asserts `r` is the SPEC §5 response for `code` with `status`: the `tokex-error` header,
+/// Asserts `r` is the error response for `code` with `status`: the `tokex-error` header,
 /// the JSON body, `authority_error` exactly as given, the row's challenge, `Retry-After`
 /// on (and only on) 503s, and `secret` nowhere in the body or headers.
 fn assert_refusal(r: &Got, status: u16, code: &str, authority_error: Option<&str>, secret: &str) {

@@ -1,4 +1,4 @@
-//! Production identity (issue 5): every client authentication method, and rotation of
+//! Production identity: every client authentication method, and rotation of
 //! every credential file while requests flow, with no failed request.
 
 use std::convert::Infallible;

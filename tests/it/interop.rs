@@ -192,7 +192,7 @@ async fn exchange_with_client_secret_post() {
     idp.stop().await;
 }
 
-/// The library's refusals land on the SPEC §5 rows: invalid_target -> 403
+/// The library's refusals land on the error-table rows: invalid_target -> 403
 /// exchange_denied, invalid_scope -> 403 insufficient_scope, a bad subject token
 /// (invalid_request) -> 401 invalid_token; nothing reaches the upstream.
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! Operations (SPEC §7): graceful shutdown drains in-flight requests; a reload swaps
+//! Operations: graceful shutdown drains in-flight requests; a reload swaps
 //! routes atomically and a broken file keeps the running config.
 
 use std::time::Duration;

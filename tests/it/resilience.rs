@@ -1,4 +1,4 @@
-//! Resilience (issue 6): the circuit breaker, the retry budget, refresh-ahead through an
+//! Resilience: the circuit breaker, the retry budget, refresh-ahead through an
 //! outage, and config reloads under load. Lifetimes are scaled down to seconds; the
 //! token cache runs on the real clock, so these tests use short real waits.
 

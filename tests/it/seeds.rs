@@ -1,4 +1,4 @@
-//! The seed documents' features (issue 8): confidential-client access, token-type
+//! The seed documents' features: confidential-client access, token-type
 //! agnosticism and subject-token sources.
 
 use std::time::Duration;

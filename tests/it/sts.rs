@@ -1,9 +1,9 @@
-//! The embedded authorization server (SPEC §8) over real sockets, alone and behind the sidecar.
+//! The embedded authorization server over real sockets, alone and behind the sidecar.
 //!
 //! Most tests share one STS built from [`seed_yaml`]: a "client" realm that mints user and
 //! workload tokens with `client_credentials`, and a "backend" realm that trusts it (and
-//! itself, and a test IdP whose JWKS is a file), holding the scope mappings and claim rules
-//! of SPEC §8. Tokens are checked by decoding them; the JWKS test verifies the signature.
+//! itself, and a test IdP whose JWKS is a file), holding scope mappings and claim rules.
+//! Tokens are checked by decoding them; the JWKS test verifies the signature.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -922,7 +922,7 @@ async fn unsupported_grant_type_and_unauthorized_client() {
     assert_oauth_error(&r, 400, "unauthorized_client", "web-app: token exchange");
 }
 
-/// The sidecar maps STS refusals per SPEC §5: an untrusted subject (the STS says
+/// The sidecar maps STS refusals to the error table: an untrusted subject (the STS says
 /// invalid_request) is 401 invalid_token; a route whose audience the client may not ask
 /// for (invalid_target) is 403 exchange_denied; nothing reaches the upstream.
 #[tokio::test]
