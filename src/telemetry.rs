@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwapOption;
 use tracing::field::{Field, Visit};
-use tracing_subscriber::filter::{EnvFilter, FilterExt, filter_fn};
+use tracing_subscriber::filter::{FilterExt, Targets, filter_fn};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
@@ -35,7 +35,12 @@ fn audit_sink() -> &'static ArcSwapOption<Sink> {
 
 /// Installs the global subscriber. Safe to call once per process.
 pub fn init(format: LogFormat) {
-    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // `RUST_LOG` as `level` or `target=level` pairs (`info`, `warn,tokex=debug`); an
+    // unreadable value means the default. (Targets, not EnvFilter: no regex engine.)
+    let env = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     // While audit events go to their own file they stay out of the log.
     let not_filed = filter_fn(|m| m.target() != audit::TARGET || audit_sink().load().is_none());
     // Colour only on a terminal: log files and `kubectl logs` must not get escape codes.

@@ -126,13 +126,7 @@ impl Upstream {
             // keeps every HTTP/1.1 request's future small.
             match Box::pin(self.multiplexed(req)).await? {
                 Ok(sent) => return Ok(sent),
-                Err((back, Some(sender))) => {
-                    return match over_h1(sender, *back).await {
-                        Ok((response, sender)) => Ok(self.sent(response, generation, sender)),
-                        Err(Failed::NotSent(_)) => Err(unavailable()),
-                        Err(Failed::Lost(e)) => Err(lost(&e)),
-                    };
-                }
+                Err((back, Some(sender))) => return self.on_new(sender, *back, generation).await,
                 Err((back, None)) => req = *back,
             }
         }
@@ -162,12 +156,22 @@ impl Upstream {
         // A new connection (TCP, TLS, handshake) is a large future: boxed, so the
         // reuse path stays small.
         match Box::pin(self.connect(upgrade)).await? {
-            Connected::Http1(sender) => match over_h1(sender, req).await {
-                Ok((response, sender)) => Ok(self.sent(response, generation, sender)),
-                Err(Failed::NotSent(_)) => Err(unavailable()),
-                Err(Failed::Lost(e)) => Err(lost(&e)),
-            },
+            Connected::Http1(sender) => self.on_new(sender, req, generation).await,
             Connected::Http2(sender) => Box::pin(self.over_h2(sender, req)).await,
+        }
+    }
+
+    /// Sends on an HTTP/1.1 connection just made: nothing to fall back to.
+    async fn on_new(
+        &self,
+        sender: http1::SendRequest<UpstreamBody>,
+        req: Request<UpstreamBody>,
+        generation: u64,
+    ) -> Result<Sent, ProxyError> {
+        match over_h1(sender, req).await {
+            Ok((response, sender)) => Ok(self.sent(response, generation, sender)),
+            Err(Failed::NotSent(_)) => Err(unavailable()),
+            Err(Failed::Lost(e)) => Err(lost(&e)),
         }
     }
 
@@ -262,15 +266,8 @@ impl Upstream {
                 sender = match Box::pin(self.connect(false)).await? {
                     Connected::Http2(s) => s,
                     Connected::Http1(s) => {
-                        let generation = self.generation();
-                        let (response, s) =
-                            over_h1(s, self.origin_form(req)?)
-                                .await
-                                .map_err(|e| match e {
-                                    Failed::NotSent(_) => unavailable(),
-                                    Failed::Lost(e) => lost(&e),
-                                })?;
-                        return Ok(self.sent(response, generation, s));
+                        let req = self.origin_form(req)?;
+                        return self.on_new(s, req, self.generation()).await;
                     }
                 };
             }
