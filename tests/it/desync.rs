@@ -278,6 +278,25 @@ async fn length_beside_chunked_cannot_smuggle_a_request() {
     rig.assert_token_stayed();
 }
 
+/// Lines ending in a bare LF are read as lines (RFC 9112 §2.2 lets a recipient), and the
+/// upstream gets a request with CRLF line ends and the narrowed token.
+#[tokio::test]
+async fn bare_lf_line_ends_are_normalized() {
+    let rig = Rig::start(|_, _, _| Act::Reply(vec![OK])).await;
+    let mut app = App::connect(&rig.tokex).await;
+    app.send(&request("GET", "/lf", "X-A: 1\r\n", "").replace("\r\n", "\n"))
+        .await;
+    let (head, _) = app.response().await;
+    assert_eq!(status(&head), 200, "{head}");
+    let raw = rig.up.raw();
+    assert!(raw.starts_with("GET /lf HTTP/1.1\r\n"), "{raw:?}");
+    assert!(
+        raw.contains("\r\nx-a: 1\r\n") && !raw.contains("1\n\n"),
+        "{raw:?}"
+    );
+    rig.assert_token_stayed();
+}
+
 /// A length repeated on two lines is one length (RFC 9110 §8.6), and the upstream gets
 /// one `Content-Length`; a list in one line is refused.
 #[tokio::test]
