@@ -31,6 +31,9 @@
 #   BENCH_UPSTREAM_WORKERS=1  upstream nginx worker_processes
 #   BENCH_SKIP_TOKEX=1        skip the tokex row (no tokex binary needed)
 #   BENCH_TOKEX_BIN=...       default target/release/tokex
+#   BENCH_BASELINE_BIN=...    a second tokex binary (say, a build of an earlier commit) run
+#                             as one more target in the same alternating rounds, for
+#                             before/after numbers measured side by side
 #   BENCH_SUBJECT=opaque      the app's token: opaque (default) or jwt, a JWT-shaped token
 #                             of typical size whose `exp` tokex reads before each lookup
 #   BENCH_FIELDS=minimal      request fields: minimal (Host and Authorization, default) or
@@ -64,6 +67,7 @@ WORKERS=${BENCH_WORKERS:-1}
 UPSTREAM_WORKERS=${BENCH_UPSTREAM_WORKERS:-1}
 SKIP_TOKEX=${BENCH_SKIP_TOKEX:-0}
 TOKEX_BIN=${BENCH_TOKEX_BIN:-$ROOT/target/release/tokex}
+BASELINE_BIN=${BENCH_BASELINE_BIN:-}
 
 SUBJECT=${BENCH_SUBJECT:-opaque}
 UPSTREAM_SCHEME=${BENCH_UPSTREAM:-http}
@@ -230,10 +234,10 @@ mkdir -p "$BENCH_DIR"
 
 # Free loopback ports, picked now: upstream, nginx proxy, tokex listen, tokex admin.
 # (The mock AS binds port 0 itself and reports its port.)
-read -r UP_PORT NGX_PORT TOKEX_PORT ADMIN_PORT < <(python3 - <<'EOF'
+read -r UP_PORT NGX_PORT TOKEX_PORT ADMIN_PORT BASE_PORT BASE_ADMIN < <(python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(4):
+for _ in range(6):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -402,6 +406,16 @@ EOF
   TOKEX_PID=$!
   track "$TOKEX_PID" tokex
   wait_http tokex "$TOKEX_PID" "$BENCH_DIR/tokex.log" "http://127.0.0.1:$ADMIN_PORT/readyz"
+  if [[ -n $BASELINE_BIN ]]; then
+    [[ -x $BASELINE_BIN ]] || die 2 "BENCH_BASELINE_BIN=$BASELINE_BIN is not an executable"
+    sed -e "s/^listen: .*/listen: 127.0.0.1:$BASE_PORT/" -e "s/^admin: .*/admin: 127.0.0.1:$BASE_ADMIN/" \
+      "$BENCH_DIR/tokex.yaml" >"$BENCH_DIR/baseline.yaml"
+    RUST_LOG=warn TOKIO_WORKER_THREADS=$WORKERS \
+      "$BASELINE_BIN" run --config "$BENCH_DIR/baseline.yaml" >"$BENCH_DIR/baseline.log" 2>&1 &
+    BASE_PID=$!
+    track "$BASE_PID" baseline
+    wait_http baseline "$BASE_PID" "$BENCH_DIR/baseline.log" "http://127.0.0.1:$BASE_ADMIN/readyz"
+  fi
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -412,7 +426,9 @@ declare -A URL LABEL
 URL[direct]="$UP_URL/";    LABEL[direct]="direct (upstream nginx)"
 URL[tokex]="http://127.0.0.1:$TOKEX_PORT/";  LABEL[tokex]="tokex (cache hit)"
 URL[nginx]="http://127.0.0.1:$NGX_PORT/";    LABEL[nginx]="nginx proxy (keepalive 64)"
+URL[baseline]="http://127.0.0.1:$BASE_PORT/"; LABEL[baseline]="baseline tokex (cache hit)"
 [[ $SKIP_TOKEX != 1 ]] && TARGETS+=(tokex)
+[[ $SKIP_TOKEX != 1 && -n $BASELINE_BIN ]] && TARGETS+=(baseline)
 TARGETS+=(nginx)
 
 for t in "${TARGETS[@]}"; do
@@ -459,6 +475,7 @@ declare -A CPU_PIDS
 CPU_PIDS[direct]=$(pgrep -P "$UP_PID" | tr '\n' ' ')
 CPU_PIDS[nginx]=$(pgrep -P "$NGX_PID" | tr '\n' ' ')
 [[ $SKIP_TOKEX != 1 ]] && CPU_PIDS[tokex]=$TOKEX_PID
+[[ -n $BASELINE_BIN ]] && CPU_PIDS[baseline]=$BASE_PID
 
 cpu_ticks() {   # utime stime, summed over the given pids
   local u=0 s=0 pid a b
@@ -534,24 +551,32 @@ print(f"{float(mid[0]):.0f}|{mid[1]}|{mid[2]}|{user:.2f} + {sys_:.2f}|{rps}")
   ROWS+=("| ${LABEL[$t]} | $rps | $p50 | $p99 | $cpu | $all |")
 done
 
-RATIO=""
-if [[ $SKIP_TOKEX != 1 ]]; then
-  RATIO=$(for ((r = 1; r <= ROUNDS; r++)); do
-      printf '%s %s\n' "$(awk '/^Requests\/sec:/ {print $2}' "$BENCH_DIR/wrk-tokex-$r.txt")" \
-        "$(awk '/^Requests\/sec:/ {print $2}' "$BENCH_DIR/wrk-nginx-$r.txt")"
-    done | python3 -c '
+# The median of per-round throughput ratios of target $1 to nginx.
+ratio_to_nginx() {
+  for ((r = 1; r <= ROUNDS; r++)); do
+    printf '%s %s\n' "$(awk '/^Requests\/sec:/ {print $2}' "$BENCH_DIR/wrk-$1-$r.txt")" \
+      "$(awk '/^Requests\/sec:/ {print $2}' "$BENCH_DIR/wrk-nginx-$r.txt")"
+  done | python3 -c '
 import statistics, sys
 ratios = sorted(float(a) / float(b) for a, b in (l.split() for l in sys.stdin if l.strip()))
 rounds = ", ".join("%.2f" % x for x in ratios)
 print("%.2f (rounds: %s)" % (statistics.median(ratios), rounds))
-')
+'
+}
+RATIO=""
+BASE_RATIO=""
+if [[ $SKIP_TOKEX != 1 ]]; then
+  RATIO=$(ratio_to_nginx tokex)
+  [[ -n $BASELINE_BIN ]] && BASE_RATIO=$(ratio_to_nginx baseline)
 fi
 
 if [[ $SKIP_TOKEX != 1 ]]; then
   N_AS=$(as_count || echo '?')
-  log "mock AS token requests during the tokex run (sanity + warm-up + measurement): $N_AS (expected 1)"
-  if [[ $N_AS != 1 ]]; then
-    log "WARNING: expected exactly 1 token exchange; the tokex row is not a pure cache-hit measurement"
+  EXPECTED_AS=1
+  [[ -n $BASELINE_BIN ]] && EXPECTED_AS=2
+  log "mock AS token requests during the tokex run (sanity + warm-up + measurement): $N_AS (expected $EXPECTED_AS)"
+  if [[ $N_AS != "$EXPECTED_AS" ]]; then
+    log "WARNING: expected exactly $EXPECTED_AS token exchange(s); the tokex rows are not pure cache-hit measurements"
     INVALID=1
   fi
   if metrics=$(curl -s --noproxy '*' --max-time 2 "http://127.0.0.1:$ADMIN_PORT/metrics"); then
@@ -568,6 +593,7 @@ echo "| target | req/s (median) | p50 | p99 | CPU µs/request (user + sys) | req
 echo "| --- | ---: | ---: | ---: | ---: | --- |"
 printf '%s\n' "${ROWS[@]}"
 [[ -n $RATIO ]] && echo && echo "tokex / nginx throughput, median of per-round ratios: $RATIO"
+[[ -n $BASE_RATIO ]] && echo "baseline / nginx throughput, median of per-round ratios: $BASE_RATIO"
 [[ $SKIP_TOKEX == 1 ]] && echo && echo "(tokex skipped: BENCH_SKIP_TOKEX=1)"
 echo
 echo "raw wrk outputs, configs and logs: $BENCH_DIR/"

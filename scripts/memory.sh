@@ -85,7 +85,7 @@ routes:
     match: { host: upstream.internal }
     upstream: http://127.0.0.1:$UP_PORT
     exchange: { authority: m, audience: m-api }
-cache: { max_entries: $((TOKENS * 2)), max_ttl: 1h }
+cache: { max_entries: $((TOKENS + TOKENS / 10)), max_ttl: 1h }
 limits: { max_connections: $((CONNECTIONS + 64)), max_concurrent_exchanges: 64 }
 CONF
 RUST_LOG=warn TOKIO_WORKER_THREADS=1 "$TOKEX_BIN" run --config "$DIR/tokex.yaml" >"$DIR/tokex.log" 2>&1 &

@@ -32,8 +32,9 @@ pub struct Entry {
     pub expires_at: Instant,
     /// A hit at or after this instant starts one background refresh.
     pub refresh_at: Option<Instant>,
-    /// What the exchange produced, for audit events.
-    pub issued: crate::audit::Issued,
+    /// What the exchange produced, for audit events; kept only while auditing (a cache
+    /// holds many entries, and most deployments audit nothing).
+    pub issued: Option<Box<crate::audit::Issued>>,
     refreshing: AtomicBool,
     /// Set once the cache has let go of this entry (invalidated, or replaced by a
     /// refresh): a connection that remembers it ([`Recent`]) must look again.
@@ -50,7 +51,7 @@ impl Entry {
             authorization,
             expires_at,
             refresh_at,
-            issued: Default::default(),
+            issued: None,
             refreshing: AtomicBool::new(false),
             retired: AtomicBool::new(false),
         }
@@ -58,7 +59,7 @@ impl Entry {
 
     /// Attaches what the exchange produced.
     pub fn with_issued(mut self, issued: crate::audit::Issued) -> Self {
-        self.issued = issued;
+        self.issued = Some(Box::new(issued));
         self
     }
 

@@ -118,7 +118,7 @@ impl RouteRuntime {
         let described =
             subject.map(|t| crate::audit::Subject::of(t, || proxy.cache.fingerprint(t)));
         let (outcome, issued, cache) = match result {
-            Ok((entry, lookup)) => ("ok", Some(&entry.issued), Some(lookup.as_str())),
+            Ok((entry, lookup)) => ("ok", entry.issued.as_deref(), Some(lookup.as_str())),
             Err(e) => (e.code.as_str(), None, None),
         };
         crate::audit::Event {
@@ -157,7 +157,15 @@ impl RouteRuntime {
                 proxy
                     .cache
                     .get_or_exchange(key, || {
-                        new_entry(&exchange.client, &self.route, subject, subject_exp, trace())
+                        let audited = self.audit.enabled;
+                        new_entry(
+                            &exchange.client,
+                            &self.route,
+                            subject,
+                            subject_exp,
+                            trace(),
+                            audited,
+                        )
                     })
                     .await
             }
@@ -212,10 +220,11 @@ impl RouteRuntime {
     ) {
         // The one place a subject token is copied: the refresh outlives the request.
         let subject = subject.map(crate::secret::Secret::new);
-        let (cache, client, route) = (
+        let (cache, client, route, audited) = (
             proxy.cache.clone(),
             exchange.client.clone(),
             self.route.clone(),
+            self.audit.enabled,
         );
         tokio::spawn(async move {
             match new_entry(
@@ -224,6 +233,7 @@ impl RouteRuntime {
                 subject.as_ref().map(|s| s.expose()),
                 subject_exp,
                 Default::default(),
+                audited,
             )
             .await
             {
@@ -259,13 +269,15 @@ fn note_lookup(traced: Option<&Traced>, result: Result<&(Arc<Entry>, Lookup), &P
 /// Fills the actor slot of the cache key for tokex's own token (see `own_token`).
 const OWN_TOKEN_MARKER: &[u8] = b"client_credentials";
 
-/// One exchange, turned into a cache entry with its lifetime (step 5 of the request flow).
+/// One exchange, turned into a cache entry with its lifetime (step 5 of the request
+/// flow); with `audited`, the entry keeps what audit events say about it.
 async fn new_entry(
     client: &ExchangeClient,
     route: &Route,
     subject_token: Option<&str>,
     subject_exp: Option<u64>,
     trace: exchange::TraceContext,
+    audited: bool,
 ) -> Result<Arc<Entry>, exchange::Error> {
     let Some(params) = route.exchange.as_ref() else {
         return Err(exchange::Error::BadResponse("route has no exchange".into()));
@@ -308,9 +320,13 @@ async fn new_entry(
     let mut value = HeaderValue::from_str(&text)
         .map_err(|_| exchange::Error::BadResponse("access_token is not header-safe".into()))?;
     value.set_sensitive(true);
-    let about =
-        crate::audit::Issued::new(issued.access_token.expose(), issued.scope.clone(), latency);
-    Ok(Arc::new(
-        Entry::new(value, now + ttl, cache::refresh_at(now, ttl, &route.cache)).with_issued(about),
-    ))
+    let entry = Entry::new(value, now + ttl, cache::refresh_at(now, ttl, &route.cache));
+    Ok(Arc::new(match audited {
+        true => entry.with_issued(crate::audit::Issued::new(
+            issued.access_token.expose(),
+            issued.scope.clone(),
+            latency,
+        )),
+        false => entry,
+    }))
 }
