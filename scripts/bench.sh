@@ -272,7 +272,8 @@ if [[ $UPSTREAM_SCHEME == https ]]; then
         ssl_protocols TLSv1.3;
         keepalive_timeout 75s;"
   UP_URL="https://127.0.0.1:$UP_PORT"
-  PROXY_TLS="proxy_ssl_verify on;
+  PROXY_TLS="proxy_ssl_protocols TLSv1.3;
+            proxy_ssl_verify on;
             proxy_ssl_trusted_certificate $TLS_DIR/ca.pem;
             proxy_ssl_name localhost;
             proxy_ssl_server_name on;
