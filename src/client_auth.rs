@@ -87,6 +87,15 @@ impl fmt::Debug for Credential {
     }
 }
 
+/// One part of `client_secret_basic`, form-urlencoded with a space as `%20`: equally
+/// valid, and read right also by servers that decode with plain percent-decoding, which
+/// would turn `+` into a literal plus.
+fn basic_part(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes())
+        .map(|chunk| if chunk == "+" { "%20" } else { chunk })
+        .collect()
+}
+
 impl ClientAuth {
     /// The credential for one attempt. A `private_key_jwt` assertion is signed fresh
     /// each time, so a retry never reuses a `jti`.
@@ -94,10 +103,8 @@ impl ClientAuth {
         Ok(match self {
             ClientAuth::ClientSecretBasic { client_secret } => {
                 // RFC 6749 §2.3.1: both parts are form-urlencoded before base64.
-                let user: String = form_urlencoded::byte_serialize(client_id.as_bytes()).collect();
                 let secret = client_secret.current();
-                let pass: String =
-                    form_urlencoded::byte_serialize(secret.expose().as_bytes()).collect();
+                let (user, pass) = (basic_part(client_id), basic_part(secret.expose()));
                 Credential::Basic(Secret::new(format!(
                     "Basic {}",
                     STANDARD.encode(format!("{user}:{pass}"))

@@ -155,6 +155,11 @@ fn validate_success(
     if token.len() > MAX_TOKEN_BYTES || !token.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
         return Err(bad("access_token is not a header-safe token"));
     }
+    // RFC 6750 §2.1: a token sent with the Bearer scheme is b64token; anything else could
+    // split or extend the header it lands in, or be read differently upstream.
+    if params.inject.requires_bearer() && !crate::bearer::is_b64token(token.as_bytes()) {
+        return Err(bad("access_token is not RFC 6750 b64token syntax"));
+    }
     let issued_type = match raw.issued_token_type {
         Some(t) => t,
         None if client_credentials => params.requested_token_type.clone(),
@@ -180,14 +185,18 @@ fn validate_success(
     }
     let expires_in = match raw.expires_in {
         None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::Number(n)) => Some(
-            n.as_u64()
-                .ok_or_else(|| bad("expires_in is not a non-negative integer"))?,
-        ),
-        // Some servers send the number as a string; RFC 6749 §5.1 means a number.
-        Some(serde_json::Value::String(s)) => {
-            Some(s.parse().map_err(|_| bad("expires_in is not a number"))?)
+        Some(serde_json::Value::Number(n)) => {
+            Some(seconds(&n).ok_or_else(|| bad("expires_in is not a non-negative number"))?)
         }
+        // Some servers send the number as a string; RFC 6749 §5.1 means a number.
+        Some(serde_json::Value::String(s)) => Some(
+            s.trim()
+                .parse::<serde_json::Number>()
+                .ok()
+                .as_ref()
+                .and_then(seconds)
+                .ok_or_else(|| bad("expires_in is not a number"))?,
+        ),
         Some(_) => return Err(bad("expires_in is not a number")),
     };
     let scope = match raw.scope {
@@ -212,6 +221,17 @@ fn validate_success(
         expires_in,
         scope,
     })
+}
+
+/// `expires_in` as whole seconds: any non-negative JSON number, fractions rounded down
+/// (Python servers send `120.0`); huge values saturate, since lifetimes are capped anyway.
+fn seconds(n: &serde_json::Number) -> Option<u64> {
+    if let Some(whole) = n.as_u64() {
+        return Some(whole);
+    }
+    let f = n.as_f64()?;
+    // `as` saturates at u64::MAX and the sign and NaN are refused first.
+    (f >= 0.0).then_some(f as u64)
 }
 
 fn parse_error(status: u16, body: &[u8]) -> Error {
@@ -298,7 +318,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             String::from_utf8(decoded).unwrap(),
-            "my+client:s+p%3Ac%2B%2F"
+            "my%20client:s%20p%3Ac%2B%2F"
         );
 
         let post = Credential::Post(Secret::new("pw"));
@@ -371,6 +391,36 @@ mod tests {
         );
     }
 
+    /// `expires_in` is any non-negative JSON number; fractions round down.
+    #[test]
+    fn fractional_expires_in() {
+        let base = r#""access_token":"t","issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"Bearer""#;
+        for (value, want) in [
+            ("120.0", 120),
+            ("59.9", 59),
+            ("0.5", 0),
+            ("1e3", 1000),
+            ("\"30.5\"", 30),
+        ] {
+            let body = format!(r#"{{{base},"expires_in":{value}}}"#);
+            assert_eq!(ok(&body, None).unwrap().expires_in, Some(want), "{value}");
+        }
+        let huge = format!(r#"{{{base},"expires_in":1e300}}"#);
+        assert_eq!(ok(&huge, None).unwrap().expires_in, Some(u64::MAX));
+    }
+
+    /// b64token is required only where the token goes out as `Bearer`; a token put in
+    /// a header of its own needs only to be header-safe.
+    #[test]
+    fn issued_token_syntax_follows_the_scheme() {
+        let body = r#"{"access_token":"abc,def","issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"N_A"}"#;
+        let mut p = params(None);
+        p.inject.scheme = None;
+        p.inject.header = http::HeaderName::from_static("x-token");
+        let issued = parse_response(200, body.as_bytes(), &p).unwrap();
+        assert_eq!(issued.access_token.expose(), "abc,def");
+    }
+
     /// Each malformed success body is refused as a bad exchange response.
     #[test]
     fn refused_success_bodies() {
@@ -386,6 +436,10 @@ mod tests {
             r#"{"access_token":"t","issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"N_A"}"#.to_string(),
             r#"{"access_token":"t","issued_token_type":"urn:ietf:params:oauth:token-type:access_token"}"#.to_string(),
             format!(r#"{{"access_token":"t",{tt},"expires_in":-5}}"#),
+            format!(r#"{{"access_token":"t",{tt},"expires_in":-0.5}}"#),
+            format!(r#"{{"access_token":"abc,def",{tt}}}"#),
+            format!(r#"{{"access_token":"abc\"def",{tt}}}"#),
+            format!(r#"{{"access_token":"=abc",{tt}}}"#),
             format!(r#"{{"access_token":"t",{tt},"scope":"a c"}}"#),
         ] {
             assert!(matches!(ok(&body, Some("a b")), Err(Error::BadResponse(_))), "{body}");
