@@ -164,8 +164,7 @@ fn build_http(a: &Authority) -> Result<Http, BuildError> {
     let identity = a.auth.identity().map(|i| i.current());
     let client = crate::tls::reqwest_builder(ca.as_deref(), identity.as_deref())
         .map_err(|e| BuildError::Tls(a.name.clone(), e))?
-        .connect_timeout(a.timeout)
-        .timeout(a.timeout)
+        .connect_timeout(attempt_timeout(a))
         .pool_idle_timeout(Duration::from_secs(90))
         .build()
         .map_err(|e| BuildError::Http(a.name.clone(), e))?;
@@ -288,29 +287,45 @@ impl ExchangeClient {
             .map(|t| (t.token.current(), t.token_type.as_str()));
         let started = Instant::now();
         self.budget.deposit(started);
-        let mut attempt = 0;
-        let result = loop {
-            let grant = match subject_token {
-                Some(subject_token) => wire::Grant::Exchange {
-                    subject_token,
-                    actor: actor.as_ref().map(|(t, ty)| (&t.token, *ty)),
-                },
-                None => wire::Grant::ClientCredentials,
-            };
-            let result = self.attempt(grant, params, trace).await;
-            match &result {
-                Err(e) if e.is_transient() && attempt < a.retries && admitted == Admit::Call => {
-                    let delay = backoff(attempt, e.retry_after());
-                    if delay > MAX_RETRY_WAIT || !self.budget.withdraw(Instant::now()) {
-                        break result;
+        // `timeout` bounds the whole exchange, retries and backoff included: an AS that
+        // does not answer costs the app `timeout`, not `timeout` per attempt.
+        let deadline = tokio::time::Instant::now() + a.timeout;
+        let attempts = async {
+            let mut attempt = 0;
+            loop {
+                let grant = match subject_token {
+                    Some(subject_token) => wire::Grant::Exchange {
+                        subject_token,
+                        actor: actor.as_ref().map(|(t, ty)| (&t.token, *ty)),
+                    },
+                    None => wire::Grant::ClientCredentials,
+                };
+                let one =
+                    tokio::time::timeout(attempt_timeout(a), self.attempt(grant, params, trace));
+                let result = one.await.unwrap_or_else(|_| Err(timed_out()));
+                match &result {
+                    Err(e)
+                        if e.is_transient() && attempt < a.retries && admitted == Admit::Call =>
+                    {
+                        let delay = backoff(attempt, e.retry_after());
+                        let wake = tokio::time::Instant::now() + delay;
+                        if delay > MAX_RETRY_WAIT
+                            || wake >= deadline
+                            || !self.budget.withdraw(Instant::now())
+                        {
+                            return result;
+                        }
+                        tracing::debug!(authority = %a.name, attempt, error = %e, ?delay, "retrying token exchange");
+                        tokio::time::sleep_until(wake).await;
+                        attempt += 1;
                     }
-                    tracing::debug!(authority = %a.name, attempt, error = %e, ?delay, "retrying token exchange");
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
+                    _ => return result,
                 }
-                _ => break result,
             }
         };
+        let result = tokio::time::timeout_at(deadline, attempts)
+            .await
+            .unwrap_or_else(|_| Err(timed_out()));
         let transient = matches!(&result, Err(e) if e.is_transient());
         self.breaker.record(admitted, transient, Instant::now());
         self.duration.observe(started.elapsed());
@@ -424,6 +439,19 @@ impl ExchangeClient {
             }
             other => other,
         }
+    }
+}
+
+/// How long one attempt may take.
+fn attempt_timeout(a: &Authority) -> Duration {
+    a.timeout
+}
+
+fn timed_out() -> Error {
+    Error::Unavailable {
+        reason: "timed out".into(),
+        retry_after: None,
+        oauth_error: None,
     }
 }
 

@@ -478,3 +478,26 @@ async fn upstream_reset_mid_body() {
         .unwrap();
     assert_eq!(resp.status(), 200, "tokex keeps serving");
 }
+
+/// An authority's `timeout` bounds the whole exchange, retries included: against an AS
+/// that never answers, the app waits `timeout`, not `timeout` per attempt.
+#[tokio::test(start_paused = true)]
+async fn timeout_bounds_the_exchange_with_its_retries() {
+    let (as_, up) = (MockAs::start().await, Upstream::start().await);
+    as_.on(|req, n| issue(req, n).delayed(Duration::from_secs(600)));
+    let yaml = config(&as_, &up.url()).replace("retries: 0", "retries: 2");
+    let tokex = Tokex::start(&yaml).await;
+    let started = tokio::time::Instant::now();
+    let r = get(&tokex, "echo.internal", "/", Some("t")).await;
+    let waited = started.elapsed();
+    assert_eq!(
+        (r.status, r.tokex_error()),
+        (503, Some("authority_unavailable")),
+        "{}",
+        r.body
+    );
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_millis(1100),
+        "{waited:?}"
+    );
+}
