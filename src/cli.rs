@@ -112,7 +112,7 @@ pub async fn run(path: &Path) -> ExitCode {
     let listeners = match Listeners::bind(listen, admin).await {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!(%listen, %admin, error = %e, "cannot bind listeners");
+            tracing::error!(key = e.key, addr = %e.addr, error = %e.source, "{e}");
             return ExitCode::from(EXIT_RUNTIME);
         }
     };

@@ -16,6 +16,8 @@ use http_body_util::{Either, Full};
 
 use crate::forward::Body;
 
+pub mod cause;
+
 /// The header that marks a response as made by tokex rather than the upstream.
 pub const TOKEX_ERROR: HeaderName = HeaderName::from_static("tokex-error");
 
@@ -129,6 +131,9 @@ pub struct ProxyError {
     pub abort: bool,
     /// Close the app's connection after the response: its framing was in doubt.
     pub close: bool,
+    /// Why, for the log line only (never the response): an I/O or TLS cause chain, the
+    /// target that matched no route.
+    pub cause: Option<Box<str>>,
 }
 
 impl ProxyError {
@@ -140,7 +145,14 @@ impl ProxyError {
             retry_after: None,
             abort: false,
             close: false,
+            cause: None,
         }
+    }
+
+    /// Records why, for the log line.
+    pub fn because(mut self, cause: impl Into<Box<str>>) -> Self {
+        self.cause = Some(cause.into());
+        self
     }
 
     /// The app's message framing was in doubt: answered, then the connection closes.

@@ -86,6 +86,7 @@ impl From<&Error> for ProxyError {
             retry_after: e.retry_after(),
             abort: false,
             close: false,
+            cause: Some(e.to_string().into()),
         }
     }
 }
@@ -455,15 +456,19 @@ fn timed_out() -> Error {
     }
 }
 
-/// A reqwest error in words that carry no URL query or body (neither holds secrets
-/// here, but the habit keeps it that way).
+/// A reqwest error in words: its kind and the chain of its sources (connection refused,
+/// the TLS verifier's complaint), leaving out reqwest's own message, which repeats the URL.
 fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".into()
+    let kind = if e.is_timeout() {
+        "timed out"
     } else if e.is_connect() {
-        "connection failed".into()
+        "connection failed"
     } else {
-        "request failed".into()
+        "request failed"
+    };
+    match std::error::Error::source(e) {
+        Some(source) => format!("{kind}: {}", crate::error::cause::describe(source)),
+        None => kind.into(),
     }
 }
 

@@ -6,7 +6,18 @@ use clap::Parser;
 use tokex::cli::{self, Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1 like any bad input (clap's own default is 2, which here
+    // means a failure at run time); help and version go to stdout and exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.use_stderr() {
+                true => ExitCode::from(cli::EXIT_CONFIG),
+                false => ExitCode::SUCCESS,
+            };
+        }
+    };
     // Every TLS config tokex builds names its provider; this default only guards
     // libraries that would otherwise look for one and panic.
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -264,9 +264,9 @@ impl Proxy {
             Err(e) => {
                 let status = e.code.status().as_u16();
                 if status >= 500 {
-                    tracing::warn!(route = name, %method, status, code = e.code.as_str(), authority_error = e.authority_error.as_deref(), "request failed");
+                    tracing::warn!(route = name, %method, status, code = e.code.as_str(), authority_error = e.authority_error.as_deref(), cause = e.cause.as_deref(), "request failed");
                 } else {
-                    tracing::info!(route = name, %method, status, code = e.code.as_str(), authority_error = e.authority_error.as_deref(), "request refused");
+                    tracing::info!(route = name, %method, status, code = e.code.as_str(), authority_error = e.authority_error.as_deref(), cause = e.cause.as_deref(), "request refused");
                 }
                 status
             }
@@ -361,10 +361,16 @@ impl Runtime {
     fn route<B>(&self, req: &Request<B>) -> Result<(usize, Option<String>), ProxyError> {
         let target = routing::target(req)?;
         let index = routing::find(&self.routes, |r| &*r.route, &target)?.ok_or_else(|| {
+            use crate::error::cause::echo;
+            let host = target.host.map_or_else(|| "(none)".into(), echo);
             ProxyError::new(
                 Code::NoRoute,
                 "no route matches this request's host and path",
             )
+            .because(format!(
+                "no route for host {host} and path {}",
+                echo(&target.path)
+            ))
         })?;
         let path = routing::upstream_path(&self.routes[index].route, &target);
         Ok((index, path))

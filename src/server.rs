@@ -31,12 +31,27 @@ pub struct Listeners {
     pub admin: TcpListener,
 }
 
+/// A listener that could not be bound, named by its config key and address.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot bind {key} address {addr}: {source}")]
+pub struct BindError {
+    pub key: &'static str,
+    pub addr: SocketAddr,
+    #[source]
+    pub source: io::Error,
+}
+
 impl Listeners {
     /// Binds both addresses; a port in use is an error for the caller to report.
-    pub async fn bind(proxy: SocketAddr, admin: SocketAddr) -> io::Result<Self> {
+    pub async fn bind(proxy: SocketAddr, admin: SocketAddr) -> Result<Self, BindError> {
+        let bind = |key, addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| BindError { key, addr, source })
+        };
         Ok(Self {
-            proxy: TcpListener::bind(proxy).await?,
-            admin: TcpListener::bind(admin).await?,
+            proxy: bind("listen", proxy).await?,
+            admin: bind("admin", admin).await?,
         })
     }
 

@@ -340,7 +340,6 @@ fn unavailable() -> ProxyError {
 }
 
 fn lost(e: &hyper::Error) -> ProxyError {
-    tracing::debug!(error = %crate::forward::error_chain(e), "upstream request failed");
     match crate::idle::stall_of(e) {
         Some(Stall::AppSending) => {
             return ProxyError::aborted("the request body stalled");
@@ -358,13 +357,15 @@ fn lost(e: &hyper::Error) -> ProxyError {
     if e.is_user() && std::error::Error::source(e).is_some_and(|c| c.is::<hyper::Error>()) {
         return ProxyError::new(Code::InvalidRequest, "the request body is malformed").closing();
     }
+    let cause = crate::error::cause::describe(e);
     if e.is_parse() {
         return ProxyError::new(
             Code::UpstreamUnavailable,
             "the upstream sent a malformed response",
-        );
+        )
+        .because(cause);
     }
-    unavailable()
+    unavailable().because(cause)
 }
 
 fn unforwardable() -> ProxyError {

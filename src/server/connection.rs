@@ -91,6 +91,6 @@ pub async fn serve(proxy: Arc<Proxy>, stream: TcpStream, settings: Arc<Settings>
         }
     };
     if let Err(e) = result {
-        tracing::debug!(error = %crate::forward::error_chain(&e), "app connection ended with an error");
+        tracing::debug!(error = %crate::error::cause::describe(&e), "app connection ended with an error");
     }
 }

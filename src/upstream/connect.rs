@@ -53,12 +53,12 @@ pub struct Target {
     pub watch: Watch,
 }
 
-fn unavailable(why: impl std::fmt::Display) -> ProxyError {
-    tracing::debug!(error = %why, "upstream connection failed");
+fn unavailable(why: impl Into<Box<str>>) -> ProxyError {
     ProxyError::new(
         Code::UpstreamUnavailable,
         "the upstream refused, reset or failed TLS",
     )
+    .because(why)
 }
 
 impl Target {
@@ -66,13 +66,28 @@ impl Target {
     pub async fn connect(&self, tls: &Tls, http1_only: bool) -> Result<Connected, ProxyError> {
         tokio::time::timeout(self.timeout, self.open(tls, http1_only))
             .await
-            .unwrap_or_else(|_| Err(unavailable("connect timeout")))
+            .unwrap_or_else(|_| {
+                Err(unavailable(format!(
+                    "connecting to {}:{}: no connection within {:?}",
+                    self.host, self.port, self.timeout
+                )))
+            })
+    }
+
+    /// The failure of one step of connecting, with its cause chain.
+    fn failed(&self, step: &str, e: &(dyn std::error::Error + 'static)) -> ProxyError {
+        unavailable(format!(
+            "{step} {}:{}: {}",
+            self.host,
+            self.port,
+            crate::error::cause::describe(e)
+        ))
     }
 
     async fn open(&self, tls: &Tls, http1_only: bool) -> Result<Connected, ProxyError> {
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed("connecting to", &e))?;
         let _ = tcp.set_nodelay(true);
         let io = WriteStall::new(tcp, self.watch.clone());
         let Some(name) = &self.server_name else {
@@ -82,13 +97,13 @@ impl Target {
         let stream = TlsConnector::from(config.clone())
             .connect(name.clone(), io)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.failed("TLS handshake with", &e))?;
         if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .handshake(TokioIo::new(stream))
                 .await
-                .map_err(unavailable)?;
+                .map_err(|e| self.failed("HTTP/2 handshake with", &e))?;
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
@@ -107,7 +122,7 @@ where
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(io))
         .await
-        .map_err(unavailable)?;
+        .map_err(|e| unavailable(crate::error::cause::describe(&e)))?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended");

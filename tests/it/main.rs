@@ -3,6 +3,7 @@
 mod cli;
 mod data_path;
 mod desync;
+mod diagnostics;
 mod errors;
 mod identity;
 mod interop;
