@@ -2,7 +2,6 @@
 //!
 //! Exit codes: 0 success, 1 bad config or usage, 2 runtime failure.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,11 +9,12 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config;
-use crate::exchange::ExchangeClient;
-use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::server::{self, Listeners};
 use crate::telemetry::LogFormat;
+
+mod exchange;
+pub use exchange::exchange;
 
 /// Exit code for a bad config or bad usage.
 pub const EXIT_CONFIG: u8 = 1;
@@ -150,90 +150,6 @@ async fn reload_on_sighup(proxy: Arc<Proxy>) {
     };
     while hup.recv().await.is_some() {
         let _ = proxy.reload_from_source();
-    }
-}
-
-/// `tokex exchange`: one exchange exactly as ROUTE would do it; prints claims, never
-/// the token.
-pub async fn exchange(path: &Path, route_name: &str) -> ExitCode {
-    let config = match config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let Some(route) = config.routes.iter().find(|r| r.name == route_name) else {
-        eprintln!("{}: no route named `{route_name}`", path.display());
-        return ExitCode::from(EXIT_CONFIG);
-    };
-    let Some(params) = route.exchange.as_ref() else {
-        eprintln!(
-            "{}: route `{route_name}` has `exchange: none`",
-            path.display()
-        );
-        return ExitCode::from(EXIT_CONFIG);
-    };
-    let Some(authority) = config.authorities.get(&params.authority) else {
-        eprintln!(
-            "{}: route `{route_name}` names an unknown authority",
-            path.display()
-        );
-        return ExitCode::from(EXIT_CONFIG);
-    };
-    let mut input = String::new();
-    if std::io::stdin().read_to_string(&mut input).is_err() || input.trim().is_empty() {
-        eprintln!("expected a subject token on stdin");
-        return ExitCode::from(EXIT_CONFIG);
-    }
-    let token = crate::secret::Secret::new(input.trim());
-    let permits = Arc::new(tokio::sync::Semaphore::new(1));
-    let client = match ExchangeClient::new(authority.clone(), permits, Arc::new(Metrics::default()))
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let now = crate::bearer::unix_now();
-    let subject_exp = crate::bearer::jwt_exp(token.expose());
-    if subject_exp.is_some_and(|exp| exp <= now) {
-        eprintln!("invalid_token: the subject token has expired");
-        return ExitCode::from(EXIT_RUNTIME);
-    }
-    match client
-        .exchange(token.expose(), params, &Default::default())
-        .await
-    {
-        Ok(issued) => {
-            let issued_exp = crate::bearer::jwt_exp(issued.access_token.expose());
-            let bounds = crate::cache::Bounds {
-                now_unix: now,
-                expires_in: issued.expires_in,
-                issued_exp,
-                subject_exp,
-            };
-            let report = serde_json::json!({
-                "route": route.name,
-                "authority": authority.name,
-                "issued_token_type": issued.issued_token_type,
-                "expires_in": issued.expires_in,
-                "scope": issued.scope,
-                "cache_ttl_seconds": crate::cache::lifetime(bounds, &route.cache).as_secs(),
-                "claims": crate::bearer::jwt_claims(issued.access_token.expose()),
-            });
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).unwrap_or_default()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            let p = crate::error::ProxyError::from(&e);
-            eprintln!("{}: {e}", p.code.as_str());
-            ExitCode::from(EXIT_RUNTIME)
-        }
     }
 }
 

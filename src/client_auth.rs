@@ -76,6 +76,19 @@ pub enum Credential {
     ClientIdOnly,
 }
 
+impl Credential {
+    /// What of this credential an AS could echo back: the secret, the assertion, the
+    /// Basic value's base64.
+    pub fn secret(&self) -> Option<&str> {
+        match self {
+            Credential::Basic(header) => header.expose().strip_prefix("Basic "),
+            Credential::Post(secret) => Some(secret.expose()),
+            Credential::Assertion { assertion, .. } => Some(assertion.expose()),
+            Credential::ClientIdOnly => None,
+        }
+    }
+}
+
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -25,8 +25,17 @@ pub use wire::Issued;
 /// request that was waiting on it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
-    #[error("authority refused the exchange with `{oauth_error}` (HTTP {status})")]
-    Refused { oauth_error: String, status: u16 },
+    #[error(
+        "authority refused the exchange with `{oauth_error}` (HTTP {status}){}",
+        said(description)
+    )]
+    Refused {
+        oauth_error: String,
+        status: u16,
+        /// The AS's `error_description`, checked against RFC 6749's character set,
+        /// bounded, and with the exchanged tokens cut out should the AS echo one.
+        description: Option<String>,
+    },
     #[error("authority unavailable: {reason}")]
     Unavailable {
         reason: String,
@@ -39,6 +48,12 @@ pub enum Error {
     Overloaded,
     #[error("tokex cannot authenticate: {0}")]
     Misconfigured(String),
+}
+
+fn said(description: &Option<String>) -> String {
+    description
+        .as_deref()
+        .map_or_else(String::new, |d| format!(": {d}"))
 }
 
 impl Error {
@@ -430,7 +445,8 @@ impl ExchangeClient {
             });
         }
         let client_credentials = matches!(grant, wire::Grant::ClientCredentials);
-        match wire::parse_grant_response(status, &body, params, client_credentials) {
+        let parsed = wire::parse_grant_response(status, &body, params, client_credentials);
+        match parsed.map_err(|e| scrub(e, &grant, &credential)) {
             Err(Error::Refused { oauth_error, .. }) if oauth_error == "temporarily_unavailable" => {
                 Err(Error::Unavailable {
                     reason: "temporarily_unavailable".into(),
@@ -441,6 +457,47 @@ impl ExchangeClient {
             other => other,
         }
     }
+}
+
+/// Longest `error_description` kept from an AS.
+const MAX_DESCRIPTION: usize = 256;
+
+/// An AS may echo what it was sent in its `error_description` ("invalid token abc..."):
+/// every token and secret of the request is cut out before the text reaches a log or a
+/// terminal, then the text is bounded (after, so no cut leaves a token's prefix).
+fn scrub(
+    mut e: Error,
+    grant: &wire::Grant<'_>,
+    credential: &crate::client_auth::Credential,
+) -> Error {
+    let Error::Refused {
+        description: Some(d),
+        ..
+    } = &mut e
+    else {
+        return e;
+    };
+    let mut sent: Vec<&str> = Vec::with_capacity(3);
+    if let wire::Grant::Exchange {
+        subject_token,
+        actor,
+    } = grant
+    {
+        sent.push(subject_token);
+        sent.extend(actor.map(|(t, _)| t.expose()));
+    }
+    sent.extend(credential.secret());
+    for secret in sent.into_iter().filter(|s| !s.is_empty()) {
+        if d.contains(secret) {
+            *d = d.replace(secret, "[redacted]");
+        }
+    }
+    if d.len() > MAX_DESCRIPTION {
+        // The text is ASCII (wire checked), so any index is a char boundary.
+        d.truncate(MAX_DESCRIPTION);
+        d.push_str("...");
+    }
+    e
 }
 
 /// How long one attempt may take.

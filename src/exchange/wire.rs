@@ -118,6 +118,25 @@ struct RawSuccess {
 #[derive(Deserialize)]
 struct RawError {
     error: String,
+    #[serde(default)]
+    error_description: Option<serde_json::Value>,
+}
+
+/// RFC 6749 §5.2: `error_description` is `%x20-21 / %x23-5B / %x5D-7E`. Anything else
+/// (a control character, a quote, non-ASCII) drops it, rather than trusting it in a log.
+/// The exchange client cuts echoed tokens out and bounds its length.
+fn description(value: Option<serde_json::Value>) -> Option<String> {
+    let serde_json::Value::String(d) = value? else {
+        return None;
+    };
+    if d.is_empty()
+        || !d
+            .bytes()
+            .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5b | 0x5d..=0x7e))
+    {
+        return None;
+    }
+    Some(d)
 }
 
 /// Judges a complete AS response by status and body.
@@ -239,6 +258,7 @@ fn parse_error(status: u16, body: &[u8]) -> Error {
         Ok(e) if crate::error::is_oauth_error_token(&e.error) => Error::Refused {
             oauth_error: e.error,
             status,
+            description: description(e.error_description),
         },
         Ok(_) => Error::BadResponse(format!(
             "error response {status} with a malformed error code"
@@ -247,6 +267,7 @@ fn parse_error(status: u16, body: &[u8]) -> Error {
         Err(_) if status == 401 => Error::Refused {
             oauth_error: "invalid_client".into(),
             status,
+            description: None,
         },
         Err(_) => Error::BadResponse(format!(
             "error response {status} without an OAuth error body"

@@ -5,6 +5,7 @@ mod data_path;
 mod desync;
 mod diagnostics;
 mod errors;
+mod exchange_command;
 mod identity;
 mod interop;
 mod measure;

@@ -1,0 +1,135 @@
+//! `tokex exchange`: one exchange exactly as a route would do it, for trying a config
+//! against a real authorization server. Prints the result's claims, never the token.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use super::{EXIT_CONFIG, EXIT_RUNTIME};
+use crate::config::{self, model::Config};
+use crate::exchange::ExchangeClient;
+use crate::metrics::Metrics;
+
+/// Runs the exchange of `route_name` for the subject token on stdin.
+pub async fn exchange(path: &Path, route_name: &str) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let Some(route) = config.routes.iter().find(|r| r.name == route_name) else {
+        eprintln!(
+            "{}: no route named `{route_name}`; {}",
+            path.display(),
+            routes_that_exchange(&config)
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let Some(params) = route.exchange.as_ref() else {
+        eprintln!(
+            "{}: route `{route_name}` has `exchange: none`; {}",
+            path.display(),
+            routes_that_exchange(&config)
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let Some(authority) = config.authorities.get(&params.authority) else {
+        eprintln!(
+            "{}: route `{route_name}` names an unknown authority",
+            path.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let token = match read_subject() {
+        Ok(token) => token,
+        Err(why) => {
+            eprintln!("{why}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let permits = Arc::new(tokio::sync::Semaphore::new(1));
+    let client = match ExchangeClient::new(authority.clone(), permits, Arc::new(Metrics::default()))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let now = crate::bearer::unix_now();
+    let subject_exp = crate::bearer::jwt_exp(token.expose());
+    if subject_exp.is_some_and(|exp| exp <= now) {
+        eprintln!("invalid_token: the subject token has expired");
+        return ExitCode::from(EXIT_RUNTIME);
+    }
+    match client
+        .exchange(token.expose(), params, &Default::default())
+        .await
+    {
+        Ok(issued) => {
+            let issued_exp = crate::bearer::jwt_exp(issued.access_token.expose());
+            let bounds = crate::cache::Bounds {
+                now_unix: now,
+                expires_in: issued.expires_in,
+                issued_exp,
+                subject_exp,
+            };
+            let report = serde_json::json!({
+                "route": route.name,
+                "authority": authority.name,
+                "issued_token_type": issued.issued_token_type,
+                "expires_in": issued.expires_in,
+                "scope": issued.scope,
+                "cache_ttl_seconds": crate::cache::lifetime(bounds, &route.cache).as_secs(),
+                "claims": crate::bearer::jwt_claims(issued.access_token.expose()),
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            // The error's text carries the AS's error_description, tokens cut out.
+            let p = crate::error::ProxyError::from(&e);
+            eprintln!("{}: {e}", p.code.as_str());
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// The names a `--route` can take, for a mistyped one.
+fn routes_that_exchange(config: &Config) -> String {
+    let names: Vec<&str> = config
+        .routes
+        .iter()
+        .filter(|r| r.exchange.is_some())
+        .map(|r| r.name.as_str())
+        .collect();
+    match names.as_slice() {
+        [] => "no route in this file exchanges tokens".into(),
+        names => format!("routes that exchange: {}", names.join(", ")),
+    }
+}
+
+/// The subject token on stdin: the token alone, not an `Authorization` value.
+fn read_subject() -> Result<crate::secret::Secret, &'static str> {
+    let mut input = String::new();
+    if std::io::stdin().read_to_string(&mut input).is_err() || input.trim().is_empty() {
+        return Err("expected a subject token on stdin");
+    }
+    let token = input.trim();
+    let scheme = token
+        .get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("bearer "));
+    if scheme || token.eq_ignore_ascii_case("bearer") {
+        return Err(
+            "the input starts with `Bearer `: give the token alone, as it follows \
+                    `Authorization: Bearer ` in a request",
+        );
+    }
+    Ok(crate::secret::Secret::new(token))
+}
