@@ -88,17 +88,24 @@ async fn failures_log_their_cause_in_the_same_line() {
     std::fs::write(&ca_file, &ca_pem).unwrap();
     let san_file = dir.path().join("san-ca.pem");
     std::fs::write(&san_file, &san_ca_pem).unwrap();
-    let route = |name: &str, upstream: String, ca: Option<&std::path::Path>| {
+    let up = Upstream::start().await;
+    let route_at = |name: &str, upstream: String, ca: Option<&std::path::Path>, authority: &str| {
         let ca = ca.map_or(String::new(), |p| format!("\n    ca_file: {}", p.display()));
         format!(
             "  - name: {name}\n    match: {{ host: {name}.internal }}\n    upstream: {upstream}{ca}\n    \
-             exchange: {{ authority: main, audience: echo-api }}\n"
+             exchange: {{ authority: {authority}, audience: echo-api }}\n"
         )
+    };
+    let route = |name: &str, upstream: String, ca: Option<&std::path::Path>| {
+        route_at(name, upstream, ca, "main")
     };
     let yaml = format!(
         "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nauthorities:\n  main:\n    token_endpoint: {}\n    \
-         client_id: tokex-test\n    auth: {{ method: client_secret_basic, client_secret: s }}\nroutes:\n{}{}{}",
+         client_id: tokex-test\n    auth: {{ method: client_secret_basic, client_secret: s }}\n  \
+         dead:\n    token_endpoint: http://{refused}/token\n    client_id: tokex-test\n    \
+         auth: {{ method: client_secret_basic, client_secret: s }}\n    retries: 0\nroutes:\n{}{}{}{}",
         as_.endpoint(),
+        route_at("deadas", up.url(), None, "dead"),
         route(
             "ca",
             format!("https://localhost:{}", ca_addr.port()),
@@ -126,6 +133,7 @@ async fn failures_log_their_cause_in_the_same_line() {
         ("san.internal", "/", 502),
         ("refused.internal", "/", 502),
         ("nowhere.internal", "/some/path", 404),
+        ("deadas.internal", "/", 503),
     ] {
         let r = c
             .get(format!("http://{addr}{path}"))
@@ -149,6 +157,12 @@ async fn failures_log_their_cause_in_the_same_line() {
     assert!(san.contains("does not name this host"), "{san}");
     let refused = line_for(&log, "refused");
     assert!(refused.contains("refused"), "{refused}");
+    let dead = line_for(&log, "deadas");
+    assert!(dead.contains("authority_unavailable"), "{dead}");
+    assert!(
+        dead.contains("connection failed") && dead.contains("refused"),
+        "{dead}"
+    );
     let unrouted = log
         .lines()
         .find(|l| l.contains("no_route"))
