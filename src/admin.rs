@@ -54,7 +54,7 @@ fn respond(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         ),
         (&Method::GET, "/metrics") => (
             StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
             proxy.metrics.render(proxy.cache.entry_count()),
         ),
         _ => (

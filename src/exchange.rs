@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::model::{Authority, ExchangeParams};
 use crate::error::{Code, ProxyError};
-use crate::metrics::{Histogram, Metrics};
+use crate::metrics::{Counter, Gauge, Histogram, Metrics, seconds};
 use crate::resilience::{Admit, Breaker, RetryBudget};
 pub use wire::Issued;
 
@@ -201,8 +201,59 @@ pub struct ExchangeClient {
     /// Rebuilt when the CA bundle or client certificate rotates.
     http: ArcSwap<Http>,
     permits: Arc<Semaphore>,
-    metrics: Arc<Metrics>,
-    duration: Arc<Histogram>,
+    metrics: AuthorityMetrics,
+}
+
+/// The series one authority records into, made when its client is built (and so at 0
+/// from the first scrape).
+struct AuthorityMetrics {
+    duration: Histogram,
+    /// `tokex_exchanges_total` for `ok`, then for each of [`OUTCOMES`].
+    ok: Counter,
+    failed: [Counter; OUTCOMES.len()],
+    retries: Counter,
+    budget_exhausted: Counter,
+    circuit_open: Gauge,
+    issued_lifetime: Histogram,
+}
+
+/// The codes an exchange can fail with.
+const OUTCOMES: [Code; 7] = [
+    Code::InvalidToken,
+    Code::InsufficientScope,
+    Code::ExchangeDenied,
+    Code::ExchangeMisconfigured,
+    Code::BadExchangeResponse,
+    Code::AuthorityUnavailable,
+    Code::Overloaded,
+];
+
+impl AuthorityMetrics {
+    fn new(metrics: &Metrics, authority: &str) -> Self {
+        let outcome = |o: &str| metrics.exchanges.series(&[authority, o]);
+        Self {
+            duration: metrics.exchange_duration.series(&[authority]),
+            ok: outcome("ok"),
+            failed: OUTCOMES.map(|c| outcome(c.as_str())),
+            retries: metrics.exchange_retries.series(&[authority]),
+            budget_exhausted: metrics.retry_budget_exhausted.series(&[authority]),
+            circuit_open: metrics.circuit_open.series(&[authority]),
+            issued_lifetime: metrics.issued_lifetime.series(&[authority]),
+        }
+    }
+
+    fn count(&self, result: &Result<Issued, Error>) {
+        let code = match result {
+            Ok(_) => {
+                self.ok.inc();
+                return;
+            }
+            Err(e) => e.code(),
+        };
+        if let Some(i) = OUTCOMES.iter().position(|c| *c == code) {
+            self.failed[i].inc();
+        }
+    }
 }
 
 struct Http {
@@ -218,15 +269,13 @@ impl ExchangeClient {
         metrics: Arc<Metrics>,
     ) -> Result<Self, BuildError> {
         let http = ArcSwap::from_pointee(build_http(&authority)?);
-        let duration = metrics.exchange_duration.series(&[&authority.name]);
         Ok(Self {
             breaker: Breaker::new(authority.circuit_breaker),
             budget: RetryBudget::new(Instant::now()),
+            metrics: AuthorityMetrics::new(&metrics, &authority.name),
             authority,
             http,
             permits,
-            metrics,
-            duration,
         })
     }
 
@@ -281,20 +330,22 @@ impl ExchangeClient {
         trace: &TraceContext,
     ) -> Result<Issued, Error> {
         let Ok(_permit) = self.permits.try_acquire() else {
-            self.count("overloaded");
-            return Err(Error::Overloaded);
+            let refused = Err(Error::Overloaded);
+            self.metrics.count(&refused);
+            return refused;
         };
         let a = &self.authority;
         let admitted = match self.breaker.admit(Instant::now()) {
             Ok(admitted) => admitted,
             Err(retry_after) => {
                 // Fail fast: queueing on a dead AS only adds latency and load.
-                self.count(Code::AuthorityUnavailable.as_str());
-                return Err(Error::Unavailable {
+                let refused = Err(Error::Unavailable {
                     reason: "circuit open".into(),
                     retry_after: Some(retry_after),
                     oauth_error: None,
                 });
+                self.metrics.count(&refused);
+                return refused;
             }
         };
         let actor = a
@@ -325,12 +376,14 @@ impl ExchangeClient {
                     {
                         let delay = backoff(attempt, e.retry_after());
                         let wake = tokio::time::Instant::now() + delay;
-                        if delay > MAX_RETRY_WAIT
-                            || wake >= deadline
-                            || !self.budget.withdraw(Instant::now())
-                        {
+                        if delay > MAX_RETRY_WAIT || wake >= deadline {
                             return result;
                         }
+                        if !self.budget.withdraw(Instant::now()) {
+                            self.metrics.budget_exhausted.inc();
+                            return result;
+                        }
+                        self.metrics.retries.inc();
                         tracing::debug!(authority = %a.name, attempt, error = %e, ?delay, "retrying token exchange");
                         tokio::time::sleep_until(wake).await;
                         attempt += 1;
@@ -344,22 +397,20 @@ impl ExchangeClient {
             .unwrap_or_else(|_| Err(timed_out()));
         let transient = matches!(&result, Err(e) if e.is_transient());
         self.breaker.record(admitted, transient, Instant::now());
-        self.duration.observe(started.elapsed());
+        self.metrics
+            .circuit_open
+            .set(i64::from(self.breaker.tripped()));
+        self.metrics.duration.observe(seconds(started.elapsed()));
+        self.metrics.count(&result);
         match &result {
-            Ok(_) => self.count("ok"),
-            Err(e) => {
-                tracing::debug!(authority = %a.name, error = %e, "token exchange failed");
-                self.count(e.code().as_str());
+            Ok(issued) => {
+                if let Some(lifetime) = issued.lifetime(crate::bearer::unix_now()) {
+                    self.metrics.issued_lifetime.observe(lifetime as f64);
+                }
             }
+            Err(e) => tracing::debug!(authority = %a.name, error = %e, "token exchange failed"),
         }
         result
-    }
-
-    fn count(&self, outcome: &str) {
-        self.metrics
-            .exchanges
-            .series(&[&self.authority.name, outcome])
-            .inc();
     }
 
     /// One token request. The credential is made per attempt, so a retried

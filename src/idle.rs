@@ -12,7 +12,6 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -84,7 +83,7 @@ pub fn stall_of(e: &(dyn std::error::Error + 'static)) -> Option<Stall> {
 #[derive(Clone)]
 pub struct Watch {
     pub limit: Duration,
-    pub stalls: Arc<Counter>,
+    pub stalls: Counter,
 }
 
 /// The clock of one stream: started when a wait begins, cleared by progress.
@@ -264,7 +263,7 @@ mod tests {
     fn watch() -> Watch {
         Watch {
             limit: Duration::from_secs(60),
-            stalls: Arc::default(),
+            stalls: Counter::default(),
         }
     }
 

@@ -1,340 +1,266 @@
-//! Prometheus metrics, lock-free on the request path.
+//! Prometheus metrics on `prometheus-client`, in the OpenMetrics text format.
 //!
-//! Series are plain atomics. A label set's handle is created once (under a mutex) and
-//! then held by the route or authority that uses it, so recording a request is an atomic
-//! add. `/metrics` renders the text exposition format by walking the families.
+//! A label set's handle is created once and held by the route, authority or
+//! connection that records into it, so the request path does an atomic add (a
+//! histogram takes its own uncontended lock) and never looks a series up. Series whose
+//! label values are known up front start at 0, so a rate over them exists from the
+//! first scrape.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+mod process;
+mod route;
+
 use std::time::Duration;
 
-/// A monotonically increasing counter.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+use prometheus_client::encoding::text::encode;
+pub use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family as Families;
+pub use prometheus_client::metrics::gauge::Gauge;
+pub use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Metric, Registry};
 
-impl Counter {
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
+pub use route::RouteMetrics;
+
+/// Label values, in the order of the family's label names.
+type Labels = Vec<(&'static str, String)>;
 
 /// Upper bounds in seconds, from sub-millisecond cache hits to multi-second AS calls.
-const BUCKETS: [f64; 14] = [
+const LATENCY: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// A latency histogram with fixed buckets.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    counts: [AtomicU64; BUCKETS.len() + 1],
-    sum_nanos: AtomicU64,
+/// Upper bounds in seconds for issued-token lifetimes, ten seconds to a day.
+const LIFETIME: [f64; 11] = [
+    10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 86400.0,
+];
+
+fn latency() -> Histogram {
+    Histogram::new(LATENCY)
 }
 
-impl Histogram {
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let i = BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(BUCKETS.len());
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_nanos
-            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
-    }
+fn lifetime() -> Histogram {
+    Histogram::new(LIFETIME)
 }
 
 /// One metric name and its series by label values.
 #[derive(Debug)]
-pub struct Family<T> {
-    name: &'static str,
-    help: &'static str,
+pub struct Family<M, C = fn() -> M> {
     labels: &'static [&'static str],
-    series: Mutex<BTreeMap<Vec<String>, Arc<T>>>,
+    inner: Families<Labels, M, C>,
 }
 
-impl<T: Default> Family<T> {
-    fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
-        Self {
-            name,
-            help,
-            labels,
-            series: Mutex::new(BTreeMap::new()),
-        }
+impl<M, C> Family<M, C>
+where
+    M: Clone + Metric,
+    C: prometheus_client::metrics::family::MetricConstructor<M> + Clone + Send + Sync + 'static,
+    Families<Labels, M, C>: Metric,
+{
+    fn register(
+        registry: &mut Registry,
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+        constructor: C,
+    ) -> Self {
+        let inner = Families::new_with_constructor(constructor);
+        registry.register(name, help, inner.clone());
+        Self { labels, inner }
     }
 
     /// The series for `values` (one per label), created on first use. Not for the hot
     /// path: callers keep the returned handle.
-    pub fn series(&self, values: &[&str]) -> Arc<T> {
-        let key: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-        let mut map = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key).or_default().clone()
-    }
-
-    fn snapshot(&self) -> Vec<(Vec<String>, Arc<T>)> {
-        let map = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-    }
-
-    fn label_text(&self, values: &[String], extra: Option<(&str, &str)>) -> String {
-        let mut parts: Vec<String> = self
+    pub fn series(&self, values: &[&str]) -> M {
+        let labels: Labels = self
             .labels
             .iter()
             .zip(values)
-            .map(|(n, v)| format!("{n}=\"{}\"", escape(v)))
+            .map(|(n, v)| (*n, v.to_string()))
             .collect();
-        if let Some((n, v)) = extra {
-            parts.push(format!("{n}=\"{v}\""));
-        }
-        if parts.is_empty() {
-            String::new()
-        } else {
-            format!("{{{}}}", parts.join(","))
-        }
+        self.inner.get_or_create(&labels).clone()
     }
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// All of tokex's metrics.
 #[derive(Debug)]
 pub struct Metrics {
+    registry: Registry,
     pub requests: Family<Counter>,
     pub request_duration: Family<Histogram>,
     pub exchanges: Family<Counter>,
     pub exchange_duration: Family<Histogram>,
+    pub exchange_retries: Family<Counter>,
+    pub retry_budget_exhausted: Family<Counter>,
+    pub circuit_open: Family<Gauge>,
+    pub issued_lifetime: Family<Histogram>,
     pub cache_hits: Family<Counter>,
     pub cache_misses: Family<Counter>,
+    cache_entries: Gauge,
     pub config_reloads: Family<Counter>,
+    config_last_reload_ok: Gauge,
+    config_last_success: Gauge,
     pub credential_reloads: Family<Counter>,
     pub body_stalls: Family<Counter>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self {
-            requests: Family::new(
-                "tokex_requests_total",
-                "Requests handled, by route and response status.",
-                &["route", "status"],
+        let mut r = Registry::default();
+        let counter = Counter::default as fn() -> Counter;
+        let gauge = Gauge::default as fn() -> Gauge;
+        let m = Self {
+            requests: Family::register(
+                &mut r,
+                "tokex_requests",
+                "Requests handled, by route, response status and, for responses tokex made itself, its tokex-error code.",
+                &["route", "status", "code"],
+                counter,
             ),
-            request_duration: Family::new(
+            request_duration: Family::register(
+                &mut r,
                 "tokex_request_duration_seconds",
                 "Time from request to response headers.",
                 &["route"],
+                latency,
             ),
-            exchanges: Family::new(
-                "tokex_exchanges_total",
+            exchanges: Family::register(
+                &mut r,
+                "tokex_exchanges",
                 "Token exchanges at an authority, by outcome.",
                 &["authority", "outcome"],
+                counter,
             ),
-            exchange_duration: Family::new(
+            exchange_duration: Family::register(
+                &mut r,
                 "tokex_exchange_duration_seconds",
-                "Duration of token exchange calls.",
+                "Duration of token exchange calls, retries included.",
                 &["authority"],
+                latency,
             ),
-            cache_hits: Family::new(
-                "tokex_cache_hits_total",
+            exchange_retries: Family::register(
+                &mut r,
+                "tokex_exchange_retries",
+                "Token requests sent again after a transient failure.",
+                &["authority"],
+                counter,
+            ),
+            retry_budget_exhausted: Family::register(
+                &mut r,
+                "tokex_retry_budget_exhausted",
+                "Retries not made because the authority's retry budget was spent.",
+                &["authority"],
+                counter,
+            ),
+            circuit_open: Family::register(
+                &mut r,
+                "tokex_circuit_breaker_open",
+                "1 while an authority's circuit breaker is open or probing, else 0.",
+                &["authority"],
+                gauge,
+            ),
+            issued_lifetime: Family::register(
+                &mut r,
+                "tokex_issued_token_lifetime_seconds",
+                "Lifetime of issued tokens as the authority gave it (expires_in, or the JWT's exp).",
+                &["authority"],
+                lifetime,
+            ),
+            cache_hits: Family::register(
+                &mut r,
+                "tokex_cache_hits",
                 "Requests served with a cached narrowed token.",
                 &["route"],
+                counter,
             ),
-            cache_misses: Family::new(
-                "tokex_cache_misses_total",
+            cache_misses: Family::register(
+                &mut r,
+                "tokex_cache_misses",
                 "Requests that needed a token exchange.",
                 &["route"],
+                counter,
             ),
-            config_reloads: Family::new(
-                "tokex_config_reloads_total",
+            cache_entries: Gauge::default(),
+            config_reloads: Family::register(
+                &mut r,
+                "tokex_config_reloads",
                 "Configuration reloads, by result.",
                 &["result"],
+                counter,
             ),
-            credential_reloads: Family::new(
-                "tokex_credential_reloads_total",
+            config_last_reload_ok: Gauge::default(),
+            config_last_success: Gauge::default(),
+            credential_reloads: Family::register(
+                &mut r,
+                "tokex_credential_reloads",
                 "Credential file reloads (rotation), by result.",
                 &["result"],
+                counter,
             ),
-            body_stalls: Family::new(
-                "tokex_body_stalls_total",
+            body_stalls: Family::register(
+                &mut r,
+                "tokex_body_stalls",
                 "Bodies that made no progress for timeouts.body_idle, by the way they flowed.",
                 &["direction"],
+                counter,
             ),
+            registry: Registry::default(),
+        };
+        r.register(
+            "tokex_cache_entries",
+            "Narrowed tokens held in the cache.",
+            m.cache_entries.clone(),
+        );
+        r.register(
+            "tokex_config_last_reload_successful",
+            "1 if the last configuration load or reload succeeded, else 0.",
+            m.config_last_reload_ok.clone(),
+        );
+        r.register(
+            "tokex_config_last_reload_success_timestamp_seconds",
+            "When the configuration in force was loaded, in Unix seconds.",
+            m.config_last_success.clone(),
+        );
+        r.register(
+            "tokex_build",
+            "The tokex build serving.",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        r.register_collector(Box::new(process::Process::default()));
+        for result in ["ok", "error"] {
+            m.config_reloads.series(&[result]);
+            m.credential_reloads.series(&[result]);
         }
+        for direction in ["to_upstream", "to_app"] {
+            m.body_stalls.series(&[direction]);
+        }
+        m.config_loaded(true);
+        Self { registry: r, ..m }
     }
 }
 
 impl Metrics {
-    /// Renders the Prometheus text format; `cache_entries` is sampled by the caller.
+    /// Records the result of loading or reloading the config.
+    pub fn config_loaded(&self, ok: bool) {
+        self.config_last_reload_ok.set(i64::from(ok));
+        if ok {
+            self.config_last_success
+                .set(i64::try_from(crate::bearer::unix_now()).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Renders the OpenMetrics text format; `cache_entries` is sampled by the caller.
     pub fn render(&self, cache_entries: u64) -> String {
-        let mut out = String::with_capacity(4096);
-        for f in [
-            &self.requests,
-            &self.exchanges,
-            &self.cache_hits,
-            &self.cache_misses,
-            &self.config_reloads,
-            &self.credential_reloads,
-            &self.body_stalls,
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {} {}\n# TYPE {} counter",
-                f.name, f.help, f.name
-            );
-            for (labels, c) in f.snapshot() {
-                let _ = writeln!(out, "{}{} {}", f.name, f.label_text(&labels, None), c.get());
-            }
-        }
-        for f in [&self.request_duration, &self.exchange_duration] {
-            let _ = writeln!(
-                out,
-                "# HELP {} {}\n# TYPE {} histogram",
-                f.name, f.help, f.name
-            );
-            for (labels, h) in f.snapshot() {
-                let mut cumulative = 0;
-                for (i, bound) in BUCKETS
-                    .iter()
-                    .map(|b| b.to_string())
-                    .chain(["+Inf".to_string()])
-                    .enumerate()
-                {
-                    cumulative += h.counts[i].load(Ordering::Relaxed);
-                    let l = f.label_text(&labels, Some(("le", &bound)));
-                    let _ = writeln!(out, "{}_bucket{l} {cumulative}", f.name);
-                }
-                let l = f.label_text(&labels, None);
-                let sum = h.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-                let _ = writeln!(
-                    out,
-                    "{}_sum{l} {sum}\n{}_count{l} {cumulative}",
-                    f.name, f.name
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP tokex_cache_entries Narrowed tokens held in the cache.\n# TYPE tokex_cache_entries gauge\ntokex_cache_entries {cache_entries}"
-        );
+        self.cache_entries
+            .set(i64::try_from(cache_entries).unwrap_or(i64::MAX));
+        let mut out = String::with_capacity(8192);
+        let _ = encode(&mut out, &self.registry);
         out
     }
 }
 
-/// The handles one route records into, resolved when the route is built.
-#[derive(Debug)]
-pub struct RouteMetrics {
-    name: String,
-    metrics: Arc<Metrics>,
-    /// `tokex_requests_total` by status 100..=599, filled on first use of each status.
-    by_status: Box<[OnceLock<Arc<Counter>>]>,
-    pub duration: Arc<Histogram>,
-    hits: Option<Arc<Counter>>,
-    misses: Option<Arc<Counter>>,
-}
-
-impl RouteMetrics {
-    pub fn new(metrics: &Arc<Metrics>, route: &str) -> Self {
-        Self {
-            hits: Some(metrics.cache_hits.series(&[route])),
-            misses: Some(metrics.cache_misses.series(&[route])),
-            ..Self::new_bare(metrics, route)
-        }
-    }
-
-    /// For requests that matched no route: they have a status and a duration, but no
-    /// cache, so no cache series is created for them.
-    pub fn unrouted(metrics: &Arc<Metrics>) -> Self {
-        Self::new_bare(metrics, "none")
-    }
-
-    fn new_bare(metrics: &Arc<Metrics>, route: &str) -> Self {
-        Self {
-            name: route.to_string(),
-            metrics: metrics.clone(),
-            by_status: (100..600).map(|_| OnceLock::new()).collect(),
-            duration: metrics.request_duration.series(&[route]),
-            hits: None,
-            misses: None,
-        }
-    }
-
-    pub fn hit(&self) {
-        if let Some(c) = &self.hits {
-            c.inc();
-        }
-    }
-
-    pub fn miss(&self) {
-        if let Some(c) = &self.misses {
-            c.inc();
-        }
-    }
-
-    /// Records one finished request.
-    pub fn record(&self, status: u16, elapsed: Duration) {
-        self.duration.observe(elapsed);
-        let Some(slot) = self.by_status.get(usize::from(status).wrapping_sub(100)) else {
-            return;
-        };
-        slot.get_or_init(|| {
-            self.metrics
-                .requests
-                .series(&[&self.name, &status.to_string()])
-        })
-        .inc();
-    }
+/// Seconds as a histogram observes them.
+pub fn seconds(d: Duration) -> f64 {
+    d.as_secs_f64()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Counters and histograms render in the text format with cumulative buckets.
-    #[test]
-    fn renders_prometheus_text() {
-        let m = Arc::new(Metrics::default());
-        let r = RouteMetrics::new(&m, "payments");
-        r.record(200, Duration::from_micros(300));
-        r.record(200, Duration::from_millis(30));
-        r.record(503, Duration::from_secs(20));
-        r.hit();
-        let none = RouteMetrics::unrouted(&m);
-        none.record(404, Duration::from_micros(1));
-        let text = m.render(7);
-        assert!(text.contains("tokex_requests_total{route=\"none\",status=\"404\"} 1"));
-        assert!(
-            !text.contains("tokex_cache_hits_total{route=\"none\"}"),
-            "{text}"
-        );
-        assert!(
-            text.contains("tokex_requests_total{route=\"payments\",status=\"200\"} 2"),
-            "{text}"
-        );
-        assert!(text.contains("tokex_requests_total{route=\"payments\",status=\"503\"} 1"));
-        assert!(
-            text.contains(
-                "tokex_request_duration_seconds_bucket{route=\"payments\",le=\"0.0005\"} 1"
-            )
-        );
-        assert!(
-            text.contains(
-                "tokex_request_duration_seconds_bucket{route=\"payments\",le=\"0.05\"} 2"
-            )
-        );
-        assert!(
-            text.contains(
-                "tokex_request_duration_seconds_bucket{route=\"payments\",le=\"+Inf\"} 3"
-            )
-        );
-        assert!(text.contains("tokex_request_duration_seconds_count{route=\"payments\"} 3"));
-        assert!(text.contains("tokex_cache_hits_total{route=\"payments\"} 1"));
-        assert!(text.contains("tokex_cache_entries 7"));
-    }
-}
+mod tests;

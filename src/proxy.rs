@@ -135,10 +135,12 @@ impl Proxy {
         match &result {
             Ok(()) => {
                 self.metrics.config_reloads.series(&["ok"]).inc();
+                self.metrics.config_loaded(true);
                 tracing::info!("config reloaded");
             }
             Err(e) => {
                 self.metrics.config_reloads.series(&["error"]).inc();
+                self.metrics.config_loaded(false);
                 tracing::error!(error = %e, "config reload failed; keeping the running config");
             }
         }
@@ -255,11 +257,11 @@ impl Proxy {
         started: Instant,
     ) {
         let name = route.map_or("none", |r| r.route.name.as_str());
-        let status = match status {
-            Ok(status) => status,
+        let (status, code) = match status {
+            Ok(status) => (status, None),
             Err(e) if e.abort => {
                 tracing::info!(route = name, %method, "request body stalled; connection closed");
-                StatusCode::REQUEST_TIMEOUT.as_u16()
+                (StatusCode::REQUEST_TIMEOUT.as_u16(), None)
             }
             Err(e) => {
                 let status = e.code.status().as_u16();
@@ -268,11 +270,11 @@ impl Proxy {
                 } else {
                     tracing::info!(route = name, %method, status, code = e.code.as_str(), authority_error = e.authority_error.as_deref(), cause = e.cause.as_deref(), "request refused");
                 }
-                status
+                (status, Some(e.code))
             }
         };
         let metrics = route.map_or(&self.unrouted, |r| &r.metrics);
-        metrics.record(status, started.elapsed());
+        metrics.record(status, code, started.elapsed());
     }
 }
 

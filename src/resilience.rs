@@ -112,6 +112,15 @@ impl Breaker {
         };
     }
 
+    /// Open or probing: what `tokex_circuit_breaker_open` shows. An open circuit
+    /// stays so past `open_for` until the next call probes.
+    pub fn tripped(&self) -> bool {
+        self.state
+            .lock()
+            .map(|s| !matches!(*s, State::Closed { .. }))
+            .unwrap_or(false)
+    }
+
     pub fn is_open(&self, now: Instant) -> bool {
         self.state
             .lock()

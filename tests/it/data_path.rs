@@ -94,7 +94,7 @@ async fn second_call_is_a_cache_hit(mode: Mode) {
         "{m}"
     );
     assert!(
-        m.contains("tokex_requests_total{route=\"echo\",status=\"200\"} 3"),
+        m.contains("tokex_requests_total{route=\"echo\",status=\"200\",code=\"\"} 3"),
         "{m}"
     );
 }
@@ -443,10 +443,36 @@ async fn admin_endpoints() {
         "tokex_cache_hits_total{",
         "tokex_cache_misses_total{",
         "tokex_cache_entries ",
-        "# TYPE tokex_config_reloads_total counter",
+        "# TYPE tokex_config_reloads counter",
+        // Known series exist at 0 before anything happened to them.
+        "tokex_exchanges_total{authority=\"main\",outcome=\"authority_unavailable\"} 0\n",
+        "tokex_exchange_retries_total{authority=\"main\"} 0\n",
+        "tokex_retry_budget_exhausted_total{authority=\"main\"} 0\n",
+        "tokex_circuit_breaker_open{authority=\"main\"} 0\n",
+        "tokex_requests_total{route=\"echo\",status=\"502\",code=\"upstream_unavailable\"} 0\n",
+        "tokex_body_stalls_total{direction=\"to_app\"} 0\n",
+        "tokex_config_reloads_total{result=\"error\"} 0\n",
+        // The one exchange issued a token for 300 s.
+        "tokex_issued_token_lifetime_seconds_count{authority=\"main\"} 1\n",
+        "tokex_issued_token_lifetime_seconds_bucket{le=\"300.0\",authority=\"main\"} 1\n",
+        "tokex_issued_token_lifetime_seconds_bucket{le=\"120.0\",authority=\"main\"} 0\n",
+        "tokex_config_last_reload_successful 1\n",
+        "tokex_build_info{version=",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
     ] {
         assert!(m.contains(series), "missing {series}\n{m}");
     }
+    let r = c
+        .get(format!("http://{}/metrics", tokex.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(r.text().await.unwrap().ends_with("# EOF\n"));
 }
 
 /// gRPC passes through unchanged apart from the token: h2c from the app, h2 by ALPN to

@@ -43,6 +43,8 @@ async fn circuit_breaker_fails_fast_then_recovers() {
         );
     }
     assert_eq!(as_.count(), 3, "no AS call while open");
+    let open = "tokex_circuit_breaker_open{authority=\"main\"}";
+    assert_eq!(counter(&tokex.metrics().await, open), 1.0);
     as_.on(issue);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
@@ -61,6 +63,7 @@ async fn circuit_breaker_fails_fast_then_recovers() {
         );
     }
     assert_eq!(as_.count(), 3 + 1 + 5);
+    assert_eq!(counter(&tokex.metrics().await, open), 0.0, "closed again");
 }
 
 /// With retries: 5 against an AS that always answers 503, retries add at most 20 % of
@@ -95,6 +98,22 @@ async fn retry_budget_bounds_extra_calls() {
         "{calls} AS calls for 50 requests (bound {bound})"
     );
     assert!(calls > 50.0, "some retries happened");
+    let m = tokex.metrics().await;
+    let retries = counter(&m, "tokex_exchange_retries_total{authority=\"main\"}");
+    let exhausted = counter(&m, "tokex_retry_budget_exhausted_total{authority=\"main\"}");
+    assert_eq!(retries, calls - 50.0, "each retry is counted:\n{m}");
+    assert!(
+        exhausted > 0.0,
+        "the budget ran out and that was counted:\n{m}"
+    );
+}
+
+/// The value of one series in a metrics text.
+fn counter(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
 }
 
 /// Refresh-ahead carries cached keys through an AS outage: tokens live 6 s in the cache
@@ -293,6 +312,7 @@ async fn config_file_change_reloads() {
         m.contains("tokex_config_reloads_total{result=\"error\"} 1"),
         "{m}"
     );
+    assert_eq!(counter(&m, "tokex_config_last_reload_successful"), 0.0);
 }
 
 /// An upstream that refuses the first narrowed token (`narrowed-1`) with 401 and accepts
