@@ -1,4 +1,4 @@
-//! The audit trail (the seed documents' "monitoring and auditing"; docs/audit.md).
+//! The audit trail: one event per exchange and refusal (docs/audit.md).
 //!
 //! One structured event per exchange and per refusal on the `tokex::audit` tracing
 //! target: which route and authority, who the subject is (`sub`/`iss` of a JWT subject,

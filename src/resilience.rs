@@ -1,5 +1,5 @@
-//! Protecting the authorization server and the app from each other when the AS fails
-//! (the seed documents' "single point of failure").
+//! Protecting the authorization server and the app from each other when the AS fails:
+//! the AS is a single point of failure for every route that exchanges.
 //!
 //! - [`Breaker`]: per authority. After `failures` consecutive transient failures it
 //!   opens: exchanges fail fast with 503 `authority_unavailable` and a `Retry-After` of
