@@ -1,8 +1,9 @@
 //! `tokex demo`: the whole flow on one machine, no setup.
 //!
 //! On loopback: a "client" authority that issues user tokens, a "backend" authority that
-//! trusts it and holds scope mappings and claim rules (`read:calendar` becomes `calendar.events.read`, admins get `write:documents`), an echo
-//! upstream that reports the claims of the token it received, and the sidecar routing
+//! trusts it and holds scope mappings and claim rules (`read:calendar` becomes
+//! `calendar.events.read`, admins get `write:documents`), an echo upstream that reports
+//! the claims of the token it received, and the sidecar routing
 //! `orders.internal` to it with tokex's own identity as actor. It sends one request,
 //! prints the subject and exchanged claims side by side, then serves until Ctrl-C.
 
