@@ -52,11 +52,17 @@ fn respond(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             "text/plain",
             "not ready\n".to_string(),
         ),
-        (&Method::GET, "/metrics") => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            proxy.metrics.render(proxy.cache.entry_count()),
-        ),
+        (&Method::GET, "/metrics") => {
+            let config = proxy.config();
+            proxy
+                .metrics
+                .credential_expiry(config.authorities.values().map(|a| &**a));
+            (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                proxy.metrics.render(proxy.cache.entry_count()),
+            )
+        }
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",

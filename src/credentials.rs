@@ -9,6 +9,8 @@
 //! that becomes unreadable or invalid keeps the last good value in use and is logged
 //! (never its content) and counted.
 
+pub mod expiry;
+
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

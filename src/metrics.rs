@@ -99,6 +99,7 @@ pub struct Metrics {
     config_last_reload_ok: Gauge,
     config_last_success: Gauge,
     pub credential_reloads: Family<Counter>,
+    credential_expiry: Family<Gauge>,
     pub body_stalls: Family<Counter>,
 }
 
@@ -195,6 +196,13 @@ impl Default for Metrics {
                 &["result"],
                 counter,
             ),
+            credential_expiry: Family::register(
+                &mut r,
+                "tokex_credential_expiry_timestamp_seconds",
+                "When a credential tokex presents expires (a client certificate's notAfter, a client assertion's or actor token's exp), in Unix seconds.",
+                &["authority", "credential"],
+                gauge,
+            ),
             body_stalls: Family::register(
                 &mut r,
                 "tokex_body_stalls",
@@ -244,6 +252,22 @@ impl Metrics {
         if ok {
             self.config_last_success
                 .set(i64::try_from(crate::bearer::unix_now()).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Samples the expiry of every credential the authorities in force present; an
+    /// authority gone with a reload takes its series with it.
+    pub fn credential_expiry<'a>(
+        &self,
+        authorities: impl Iterator<Item = &'a crate::config::model::Authority>,
+    ) {
+        self.credential_expiry.inner.clear();
+        for authority in authorities {
+            for (kind, at) in crate::credentials::expiry::of_authority(authority) {
+                self.credential_expiry
+                    .series(&[&authority.name, kind])
+                    .set(at);
+            }
         }
     }
 

@@ -219,8 +219,9 @@ async fn client_assertion_file_is_sent_and_rotates() {
     let (as_, up) = (MockAs::start().await, Upstream::start().await);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("token");
+    let first_exp = now() + 3600;
     let first = jwt(
-        serde_json::json!({"sub": "system:serviceaccount:shop:orders", "exp": now() + 3600, "n": 1}),
+        serde_json::json!({"sub": "system:serviceaccount:shop:orders", "exp": first_exp, "n": 1}),
     );
     let second = jwt(
         serde_json::json!({"sub": "system:serviceaccount:shop:orders", "exp": now() + 3600, "n": 2}),
@@ -247,6 +248,11 @@ async fn client_assertion_file_is_sent_and_rotates() {
     );
     assert_eq!(r.param("client_id"), Some("tokex-test"));
     assert!(r.headers.get("authorization").is_none());
+    let m = tokex.metrics().await;
+    let series = format!(
+        "tokex_credential_expiry_timestamp_seconds{{authority=\"main\",credential=\"client_assertion\"}} {first_exp}\n"
+    );
+    assert!(m.contains(&series), "{series} in:\n{m}");
     let want = second.clone();
     let as2 = as_.clone();
     rotate_while_flowing(&tokex, "echo.internal", &file, &second, move || {
@@ -577,6 +583,12 @@ async fn tls_client_auth_presents_the_certificate_and_rotates() {
     let r = get(&tokex, "echo.internal", "/", Some("t0")).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(seen.lock().unwrap()[0], der(&cert1));
+    let not_after = tokex::credentials::expiry::not_after(&der(&cert1)).unwrap();
+    let m = tokex.metrics().await;
+    let series = format!(
+        "tokex_credential_expiry_timestamp_seconds{{authority=\"main\",credential=\"client_certificate\"}} {not_after}\n"
+    );
+    assert!(m.contains(&series), "{series} in:\n{m}");
 
     // Rotation: both files change; write the key first so the pair is briefly
     // mismatched, which must keep the old identity rather than fail requests.
