@@ -2,12 +2,15 @@
 //!
 //! Layout: [`file`] mirrors the YAML, [`authority`] builds authorities and their
 //! credentials, [`values`] parses scalars (durations, URLs, `${ENV}`),
-//! [`model`] is the validated form the proxy runs on. Every error names the file, line,
+//! [`model`] is the validated form the proxy runs on, with routes and their exchange
+//! parameters checked in `route` and `params`. Every error names the file, line,
 //! column and the key path, as `FILE:LINE:COL: message`.
 
 pub mod authority;
 pub mod file;
 pub mod model;
+mod params;
+mod route;
 pub mod values;
 
 use std::fmt;

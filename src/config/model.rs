@@ -13,10 +13,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_saphyr::{Location, Spanned};
 
-use super::file::{
-    FileCache, FileCacheOverride, FileConfig, FileExchange, FileRoute, MissingTokenPolicy,
-};
-use super::values::{PathText, Text, serialize_duration};
+use super::file::{FileCache, FileCacheOverride, FileConfig, MissingTokenPolicy};
+pub use super::params::normalize_scope;
+use super::values::{PathText, serialize_duration};
 pub use crate::client_auth::ClientAuth;
 use crate::credentials::{Poll, Watched};
 use crate::secret::Secret;
@@ -269,7 +268,7 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
         .map_or_else(|| ([127, 0, 0, 1], 15001).into(), |a| a.0);
     let mut routes: Vec<Arc<Route>> = Vec::with_capacity(file.routes.len());
     for (i, spanned) in file.routes.iter().enumerate() {
-        let r = route(
+        let r = super::route::route(
             i,
             spanned,
             &authorities,
@@ -278,7 +277,7 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
             base,
             &mut watched,
         )?;
-        if points_at(&r.upstream, listen) {
+        if super::route::points_at(&r.upstream, listen) {
             return Err(at(
                 &spanned.value.upstream,
                 format!(
@@ -347,7 +346,7 @@ fn cache_settings(c: &FileCache) -> Result<CacheSettings, Invalid> {
     Ok(s)
 }
 
-fn override_cache(
+pub(super) fn override_cache(
     base: &CacheSettings,
     o: &FileCacheOverride,
     path: &str,
@@ -371,281 +370,6 @@ fn check_cache(s: &CacheSettings, path: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn route(
-    i: usize,
-    spanned: &Spanned<FileRoute>,
-    authorities: &BTreeMap<String, Arc<Authority>>,
-    cache: &CacheSettings,
-    timeouts: &Timeouts,
-    base: &Path,
-    watched: &mut Vec<Arc<dyn Poll>>,
-) -> Result<Route, Invalid> {
-    let r = &spanned.value;
-    let path = format!("routes[{i}]");
-    let name = r.name.value.0.clone();
-    check_name(&name).map_err(|m| at(&r.name, format!("{path}.name: {m}")))?;
-    let host = match &r.matcher.host {
-        None => None,
-        Some(h) => Some(
-            parse_host_match(&h.value.0).map_err(|m| at(h, format!("{path}.match.host: {m}")))?,
-        ),
-    };
-    let path_prefix = match &r.matcher.path_prefix {
-        None => None,
-        Some(p) if !p.value.0.starts_with('/') => {
-            return Err(at(
-                p,
-                format!("{path}.match.path_prefix must start with `/`"),
-            ));
-        }
-        Some(p) => Some(p.value.0.clone()),
-    };
-    if r.strip_prefix && path_prefix.is_none() {
-        return Err(at(
-            spanned,
-            format!("{path}.strip_prefix needs match.path_prefix"),
-        ));
-    }
-    let upstream =
-        upstream(&r.upstream).map_err(|m| at(&r.upstream, format!("{path}.upstream: {m}")))?;
-    let ca_file = super::authority::ca_bundle(
-        r.ca_file.as_ref(),
-        &format!("{path}.ca_file"),
-        base,
-        watched,
-    )?;
-    if r.on_missing_token == MissingTokenPolicy::ClientCredentials
-        && matches!(r.exchange, FileExchange::None)
-    {
-        return Err(at(
-            spanned,
-            format!(
-                "{path}.on_missing_token: client_credentials needs an exchange (its authority, audience and scope)"
-            ),
-        ));
-    }
-    let exchange = match &r.exchange {
-        FileExchange::None => None,
-        FileExchange::Spec(spec) => Some(exchange_params(spec, &path, authorities)?),
-    };
-    let cache = match &r.cache {
-        Some(o) => override_cache(cache, o, &format!("{path}.cache")).map_err(|e| Invalid {
-            location: Some(spanned.referenced),
-            ..e
-        })?,
-        None => *cache,
-    };
-    Ok(Route {
-        name,
-        host,
-        path_prefix,
-        strip_prefix: r.strip_prefix,
-        upstream,
-        ca_file,
-        on_missing_token: r.on_missing_token,
-        exchange,
-        cache,
-        timeout: r.timeout.map_or(timeouts.upstream_response, |d| d.0),
-        deadline: r.deadline.map(|d| d.0),
-        retry_on_401: r.retry_on_401,
-    })
-}
-
-fn exchange_params(
-    spec: &super::file::FileExchangeSpec,
-    path: &str,
-    authorities: &BTreeMap<String, Arc<Authority>>,
-) -> Result<ExchangeParams, Invalid> {
-    let authority = spec.authority.value.0.clone();
-    if !authorities.contains_key(&authority) {
-        let known: Vec<&str> = authorities.keys().map(String::as_str).collect();
-        return Err(at(
-            &spec.authority,
-            format!(
-                "{path}.exchange.authority: unknown authority `{authority}` (configured: {})",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            ),
-        ));
-    }
-    if spec.audience.is_none() && spec.resource.is_none() {
-        return Err(at(
-            &spec.authority,
-            format!(
-                "{path}.exchange: give audience and/or resource, so the issued token is narrowed to the target"
-            ),
-        ));
-    }
-    let opt = |v: &Option<Spanned<Text>>, key: &str, check: fn(&str) -> Result<String, String>| {
-        v.as_ref()
-            .map(|s| check(&s.value.0).map_err(|m| at(s, format!("{path}.exchange.{key}: {m}"))))
-            .transpose()
-    };
-    let token_type = |v: &Option<Spanned<Text>>, key: &str| {
-        opt(v, key, absolute_uri).map(|t| t.unwrap_or_else(|| TOKEN_TYPE_ACCESS_TOKEN.to_string()))
-    };
-    Ok(ExchangeParams {
-        authority,
-        audience: opt(&spec.audience, "audience", non_empty)?,
-        resource: opt(&spec.resource, "resource", resource_uri)?,
-        scope: opt(&spec.scope, "scope", normalize_scope)?,
-        subject_token_type: token_type(&spec.subject_token_type, "subject_token_type")?,
-        requested_token_type: token_type(&spec.requested_token_type, "requested_token_type")?,
-        subject_token_from: subject_source(spec.subject_token_from.as_ref()).map_err(|m| {
-            at(
-                &spec.authority,
-                format!("{path}.exchange.subject_token_from: {m}"),
-            )
-        })?,
-        inject: inject(spec.inject.as_ref())
-            .map_err(|m| at(&spec.authority, format!("{path}.exchange.inject: {m}")))?,
-    })
-}
-
-fn upstream(u: &Spanned<super::values::HttpUrl>) -> Result<Upstream, String> {
-    let url = &u.value.0;
-    if url.query().is_some() {
-        return Err("a query string is not allowed".into());
-    }
-    let uri: http::Uri = url
-        .as_str()
-        .parse()
-        .map_err(|e| format!("invalid URI: {e}"))?;
-    let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned()) else {
-        return Err("an absolute URL is required".into());
-    };
-    Ok(Upstream {
-        url: url.to_string(),
-        scheme,
-        authority,
-        base_path: url.path().trim_end_matches('/').to_string(),
-    })
-}
-
-/// Headers that can never carry or receive a token: connection-level or routing fields.
-const RESERVED_HEADERS: [&str; 11] = [
-    "host",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-    "cookie",
-];
-
-fn header_name(raw: &str) -> Result<http::HeaderName, String> {
-    let name = http::HeaderName::from_bytes(raw.as_bytes())
-        .map_err(|_| format!("`{raw}` is not a header name"))?;
-    if RESERVED_HEADERS.contains(&name.as_str()) {
-        return Err(format!("`{raw}` cannot carry a token"));
-    }
-    Ok(name)
-}
-
-fn subject_source(f: Option<&super::file::FileSource>) -> Result<SubjectSource, String> {
-    match f {
-        None => Ok(SubjectSource::Authorization),
-        Some(f) => match (&f.header, &f.cookie) {
-            (Some(h), None) if h.0.eq_ignore_ascii_case("authorization") => {
-                Ok(SubjectSource::Authorization)
-            }
-            (Some(h), None) => header_name(&h.0).map(SubjectSource::Header),
-            (None, Some(c))
-                if !c.0.is_empty()
-                    && c.0
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) =>
-            {
-                Ok(SubjectSource::Cookie(c.0.clone()))
-            }
-            (None, Some(c)) => Err(format!("`{}` is not a cookie name", c.0)),
-            _ => Err("give exactly one of header, cookie".into()),
-        },
-    }
-}
-
-fn inject(f: Option<&super::file::FileInject>) -> Result<Inject, String> {
-    let header = match f.and_then(|f| f.header.as_ref()) {
-        None => http::header::AUTHORIZATION,
-        Some(h) if h.0.eq_ignore_ascii_case("authorization") => http::header::AUTHORIZATION,
-        Some(h) => header_name(&h.0)?,
-    };
-    let scheme = match f.and_then(|f| f.scheme.as_ref()).map(|s| s.0.as_str()) {
-        None => Some("Bearer".to_string()),
-        Some("none") => None,
-        Some(s)
-            if !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._~+".contains(&b)) =>
-        {
-            Some(s.to_string())
-        }
-        Some(s) => return Err(format!("`{s}` is not an authentication scheme")),
-    };
-    Ok(Inject { header, scheme })
-}
-
-/// Whether `upstream` names `listen` (same port, and the same or a loopback address
-/// when tokex listens on loopback or on every address).
-fn points_at(upstream: &Upstream, listen: SocketAddr) -> bool {
-    let port =
-        upstream
-            .authority
-            .port_u16()
-            .unwrap_or(if upstream.scheme == http::uri::Scheme::HTTPS {
-                443
-            } else {
-                80
-            });
-    if port != listen.port() || listen.port() == 0 {
-        return false;
-    }
-    let host = upstream
-        .authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => {
-            ip == listen.ip()
-                || (ip.is_loopback() && (listen.ip().is_loopback() || listen.ip().is_unspecified()))
-        }
-        Err(_) => {
-            host.eq_ignore_ascii_case("localhost")
-                && (listen.ip().is_loopback() || listen.ip().is_unspecified())
-        }
-    }
-}
-
-fn parse_host_match(raw: &str) -> Result<HostMatch, String> {
-    let lower = raw.to_ascii_lowercase();
-    let (host, port) = match lower.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') || h.ends_with(']') => (
-            h.to_string(),
-            Some(
-                p.parse::<u16>()
-                    .map_err(|_| format!("invalid port in `{raw}`"))?,
-            ),
-        ),
-        _ => (lower.clone(), None),
-    };
-    let ok = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-._[]:".contains(c));
-    if !ok {
-        return Err(format!("invalid host `{raw}`"));
-    }
-    Ok(HostMatch { host, port })
-}
-
 pub(super) fn resolve(base: &Path, p: &PathText) -> PathBuf {
     if p.0.is_absolute() {
         p.0.clone()
@@ -655,7 +379,7 @@ pub(super) fn resolve(base: &Path, p: &PathText) -> PathBuf {
 }
 
 /// Route and authority names become metric labels, so they stay short and plain.
-fn check_name(name: &str) -> Result<(), String> {
+pub(super) fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -670,104 +394,9 @@ fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
-fn non_empty(v: &str) -> Result<String, String> {
-    if v.is_empty() {
-        Err("must not be empty".into())
-    } else {
-        Ok(v.to_string())
-    }
-}
-
 pub(super) fn absolute_uri(v: &str) -> Result<String, String> {
     match url::Url::parse(v) {
         Ok(_) => Ok(v.to_string()),
         Err(_) => Err(format!("`{v}` is not an absolute URI")),
-    }
-}
-
-/// RFC 8707 §2: an absolute URI without a fragment.
-fn resource_uri(v: &str) -> Result<String, String> {
-    let url = url::Url::parse(v).map_err(|_| format!("`{v}` is not an absolute URI"))?;
-    if url.fragment().is_some() {
-        return Err(format!("`{v}` must not have a fragment (RFC 8707 §2)"));
-    }
-    Ok(v.to_string())
-}
-
-/// RFC 6749 §3.3: space-separated scope-tokens of `%x21 / %x23-5B / %x5D-7E`.
-pub fn normalize_scope(v: &str) -> Result<String, String> {
-    let mut out: Vec<&str> = Vec::new();
-    for token in v.split(' ').filter(|t| !t.is_empty()) {
-        if !token
-            .bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
-        {
-            return Err(format!("invalid scope token `{token}` (RFC 6749 §3.3)"));
-        }
-        if !out.contains(&token) {
-            out.push(token);
-        }
-    }
-    if out.is_empty() {
-        return Err("must not be empty".into());
-    }
-    Ok(out.join(" "))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Host matches keep a port only when one is given, and lowercase the name.
-    #[test]
-    fn host_match_parsing() {
-        assert_eq!(
-            parse_host_match("Payments.Internal").unwrap(),
-            HostMatch {
-                host: "payments.internal".into(),
-                port: None
-            }
-        );
-        assert_eq!(
-            parse_host_match("a.b:8080").unwrap(),
-            HostMatch {
-                host: "a.b".into(),
-                port: Some(8080)
-            }
-        );
-        assert!(parse_host_match("a.b:99999").is_err());
-        assert!(parse_host_match("bad host").is_err());
-    }
-
-    /// A route whose upstream is tokex's own listener is refused: it would loop.
-    #[test]
-    fn upstream_loop_is_refused() {
-        let cfg = |listen: &str, upstream: &str| {
-            let text = format!(
-                "listen: {listen}\nroutes:\n  - {{name: a, upstream: '{upstream}', exchange: none}}\n"
-            );
-            crate::config::parse(&text, Path::new("t.yaml"))
-        };
-        let err = cfg("127.0.0.1:15001", "http://127.0.0.1:15001/x")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("routes[0].upstream") && err.contains("loop"),
-            "{err}"
-        );
-        assert!(cfg("0.0.0.0:15001", "http://localhost:15001").is_err());
-        assert!(cfg("127.0.0.1:15001", "http://127.0.0.1:15002").is_ok());
-        assert!(
-            cfg("127.0.0.1:0", "http://127.0.0.1:0").is_ok(),
-            "ephemeral listen cannot be compared"
-        );
-    }
-
-    /// Scopes are validated per RFC 6749 §3.3 and normalised to single spaces.
-    #[test]
-    fn scope_normalisation() {
-        assert_eq!(normalize_scope("a  b a").unwrap(), "a b");
-        assert!(normalize_scope("a \"b\"").is_err());
-        assert!(normalize_scope("   ").is_err());
     }
 }
