@@ -29,12 +29,23 @@ pub(super) fn authority(
     if a.client_id.0.is_empty() {
         return Err(at(spanned, format!("{path}.client_id must not be empty")));
     }
+    let endpoint = &a.token_endpoint.value.0;
+    if !a.allow_insecure_http && !secure_transport(endpoint) {
+        return Err(at(
+            &a.token_endpoint,
+            format!(
+                "{path}.token_endpoint: `{endpoint}` is plain http to a host that is not loopback: \
+                 client secrets and subject tokens would cross the network in clear; use https \
+                 (or set allow_insecure_http: true on this authority)"
+            ),
+        ));
+    }
     let issuer = a.issuer.as_ref().map(|t| t.0.clone());
     // RFC 7523 as updated: the assertion audience is the issuer identifier; without one
     // configured, the token endpoint's origin is the best available stand-in.
     let audience = issuer
         .clone()
-        .unwrap_or_else(|| a.token_endpoint.0.origin().ascii_serialization());
+        .unwrap_or_else(|| endpoint.origin().ascii_serialization());
     let auth = client_auth(&a.auth, &path, base, &audience, watched)?;
     let actor_token = match &a.actor_token {
         None => None,
@@ -74,7 +85,8 @@ pub(super) fn authority(
     }
     Ok(Authority {
         name: name.to_string(),
-        token_endpoint: a.token_endpoint.0.to_string(),
+        token_endpoint: endpoint.to_string(),
+        allow_insecure_http: a.allow_insecure_http,
         issuer,
         client_id: a.client_id.0.clone(),
         auth,
@@ -84,6 +96,17 @@ pub(super) fn authority(
         retries,
         circuit_breaker: breaker(a.circuit_breaker.as_ref(), &path).map_err(|m| at(spanned, m))?,
     })
+}
+
+/// `https`, or `http` that never leaves the machine: 127.0.0.0/8, `::1` or `localhost`.
+fn secure_transport(url: &url::Url) -> bool {
+    match url.host() {
+        _ if url.scheme() == "https" => true,
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
 }
 
 fn breaker(
@@ -291,4 +314,62 @@ pub(super) fn ca_bundle(
         .map_err(|m| at(f, format!("{path}: {m}")))
     })
     .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, ConfigError, parse};
+
+    /// One authority `a` with `lines` (each indented four spaces) and no routes.
+    fn with(lines: &str) -> Result<Config, ConfigError> {
+        let mut text = "authorities:\n  a:\n".to_string();
+        for line in lines.lines() {
+            text.push_str(&format!("    {line}\n"));
+        }
+        text.push_str("routes: []\n");
+        parse(&text, Path::new("t.yaml"))
+    }
+
+    const NONE: &str = "client_id: c\nauth: { method: none }\n";
+
+    /// Plain http to anything but loopback is refused at the key, naming what would leak;
+    /// loopback, https and an explicit `allow_insecure_http` pass.
+    #[test]
+    fn plain_http_token_endpoint_only_on_loopback() {
+        for bad in [
+            "http://sts.example/token",
+            "http://10.0.0.1:8080/token",
+            "http://localhost.evil.example/token",
+            "http://127.0.0.1.nip.io/token",
+            "http://[::2]/token",
+        ] {
+            let err = with(&format!("token_endpoint: {bad}\n{NONE}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("t.yaml:3:21: authorities.a.token_endpoint:")
+                    && err.contains("in clear")
+                    && err.contains("client secrets and subject tokens")
+                    && err.contains("allow_insecure_http"),
+                "{bad}: {err}"
+            );
+        }
+        for good in [
+            "https://sts.example/token",
+            "http://127.0.0.1:8080/token",
+            "http://127.1.2.3/token",
+            "http://[::1]:9/token",
+            "http://localhost:9/token",
+            "http://LocalHost/token",
+        ] {
+            assert!(
+                with(&format!("token_endpoint: {good}\n{NONE}")).is_ok(),
+                "{good}"
+            );
+        }
+        let allowed = "token_endpoint: http://sts.example/token\nallow_insecure_http: true\n";
+        assert!(with(&format!("{allowed}{NONE}")).is_ok());
+    }
 }

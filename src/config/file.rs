@@ -61,7 +61,11 @@ pub struct FileAudit {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileAuthority {
-    pub token_endpoint: HttpUrl,
+    #[schemars(with = "HttpUrl")]
+    pub token_endpoint: Spanned<HttpUrl>,
+    /// Allow a plain `http` token endpoint on a non-loopback host.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
     pub issuer: Option<Text>,
     pub client_id: Text,
     pub auth: FileAuth,

@@ -53,6 +53,8 @@ pub struct Config {
 pub struct Authority {
     pub name: String,
     pub token_endpoint: String,
+    /// A plain `http` token endpoint off loopback was explicitly allowed.
+    pub allow_insecure_http: bool,
     pub issuer: Option<String>,
     pub client_id: String,
     pub auth: ClientAuth,

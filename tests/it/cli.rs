@@ -45,7 +45,7 @@ fn check_errors_name_file_line_and_key() {
         ("bad duration", format!("{route}    exchange: none\n    timeout: 5 seconds\n"), ":5:14: routes[0].timeout: invalid duration"),
         ("bad url", "routes:\n  - name: a\n    upstream: ftp://x\n    exchange: none\n".to_string(), ":3:15: routes[0].upstream: invalid URL"),
         ("unknown authority", format!("{route}    exchange: {{ authority: nope, audience: x }}\n"), ":4:28: routes[0].exchange.authority: unknown authority `nope`"),
-        ("missing secret file", "authorities:\n  a:\n    token_endpoint: http://x/t\n    client_id: c\n    auth: { method: client_secret_basic, client_secret_file: /nonexistent/secret }\nroutes: []\n".to_string(), ":5:62: authorities.a.auth.client_secret_file: cannot read /nonexistent/secret"),
+        ("missing secret file", "authorities:\n  a:\n    token_endpoint: https://x/t\n    client_id: c\n    auth: { method: client_secret_basic, client_secret_file: /nonexistent/secret }\nroutes: []\n".to_string(), ":5:62: authorities.a.auth.client_secret_file: cannot read /nonexistent/secret"),
     ];
     for (what, text, expected) in cases {
         let path = write(&dir, "bad.yaml", &text);
