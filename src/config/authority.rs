@@ -41,11 +41,13 @@ pub(super) fn authority(
         ));
     }
     let issuer = a.issuer.as_ref().map(|t| t.0.clone());
-    // RFC 7523 as updated: the assertion audience is the issuer identifier; without one
-    // configured, the token endpoint's origin is the best available stand-in.
-    let audience = issuer
-        .clone()
-        .unwrap_or_else(|| endpoint.origin().ascii_serialization());
+    let audience = assertion_audience(a);
+    if audience.is_empty() {
+        return Err(at(
+            spanned,
+            format!("{path}.auth.audience must not be empty"),
+        ));
+    }
     let auth = client_auth(&a.auth, &path, base, &audience, watched)?;
     let actor_token = match &a.actor_token {
         None => None,
@@ -96,6 +98,15 @@ pub(super) fn authority(
         retries,
         circuit_breaker: breaker(a.circuit_breaker.as_ref(), &path).map_err(|m| at(spanned, m))?,
     })
+}
+
+/// RFC 7523 §3: the `aud` of a `private_key_jwt` assertion identifies the authorization
+/// server: its issuer identifier where one is configured (what current guidance asks for),
+/// else the token endpoint URL, which RFC 7523 §3 names. `auth.audience` covers an AS that
+/// expects something else.
+pub(super) fn assertion_audience(a: &FileAuthority) -> String {
+    let explicit = a.auth.audience.as_ref().or(a.issuer.as_ref());
+    explicit.map_or_else(|| a.token_endpoint.value.0.to_string(), |t| t.0.clone())
 }
 
 /// `https`, or `http` that never leaves the machine: 127.0.0.0/8, `::1` or `localhost`.
@@ -164,6 +175,11 @@ fn client_auth(
         ),
         ("alg", auth.alg.is_some(), method == M::PrivateKeyJwt),
         ("key_id", auth.key_id.is_some(), method == M::PrivateKeyJwt),
+        (
+            "audience",
+            auth.audience.is_some(),
+            method == M::PrivateKeyJwt,
+        ),
         (
             "assertion_file",
             auth.assertion_file.is_some(),
@@ -246,6 +262,12 @@ fn client_auth(
             })
         }
         M::PrivateKeyJwt => {
+            if audience.is_empty() {
+                return Err(at(
+                    &auth.method,
+                    format!("{path}.auth: the assertion audience (audience, else issuer) is empty"),
+                ));
+            }
             let file = required(&auth.private_key_file, "private_key_file")?;
             let alg =
                 crate::client_auth::parse_alg(auth.alg.as_ref().map_or("ES256", |a| a.0.as_str()))
@@ -320,6 +342,7 @@ pub(super) fn ca_bundle(
 mod tests {
     use std::path::Path;
 
+    use crate::client_auth::ClientAuth;
     use crate::config::{Config, ConfigError, parse};
 
     /// One authority `a` with `lines` (each indented four spaces) and no routes.
@@ -371,5 +394,38 @@ mod tests {
         }
         let allowed = "token_endpoint: http://sts.example/token\nallow_insecure_http: true\n";
         assert!(with(&format!("{allowed}{NONE}")).is_ok());
+    }
+
+    /// The assertion audience of a `private_key_jwt` authority with `lines` and `auth`
+    /// keys `extra`.
+    fn audience_of(lines: &str, extra: &str) -> String {
+        let key = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/fixtures/ed25519.pem");
+        let auth = format!(
+            "auth: {{ method: private_key_jwt, private_key_file: {key}, alg: EdDSA{extra} }}"
+        );
+        let config = with(&format!("client_id: c\n{lines}{auth}\n")).unwrap();
+        match &config.authorities["a"].auth {
+            ClientAuth::PrivateKeyJwt { audience, .. } => audience.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// RFC 7523 §3: `auth.audience`, else the issuer, else the token endpoint URL in full.
+    #[test]
+    fn private_key_jwt_audience() {
+        let endpoint = "token_endpoint: https://sts.example:8443/oauth2/token\n";
+        assert_eq!(
+            audience_of(endpoint, ""),
+            "https://sts.example:8443/oauth2/token"
+        );
+        let issuer = format!("{endpoint}issuer: https://sts.example\n");
+        assert_eq!(audience_of(&issuer, ""), "https://sts.example");
+        assert_eq!(audience_of(&issuer, ", audience: my-as"), "my-as");
+        let err = with(&format!(
+            "{endpoint}client_id: c\nauth: {{ method: none, audience: x }}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("auth.audience does not apply"), "{err}");
     }
 }

@@ -109,6 +109,8 @@ pub struct FileAuth {
     pub private_key_file: Option<Spanned<PathText>>,
     pub alg: Option<Text>,
     pub key_id: Option<Text>,
+    /// `private_key_jwt`: the assertion's `aud`; default the issuer, else the token endpoint URL.
+    pub audience: Option<Text>,
     #[schemars(with = "Option<PathText>")]
     pub assertion_file: Option<Spanned<PathText>>,
     pub assertion_type: Option<Text>,
