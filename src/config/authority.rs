@@ -12,7 +12,7 @@ use super::file::{AuthMethod, FileAuth, FileAuthority};
 use super::model::{
     Actor, ActorToken, Authority, Invalid, TOKEN_TYPE_JWT, absolute_uri, at, resolve,
 };
-use super::values::PathText;
+use super::values::{PathText, format_duration};
 use crate::client_auth::{AssertionKey, CLIENT_ASSERTION_TYPE_JWT_BEARER, ClientAuth};
 use crate::credentials::{Poll, Watched, parse_secret};
 use crate::secret::Secret;
@@ -85,6 +85,27 @@ pub(super) fn authority(
             format!("{path}.timeout must be greater than zero"),
         ));
     }
+    let attempt_timeout = match &a.attempt_timeout {
+        None => timeout,
+        Some(t) if t.value.0.is_zero() => {
+            return Err(at(
+                t,
+                format!("{path}.attempt_timeout must be greater than zero"),
+            ));
+        }
+        Some(t) if t.value.0 > timeout => {
+            return Err(at(
+                t,
+                format!(
+                    "{path}.attempt_timeout: {} is longer than timeout ({}), which bounds the \
+                     whole exchange, retries included",
+                    format_duration(t.value.0),
+                    format_duration(timeout)
+                ),
+            ));
+        }
+        Some(t) => t.value.0,
+    };
     Ok(Authority {
         name: name.to_string(),
         token_endpoint: endpoint.to_string(),
@@ -95,6 +116,7 @@ pub(super) fn authority(
         actor_token,
         ca_file,
         timeout,
+        attempt_timeout,
         retries,
         circuit_breaker: breaker(a.circuit_breaker.as_ref(), &path).map_err(|m| at(spanned, m))?,
     })
@@ -341,6 +363,7 @@ pub(super) fn ca_bundle(
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+    use std::time::Duration;
 
     use crate::client_auth::ClientAuth;
     use crate::config::{Config, ConfigError, parse};
@@ -427,5 +450,35 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("auth.audience does not apply"), "{err}");
+    }
+
+    /// `attempt_timeout` defaults to `timeout` and may not exceed it.
+    #[test]
+    fn attempt_timeout_bounds() {
+        let endpoint = "token_endpoint: https://sts.example/token\n";
+        let get = |lines: &str| with(&format!("{endpoint}{NONE}{lines}"));
+        let a = get("timeout: 3s\n").unwrap();
+        assert_eq!(a.authorities["a"].attempt_timeout, Duration::from_secs(3));
+        let a = get("timeout: 3s\nattempt_timeout: 500ms\n").unwrap();
+        let a = &a.authorities["a"];
+        assert_eq!(
+            (a.timeout, a.attempt_timeout),
+            (Duration::from_secs(3), Duration::from_millis(500))
+        );
+        assert_eq!(
+            get("").unwrap().authorities["a"].attempt_timeout,
+            Duration::from_secs(2),
+            "the default timeout"
+        );
+        let err = get("timeout: 1s\nattempt_timeout: 2s\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("t.yaml:7:22: authorities.a.attempt_timeout:")
+                && err.contains("longer than timeout (1s)"),
+            "{err}"
+        );
+        let err = get("attempt_timeout: 0s\n").unwrap_err().to_string();
+        assert!(err.contains("greater than zero"), "{err}");
     }
 }

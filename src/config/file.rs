@@ -72,7 +72,11 @@ pub struct FileAuthority {
     pub actor_token: Option<FileActorToken>,
     #[schemars(with = "Option<PathText>")]
     pub ca_file: Option<Spanned<PathText>>,
+    /// The whole exchange, retries included.
     pub timeout: Option<Dur>,
+    /// One attempt; default and at most `timeout`.
+    #[schemars(with = "Option<Dur>")]
+    pub attempt_timeout: Option<Spanned<Dur>>,
     pub retries: Option<u32>,
     pub circuit_breaker: Option<FileBreaker>,
 }

@@ -60,8 +60,12 @@ pub struct Authority {
     pub auth: ClientAuth,
     pub actor_token: Option<ActorToken>,
     pub ca_file: Option<Watched<CaBundle>>,
+    /// Bounds the whole exchange, retries and their backoff included.
     #[serde(serialize_with = "serialize_duration")]
     pub timeout: Duration,
+    /// Bounds one attempt (connect plus the whole response); at most `timeout`.
+    #[serde(serialize_with = "serialize_duration")]
+    pub attempt_timeout: Duration,
     pub retries: u32,
     pub circuit_breaker: crate::resilience::BreakerSettings,
 }
