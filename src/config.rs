@@ -3,7 +3,7 @@
 //! Layout: [`file`] mirrors the YAML, [`authority`] builds authorities and their
 //! credentials, [`values`] parses scalars (durations, URLs, `${ENV}`),
 //! [`model`] is the validated form the proxy runs on, with routes and their exchange
-//! parameters checked in `route` and `params`. Every error names the file, line,
+//! parameters checked in `route` and `params`; `yaml` parses and words the parser's errors. Every error names the file, line,
 //! column and the key path, as `FILE:LINE:COL: message`.
 
 pub mod authority;
@@ -12,6 +12,9 @@ pub mod model;
 mod params;
 mod route;
 pub mod values;
+mod yaml;
+
+pub(crate) use yaml::from_yaml;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -47,17 +50,10 @@ pub fn schema() -> String {
 
 /// Reads, parses and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let unreadable = |e: String| ConfigError {
-        file: path.to_path_buf(),
-        line: None,
-        column: None,
-        message: e,
-    };
     // The watcher stamps the file before the read below, so no change can slip between.
     let source = crate::credentials::Watched::load(vec![path.to_path_buf()], |_| Ok(()))
-        .map_err(unreadable)?;
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| unreadable(format!("cannot read config: {e}")))?;
+        .map_err(|e| located(path, None, e))?;
+    let text = read(path)?;
     let mut config = parse(&text, path)?;
     config.source = Some(source);
     Ok(config)
@@ -65,6 +61,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and validates config text; `path` names it in errors and anchors relative paths.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    if yaml::is_blank(text) {
+        return Err(located(
+            path,
+            None,
+            "the file is empty: a config needs at least `routes` (`routes: []` is the smallest)"
+                .into(),
+        ));
+    }
     let parsed: file::FileConfig = from_yaml(text).map_err(|(loc, msg)| located(path, loc, msg))?;
     let base = path.parent().unwrap_or(Path::new("."));
     model::validate(parsed, base).map_err(|e| located(path, e.location, e.message))
@@ -72,9 +76,16 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
 
 /// Reads a YAML file into `T` with located errors; shared with the embedded STS config.
 pub(crate) fn load_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| located(path, None, format!("cannot read config: {e}")))?;
+    let text = read(path)?;
+    if yaml::is_blank(&text) {
+        return Err(located(path, None, "the file is empty".into()));
+    }
     from_yaml(&text).map_err(|(loc, msg)| located(path, loc, msg))
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| located(path, None, format!("cannot read config: {e}")))
 }
 
 pub(crate) fn located(
@@ -90,45 +101,6 @@ pub(crate) fn located(
     }
 }
 
-/// The one place YAML is parsed, so the YAML crate can be swapped in one line.
-///
-/// The error message is prefixed with the key path (`routes[0].cache.max_ttl`) that
-/// serde_path_to_error tracked, because the parser's own message only names the value.
-pub(crate) fn from_yaml<T: serde::de::DeserializeOwned>(
-    text: &str,
-) -> Result<T, (Option<serde_saphyr::Location>, String)> {
-    let mut key_path = None;
-    let result = serde_saphyr::with_deserializer_from_str(text, |de| {
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            key_path = Some(e.path().to_string());
-            e.into_inner()
-        })
-    });
-    result.map_err(|e| {
-        let location = e.location();
-        let message = plain_message(&e);
-        // `Spanned` fields show up as a `.value` segment; no config key is named `value`.
-        match key_path
-            .map(|p| p.replace(".value", ""))
-            .filter(|p| p != ".")
-        {
-            Some(p) => (location, format!("{p}: {message}")),
-            None => (location, message),
-        }
-    })
-}
-
-/// The parser's message without its own `error: line N column M:` prefix.
-fn plain_message(e: &serde_saphyr::Error) -> String {
-    let full = e.to_string();
-    let first = full.lines().next().unwrap_or_default();
-    let rest = first.strip_prefix("error: ").unwrap_or(first);
-    match rest.strip_prefix("line ").and_then(|r| r.split_once(": ")) {
-        Some((_, message)) => message.to_string(),
-        None => rest.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     /// The committed schema is what the config types generate; regenerate it with
@@ -139,6 +111,105 @@ mod tests {
         assert!(
             committed == super::schema(),
             "docs/tokex.schema.json is stale: run `cargo run -- schema > docs/tokex.schema.json`"
+        );
+    }
+
+    fn error(text: &str) -> String {
+        super::parse(text, std::path::Path::new("t.yaml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    /// Integers are "a whole number" with their range, not the Rust type.
+    #[test]
+    fn integer_errors_say_whole_number() {
+        for (text, expected) in [
+            (
+                "limits:\n  max_connections: abc\nroutes: []\n",
+                "t.yaml:2:20: limits.max_connections: expected a whole number from 0 to 4294967295",
+            ),
+            (
+                "limits:\n  max_connections: -5\nroutes: []\n",
+                "t.yaml:2:20: limits.max_connections: expected a whole number from 0 to 4294967295",
+            ),
+            (
+                "cache:\n  max_entries: 1.5\nroutes: []\n",
+                "t.yaml:2:16: cache.max_entries: expected a whole number from 0 to 18446744073709551615",
+            ),
+        ] {
+            let err = error(text);
+            assert!(err.starts_with(expected), "{err}");
+            assert!(!err.contains("u32") && !err.contains("u64"), "{err}");
+        }
+    }
+
+    /// A repeated key names itself and where it first appeared, without the parser's advice.
+    #[test]
+    fn duplicate_keys_name_the_first_line() {
+        let err = error("routes: []\nlisten: 127.0.0.1:1\nroutes: []\n");
+        assert!(
+            err.starts_with("t.yaml:3:1: key `routes` appears twice, first at line 1"),
+            "{err}"
+        );
+        let text = "authorities:\n  a:\n    token_endpoint: https://x/t\n    client_id: c\n    auth: { method: none }\n    client_id: d\nroutes: []\n";
+        let err = error(text);
+        assert!(
+            err.starts_with(
+                "t.yaml:6:5: authorities.a: key `client_id` appears twice, first at line 4"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("DuplicateKeyPolicy"), "{err}");
+    }
+
+    /// An empty file (or one of comments only) says what a config needs at least.
+    #[test]
+    fn empty_file_says_what_is_required() {
+        for text in ["", "\n\n", "# only a comment\n"] {
+            let err = error(text);
+            assert!(
+                err.contains("the file is empty: a config needs at least `routes`"),
+                "{text:?}: {err}"
+            );
+        }
+    }
+
+    /// `early_expiry` not shorter than `max_ttl` is located, and says when 30s is the default.
+    #[test]
+    fn early_expiry_error_is_located_and_explains_the_default() {
+        let err = error("cache:\n  max_ttl: 20s\nroutes: []\n");
+        assert!(
+            err.starts_with("t.yaml:2:12: cache.early_expiry")
+                && err.contains("30s, the default")
+                && err.contains("max_ttl (20s)"),
+            "{err}"
+        );
+        let err = error("cache:\n  max_ttl: 20s\n  early_expiry: 25s\nroutes: []\n");
+        assert!(
+            err.starts_with("t.yaml:3:17: cache.early_expiry") && !err.contains("default"),
+            "{err}"
+        );
+        let route = "routes:\n  - name: a\n    upstream: http://127.0.0.1:9\n    exchange: none\n    cache: { max_ttl: 10s }\n";
+        let err = error(route);
+        assert!(
+            err.starts_with("t.yaml:5:23: routes[0].cache.early_expiry")
+                && err.contains("30s, the default"),
+            "{err}"
+        );
+    }
+
+    /// A host written as a URL says a host has no scheme and what to write instead.
+    #[test]
+    fn host_with_scheme_suggests_the_fix() {
+        let err = error(
+            "routes:\n  - name: a\n    match: { host: http://payments.internal }\n    upstream: http://127.0.0.1:9\n    exchange: none\n",
+        );
+        assert!(
+            err.starts_with("t.yaml:3:20: routes[0].match.host:")
+                && err.contains("a host has no scheme")
+                && err.contains("host: payments.internal")
+                && !err.contains("invalid port"),
+            "{err}"
         );
     }
 }

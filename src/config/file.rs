@@ -271,18 +271,22 @@ pub struct FileInject {
 #[serde(deny_unknown_fields)]
 pub struct FileCache {
     pub max_entries: Option<u64>,
-    pub max_ttl: Option<Dur>,
+    #[schemars(with = "Option<Dur>")]
+    pub max_ttl: Option<Spanned<Dur>>,
     pub default_ttl: Option<Dur>,
-    pub early_expiry: Option<Dur>,
+    #[schemars(with = "Option<Dur>")]
+    pub early_expiry: Option<Spanned<Dur>>,
     pub refresh_ahead: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileCacheOverride {
-    pub max_ttl: Option<Dur>,
+    #[schemars(with = "Option<Dur>")]
+    pub max_ttl: Option<Spanned<Dur>>,
     pub default_ttl: Option<Dur>,
-    pub early_expiry: Option<Dur>,
+    #[schemars(with = "Option<Dur>")]
+    pub early_expiry: Option<Spanned<Dur>>,
     pub refresh_ahead: Option<Dur>,
 }
 

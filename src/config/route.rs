@@ -11,7 +11,6 @@ use serde_saphyr::Spanned;
 use super::file::{FileExchange, FileRoute, MissingTokenPolicy};
 use super::model::{
     Authority, CacheSettings, HostMatch, Invalid, Route, Timeouts, Upstream, at, check_name,
-    override_cache,
 };
 use crate::credentials::Poll;
 
@@ -19,6 +18,7 @@ pub(super) fn route(
     i: usize,
     spanned: &Spanned<FileRoute>,
     authorities: &BTreeMap<String, Arc<Authority>>,
+    // The cache section with this route's overrides applied.
     cache: &CacheSettings,
     timeouts: &Timeouts,
     base: &Path,
@@ -72,13 +72,6 @@ pub(super) fn route(
         FileExchange::None => None,
         FileExchange::Spec(spec) => Some(super::params::exchange_params(spec, &path, authorities)?),
     };
-    let cache = match &r.cache {
-        Some(o) => override_cache(cache, o, &format!("{path}.cache")).map_err(|e| Invalid {
-            location: Some(spanned.referenced),
-            ..e
-        })?,
-        None => *cache,
-    };
     Ok(Route {
         name,
         host,
@@ -88,7 +81,7 @@ pub(super) fn route(
         ca_file,
         on_missing_token: r.on_missing_token,
         exchange,
-        cache,
+        cache: *cache,
         timeout: r.timeout.map_or(timeouts.upstream_response, |d| d.0),
         deadline: r.deadline.map(|d| d.0),
         retry_on_401: r.retry_on_401,
@@ -148,6 +141,22 @@ pub(super) fn points_at(upstream: &Upstream, listen: SocketAddr) -> bool {
 }
 
 fn parse_host_match(raw: &str) -> Result<HostMatch, String> {
+    if let Some((scheme, _)) = raw.split_once("://") {
+        // A URL pasted where a host belongs: say so and give the host it names.
+        let fix = url::Url::parse(raw).ok().and_then(|u| {
+            let host = u.host_str()?.to_string();
+            Some(match u.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            })
+        });
+        return Err(match fix {
+            Some(host) => format!(
+                "`{raw}` starts with the scheme `{scheme}://`, but a host has no scheme: write `host: {host}` (the scheme belongs in `upstream`)"
+            ),
+            None => format!("`{raw}` starts with a scheme, but a host has no scheme"),
+        });
+    }
     let lower = raw.to_ascii_lowercase();
     let (host, port) = match lower.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') || h.ends_with(']') => (
