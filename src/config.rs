@@ -19,6 +19,8 @@ pub(crate) use yaml::from_yaml;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::credentials::ReadError;
+
 pub use model::{Authority, CacheSettings, ClientAuth, Config, ExchangeParams, Route};
 
 /// A config that could not be loaded, with where the problem is.
@@ -50,6 +52,10 @@ pub fn schema() -> String {
 
 /// Reads, parses and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    // Refused by its size before the watcher below reads it whole.
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_CONFIG_BYTES) {
+        return Err(unreadable(path, ReadError::TooLarge(MAX_CONFIG_BYTES)));
+    }
     // The watcher stamps the file before the read below, so no change can slip between.
     let source = crate::credentials::Watched::load(vec![path.to_path_buf()], |_| Ok(()))
         .map_err(|e| located(path, None, e))?;
@@ -83,11 +89,24 @@ pub(crate) fn load_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
     from_yaml(&text).map_err(|(loc, msg)| located(path, loc, msg))
 }
 
+/// The largest config file tokex reads. Real ones are a few KiB (a thousand routes are
+/// about 200 KiB), and parsing costs some 25 times the file's size in memory at its peak:
+/// a hostile 4 MiB file would take about 100 MiB, enough to get a sidecar killed on reload.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// A config file's text, read within [`MAX_CONFIG_BYTES`].
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path)
-        .map_err(|e| located(path, None, format!("cannot read config: {e}")))
+    let bytes = crate::credentials::read_bounded(path, MAX_CONFIG_BYTES)
+        .map_err(|e| unreadable(path, e))?;
+    String::from_utf8(bytes).map_err(|_| located(path, None, "the file is not UTF-8 text".into()))
 }
 
+fn unreadable(path: &Path, e: ReadError) -> ConfigError {
+    located(path, None, format!("cannot read config: {e}"))
+}
+
+/// A [`ConfigError`] at `location`; the message is [`yaml::bounded`], so no error echoes
+/// more than a few dozen characters of what the file holds.
 pub(crate) fn located(
     path: &Path,
     location: Option<serde_saphyr::Location>,
@@ -97,7 +116,7 @@ pub(crate) fn located(
         file: path.to_path_buf(),
         line: location.map(|l| l.line()),
         column: location.map(|l| l.column()),
-        message,
+        message: yaml::bounded(&message),
     }
 }
 
@@ -211,5 +230,49 @@ mod tests {
                 && !err.contains("invalid port"),
             "{err}"
         );
+    }
+
+    /// A file past the size limit is refused before it is read, naming file and limit.
+    #[test]
+    fn oversized_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.yaml");
+        let mut text = "routes: []\n# ".to_string();
+        text.push_str(&"x".repeat(2 << 20));
+        std::fs::write(&path, text).unwrap();
+        let err = super::load(&path).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&path.display().to_string()) && err.contains("larger than 1 MiB"),
+            "{err}"
+        );
+    }
+
+    /// Whatever a huge value does wrong, the message echoes a few dozen characters of it.
+    #[test]
+    fn echoed_values_are_bounded() {
+        let huge = "A".repeat(1 << 20);
+        let route = |line: &str| {
+            format!(
+                "routes:\n  - name: a\n    upstream: http://127.0.0.1:9\n    exchange: none\n    {line}\n"
+            )
+        };
+        for text in [
+            format!("listen: {huge}\nroutes: []\n"),
+            format!("routes: {huge}\n"),
+            format!("{huge}: 1\nroutes: []\n"),
+            route(&format!("timeout: {huge}")),
+            route(&format!("match: {{ host: {huge} }}")),
+            route(&format!("ca_file: /{huge}")),
+            format!(
+                "routes:\n  - name: {huge}\n    upstream: http://127.0.0.1:9\n    exchange: none\n"
+            ),
+            format!("routes:\n  - name: a\n    upstream: http://{huge}/\n    exchange: none\n"),
+        ] {
+            let err = super::parse(&text, std::path::Path::new("t.yaml"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| panic!("accepted: {}", &text[..80]));
+            assert!(err.len() < 400, "{} bytes: {}", err.len(), &err[..400]);
+        }
     }
 }

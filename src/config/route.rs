@@ -175,6 +175,10 @@ fn parse_host_match(raw: &str) -> Result<HostMatch, String> {
     if !ok {
         return Err(format!("invalid host `{raw}`"));
     }
+    // RFC 1035 §2.3.4: no DNS name is longer, so a longer one is a mistake.
+    if host.len() > 253 {
+        return Err(format!("invalid host `{raw}`: longer than 253 characters"));
+    }
     Ok(HostMatch { host, port })
 }
 

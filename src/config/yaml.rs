@@ -1,6 +1,6 @@
 //! The one place YAML is parsed, and where the parser's errors are put in the words of a
-//! config file: "a whole number" rather than `u32`, and a repeated key with the line it
-//! first appeared on.
+//! config file: "a whole number" rather than `u32`, a repeated key with the line it first
+//! appeared on, and never more than a few dozen characters of the offending value.
 
 use serde_saphyr::{Error, Location};
 
@@ -132,4 +132,89 @@ fn first_occurrence(text: &str, key: &str, again: Location) -> Option<u64> {
 /// The number of leading spaces of `s`.
 fn ws(s: &str) -> usize {
     s.len() - s.trim_start_matches(' ').len()
+}
+
+/// Longest stretch of a quoted value kept in a message.
+const QUOTED_KEEP: usize = 40;
+/// Longest run without whitespace kept in a message (paths and URLs are usually shorter).
+const WORD_KEEP: usize = 100;
+/// Longest message, whatever it holds.
+const MESSAGE_KEEP: usize = 360;
+
+/// `message` with every long echo of the input cut short with an ellipsis: a quoted or
+/// backticked value past a few dozen characters, a run without spaces past a hundred, and
+/// the whole message past a few hundred. A hostile or broken file then cannot turn one
+/// log line or terminal line into megabytes.
+pub(crate) fn bounded(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(MESSAGE_KEEP + 8));
+    let mut quote: Option<char> = None;
+    let (mut quoted_len, mut word_len, mut total) = (0usize, 0usize, 0usize);
+    let mut chars = message.chars().peekable();
+    while let Some(c) = chars.next() {
+        if total >= MESSAGE_KEEP {
+            out.push('…');
+            break;
+        }
+        let closes = quote == Some(c);
+        let opens = quote.is_none() && (c == '`' || c == '"');
+        if c.is_whitespace() {
+            word_len = 0;
+        } else {
+            word_len += 1;
+        }
+        if quote.is_some() && !closes {
+            quoted_len += 1;
+        }
+        let cut = (quote.is_some() && !closes && quoted_len > QUOTED_KEEP) || word_len > WORD_KEEP;
+        if cut {
+            out.push('…');
+            total += 1;
+            // Skip the rest of this quoted value, or of this word.
+            let in_quote = quote.is_some();
+            while let Some(&n) = chars.peek() {
+                if (in_quote && quote == Some(n)) || (!in_quote && n.is_whitespace()) {
+                    break;
+                }
+                chars.next();
+            }
+            word_len = 0;
+            quoted_len = 0;
+            continue;
+        }
+        out.push(c);
+        total += 1;
+        if closes {
+            quote = None;
+            quoted_len = 0;
+        } else if opens {
+            quote = Some(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Short messages pass unchanged; long quoted values, long words and long messages are
+    /// cut with an ellipsis, keeping their start and what follows a quoted value.
+    #[test]
+    fn echoes_are_bounded() {
+        let short = "invalid URL `ftp://x`: scheme must be http or https";
+        assert_eq!(bounded(short), short);
+        let long = "x".repeat(10_000);
+        let quoted = bounded(&format!("invalid host `{long}` in match"));
+        assert_eq!(
+            quoted,
+            format!("invalid host `{}…` in match", "x".repeat(40))
+        );
+        let word = bounded(&format!("cannot read /{long}: not found"));
+        assert_eq!(word, format!("cannot read /{}… not found", "x".repeat(99)));
+        let many = bounded(&"word ".repeat(10_000));
+        assert_eq!(many.chars().count(), MESSAGE_KEEP + 1);
+        assert!(many.ends_with('…'));
+        let unicode = bounded(&format!("bad `{}`", "é".repeat(100)));
+        assert_eq!(unicode, format!("bad `{}…`", "é".repeat(40)));
+    }
 }

@@ -1,6 +1,7 @@
 //! Integration tests: tokex over real sockets with a real upstream and token endpoint.
 
 mod cli;
+mod config_file;
 mod data_path;
 mod desync;
 mod errors;
