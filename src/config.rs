@@ -11,6 +11,7 @@ pub mod file;
 pub mod model;
 mod params;
 mod route;
+mod sources;
 pub mod values;
 mod yaml;
 

@@ -2,27 +2,24 @@
 //! actor token, trust roots and the circuit breaker. Every credential file becomes a
 //! [`Watched`] value registered for rotation.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
 use super::file::{AuthMethod, FileAuth, FileAuthority};
-use super::model::{
-    Actor, ActorToken, Authority, Invalid, TOKEN_TYPE_JWT, absolute_uri, at, resolve,
-};
+use super::model::{Actor, ActorToken, Authority, Invalid, TOKEN_TYPE_JWT, absolute_uri, at};
+use super::sources::Sources;
 use super::values::{PathText, format_duration};
 use crate::client_auth::{AssertionKey, CLIENT_ASSERTION_TYPE_JWT_BEARER, ClientAuth};
-use crate::credentials::{Poll, Watched, parse_secret};
+use crate::credentials::{Watched, parse_secret};
 use crate::secret::Secret;
 use crate::tls::{self, CaBundle};
 
 pub(super) fn authority(
     name: &str,
     spanned: &Spanned<FileAuthority>,
-    base: &Path,
-    watched: &mut Vec<Arc<dyn Poll>>,
+    sources: &mut Sources,
 ) -> Result<Authority, Invalid> {
     let a = &spanned.value;
     let path = format!("authorities.{name}");
@@ -48,18 +45,21 @@ pub(super) fn authority(
             format!("{path}.auth.audience must not be empty"),
         ));
     }
-    let auth = client_auth(&a.auth, &path, base, &audience, watched)?;
+    let auth = client_auth(&a.auth, &path, &audience, sources)?;
     let actor_token = match &a.actor_token {
         None => None,
         Some(actor) => {
-            let token = watch(watched, vec![resolve(base, &actor.file.value)], |p, c| {
-                let token = parse_secret(&p[0], &c[0])?;
-                let digest = ring::digest::digest(&ring::digest::SHA256, token.expose().as_bytes());
-                let mut d = [0u8; 32];
-                d.copy_from_slice(digest.as_ref());
-                Ok(Actor { token, digest: d })
-            })
-            .map_err(|m| at(&actor.file, format!("{path}.actor_token.file: {m}")))?;
+            let file = sources.resolve(&actor.file.value);
+            let token = sources
+                .watch(vec![file], |p, c| {
+                    let token = parse_secret(&p[0], &c[0])?;
+                    let digest =
+                        ring::digest::digest(&ring::digest::SHA256, token.expose().as_bytes());
+                    let mut d = [0u8; 32];
+                    d.copy_from_slice(digest.as_ref());
+                    Ok(Actor { token, digest: d })
+                })
+                .map_err(|m| at(&actor.file, format!("{path}.actor_token.file: {m}")))?;
             let token_type = match &actor.token_type {
                 None => TOKEN_TYPE_JWT.to_string(),
                 Some(t) => absolute_uri(&t.value.0)
@@ -68,12 +68,7 @@ pub(super) fn authority(
             Some(ActorToken { token, token_type })
         }
     };
-    let ca_file = ca_bundle(
-        a.ca_file.as_ref(),
-        &format!("{path}.ca_file"),
-        base,
-        watched,
-    )?;
+    let ca_file = ca_bundle(a.ca_file.as_ref(), &format!("{path}.ca_file"), sources)?;
     let retries = a.retries.unwrap_or(2);
     if retries > 10 {
         return Err(at(spanned, format!("{path}.retries must be at most 10")));
@@ -160,25 +155,11 @@ fn breaker(
     Ok(settings)
 }
 
-/// Reads `paths` with `parse` (which also gets the paths, for its messages) and
-/// registers the value with the rotation poller.
-pub(super) fn watch<T: Send + Sync + std::fmt::Debug + 'static>(
-    watched: &mut Vec<Arc<dyn Poll>>,
-    paths: Vec<PathBuf>,
-    parse: impl Fn(&[PathBuf], &[Vec<u8>]) -> Result<T, String> + Send + Sync + 'static,
-) -> Result<Watched<T>, String> {
-    let names = paths.clone();
-    let value = Watched::load(paths, move |contents| parse(&names, contents))?;
-    watched.push(Arc::new(value.clone()));
-    Ok(value)
-}
-
 fn client_auth(
     auth: &FileAuth,
     path: &str,
-    base: &Path,
     audience: &str,
-    watched: &mut Vec<Arc<dyn Poll>>,
+    sources: &mut Sources,
 ) -> Result<ClientAuth, Invalid> {
     use AuthMethod as M;
     let method = auth.method.value;
@@ -233,12 +214,14 @@ fn client_auth(
         ));
     }
     let required = |v: &Option<Spanned<PathText>>, key: &str| -> Result<PathBuf, Invalid> {
-        v.as_ref().map(|f| resolve(base, &f.value)).ok_or_else(|| {
-            at(
-                &auth.method,
-                format!("{path}.auth: {} needs {key}", method_name(method)),
-            )
-        })
+        v.as_ref()
+            .map(|f| sources.resolve(&f.value))
+            .ok_or_else(|| {
+                at(
+                    &auth.method,
+                    format!("{path}.auth: {} needs {key}", method_name(method)),
+                )
+            })
     };
     // Errors about a file point at the key that names it.
     let at_key = |v: &Option<Spanned<PathText>>, key: &str, m: String| match v {
@@ -264,7 +247,8 @@ fn client_auth(
                 (Some(s), None) => Watched::fixed(Secret::new(s.0.as_str())),
                 (None, Some(_)) => {
                     let file = required(&auth.client_secret_file, "client_secret_file")?;
-                    watch(watched, vec![file], |p, c| parse_secret(&p[0], &c[0]))
+                    sources
+                        .watch(vec![file], |p, c| parse_secret(&p[0], &c[0]))
                         .map_err(|m| at_key(&auth.client_secret_file, "client_secret_file", m))?
                 }
                 (None, None) => {
@@ -295,10 +279,11 @@ fn client_auth(
                 crate::client_auth::parse_alg(auth.alg.as_ref().map_or("ES256", |a| a.0.as_str()))
                     .map_err(|m| at(&auth.method, format!("{path}.auth.alg: {m}")))?;
             let kid = auth.key_id.as_ref().map(|k| k.0.clone());
-            let private_key = watch(watched, vec![file], move |p, c| {
-                AssertionKey::parse(&p[0], &c[0], alg, kid.as_deref())
-            })
-            .map_err(|m| at_key(&auth.private_key_file, "private_key_file", m))?;
+            let private_key = sources
+                .watch(vec![file], move |p, c| {
+                    AssertionKey::parse(&p[0], &c[0], alg, kid.as_deref())
+                })
+                .map_err(|m| at_key(&auth.private_key_file, "private_key_file", m))?;
             Ok(ClientAuth::PrivateKeyJwt {
                 private_key,
                 audience: audience.to_string(),
@@ -306,10 +291,11 @@ fn client_auth(
         }
         M::ClientAssertion => {
             let file = required(&auth.assertion_file, "assertion_file")?;
-            let assertion = watch(watched, vec![file], |p, c| {
-                crate::client_auth::parse_assertion(&p[0], &c[0])
-            })
-            .map_err(|m| at_key(&auth.assertion_file, "assertion_file", m))?;
+            let assertion = sources
+                .watch(vec![file], |p, c| {
+                    crate::client_auth::parse_assertion(&p[0], &c[0])
+                })
+                .map_err(|m| at_key(&auth.assertion_file, "assertion_file", m))?;
             let assertion_type = match &auth.assertion_type {
                 None => CLIENT_ASSERTION_TYPE_JWT_BEARER.to_string(),
                 Some(t) => absolute_uri(&t.0)
@@ -325,10 +311,11 @@ fn client_auth(
                 required(&auth.cert_file, "cert_file")?,
                 required(&auth.key_file, "key_file")?,
             ];
-            let identity = watch(watched, paths, |p, c| {
-                tls::parse_identity(&p[0], &c[0], &p[1], &c[1])
-            })
-            .map_err(|m| at_key(&auth.cert_file, "cert_file", m))?;
+            let identity = sources
+                .watch(paths, |p, c| {
+                    tls::parse_identity(&p[0], &c[0], &p[1], &c[1])
+                })
+                .map_err(|m| at_key(&auth.cert_file, "cert_file", m))?;
             Ok(ClientAuth::TlsClientAuth { identity })
         }
     }
@@ -348,14 +335,13 @@ fn method_name(m: AuthMethod) -> &'static str {
 pub(super) fn ca_bundle(
     f: Option<&Spanned<PathText>>,
     path: &str,
-    base: &Path,
-    watched: &mut Vec<Arc<dyn Poll>>,
+    sources: &mut Sources,
 ) -> Result<Option<Watched<CaBundle>>, Invalid> {
     f.map(|f| {
-        watch(watched, vec![resolve(base, &f.value)], |p, c| {
-            tls::parse_ca(&p[0], &c[0])
-        })
-        .map_err(|m| at(f, format!("{path}: {m}")))
+        let file = sources.resolve(&f.value);
+        sources
+            .watch(vec![file], |p, c| tls::parse_ca(&p[0], &c[0]))
+            .map_err(|m| at(f, format!("{path}: {m}")))
     })
     .transpose()
 }

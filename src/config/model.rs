@@ -15,7 +15,7 @@ use serde_saphyr::{Location, Spanned};
 
 use super::file::{FileCache, FileCacheOverride, FileConfig, MissingTokenPolicy};
 pub use super::params::normalize_scope;
-use super::values::{Dur, PathText, format_duration, serialize_duration};
+use super::values::{Dur, format_duration, serialize_duration};
 pub use crate::client_auth::ClientAuth;
 use crate::credentials::{Poll, Watched};
 use crate::secret::Secret;
@@ -246,7 +246,7 @@ fn nowhere(message: impl Into<String>) -> Invalid {
 
 /// Checks a parsed file and builds the model; relative paths resolve against `base`.
 pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
-    let mut watched: Vec<Arc<dyn Poll>> = Vec::new();
+    let mut sources = super::sources::Sources::new(base);
     let cache = cache_settings(&file.cache)?;
     let t = &file.timeouts;
     let timeouts = Timeouts {
@@ -266,7 +266,7 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
     let mut authorities = BTreeMap::new();
     for (name, spanned) in &file.authorities {
         check_name(name).map_err(|m| at(spanned, format!("authorities.{name}: {m}")))?;
-        let authority = super::authority::authority(name, spanned, base, &mut watched)?;
+        let authority = super::authority::authority(name, spanned, &mut sources)?;
         authorities.insert(name.clone(), Arc::new(authority));
     }
     let listen = file
@@ -284,8 +284,7 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
             &authorities,
             &route_cache,
             &timeouts,
-            base,
-            &mut watched,
+            &mut sources,
         )?;
         if super::route::points_at(&r.upstream, listen) {
             return Err(at(
@@ -338,9 +337,9 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
             enabled: file.audit.enabled,
             cache_hits: file.audit.cache_hits,
         },
-        audit_file: file.audit.file.as_ref().map(|f| resolve(base, f)),
+        audit_file: file.audit.file.as_ref().map(|f| sources.resolve(f)),
         tracing,
-        watched,
+        watched: sources.watched,
         source: None,
     })
 }
@@ -411,14 +410,6 @@ fn check_cache(
         Some(span) => at(span, message),
         None => nowhere(message),
     })
-}
-
-pub(super) fn resolve(base: &Path, p: &PathText) -> PathBuf {
-    if p.0.is_absolute() {
-        p.0.clone()
-    } else {
-        base.join(&p.0)
-    }
 }
 
 /// Route and authority names become metric labels, so they stay short and plain.

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use serde_saphyr::Spanned;
@@ -12,7 +11,7 @@ use super::file::{FileExchange, FileRoute, MissingTokenPolicy};
 use super::model::{
     Authority, CacheSettings, HostMatch, Invalid, Route, Timeouts, Upstream, at, check_name,
 };
-use crate::credentials::Poll;
+use super::sources::Sources;
 
 pub(super) fn route(
     i: usize,
@@ -21,8 +20,7 @@ pub(super) fn route(
     // The cache section with this route's overrides applied.
     cache: &CacheSettings,
     timeouts: &Timeouts,
-    base: &Path,
-    watched: &mut Vec<Arc<dyn Poll>>,
+    sources: &mut Sources,
 ) -> Result<Route, Invalid> {
     let r = &spanned.value;
     let path = format!("routes[{i}]");
@@ -52,12 +50,8 @@ pub(super) fn route(
     }
     let upstream =
         upstream(&r.upstream).map_err(|m| at(&r.upstream, format!("{path}.upstream: {m}")))?;
-    let ca_file = super::authority::ca_bundle(
-        r.ca_file.as_ref(),
-        &format!("{path}.ca_file"),
-        base,
-        watched,
-    )?;
+    let ca_file =
+        super::authority::ca_bundle(r.ca_file.as_ref(), &format!("{path}.ca_file"), sources)?;
     if r.on_missing_token == MissingTokenPolicy::ClientCredentials
         && matches!(r.exchange, FileExchange::None)
     {

@@ -1,0 +1,47 @@
+//! Where a config's values come from beyond its own text: the files it names (credentials
+//! and CA bundles, each registered for rotation) resolved against the config's directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::values::PathText;
+use crate::credentials::{Poll, Watched};
+
+/// What validation reads besides the file, and what it registers for the rotation poller.
+pub(super) struct Sources {
+    /// The config file's directory, which relative paths resolve against.
+    base: PathBuf,
+    /// Every credential file read so far.
+    pub(super) watched: Vec<Arc<dyn Poll>>,
+}
+
+impl Sources {
+    pub(super) fn new(base: &Path) -> Self {
+        Self {
+            base: base.to_path_buf(),
+            watched: Vec::new(),
+        }
+    }
+
+    /// `p` as an absolute path, or relative to the config file's directory.
+    pub(super) fn resolve(&self, p: &PathText) -> PathBuf {
+        if p.0.is_absolute() {
+            p.0.clone()
+        } else {
+            self.base.join(&p.0)
+        }
+    }
+
+    /// Reads `paths` with `parse` (which also gets the paths, for its messages) and
+    /// registers the value with the rotation poller.
+    pub(super) fn watch<T: Send + Sync + std::fmt::Debug + 'static>(
+        &mut self,
+        paths: Vec<PathBuf>,
+        parse: impl Fn(&[PathBuf], &[Vec<u8>]) -> Result<T, String> + Send + Sync + 'static,
+    ) -> Result<Watched<T>, String> {
+        let names = paths.clone();
+        let value = Watched::load(paths, move |contents| parse(&names, contents))?;
+        self.watched.push(Arc::new(value.clone()));
+        Ok(value)
+    }
+}
