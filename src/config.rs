@@ -12,6 +12,7 @@ pub mod model;
 mod params;
 mod route;
 mod sources;
+mod trust;
 pub mod values;
 mod yaml;
 

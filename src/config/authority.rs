@@ -14,7 +14,7 @@ use super::values::{PathText, format_duration};
 use crate::client_auth::{AssertionKey, CLIENT_ASSERTION_TYPE_JWT_BEARER, ClientAuth};
 use crate::credentials::{Watched, parse_secret};
 use crate::secret::Secret;
-use crate::tls::{self, CaBundle};
+use crate::tls;
 
 pub(super) fn authority(
     name: &str,
@@ -68,7 +68,7 @@ pub(super) fn authority(
             Some(ActorToken { token, token_type })
         }
     };
-    let ca_file = ca_bundle(a.ca_file.as_ref(), &format!("{path}.ca_file"), sources)?;
+    let ca_file = super::trust::ca_bundle(a.ca_file.as_ref(), &format!("{path}.ca_file"), sources)?;
     let retries = a.retries.unwrap_or(2);
     if retries > 10 {
         return Err(at(spanned, format!("{path}.retries must be at most 10")));
@@ -330,20 +330,6 @@ fn method_name(m: AuthMethod) -> &'static str {
         AuthMethod::TlsClientAuth => "tls_client_auth",
         AuthMethod::None => "none",
     }
-}
-
-pub(super) fn ca_bundle(
-    f: Option<&Spanned<PathText>>,
-    path: &str,
-    sources: &mut Sources,
-) -> Result<Option<Watched<CaBundle>>, Invalid> {
-    f.map(|f| {
-        let file = sources.resolve(&f.value);
-        sources
-            .watch(vec![file], |p, c| tls::parse_ca(&p[0], &c[0]))
-            .map_err(|m| at(f, format!("{path}: {m}")))
-    })
-    .transpose()
 }
 
 #[cfg(test)]

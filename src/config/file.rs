@@ -32,6 +32,35 @@ pub struct FileConfig {
     #[serde(default)]
     pub audit: FileAudit,
     pub tracing: Option<FileTracing>,
+    #[serde(default)]
+    pub tls: FileTls,
+}
+
+/// Optional: trust roots for every token endpoint and upstream.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    /// PEM trust roots added for every authority and upstream.
+    #[schemars(with = "Option<PathText>")]
+    pub ca_file: Option<Spanned<PathText>>,
+    /// The base set of roots; `SSL_CERT_FILE`, when set, replaces it.
+    #[schemars(with = "Option<Roots>")]
+    pub roots: Option<Spanned<Roots>>,
+}
+
+/// The base set of trust roots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+pub enum Roots {
+    /// The Mozilla roots compiled into tokex.
+    #[default]
+    #[serde(rename = "webpki")]
+    Webpki,
+    /// The operating system's store.
+    #[serde(rename = "system")]
+    System,
+    /// Both.
+    #[serde(rename = "webpki+system")]
+    WebpkiAndSystem,
 }
 
 /// Optional: OpenTelemetry traces over OTLP/HTTP (off without this section).

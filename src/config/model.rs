@@ -37,6 +37,7 @@ pub struct Config {
     pub limits: Limits,
     pub audit: crate::audit::AuditSettings,
     pub tracing: Option<crate::otel::OtelSettings>,
+    pub tls: TlsSettings,
     /// Where audit events go as JSON lines; `None`: into the log.
     pub audit_file: Option<PathBuf>,
     /// Every credential file, for the rotation poller.
@@ -46,6 +47,16 @@ pub struct Config {
     /// to it, even one made during the load, reloads the config.
     #[serde(skip)]
     pub source: Option<Watched<()>>,
+}
+
+/// The `tls` section as it applies: which base set of roots, and the files that add to or
+/// replace it. Every authority's and route's `ca_file` bundle is built from these.
+#[derive(Debug, Serialize)]
+pub struct TlsSettings {
+    pub roots: super::file::Roots,
+    pub ca_file: Option<PathBuf>,
+    /// `SSL_CERT_FILE` when it was set: the root set, replacing `roots`.
+    pub ssl_cert_file: Option<PathBuf>,
 }
 
 /// An authorization server tokex exchanges tokens at.
@@ -237,7 +248,7 @@ pub(super) fn at<T>(span: &Spanned<T>, message: impl Into<String>) -> Invalid {
     }
 }
 
-fn nowhere(message: impl Into<String>) -> Invalid {
+pub(super) fn nowhere(message: impl Into<String>) -> Invalid {
     Invalid {
         location: None,
         message: message.into(),
@@ -247,6 +258,8 @@ fn nowhere(message: impl Into<String>) -> Invalid {
 /// Checks a parsed file and builds the model; relative paths resolve against `base`.
 pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
     let mut sources = super::sources::Sources::new(base);
+    let (trust, tls) = super::trust::trust(&file.tls, &sources)?;
+    sources.trust = trust;
     let cache = cache_settings(&file.cache)?;
     let t = &file.timeouts;
     let timeouts = Timeouts {
@@ -339,6 +352,7 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
         },
         audit_file: file.audit.file.as_ref().map(|f| sources.resolve(f)),
         tracing,
+        tls,
         watched: sources.watched,
         source: None,
     })

@@ -50,8 +50,7 @@ pub(super) fn route(
     }
     let upstream =
         upstream(&r.upstream).map_err(|m| at(&r.upstream, format!("{path}.upstream: {m}")))?;
-    let ca_file =
-        super::authority::ca_bundle(r.ca_file.as_ref(), &format!("{path}.ca_file"), sources)?;
+    let ca_file = super::trust::ca_bundle(r.ca_file.as_ref(), &format!("{path}.ca_file"), sources)?;
     if r.on_missing_token == MissingTokenPolicy::ClientCredentials
         && matches!(r.exchange, FileExchange::None)
     {

@@ -1,9 +1,11 @@
 //! Where a config's values come from beyond its own text: the files it names (credentials
-//! and CA bundles, each registered for rotation) resolved against the config's directory.
+//! and CA bundles, each registered for rotation) resolved against the config's directory,
+//! the environment (`SSL_CERT_FILE`) and the operating system's certificate store.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::trust::Trust;
 use super::values::PathText;
 use crate::credentials::{Poll, Watched};
 
@@ -13,6 +15,8 @@ pub(super) struct Sources {
     base: PathBuf,
     /// Every credential file read so far.
     pub(super) watched: Vec<Arc<dyn Poll>>,
+    /// The trust roots every TLS client starts from, once the `tls` section is read.
+    pub(super) trust: Trust,
 }
 
 impl Sources {
@@ -20,7 +24,18 @@ impl Sources {
         Self {
             base: base.to_path_buf(),
             watched: Vec::new(),
+            trust: Trust::default(),
         }
+    }
+
+    /// The environment variable `name`.
+    pub(super) fn env(&self, name: &str) -> Option<String> {
+        super::values::env_var(name)
+    }
+
+    /// The operating system's certificate store.
+    pub(super) fn system_roots(&self) -> rustls_native_certs::CertificateResult {
+        rustls_native_certs::load_native_certs()
     }
 
     /// `p` as an absolute path, or relative to the config file's directory.

@@ -21,10 +21,15 @@ pub struct Text(pub String);
 impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(d)?;
-        expand_env(&raw, |name| std::env::var(name).ok())
+        expand_env(&raw, env_var)
             .map(Text)
             .map_err(D::Error::custom)
     }
+}
+
+/// The environment variable `name`: the one place the config reads the environment.
+pub(super) fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 /// Expands `${NAME}` references using `lookup`.

@@ -16,4 +16,5 @@ mod seeds;
 mod stalls;
 mod sts;
 mod support;
+mod trust;
 mod upgrade;
