@@ -1,12 +1,18 @@
-//! Configuration: loading the YAML configuration file into a validated [`Config`].
+//! Configuration: loading the YAML configuration file into a validated [`Config`]. Every
+//! error names the file, line, column and the key path, as `FILE:LINE:COL: message`.
 //!
-//! Layout: [`file`] mirrors the YAML, [`authority`] builds authorities and their
-//! credentials, [`values`] parses scalars (durations, URLs, `${ENV}`),
-//! [`model`] is the validated form the proxy runs on, with routes and their exchange
-//! parameters checked in `route` and `params`; `yaml` parses and words the parser's errors. Every error names the file, line,
-//! column and the key path, as `FILE:LINE:COL: message`.
+//! Layout:
+//! - [`file`] mirrors the YAML; [`values`] parses scalars (durations, URLs, `${ENV}`);
+//!   `yaml` parses and words the parser's errors.
+//! - [`model`] is the validated form the proxy runs on, built by [`model::validate`] from
+//!   [`authority`] (with `auth` for client authentication), `route` (with `params` for a
+//!   route's exchange parameters), `cache` and `trust` (TLS roots).
+//! - `sources` is what validation reads besides the file: credential files, the
+//!   environment and the operating system's certificate store.
 
+mod auth;
 pub mod authority;
+mod cache;
 pub mod file;
 pub mod model;
 mod params;

@@ -13,9 +13,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_saphyr::{Location, Spanned};
 
-use super::file::{FileCache, FileCacheOverride, FileConfig, MissingTokenPolicy};
+use super::file::{FileConfig, MissingTokenPolicy};
 pub use super::params::normalize_scope;
-use super::values::{Dur, format_duration, serialize_duration};
+use super::values::serialize_duration;
 pub use crate::client_auth::ClientAuth;
 use crate::credentials::{Poll, Watched};
 use crate::secret::Secret;
@@ -260,7 +260,7 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
     let mut sources = super::sources::Sources::new(base);
     let (trust, tls) = super::trust::trust(&file.tls, &sources)?;
     sources.trust = trust;
-    let cache = cache_settings(&file.cache)?;
+    let cache = super::cache::cache_settings(&file.cache)?;
     let t = &file.timeouts;
     let timeouts = Timeouts {
         upstream_connect: t.upstream_connect.map_or(Duration::from_secs(5), |d| d.0),
@@ -288,7 +288,9 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
     let mut routes: Vec<Arc<Route>> = Vec::with_capacity(file.routes.len());
     for (i, spanned) in file.routes.iter().enumerate() {
         let route_cache = match &spanned.value.cache {
-            Some(o) => override_cache(&cache, o, i, file.cache.early_expiry.is_some())?,
+            Some(o) => {
+                super::cache::override_cache(&cache, o, i, file.cache.early_expiry.is_some())?
+            }
             None => cache,
         };
         let r = super::route::route(
@@ -355,74 +357,6 @@ pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
         tls,
         watched: sources.watched,
         source: None,
-    })
-}
-
-/// Written when a key is not set, so an error about its value does not read as a typo.
-const DEFAULT_NOTE: &str = "the default when it is not set";
-
-fn cache_settings(c: &FileCache) -> Result<CacheSettings, Invalid> {
-    let value =
-        |d: &Option<Spanned<Dur>>, default: Duration| d.as_ref().map_or(default, |d| d.value.0);
-    let s = CacheSettings {
-        max_ttl: value(&c.max_ttl, Duration::from_secs(600)),
-        default_ttl: c.default_ttl.map_or(Duration::from_secs(60), |d| d.0),
-        early_expiry: value(&c.early_expiry, Duration::from_secs(30)),
-        refresh_ahead: c.refresh_ahead.map_or(Duration::ZERO, |d| d.0),
-    };
-    let early_note = c.early_expiry.is_none().then_some(DEFAULT_NOTE);
-    check_cache(&s, "cache", [&c.early_expiry, &c.max_ttl], early_note)?;
-    Ok(s)
-}
-
-/// Route `i`'s cache: the cache section's values overridden by the route's own.
-fn override_cache(
-    base: &CacheSettings,
-    o: &FileCacheOverride,
-    i: usize,
-    base_early_set: bool,
-) -> Result<CacheSettings, Invalid> {
-    let value = |d: &Option<Spanned<Dur>>, base: Duration| d.as_ref().map_or(base, |d| d.value.0);
-    let s = CacheSettings {
-        max_ttl: value(&o.max_ttl, base.max_ttl),
-        default_ttl: o.default_ttl.map_or(base.default_ttl, |d| d.0),
-        early_expiry: value(&o.early_expiry, base.early_expiry),
-        refresh_ahead: o.refresh_ahead.map_or(base.refresh_ahead, |d| d.0),
-    };
-    let early_note = match (&o.early_expiry, base_early_set) {
-        (Some(_), _) => None,
-        (None, true) => Some("from cache.early_expiry"),
-        (None, false) => Some(DEFAULT_NOTE),
-    };
-    let path = format!("routes[{i}].cache");
-    check_cache(&s, &path, [&o.early_expiry, &o.max_ttl], early_note)?;
-    Ok(s)
-}
-
-/// `early_expiry` must leave a token some life below `max_ttl`. The error points at
-/// whichever of the two this section sets (`keys`, early_expiry first) and says where an
-/// `early_expiry` it does not set comes from.
-fn check_cache(
-    s: &CacheSettings,
-    path: &str,
-    keys: [&Option<Spanned<Dur>>; 2],
-    early_note: Option<&str>,
-) -> Result<(), Invalid> {
-    if s.early_expiry < s.max_ttl || s.max_ttl.is_zero() {
-        return Ok(());
-    }
-    let early = match early_note {
-        Some(note) => format!("{}, {note}", format_duration(s.early_expiry)),
-        None => format_duration(s.early_expiry),
-    };
-    let message = format!(
-        "{path}.early_expiry ({early}) must be shorter than max_ttl ({}), or no token would \
-         ever be cached; lower early_expiry or raise max_ttl",
-        format_duration(s.max_ttl)
-    );
-    Err(match keys.into_iter().flatten().next() {
-        Some(span) => at(span, message),
-        None => nowhere(message),
     })
 }
 
