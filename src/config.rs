@@ -15,6 +15,7 @@ pub mod authority;
 mod cache;
 pub mod file;
 pub mod model;
+mod offline;
 mod params;
 mod route;
 mod sources;
@@ -76,17 +77,31 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Parses and validates config text; `path` names it in errors and anchors relative paths.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     if yaml::is_blank(text) {
-        return Err(located(
-            path,
-            None,
-            "the file is empty: a config needs at least `routes` (`routes: []` is the smallest)"
-                .into(),
-        ));
+        return Err(located(path, None, EMPTY.into()));
     }
     let parsed: file::FileConfig = from_yaml(text).map_err(|(loc, msg)| located(path, loc, msg))?;
     let base = path.parent().unwrap_or(Path::new("."));
     model::validate(parsed, base).map_err(|e| located(path, e.location, e.message))
 }
+
+/// Checks the config file at `path` without reading the credential and CA files it names
+/// or the environment (`tokex check --offline`, for CI): `${NAME}` and `*_file` are
+/// accepted unresolved, everything the file itself says is checked.
+pub fn check_offline(path: &Path) -> Result<(), ConfigError> {
+    let text = read(path)?;
+    if yaml::is_blank(&text) {
+        return Err(located(path, None, EMPTY.into()));
+    }
+    let parsed: file::FileConfig =
+        offline::scope(|| from_yaml(&text)).map_err(|(loc, msg)| located(path, loc, msg))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    offline::scope(|| model::check_offline(parsed, base))
+        .map_err(|e| located(path, e.location, e.message))
+}
+
+/// What an empty config file is told.
+const EMPTY: &str =
+    "the file is empty: a config needs at least `routes` (`routes: []` is the smallest)";
 
 /// Reads a YAML file into `T` with located errors; shared with the embedded STS config.
 pub(crate) fn load_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {

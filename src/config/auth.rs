@@ -107,9 +107,13 @@ pub(super) fn client_auth(
                 (Some(s), None) => Watched::fixed(Secret::new(s.0.as_str())),
                 (None, Some(_)) => {
                     let file = required(&auth.client_secret_file, "client_secret_file")?;
-                    sources
+                    let secret = sources
                         .watch(vec![file], |p, c| parse_secret(&p[0], &c[0]))
-                        .map_err(|m| at_key(&auth.client_secret_file, "client_secret_file", m))?
+                        .map_err(|m| at_key(&auth.client_secret_file, "client_secret_file", m))?;
+                    let Some(secret) = secret else {
+                        return Ok(OFFLINE_STAND_IN);
+                    };
+                    secret
                 }
                 (None, None) => {
                     return Err(at(
@@ -144,27 +148,31 @@ pub(super) fn client_auth(
                     AssertionKey::parse(&p[0], &c[0], alg, kid.as_deref())
                 })
                 .map_err(|m| at_key(&auth.private_key_file, "private_key_file", m))?;
-            Ok(ClientAuth::PrivateKeyJwt {
-                private_key,
-                audience: audience.to_string(),
-            })
+            Ok(
+                private_key.map_or(OFFLINE_STAND_IN, |private_key| ClientAuth::PrivateKeyJwt {
+                    private_key,
+                    audience: audience.to_string(),
+                }),
+            )
         }
         M::ClientAssertion => {
             let file = required(&auth.assertion_file, "assertion_file")?;
-            let assertion = sources
-                .watch(vec![file], |p, c| {
-                    crate::client_auth::parse_assertion(&p[0], &c[0])
-                })
-                .map_err(|m| at_key(&auth.assertion_file, "assertion_file", m))?;
             let assertion_type = match &auth.assertion_type {
                 None => CLIENT_ASSERTION_TYPE_JWT_BEARER.to_string(),
                 Some(t) => absolute_uri(&t.0)
                     .map_err(|m| at(&auth.method, format!("{path}.auth.assertion_type: {m}")))?,
             };
-            Ok(ClientAuth::ClientAssertion {
-                assertion,
-                assertion_type,
-            })
+            let assertion = sources
+                .watch(vec![file], |p, c| {
+                    crate::client_auth::parse_assertion(&p[0], &c[0])
+                })
+                .map_err(|m| at_key(&auth.assertion_file, "assertion_file", m))?;
+            Ok(
+                assertion.map_or(OFFLINE_STAND_IN, |assertion| ClientAuth::ClientAssertion {
+                    assertion,
+                    assertion_type,
+                }),
+            )
         }
         M::TlsClientAuth => {
             let paths = vec![
@@ -176,10 +184,18 @@ pub(super) fn client_auth(
                     tls::parse_identity(&p[0], &c[0], &p[1], &c[1])
                 })
                 .map_err(|m| at_key(&auth.cert_file, "cert_file", m))?;
-            Ok(ClientAuth::TlsClientAuth { identity })
+            Ok(
+                identity.map_or(OFFLINE_STAND_IN, |identity| ClientAuth::TlsClientAuth {
+                    identity,
+                }),
+            )
         }
     }
 }
+
+/// What an offline check builds for a method whose credential file it did not read; the
+/// model it is part of is dropped unused.
+const OFFLINE_STAND_IN: ClientAuth = ClientAuth::None;
 
 fn method_name(m: AuthMethod) -> &'static str {
     match m {

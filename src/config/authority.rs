@@ -7,6 +7,7 @@ use serde_saphyr::Spanned;
 
 use super::file::FileAuthority;
 use super::model::{Actor, ActorToken, Authority, Invalid, TOKEN_TYPE_JWT, absolute_uri, at};
+use super::offline;
 use super::sources::Sources;
 use super::values::format_duration;
 use crate::credentials::parse_secret;
@@ -44,8 +45,13 @@ pub(super) fn authority(
     let actor_token = match &a.actor_token {
         None => None,
         Some(actor) => {
+            let token_type = match &actor.token_type {
+                None => TOKEN_TYPE_JWT.to_string(),
+                Some(t) => absolute_uri(&t.value.0)
+                    .map_err(|m| at(t, format!("{path}.actor_token.type: {m}")))?,
+            };
             let file = sources.resolve(&actor.file.value);
-            let token = sources
+            sources
                 .watch(vec![file], |p, c| {
                     let token = parse_secret(&p[0], &c[0])?;
                     let digest =
@@ -54,13 +60,8 @@ pub(super) fn authority(
                     d.copy_from_slice(digest.as_ref());
                     Ok(Actor { token, digest: d })
                 })
-                .map_err(|m| at(&actor.file, format!("{path}.actor_token.file: {m}")))?;
-            let token_type = match &actor.token_type {
-                None => TOKEN_TYPE_JWT.to_string(),
-                Some(t) => absolute_uri(&t.value.0)
-                    .map_err(|m| at(t, format!("{path}.actor_token.type: {m}")))?,
-            };
-            Some(ActorToken { token, token_type })
+                .map_err(|m| at(&actor.file, format!("{path}.actor_token.file: {m}")))?
+                .map(|token| ActorToken { token, token_type })
         }
     };
     let ca_file = super::trust::ca_bundle(a.ca_file.as_ref(), &format!("{path}.ca_file"), sources)?;
@@ -83,7 +84,7 @@ pub(super) fn authority(
                 format!("{path}.attempt_timeout must be greater than zero"),
             ));
         }
-        Some(t) if t.value.0 > timeout => {
+        Some(t) if t.value.0 > timeout && offline::comparable(&[t.value.0, timeout]) => {
             return Err(at(
                 t,
                 format!(

@@ -58,7 +58,10 @@ fn check_cache(
     keys: [&Option<Spanned<Dur>>; 2],
     early_note: Option<&str>,
 ) -> Result<(), Invalid> {
-    if s.early_expiry < s.max_ttl || s.max_ttl.is_zero() {
+    if s.early_expiry < s.max_ttl
+        || s.max_ttl.is_zero()
+        || !super::offline::comparable(&[s.early_expiry, s.max_ttl])
+    {
         return Ok(());
     }
     let early = match early_note {

@@ -257,7 +257,17 @@ pub(super) fn nowhere(message: impl Into<String>) -> Invalid {
 
 /// Checks a parsed file and builds the model; relative paths resolve against `base`.
 pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
-    let mut sources = super::sources::Sources::new(base);
+    build(file, super::sources::Sources::new(base, false))
+}
+
+/// Checks a file parsed offline (`tokex check --offline`): everything but what the
+/// credential and CA files and the environment hold. The model it builds has stand-ins for
+/// those, so it is dropped here rather than run.
+pub(super) fn check_offline(file: FileConfig, base: &Path) -> Result<(), Invalid> {
+    build(file, super::sources::Sources::new(base, true)).map(drop)
+}
+
+fn build(file: FileConfig, mut sources: super::sources::Sources) -> Result<Config, Invalid> {
     let (trust, tls) = super::trust::trust(&file.tls, &sources)?;
     sources.trust = trust;
     let cache = super::cache::cache_settings(&file.cache)?;

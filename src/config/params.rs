@@ -43,7 +43,10 @@ pub(super) fn exchange_params(
     }
     let opt = |v: &Option<Spanned<Text>>, key: &str, check: fn(&str) -> Result<String, String>| {
         v.as_ref()
-            .map(|s| check(&s.value.0).map_err(|m| at(s, format!("{path}.exchange.{key}: {m}"))))
+            .map(|s| match &s.value.0 {
+                unknown if super::offline::unresolved(unknown) => Ok(unknown.clone()),
+                known => check(known).map_err(|m| at(s, format!("{path}.exchange.{key}: {m}"))),
+            })
             .transpose()
     };
     let token_type = |v: &Option<Spanned<Text>>, key: &str| {

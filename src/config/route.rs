@@ -134,6 +134,12 @@ pub(super) fn points_at(upstream: &Upstream, listen: SocketAddr) -> bool {
 }
 
 fn parse_host_match(raw: &str) -> Result<HostMatch, String> {
+    if super::offline::unresolved(raw) {
+        return Ok(HostMatch {
+            host: raw.to_string(),
+            port: None,
+        });
+    }
     if let Some((scheme, _)) = raw.split_once("://") {
         // A URL pasted where a host belongs: say so and give the host it names.
         let fix = url::Url::parse(raw).ok().and_then(|u| {

@@ -10,7 +10,10 @@ use super::values::PathText;
 use crate::credentials::{Poll, Watched};
 
 /// What validation reads besides the file, and what it registers for the rotation poller.
+/// Offline it reads none of it.
 pub(super) struct Sources {
+    /// `tokex check --offline`: no credential file, CA file or environment is read.
+    pub(super) offline: bool,
     /// The config file's directory, which relative paths resolve against.
     base: PathBuf,
     /// Every credential file read so far.
@@ -20,16 +23,20 @@ pub(super) struct Sources {
 }
 
 impl Sources {
-    pub(super) fn new(base: &Path) -> Self {
+    pub(super) fn new(base: &Path, offline: bool) -> Self {
         Self {
+            offline,
             base: base.to_path_buf(),
             watched: Vec::new(),
             trust: Trust::default(),
         }
     }
 
-    /// The environment variable `name`.
+    /// The environment variable `name`; offline, none is set.
     pub(super) fn env(&self, name: &str) -> Option<String> {
+        if self.offline {
+            return None;
+        }
         super::values::env_var(name)
     }
 
@@ -48,15 +55,20 @@ impl Sources {
     }
 
     /// Reads `paths` with `parse` (which also gets the paths, for its messages) and
-    /// registers the value with the rotation poller.
+    /// registers the value with the rotation poller. Offline nothing is read: `None`, and
+    /// the caller builds a stand-in that the offline check then discards with the rest of
+    /// the model.
     pub(super) fn watch<T: Send + Sync + std::fmt::Debug + 'static>(
         &mut self,
         paths: Vec<PathBuf>,
         parse: impl Fn(&[PathBuf], &[Vec<u8>]) -> Result<T, String> + Send + Sync + 'static,
-    ) -> Result<Watched<T>, String> {
+    ) -> Result<Option<Watched<T>>, String> {
+        if self.offline {
+            return Ok(None);
+        }
         let names = paths.clone();
         let value = Watched::load(paths, move |contents| parse(&names, contents))?;
         self.watched.push(Arc::new(value.clone()));
-        Ok(value)
+        Ok(Some(value))
     }
 }

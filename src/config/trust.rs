@@ -47,6 +47,10 @@ pub(super) fn trust(t: &FileTls, sources: &Sources) -> Result<(Trust, TlsSetting
             }
         }
         None if roots == Roots::Webpki => BaseRoots::default(),
+        None if sources.offline => BaseRoots {
+            webpki: roots == Roots::WebpkiAndSystem,
+            system: Arc::default(),
+        },
         None => BaseRoots {
             webpki: roots == Roots::WebpkiAndSystem,
             system: system_roots(sources).map_err(|m| match &t.roots {
@@ -57,7 +61,9 @@ pub(super) fn trust(t: &FileTls, sources: &Sources) -> Result<(Trust, TlsSetting
     };
     let ca_file = t.ca_file.as_ref().map(|f| (f, sources.resolve(&f.value)));
     if let Some((span, path)) = &ca_file {
-        check(path).map_err(|m| at(*span, format!("tls.ca_file: {m}")))?;
+        if !sources.offline {
+            check(path).map_err(|m| at(*span, format!("tls.ca_file: {m}")))?;
+        }
         shared.push(path.clone());
     }
     let settings = TlsSettings {
@@ -102,7 +108,6 @@ pub(super) fn ca_bundle(
     }
     sources
         .watch(paths, move |p, c| merge(p, c, &base))
-        .map(Some)
         .map_err(|m| match own {
             Some(f) => at(f, format!("{key}: {m}")),
             None => nowhere(format!("{key}: {m}")),
