@@ -96,15 +96,9 @@ pub fn check(args: &CheckArgs) -> ExitCode {
             }
         };
     }
-    match config::load(path) {
-        Ok(config) => {
-            match serde_saphyr::to_string(&config) {
-                Ok(text) => print!("{text}"),
-                Err(e) => {
-                    eprintln!("{}: cannot print the effective config: {e}", path.display());
-                    return ExitCode::from(EXIT_RUNTIME);
-                }
-            }
+    match config::effective(path) {
+        Ok(text) => {
+            print!("{text}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -7,12 +7,14 @@
 //! - [`model`] is the validated form the proxy runs on, built by [`model::validate`] from
 //!   [`authority`] (with `auth` for client authentication), `route` (with `params` for a
 //!   route's exchange parameters), `cache` and `trust` (TLS roots).
+//! - `effective` writes a loaded config back in the file's format (`tokex check`).
 //! - `sources` is what validation reads besides the file: credential files, the
 //!   environment and the operating system's certificate store.
 
 mod auth;
 pub mod authority;
 mod cache;
+mod effective;
 pub mod file;
 pub mod model;
 mod offline;
@@ -61,6 +63,23 @@ pub fn schema() -> String {
 
 /// Reads, parses and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_file(path).map(|(_, config)| config)
+}
+
+/// Loads the config at `path` as [`load`] does and writes it as `tokex check` prints it:
+/// in the file's own format, defaults filled in, secrets redacted.
+pub fn effective(path: &Path) -> Result<String, ConfigError> {
+    let (file, config) = load_file(path)?;
+    effective::render(&file, &config, base_of(path)).map_err(|e| {
+        located(
+            path,
+            None,
+            format!("cannot print the effective config: {e}"),
+        )
+    })
+}
+
+fn load_file(path: &Path) -> Result<(file::FileConfig, Config), ConfigError> {
     // Refused by its size before the watcher below reads it whole.
     if std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_CONFIG_BYTES) {
         return Err(unreadable(path, ReadError::TooLarge(MAX_CONFIG_BYTES)));
@@ -69,19 +88,29 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let source = crate::credentials::Watched::load(vec![path.to_path_buf()], |_| Ok(()))
         .map_err(|e| located(path, None, e))?;
     let text = read(path)?;
-    let mut config = parse(&text, path)?;
+    let file = parse_file(&text, path)?;
+    let mut config =
+        model::validate(&file, base_of(path)).map_err(|e| located(path, e.location, e.message))?;
     config.source = Some(source);
-    Ok(config)
+    Ok((file, config))
 }
 
 /// Parses and validates config text; `path` names it in errors and anchors relative paths.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let file = parse_file(text, path)?;
+    model::validate(&file, base_of(path)).map_err(|e| located(path, e.location, e.message))
+}
+
+fn parse_file(text: &str, path: &Path) -> Result<file::FileConfig, ConfigError> {
     if yaml::is_blank(text) {
         return Err(located(path, None, EMPTY.into()));
     }
-    let parsed: file::FileConfig = from_yaml(text).map_err(|(loc, msg)| located(path, loc, msg))?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    model::validate(parsed, base).map_err(|e| located(path, e.location, e.message))
+    from_yaml(text).map_err(|(loc, msg)| located(path, loc, msg))
+}
+
+/// The directory relative paths in the config at `path` resolve against.
+fn base_of(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
 }
 
 /// Checks the config file at `path` without reading the credential and CA files it names
@@ -89,13 +118,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
 /// accepted unresolved, everything the file itself says is checked.
 pub fn check_offline(path: &Path) -> Result<(), ConfigError> {
     let text = read(path)?;
-    if yaml::is_blank(&text) {
-        return Err(located(path, None, EMPTY.into()));
-    }
-    let parsed: file::FileConfig =
-        offline::scope(|| from_yaml(&text)).map_err(|(loc, msg)| located(path, loc, msg))?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    offline::scope(|| model::check_offline(parsed, base))
+    let file = offline::scope(|| parse_file(&text, path))?;
+    offline::scope(|| model::check_offline(&file, base_of(path)))
         .map_err(|e| located(path, e.location, e.message))
 }
 

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use serde::{Serialize, Serializer};
 
 /// The trust roots of one TLS client: certificates read from PEM files (the last of which
 /// is `path`) on top of a base set.
@@ -41,12 +40,6 @@ impl Default for BaseRoots {
             webpki: true,
             system: Arc::default(),
         }
-    }
-}
-
-impl Serialize for CaBundle {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.path.display())
     }
 }
 

@@ -119,7 +119,7 @@ pub struct FileBreaker {
 }
 
 /// Client authentication methods (RFC 6749 §2.3, RFC 7523, RFC 8705).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMethod {
     ClientSecretBasic,

@@ -10,12 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use serde_saphyr::{Location, Spanned};
 
 use super::file::{FileConfig, MissingTokenPolicy};
 pub use super::params::normalize_scope;
-use super::values::serialize_duration;
 pub use crate::client_auth::ClientAuth;
 use crate::credentials::{Poll, Watched};
 use crate::secret::Secret;
@@ -26,7 +24,7 @@ pub const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:acce
 pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 /// A validated configuration.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Config {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
@@ -41,17 +39,15 @@ pub struct Config {
     /// Where audit events go as JSON lines; `None`: into the log.
     pub audit_file: Option<PathBuf>,
     /// Every credential file, for the rotation poller.
-    #[serde(skip)]
     pub watched: Vec<Arc<dyn Poll>>,
     /// The file this config was loaded from, stamped before it was read: a change
     /// to it, even one made during the load, reloads the config.
-    #[serde(skip)]
     pub source: Option<Watched<()>>,
 }
 
 /// The `tls` section as it applies: which base set of roots, and the files that add to or
 /// replace it. Every authority's and route's `ca_file` bundle is built from these.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct TlsSettings {
     pub roots: super::file::Roots,
     pub ca_file: Option<PathBuf>,
@@ -60,7 +56,7 @@ pub struct TlsSettings {
 }
 
 /// An authorization server tokex exchanges tokens at.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Authority {
     pub name: String,
     pub token_endpoint: String,
@@ -72,21 +68,17 @@ pub struct Authority {
     pub actor_token: Option<ActorToken>,
     pub ca_file: Option<Watched<CaBundle>>,
     /// Bounds the whole exchange, retries and their backoff included.
-    #[serde(serialize_with = "serialize_duration")]
     pub timeout: Duration,
     /// Bounds one attempt (connect plus the whole response); at most `timeout`.
-    #[serde(serialize_with = "serialize_duration")]
     pub attempt_timeout: Duration,
     pub retries: u32,
     pub circuit_breaker: crate::resilience::BreakerSettings,
 }
 
 /// tokex's own identity, sent as `actor_token` for delegation (RFC 8693 §1.1).
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct ActorToken {
-    #[serde(rename = "file")]
     pub token: Watched<Actor>,
-    #[serde(rename = "type")]
     pub token_type: String,
 }
 
@@ -99,7 +91,7 @@ pub struct Actor {
 }
 
 /// One entry of the route table.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Route {
     pub name: String,
     pub host: Option<HostMatch>,
@@ -110,10 +102,8 @@ pub struct Route {
     pub on_missing_token: MissingTokenPolicy,
     pub exchange: Option<ExchangeParams>,
     pub cache: CacheSettings,
-    #[serde(serialize_with = "serialize_duration")]
     pub timeout: Duration,
     /// Bound on the whole request (exchange and upstream response headers).
-    #[serde(serialize_with = "super::values::serialize_opt_duration")]
     pub deadline: Option<Duration>,
     /// On an upstream 401 for an idempotent request without a body: drop the cached
     /// token, exchange once more and retry once.
@@ -121,27 +111,24 @@ pub struct Route {
 }
 
 /// A `match.host`: a lowercase name, and a port only when the config gave one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostMatch {
     pub host: String,
     pub port: Option<u16>,
 }
 
 /// Where a route forwards to.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Upstream {
     pub url: String,
-    #[serde(skip)]
     pub scheme: http::uri::Scheme,
-    #[serde(skip)]
     pub authority: http::uri::Authority,
     /// The URL's path without a trailing `/`, prefixed to every forwarded path.
-    #[serde(skip)]
     pub base_path: String,
 }
 
 /// The RFC 8693 §2.1 parameters of a route's exchange.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct ExchangeParams {
     pub authority: String,
     pub audience: Option<String>,
@@ -154,20 +141,17 @@ pub struct ExchangeParams {
 }
 
 /// Where a route reads the subject token; the source is removed before forwarding.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubjectSource {
     /// `Authorization: Bearer` (RFC 6750 §2.1).
     Authorization,
-    #[serde(serialize_with = "serialize_header_name")]
     Header(http::HeaderName),
     Cookie(String),
 }
 
 /// Where and how the issued token is put on the upstream request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inject {
-    #[serde(serialize_with = "serialize_header_name")]
     pub header: http::HeaderName,
     /// `None`: the token alone. Only a `Bearer` scheme requires `token_type: Bearer`
     /// (RFC 6749 §7.1); any other use accepts what the AS issued (e.g. `N_A`).
@@ -183,52 +167,34 @@ impl Inject {
     }
 }
 
-fn serialize_header_name<S: serde::Serializer>(
-    h: &http::HeaderName,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.serialize_str(h.as_str())
-}
-
 /// Global cache settings.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct CacheConfig {
     pub max_entries: u64,
-    #[serde(flatten)]
     pub defaults: CacheSettings,
 }
 
 /// The lifetime rules of step 5 of the request flow, per route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheSettings {
-    #[serde(serialize_with = "serialize_duration")]
     pub max_ttl: Duration,
-    #[serde(serialize_with = "serialize_duration")]
     pub default_ttl: Duration,
-    #[serde(serialize_with = "serialize_duration")]
     pub early_expiry: Duration,
-    #[serde(serialize_with = "serialize_duration")]
     pub refresh_ahead: Duration,
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
-    #[serde(serialize_with = "serialize_duration")]
     pub upstream_connect: Duration,
-    #[serde(serialize_with = "serialize_duration")]
     pub upstream_response: Duration,
-    #[serde(serialize_with = "serialize_duration")]
     pub client_header_read: Duration,
-    #[serde(serialize_with = "serialize_duration")]
     pub idle: Duration,
     /// A body that makes no progress this long, either way, ends both connections.
-    #[serde(serialize_with = "serialize_duration")]
     pub body_idle: Duration,
-    #[serde(serialize_with = "serialize_duration")]
     pub drain: Duration,
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: u32,
     pub max_concurrent_exchanges: u32,
@@ -256,18 +222,18 @@ pub(super) fn nowhere(message: impl Into<String>) -> Invalid {
 }
 
 /// Checks a parsed file and builds the model; relative paths resolve against `base`.
-pub fn validate(file: FileConfig, base: &Path) -> Result<Config, Invalid> {
+pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Invalid> {
     build(file, super::sources::Sources::new(base, false))
 }
 
 /// Checks a file parsed offline (`tokex check --offline`): everything but what the
 /// credential and CA files and the environment hold. The model it builds has stand-ins for
 /// those, so it is dropped here rather than run.
-pub(super) fn check_offline(file: FileConfig, base: &Path) -> Result<(), Invalid> {
+pub(super) fn check_offline(file: &FileConfig, base: &Path) -> Result<(), Invalid> {
     build(file, super::sources::Sources::new(base, true)).map(drop)
 }
 
-fn build(file: FileConfig, mut sources: super::sources::Sources) -> Result<Config, Invalid> {
+fn build(file: &FileConfig, mut sources: super::sources::Sources) -> Result<Config, Invalid> {
     let (trust, tls) = super::trust::trust(&file.tls, &sources)?;
     sources.trust = trust;
     let cache = super::cache::cache_settings(&file.cache)?;

@@ -45,13 +45,9 @@ impl Sources {
         rustls_native_certs::load_native_certs()
     }
 
-    /// `p` as an absolute path, or relative to the config file's directory.
+    /// `p` as written if absolute, else relative to the config file's directory.
     pub(super) fn resolve(&self, p: &PathText) -> PathBuf {
-        if p.0.is_absolute() {
-            p.0.clone()
-        } else {
-            self.base.join(&p.0)
-        }
+        resolve(&self.base, p)
     }
 
     /// Reads `paths` with `parse` (which also gets the paths, for its messages) and
@@ -70,5 +66,14 @@ impl Sources {
         let value = Watched::load(paths, move |contents| parse(&names, contents))?;
         self.watched.push(Arc::new(value.clone()));
         Ok(Some(value))
+    }
+}
+
+/// `p` as written if absolute, else relative to `base`.
+pub(super) fn resolve(base: &Path, p: &PathText) -> PathBuf {
+    if p.0.is_absolute() {
+        p.0.clone()
+    } else {
+        base.join(&p.0)
     }
 }

@@ -129,17 +129,6 @@ pub fn serialize_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S:
     s.serialize_str(&format_duration(*d))
 }
 
-/// `serialize_with` helper for optional durations.
-pub fn serialize_opt_duration<S: Serializer>(
-    d: &Option<Duration>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_str(&format_duration(*d)),
-        None => s.serialize_none(),
-    }
-}
-
 /// An absolute `http` or `https` URL with a host and without credentials or fragment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpUrl(pub url::Url);

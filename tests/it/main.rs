@@ -4,6 +4,7 @@ mod cli;
 mod config_file;
 mod data_path;
 mod desync;
+mod effective;
 mod errors;
 mod identity;
 mod interop;
