@@ -29,16 +29,17 @@ pub struct CaBundle {
 pub struct BaseRoots {
     /// The Mozilla roots compiled into tokex (webpki-roots).
     pub webpki: bool,
-    /// Roots read from the operating system's store. Unlike a `ca_file`, a store is not
-    /// the operator's to fix, so a certificate in it that rustls cannot use is skipped.
-    pub system: Arc<Vec<CertificateDer<'static>>>,
+    /// Roots read once per config load and shared by every bundle: the operating
+    /// system's store, or the file `SSL_CERT_FILE` names. Unlike a `ca_file`, a store is
+    /// not the operator's to fix, so a certificate in it that rustls cannot use is skipped.
+    pub loaded: Arc<Vec<CertificateDer<'static>>>,
 }
 
 impl Default for BaseRoots {
     fn default() -> Self {
         Self {
             webpki: true,
-            system: Arc::default(),
+            loaded: Arc::default(),
         }
     }
 }
@@ -120,7 +121,7 @@ pub fn client_config(
     if base.webpki {
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     }
-    roots.add_parsable_certificates(base.system.iter().cloned());
+    roots.add_parsable_certificates(base.loaded.iter().cloned());
     if let Some(bundle) = extra {
         for cert in &bundle.certs {
             roots.add(cert.clone())?;

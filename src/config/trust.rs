@@ -16,53 +16,53 @@ use super::model::{Invalid, TlsSettings, at, nowhere};
 use super::sources::Sources;
 use super::values::PathText;
 use crate::credentials::{MAX_FILE_BYTES, Watched, read_bounded};
+use rustls_pki_types::CertificateDer;
+
 use crate::tls::{BaseRoots, CaBundle, parse_ca};
 
 /// What every bundle starts from.
 #[derive(Default)]
 pub(super) struct Trust {
     base: BaseRoots,
-    /// Files every bundle reads before its own: `SSL_CERT_FILE` when set, then
-    /// `tls.ca_file`.
+    /// Files every bundle reads before its own, watched for changes: `tls.ca_file`.
     shared: Vec<PathBuf>,
     /// Anything but the default (webpki roots alone), so every TLS client needs a bundle.
     custom: bool,
 }
 
 /// Reads the `tls` section and `SSL_CERT_FILE` into what every bundle starts from.
+/// `SSL_CERT_FILE` and the system store are read here once, not per bundle: a host that
+/// sets `SSL_CERT_FILE` to its full bundle would otherwise parse it for every authority
+/// and route on every reload.
 pub(super) fn trust(t: &FileTls, sources: &Sources) -> Result<(Trust, TlsSettings), Invalid> {
     let ssl_cert_file = sources
         .env("SSL_CERT_FILE")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
     let roots = t.roots.as_ref().map_or(Roots::Webpki, |r| r.value);
-    let mut shared = Vec::new();
     let base = match &ssl_cert_file {
-        Some(file) => {
-            check(file).map_err(|m| nowhere(format!("SSL_CERT_FILE: {m}")))?;
-            shared.push(file.clone());
-            BaseRoots {
-                webpki: false,
-                system: Arc::default(),
-            }
-        }
+        Some(file) => BaseRoots {
+            webpki: false,
+            loaded: Arc::new(read_store(file).map_err(|m| nowhere(format!("SSL_CERT_FILE: {m}")))?),
+        },
         None if roots == Roots::Webpki => BaseRoots::default(),
         None if sources.offline => BaseRoots {
             webpki: roots == Roots::WebpkiAndSystem,
-            system: Arc::default(),
+            loaded: Arc::default(),
         },
         None => BaseRoots {
             webpki: roots == Roots::WebpkiAndSystem,
-            system: system_roots(sources).map_err(|m| match &t.roots {
+            loaded: Arc::new(system_roots(sources).map_err(|m| match &t.roots {
                 Some(r) => at(r, format!("tls.roots: {m}")),
                 None => nowhere(format!("tls.roots: {m}")),
-            })?,
+            })?),
         },
     };
     let ca_file = t.ca_file.as_ref().map(|f| (f, sources.resolve(&f.value)));
+    let mut shared = Vec::new();
     if let Some((span, path)) = &ca_file {
         if !sources.offline {
-            check(path).map_err(|m| at(*span, format!("tls.ca_file: {m}")))?;
+            read(path).map_err(|m| at(*span, format!("tls.ca_file: {m}")))?;
         }
         shared.push(path.clone());
     }
@@ -71,7 +71,7 @@ pub(super) fn trust(t: &FileTls, sources: &Sources) -> Result<(Trust, TlsSetting
         ca_file: ca_file.map(|(_, p)| p),
         ssl_cert_file,
     };
-    let custom = !shared.is_empty() || !base.webpki || !base.system.is_empty();
+    let custom = !shared.is_empty() || !base.webpki || !base.loaded.is_empty();
     Ok((
         Trust {
             base,
@@ -127,19 +127,34 @@ fn merge(paths: &[PathBuf], contents: &[Vec<u8>], base: &BaseRoots) -> Result<Ca
     })
 }
 
-/// Proves a shared file readable and usable, so its error points at its own key.
-fn check(path: &std::path::Path) -> Result<(), String> {
+/// The certificates of a CA file every bundle uses, read here so its error points at its
+/// own key.
+fn read(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = read_bounded(path, MAX_FILE_BYTES)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    parse_ca(path, &pem).map(|_| ())
+    parse_ca(path, &pem).map(|b| b.certs)
+}
+
+/// The certificates of the bundle `SSL_CERT_FILE` names. Like the system store it often
+/// is, it is read leniently: a certificate rustls cannot use is skipped when the TLS
+/// clients are built, as rustls-native-certs users expect.
+fn read_store(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let pem = read_bounded(path, MAX_FILE_BYTES)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("invalid PEM in {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} contains no certificates", path.display()));
+    }
+    Ok(certs)
 }
 
 /// The operating system's store, read through rustls-native-certs (which honours
 /// `SSL_CERT_DIR`); an empty store would silently fail every TLS connection, so it is an
 /// error.
-fn system_roots(
-    sources: &Sources,
-) -> Result<Arc<Vec<rustls_pki_types::CertificateDer<'static>>>, String> {
+fn system_roots(sources: &Sources) -> Result<Vec<CertificateDer<'static>>, String> {
     let found = sources.system_roots();
     if found.certs.is_empty() {
         let why = found
@@ -150,5 +165,5 @@ fn system_roots(
             "the operating system's certificate store has no certificates{why}"
         ));
     }
-    Ok(Arc::new(found.certs))
+    Ok(found.certs)
 }
