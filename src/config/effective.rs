@@ -8,17 +8,15 @@
 //! included, print as the redaction placeholder. Every string has `${` written as `$${`,
 //! so a value that held a literal `${` is not expanded when the output is read back.
 
-use std::collections::BTreeMap;
+mod printed;
+
 use std::path::Path;
 
-use serde::Serialize;
-
-use super::file::{
-    AuthMethod, FileAuth, FileAuthority, FileConfig, FileRoute, MissingTokenPolicy, Roots,
-};
+use super::file::{AuthMethod, FileAuth, FileAuthority, FileConfig, FileRoute};
 use super::model::{Authority, Config, Route, SubjectSource};
 use super::values::{PathText, format_duration};
 use crate::secret::REDACTED;
+use printed::*;
 
 /// `config` (loaded from `file`, whose directory is `base`) in the file's YAML format.
 pub(super) fn render(file: &FileConfig, config: &Config, base: &Path) -> Result<String, String> {
@@ -88,117 +86,6 @@ pub(super) fn render(file: &FileConfig, config: &Config, base: &Path) -> Result<
         ));
     }
     Ok(header + &yaml)
-}
-
-#[derive(Serialize)]
-struct Printed {
-    listen: String,
-    admin: String,
-    authorities: BTreeMap<String, PrintedAuthority>,
-    routes: Vec<PrintedRoute>,
-    cache: PrintedCache,
-    timeouts: Ordered<String>,
-    limits: Ordered<u32>,
-    audit: PrintedAudit,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tracing: Option<PrintedTracing>,
-    tls: PrintedTls,
-}
-
-#[derive(Serialize)]
-struct PrintedAuthority {
-    token_endpoint: String,
-    allow_insecure_http: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    issuer: Option<String>,
-    client_id: String,
-    auth: PrintedAuth,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    actor_token: Option<Ordered<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ca_file: Option<String>,
-    timeout: String,
-    attempt_timeout: String,
-    retries: u32,
-    circuit_breaker: PrintedBreaker,
-}
-
-#[derive(Serialize)]
-struct PrintedBreaker {
-    failures: u32,
-    open_for: String,
-}
-
-/// The keys of `auth` that apply to its method.
-#[derive(Serialize)]
-struct PrintedAuth {
-    method: AuthMethod,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client_secret: Option<&'static str>,
-    #[serde(flatten)]
-    rest: Ordered<String>,
-}
-
-#[derive(Serialize)]
-struct PrintedRoute {
-    name: String,
-    #[serde(rename = "match")]
-    matcher: Ordered<String>,
-    strip_prefix: bool,
-    upstream: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ca_file: Option<String>,
-    on_missing_token: MissingTokenPolicy,
-    exchange: PrintedExchange,
-    cache: Ordered<String>,
-    timeout: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    deadline: Option<String>,
-    retry_on_401: bool,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum PrintedExchange {
-    None(&'static str),
-    Spec(Ordered<PrintedValue>),
-}
-
-/// One exchange parameter: a string, or a small map (`subject_token_from`, `inject`).
-#[derive(Serialize)]
-#[serde(untagged)]
-enum PrintedValue {
-    Text(String),
-    Map(Ordered<String>),
-}
-
-#[derive(Serialize)]
-struct PrintedCache {
-    max_entries: u64,
-    #[serde(flatten)]
-    lifetimes: Ordered<String>,
-}
-
-#[derive(Serialize)]
-struct PrintedAudit {
-    enabled: bool,
-    cache_hits: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    file: Option<String>,
-}
-
-#[derive(Serialize)]
-struct PrintedTracing {
-    otlp_endpoint: String,
-    sampling: f64,
-    service_name: String,
-}
-
-#[derive(Serialize)]
-struct PrintedTls {
-    roots: Roots,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ca_file: Option<String>,
 }
 
 fn authority(
@@ -361,37 +248,4 @@ fn path(base: &Path, p: &PathText) -> String {
     let joined = super::sources::resolve(base, p);
     let absolute = std::path::absolute(&joined).unwrap_or(joined);
     text(&absolute.display().to_string())
-}
-
-/// A map that keeps its keys in the order they were inserted: the printed config reads in
-/// the order the reference documents it, not alphabetically.
-struct Ordered<V>(Vec<(&'static str, V)>);
-
-impl<V> Default for Ordered<V> {
-    fn default() -> Self {
-        Self(Vec::new())
-    }
-}
-
-impl<V, const N: usize> From<[(&'static str, V); N]> for Ordered<V> {
-    fn from(entries: [(&'static str, V); N]) -> Self {
-        Self(entries.into())
-    }
-}
-
-impl<V> Ordered<V> {
-    fn insert(&mut self, key: &'static str, value: V) {
-        self.0.push((key, value));
-    }
-}
-
-impl<V: Serialize> Serialize for Ordered<V> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for (k, v) in &self.0 {
-            map.serialize_entry(k, v)?;
-        }
-        map.end()
-    }
 }
