@@ -211,6 +211,8 @@ def credential_paths(cfg):
     for i, r in enumerate(cfg.get("routes") or []):
         if r.get("ca_file"):
             out.append((f"routes[{i}].ca_file", r["ca_file"], "ca"))
+    if (cfg.get("tls") or {}).get("ca_file"):
+        out.append(("tls.ca_file", cfg["tls"]["ca_file"], "ca"))
     return out
 
 

@@ -16,7 +16,6 @@ step "cargo build (tokex binary for the shipped-config checks)"
 cargo build --locked --bin tokex
 
 step "tokex check on every shipped config"
-export TOKEX_BACKEND_CLIENT_SECRET=ci-placeholder-secret
 for f in config/*.yaml; do
   # sts*.yaml are `tokex sts` configs, not sidecar configs: `tokex check` does
   # not apply; tests/it/sts.rs (shipped_sts_example_loads) loads and builds them instead.

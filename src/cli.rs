@@ -40,7 +40,7 @@ pub enum Command {
     /// Run the sidecar.
     Run(ConfigArg),
     /// Validate the config and print it with secrets redacted.
-    Check(ConfigArg),
+    Check(CheckArgs),
     /// Read a subject token on stdin, exchange it as ROUTE would, print the result's claims.
     Exchange {
         #[command(flatten)]
@@ -62,6 +62,16 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Check structure, types and references only: read no secret or CA file and no
+    /// environment variable; `${NAME}` and `*_file` are accepted unresolved (for CI).
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ConfigArg {
     /// The YAML config file.
     #[arg(short = 'c', long = "config", env = "TOKEX_CONFIG")]
@@ -69,16 +79,26 @@ pub struct ConfigArg {
 }
 
 /// `tokex check`: prints the effective config, or `FILE:LINE:COL: message`.
-pub fn check(path: &Path) -> ExitCode {
-    match config::load(path) {
-        Ok(config) => {
-            match serde_saphyr::to_string(&config) {
-                Ok(text) => print!("{text}"),
-                Err(e) => {
-                    eprintln!("{}: cannot print the effective config: {e}", path.display());
-                    return ExitCode::from(EXIT_RUNTIME);
-                }
+pub fn check(args: &CheckArgs) -> ExitCode {
+    let path = args.config.config.as_path();
+    if args.offline {
+        return match config::check_offline(path) {
+            Ok(()) => {
+                println!(
+                    "{}: ok offline (secret and CA files and environment variables not read)",
+                    path.display()
+                );
+                ExitCode::SUCCESS
             }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        };
+    }
+    match config::effective(path) {
+        Ok(text) => {
+            print!("{text}");
             ExitCode::SUCCESS
         }
         Err(e) => {

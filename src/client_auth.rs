@@ -13,10 +13,9 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde::{Serialize, Serializer};
 
 use crate::credentials::Watched;
-use crate::secret::{REDACTED, Secret};
+use crate::secret::Secret;
 use crate::tls::ClientIdentity;
 
 /// RFC 7523 §2.2 `client_assertion_type` for JWTs.
@@ -27,8 +26,7 @@ pub const CLIENT_ASSERTION_TYPE_JWT_BEARER: &str =
 const ASSERTION_LIFETIME_SECS: u64 = 60;
 
 /// A configured client authentication method.
-#[derive(Debug, Serialize)]
-#[serde(tag = "method", rename_all = "snake_case")]
+#[derive(Debug)]
 pub enum ClientAuth {
     ClientSecretBasic {
         client_secret: Watched<Secret>,
@@ -48,17 +46,6 @@ pub enum ClientAuth {
         identity: Watched<ClientIdentity>,
     },
     None,
-}
-
-impl<T> Serialize for Watched<T> {
-    /// Files show their path; inline values show only the placeholder.
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.paths() {
-            [] => s.serialize_str(REDACTED),
-            [one] => s.collect_str(&one.display()),
-            many => s.collect_seq(many.iter().map(|p| p.display().to_string())),
-        }
-    }
 }
 
 /// What one token request carries to authenticate the client.

@@ -142,8 +142,40 @@ pub fn parse_secret(path: &Path, bytes: &[u8]) -> Result<crate::secret::Secret, 
 fn read_all(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>, String> {
     paths
         .iter()
-        .map(|p| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display())))
+        .map(|p| {
+            read_bounded(p, MAX_FILE_BYTES).map_err(|e| format!("cannot read {}: {e}", p.display()))
+        })
         .collect()
+}
+
+/// The largest credential file tokex reads: far above any real one (a full CA bundle is a
+/// few hundred KiB), and small enough that a wrong path (a log, a device) cannot exhaust
+/// memory.
+pub const MAX_FILE_BYTES: u64 = 4 << 20;
+
+/// Why a file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("the file is larger than {} MiB, the most tokex reads from it", .0 >> 20)]
+    TooLarge(u64),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads `path` whole, refusing a file past `limit` bytes: by its size before reading, and
+/// by what was read for files whose size says nothing (pipes, devices, growing files).
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.len() > limit {
+        return Err(ReadError::TooLarge(limit));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadError::TooLarge(limit));
+    }
+    Ok(bytes)
 }
 
 /// What polling one watched value found.

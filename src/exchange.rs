@@ -180,7 +180,7 @@ fn build_http(a: &Authority) -> Result<Http, BuildError> {
     let identity = a.auth.identity().map(|i| i.current());
     let client = crate::tls::reqwest_builder(ca.as_deref(), identity.as_deref())
         .map_err(|e| BuildError::Tls(a.name.clone(), e))?
-        .connect_timeout(attempt_timeout(a))
+        .connect_timeout(a.attempt_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
         .build()
         .map_err(|e| BuildError::Http(a.name.clone(), e))?;
@@ -368,7 +368,7 @@ impl ExchangeClient {
                     None => wire::Grant::ClientCredentials,
                 };
                 let one =
-                    tokio::time::timeout(attempt_timeout(a), self.attempt(grant, params, trace));
+                    tokio::time::timeout(a.attempt_timeout, self.attempt(grant, params, trace));
                 let result = one.await.unwrap_or_else(|_| Err(timed_out()));
                 match &result {
                     Err(e)
@@ -549,11 +549,6 @@ fn scrub(
         d.push_str("...");
     }
     e
-}
-
-/// How long one attempt may take.
-fn attempt_timeout(a: &Authority) -> Duration {
-    a.timeout
 }
 
 fn timed_out() -> Error {

@@ -26,7 +26,7 @@
 //! - [`metrics`]: lock-free Prometheus series.
 //! - [`otel`]: OpenTelemetry spans over OTLP, W3C trace context.
 //! - [`telemetry`]: log setup.
-//! - [`tls`]: rustls client configs (webpki roots plus `ca_file`).
+//! - [`tls`]: rustls client configs (a base set of roots plus `ca_file`s).
 //! - [`sts`]: the embedded authorization server (realms, policy, token exchange).
 //! - [`cli`]: the `tokex` commands.
 //! - [`demo`]: `tokex demo`, the whole flow on one machine.

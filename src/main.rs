@@ -32,7 +32,7 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         match &cli.command {
             Command::Run(c) => cli::run(&c.config).await,
-            Command::Check(c) => cli::check(&c.config),
+            Command::Check(c) => cli::check(c),
             Command::Exchange { config, route } => cli::exchange(&config.config, route).await,
             Command::Demo { listen } => tokex::demo::run(*listen).await,
             Command::Sts(c) => cli::sts(&c.config).await,

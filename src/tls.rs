@@ -1,9 +1,11 @@
 //! TLS client configuration shared by the exchange client and upstream connections.
 //!
-//! Trust is the built-in webpki roots plus an optional `ca_file` (step 8 of the request flow);
-//! certificates and host names are always verified. A client certificate can be
-//! presented for `tls_client_auth` (RFC 8705 §2). The crypto provider is `ring`, chosen
-//! explicitly so no code path depends on a process-wide default provider.
+//! Trust is a base set (the built-in webpki roots, the operating system's store, or the
+//! file `SSL_CERT_FILE` names) plus `tls.ca_file` and the authority's or route's own
+//! `ca_file` (step 8 of the request flow); certificates and host names are always
+//! verified. A client certificate can be presented for `tls_client_auth` (RFC 8705 §2).
+//! The crypto provider is `ring`, chosen explicitly so no code path depends on a
+//! process-wide default provider.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -12,18 +14,33 @@ use std::sync::Arc;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use serde::{Serialize, Serializer};
 
-/// Trust roots read from a PEM file, kept with the path they came from.
+/// The trust roots of one TLS client: certificates read from PEM files (the last of which
+/// is `path`) on top of a base set.
 #[derive(Debug, Clone)]
 pub struct CaBundle {
     pub path: PathBuf,
     pub certs: Vec<CertificateDer<'static>>,
+    pub base: BaseRoots,
 }
 
-impl Serialize for CaBundle {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.path.display())
+/// The roots under a bundle's own certificates; by default the compiled-in webpki roots.
+#[derive(Debug, Clone)]
+pub struct BaseRoots {
+    /// The Mozilla roots compiled into tokex (webpki-roots).
+    pub webpki: bool,
+    /// Roots read once per config load and shared by every bundle: the operating
+    /// system's store, or the file `SSL_CERT_FILE` names. Unlike a `ca_file`, a store is
+    /// not the operator's to fix, so a certificate in it that rustls cannot use is skipped.
+    pub loaded: Arc<Vec<CertificateDer<'static>>>,
+}
+
+impl Default for BaseRoots {
+    fn default() -> Self {
+        Self {
+            webpki: true,
+            loaded: Arc::default(),
+        }
     }
 }
 
@@ -50,6 +67,7 @@ pub fn parse_ca(path: &Path, pem: &[u8]) -> Result<CaBundle, String> {
     Ok(CaBundle {
         path: path.to_path_buf(),
         certs,
+        base: BaseRoots::default(),
     })
 }
 
@@ -91,15 +109,19 @@ pub fn parse_identity(
     Ok(identity)
 }
 
-/// Builds a client config trusting webpki roots plus `extra`, presenting `identity`
-/// when given, offering `alpn`.
+/// Builds a client config trusting `extra` (its certificates and base set; without it,
+/// the webpki roots), presenting `identity` when given, offering `alpn`.
 pub fn client_config(
     extra: Option<&CaBundle>,
     identity: Option<&ClientIdentity>,
     alpn: &[&[u8]],
 ) -> Result<rustls::ClientConfig, rustls::Error> {
     let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let base = extra.map_or_else(BaseRoots::default, |b| b.base.clone());
+    if base.webpki {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    roots.add_parsable_certificates(base.loaded.iter().cloned());
     if let Some(bundle) = extra {
         for cert in &bundle.certs {
             roots.add(cert.clone())?;

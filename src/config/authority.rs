@@ -1,66 +1,70 @@
-//! Authorities: the token endpoint, how tokex authenticates there (`auth.method`), the
-//! actor token, trust roots and the circuit breaker. Every credential file becomes a
-//! [`Watched`] value registered for rotation.
+//! Authorities: the token endpoint and its transport, the actor token, timeouts, retries
+//! and the circuit breaker; how tokex authenticates there is in `auth`.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
-use super::file::{AuthMethod, FileAuth, FileAuthority};
-use super::model::{
-    Actor, ActorToken, Authority, Invalid, TOKEN_TYPE_JWT, absolute_uri, at, resolve,
-};
-use super::values::PathText;
-use crate::client_auth::{AssertionKey, CLIENT_ASSERTION_TYPE_JWT_BEARER, ClientAuth};
-use crate::credentials::{Poll, Watched, parse_secret};
-use crate::secret::Secret;
-use crate::tls::{self, CaBundle};
+use super::file::FileAuthority;
+use super::model::{Actor, ActorToken, Authority, Invalid, TOKEN_TYPE_JWT, absolute_uri, at};
+use super::offline;
+use super::sources::Sources;
+use super::values::format_duration;
+use crate::credentials::parse_secret;
 
 pub(super) fn authority(
     name: &str,
     spanned: &Spanned<FileAuthority>,
-    base: &Path,
-    watched: &mut Vec<Arc<dyn Poll>>,
+    sources: &mut Sources,
 ) -> Result<Authority, Invalid> {
     let a = &spanned.value;
     let path = format!("authorities.{name}");
     if a.client_id.0.is_empty() {
         return Err(at(spanned, format!("{path}.client_id must not be empty")));
     }
+    let endpoint = &a.token_endpoint.value.0;
+    if !a.allow_insecure_http && !secure_transport(endpoint) {
+        return Err(at(
+            &a.token_endpoint,
+            format!(
+                "{path}.token_endpoint: `{endpoint}` is plain http to a host that is not loopback: \
+                 client secrets and subject tokens would cross the network in clear; use https \
+                 (or set allow_insecure_http: true on this authority)"
+            ),
+        ));
+    }
     let issuer = a.issuer.as_ref().map(|t| t.0.clone());
-    // RFC 7523 as updated: the assertion audience is the issuer identifier; without one
-    // configured, the token endpoint's origin is the best available stand-in.
-    let audience = issuer
-        .clone()
-        .unwrap_or_else(|| a.token_endpoint.0.origin().ascii_serialization());
-    let auth = client_auth(&a.auth, &path, base, &audience, watched)?;
+    let audience = assertion_audience(a);
+    if audience.is_empty() {
+        return Err(at(
+            spanned,
+            format!("{path}.auth.audience must not be empty"),
+        ));
+    }
+    let auth = super::auth::client_auth(&a.auth, &path, &audience, sources)?;
     let actor_token = match &a.actor_token {
         None => None,
         Some(actor) => {
-            let token = watch(watched, vec![resolve(base, &actor.file.value)], |p, c| {
-                let token = parse_secret(&p[0], &c[0])?;
-                let digest = ring::digest::digest(&ring::digest::SHA256, token.expose().as_bytes());
-                let mut d = [0u8; 32];
-                d.copy_from_slice(digest.as_ref());
-                Ok(Actor { token, digest: d })
-            })
-            .map_err(|m| at(&actor.file, format!("{path}.actor_token.file: {m}")))?;
             let token_type = match &actor.token_type {
                 None => TOKEN_TYPE_JWT.to_string(),
                 Some(t) => absolute_uri(&t.value.0)
                     .map_err(|m| at(t, format!("{path}.actor_token.type: {m}")))?,
             };
-            Some(ActorToken { token, token_type })
+            let file = sources.resolve(&actor.file.value);
+            sources
+                .watch(vec![file], |p, c| {
+                    let token = parse_secret(&p[0], &c[0])?;
+                    let digest =
+                        ring::digest::digest(&ring::digest::SHA256, token.expose().as_bytes());
+                    let mut d = [0u8; 32];
+                    d.copy_from_slice(digest.as_ref());
+                    Ok(Actor { token, digest: d })
+                })
+                .map_err(|m| at(&actor.file, format!("{path}.actor_token.file: {m}")))?
+                .map(|token| ActorToken { token, token_type })
         }
     };
-    let ca_file = ca_bundle(
-        a.ca_file.as_ref(),
-        &format!("{path}.ca_file"),
-        base,
-        watched,
-    )?;
+    let ca_file = super::trust::ca_bundle(a.ca_file.as_ref(), &format!("{path}.ca_file"), sources)?;
     let retries = a.retries.unwrap_or(2);
     if retries > 10 {
         return Err(at(spanned, format!("{path}.retries must be at most 10")));
@@ -72,18 +76,61 @@ pub(super) fn authority(
             format!("{path}.timeout must be greater than zero"),
         ));
     }
+    let attempt_timeout = match &a.attempt_timeout {
+        None => timeout,
+        Some(t) if t.value.0.is_zero() => {
+            return Err(at(
+                t,
+                format!("{path}.attempt_timeout must be greater than zero"),
+            ));
+        }
+        Some(t) if t.value.0 > timeout && offline::comparable(&[t.value.0, timeout]) => {
+            return Err(at(
+                t,
+                format!(
+                    "{path}.attempt_timeout: {} is longer than timeout ({}), which bounds the \
+                     whole exchange, retries included",
+                    format_duration(t.value.0),
+                    format_duration(timeout)
+                ),
+            ));
+        }
+        Some(t) => t.value.0,
+    };
     Ok(Authority {
         name: name.to_string(),
-        token_endpoint: a.token_endpoint.0.to_string(),
+        token_endpoint: endpoint.to_string(),
+        allow_insecure_http: a.allow_insecure_http,
         issuer,
         client_id: a.client_id.0.clone(),
         auth,
         actor_token,
         ca_file,
         timeout,
+        attempt_timeout,
         retries,
         circuit_breaker: breaker(a.circuit_breaker.as_ref(), &path).map_err(|m| at(spanned, m))?,
     })
+}
+
+/// RFC 7523 §3: the `aud` of a `private_key_jwt` assertion identifies the authorization
+/// server: its issuer identifier where one is configured (what current guidance asks for),
+/// else the token endpoint URL, which RFC 7523 §3 names. `auth.audience` covers an AS that
+/// expects something else.
+pub(super) fn assertion_audience(a: &FileAuthority) -> String {
+    let explicit = a.auth.audience.as_ref().or(a.issuer.as_ref());
+    explicit.map_or_else(|| a.token_endpoint.value.0.to_string(), |t| t.0.clone())
+}
+
+/// `https`, or `http` that never leaves the machine: 127.0.0.0/8, `::1` or `localhost`.
+fn secure_transport(url: &url::Url) -> bool {
+    match url.host() {
+        _ if url.scheme() == "https" => true,
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
 }
 
 fn breaker(
@@ -104,191 +151,125 @@ fn breaker(
     Ok(settings)
 }
 
-/// Reads `paths` with `parse` (which also gets the paths, for its messages) and
-/// registers the value with the rotation poller.
-pub(super) fn watch<T: Send + Sync + std::fmt::Debug + 'static>(
-    watched: &mut Vec<Arc<dyn Poll>>,
-    paths: Vec<PathBuf>,
-    parse: impl Fn(&[PathBuf], &[Vec<u8>]) -> Result<T, String> + Send + Sync + 'static,
-) -> Result<Watched<T>, String> {
-    let names = paths.clone();
-    let value = Watched::load(paths, move |contents| parse(&names, contents))?;
-    watched.push(Arc::new(value.clone()));
-    Ok(value)
-}
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
 
-fn client_auth(
-    auth: &FileAuth,
-    path: &str,
-    base: &Path,
-    audience: &str,
-    watched: &mut Vec<Arc<dyn Poll>>,
-) -> Result<ClientAuth, Invalid> {
-    use AuthMethod as M;
-    let method = auth.method.value;
-    let secret = matches!(method, M::ClientSecretBasic | M::ClientSecretPost);
-    let keys = [
-        ("client_secret", auth.client_secret.is_some(), secret),
-        (
-            "client_secret_file",
-            auth.client_secret_file.is_some(),
-            secret,
-        ),
-        (
-            "private_key_file",
-            auth.private_key_file.is_some(),
-            method == M::PrivateKeyJwt,
-        ),
-        ("alg", auth.alg.is_some(), method == M::PrivateKeyJwt),
-        ("key_id", auth.key_id.is_some(), method == M::PrivateKeyJwt),
-        (
-            "assertion_file",
-            auth.assertion_file.is_some(),
-            method == M::ClientAssertion,
-        ),
-        (
-            "assertion_type",
-            auth.assertion_type.is_some(),
-            method == M::ClientAssertion,
-        ),
-        (
-            "cert_file",
-            auth.cert_file.is_some(),
-            method == M::TlsClientAuth,
-        ),
-        (
-            "key_file",
-            auth.key_file.is_some(),
-            method == M::TlsClientAuth,
-        ),
-    ];
-    if let Some((key, ..)) = keys.iter().find(|(_, set, applies)| *set && !*applies) {
-        return Err(at(
-            &auth.method,
-            format!(
-                "{path}.auth.{key} does not apply to method {}",
-                method_name(method)
-            ),
-        ));
+    use crate::client_auth::ClientAuth;
+    use crate::config::{Config, ConfigError, parse};
+
+    /// One authority `a` with `lines` (each indented four spaces) and no routes.
+    fn with(lines: &str) -> Result<Config, ConfigError> {
+        let mut text = "authorities:\n  a:\n".to_string();
+        for line in lines.lines() {
+            text.push_str(&format!("    {line}\n"));
+        }
+        text.push_str("routes: []\n");
+        parse(&text, Path::new("t.yaml"))
     }
-    let required = |v: &Option<Spanned<PathText>>, key: &str| -> Result<PathBuf, Invalid> {
-        v.as_ref().map(|f| resolve(base, &f.value)).ok_or_else(|| {
-            at(
-                &auth.method,
-                format!("{path}.auth: {} needs {key}", method_name(method)),
-            )
-        })
-    };
-    // Errors about a file point at the key that names it.
-    let at_key = |v: &Option<Spanned<PathText>>, key: &str, m: String| match v {
-        Some(f) => at(f, format!("{path}.auth.{key}: {m}")),
-        None => at(&auth.method, format!("{path}.auth.{key}: {m}")),
-    };
-    match method {
-        M::None => Ok(ClientAuth::None),
-        M::ClientSecretBasic | M::ClientSecretPost => {
-            let client_secret = match (&auth.client_secret, &auth.client_secret_file) {
-                (Some(_), Some(f)) => {
-                    return Err(at(
-                        f,
-                        format!("{path}.auth: give client_secret or client_secret_file, not both"),
-                    ));
-                }
-                (Some(s), None) if s.0.is_empty() => {
-                    return Err(at(
-                        &auth.method,
-                        format!("{path}.auth: the client secret is empty"),
-                    ));
-                }
-                (Some(s), None) => Watched::fixed(Secret::new(s.0.as_str())),
-                (None, Some(_)) => {
-                    let file = required(&auth.client_secret_file, "client_secret_file")?;
-                    watch(watched, vec![file], |p, c| parse_secret(&p[0], &c[0]))
-                        .map_err(|m| at_key(&auth.client_secret_file, "client_secret_file", m))?
-                }
-                (None, None) => {
-                    return Err(at(
-                        &auth.method,
-                        format!(
-                            "{path}.auth: {} needs client_secret or client_secret_file",
-                            method_name(method)
-                        ),
-                    ));
-                }
-            };
-            Ok(if method == M::ClientSecretBasic {
-                ClientAuth::ClientSecretBasic { client_secret }
-            } else {
-                ClientAuth::ClientSecretPost { client_secret }
-            })
+
+    const NONE: &str = "client_id: c\nauth: { method: none }\n";
+
+    /// Plain http to anything but loopback is refused at the key, naming what would leak;
+    /// loopback, https and an explicit `allow_insecure_http` pass.
+    #[test]
+    fn plain_http_token_endpoint_only_on_loopback() {
+        for bad in [
+            "http://sts.example/token",
+            "http://10.0.0.1:8080/token",
+            "http://localhost.evil.example/token",
+            "http://127.0.0.1.nip.io/token",
+            "http://[::2]/token",
+        ] {
+            let err = with(&format!("token_endpoint: {bad}\n{NONE}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("t.yaml:3:21: authorities.a.token_endpoint:")
+                    && err.contains("in clear")
+                    && err.contains("client secrets and subject tokens")
+                    && err.contains("allow_insecure_http"),
+                "{bad}: {err}"
+            );
         }
-        M::PrivateKeyJwt => {
-            let file = required(&auth.private_key_file, "private_key_file")?;
-            let alg =
-                crate::client_auth::parse_alg(auth.alg.as_ref().map_or("ES256", |a| a.0.as_str()))
-                    .map_err(|m| at(&auth.method, format!("{path}.auth.alg: {m}")))?;
-            let kid = auth.key_id.as_ref().map(|k| k.0.clone());
-            let private_key = watch(watched, vec![file], move |p, c| {
-                AssertionKey::parse(&p[0], &c[0], alg, kid.as_deref())
-            })
-            .map_err(|m| at_key(&auth.private_key_file, "private_key_file", m))?;
-            Ok(ClientAuth::PrivateKeyJwt {
-                private_key,
-                audience: audience.to_string(),
-            })
+        for good in [
+            "https://sts.example/token",
+            "http://127.0.0.1:8080/token",
+            "http://127.1.2.3/token",
+            "http://[::1]:9/token",
+            "http://localhost:9/token",
+            "http://LocalHost/token",
+        ] {
+            assert!(
+                with(&format!("token_endpoint: {good}\n{NONE}")).is_ok(),
+                "{good}"
+            );
         }
-        M::ClientAssertion => {
-            let file = required(&auth.assertion_file, "assertion_file")?;
-            let assertion = watch(watched, vec![file], |p, c| {
-                crate::client_auth::parse_assertion(&p[0], &c[0])
-            })
-            .map_err(|m| at_key(&auth.assertion_file, "assertion_file", m))?;
-            let assertion_type = match &auth.assertion_type {
-                None => CLIENT_ASSERTION_TYPE_JWT_BEARER.to_string(),
-                Some(t) => absolute_uri(&t.0)
-                    .map_err(|m| at(&auth.method, format!("{path}.auth.assertion_type: {m}")))?,
-            };
-            Ok(ClientAuth::ClientAssertion {
-                assertion,
-                assertion_type,
-            })
-        }
-        M::TlsClientAuth => {
-            let paths = vec![
-                required(&auth.cert_file, "cert_file")?,
-                required(&auth.key_file, "key_file")?,
-            ];
-            let identity = watch(watched, paths, |p, c| {
-                tls::parse_identity(&p[0], &c[0], &p[1], &c[1])
-            })
-            .map_err(|m| at_key(&auth.cert_file, "cert_file", m))?;
-            Ok(ClientAuth::TlsClientAuth { identity })
+        let allowed = "token_endpoint: http://sts.example/token\nallow_insecure_http: true\n";
+        assert!(with(&format!("{allowed}{NONE}")).is_ok());
+    }
+
+    /// The assertion audience of a `private_key_jwt` authority with `lines` and `auth`
+    /// keys `extra`.
+    fn audience_of(lines: &str, extra: &str) -> String {
+        let key = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/fixtures/ed25519.pem");
+        let auth = format!(
+            "auth: {{ method: private_key_jwt, private_key_file: {key}, alg: EdDSA{extra} }}"
+        );
+        let config = with(&format!("client_id: c\n{lines}{auth}\n")).unwrap();
+        match &config.authorities["a"].auth {
+            ClientAuth::PrivateKeyJwt { audience, .. } => audience.clone(),
+            other => panic!("{other:?}"),
         }
     }
-}
 
-fn method_name(m: AuthMethod) -> &'static str {
-    match m {
-        AuthMethod::ClientSecretBasic => "client_secret_basic",
-        AuthMethod::ClientSecretPost => "client_secret_post",
-        AuthMethod::PrivateKeyJwt => "private_key_jwt",
-        AuthMethod::ClientAssertion => "client_assertion",
-        AuthMethod::TlsClientAuth => "tls_client_auth",
-        AuthMethod::None => "none",
+    /// RFC 7523 §3: `auth.audience`, else the issuer, else the token endpoint URL in full.
+    #[test]
+    fn private_key_jwt_audience() {
+        let endpoint = "token_endpoint: https://sts.example:8443/oauth2/token\n";
+        assert_eq!(
+            audience_of(endpoint, ""),
+            "https://sts.example:8443/oauth2/token"
+        );
+        let issuer = format!("{endpoint}issuer: https://sts.example\n");
+        assert_eq!(audience_of(&issuer, ""), "https://sts.example");
+        assert_eq!(audience_of(&issuer, ", audience: my-as"), "my-as");
+        let err = with(&format!(
+            "{endpoint}client_id: c\nauth: {{ method: none, audience: x }}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("auth.audience does not apply"), "{err}");
     }
-}
 
-pub(super) fn ca_bundle(
-    f: Option<&Spanned<PathText>>,
-    path: &str,
-    base: &Path,
-    watched: &mut Vec<Arc<dyn Poll>>,
-) -> Result<Option<Watched<CaBundle>>, Invalid> {
-    f.map(|f| {
-        watch(watched, vec![resolve(base, &f.value)], |p, c| {
-            tls::parse_ca(&p[0], &c[0])
-        })
-        .map_err(|m| at(f, format!("{path}: {m}")))
-    })
-    .transpose()
+    /// `attempt_timeout` defaults to `timeout` and may not exceed it.
+    #[test]
+    fn attempt_timeout_bounds() {
+        let endpoint = "token_endpoint: https://sts.example/token\n";
+        let get = |lines: &str| with(&format!("{endpoint}{NONE}{lines}"));
+        let a = get("timeout: 3s\n").unwrap();
+        assert_eq!(a.authorities["a"].attempt_timeout, Duration::from_secs(3));
+        let a = get("timeout: 3s\nattempt_timeout: 500ms\n").unwrap();
+        let a = &a.authorities["a"];
+        assert_eq!(
+            (a.timeout, a.attempt_timeout),
+            (Duration::from_secs(3), Duration::from_millis(500))
+        );
+        assert_eq!(
+            get("").unwrap().authorities["a"].attempt_timeout,
+            Duration::from_secs(2),
+            "the default timeout"
+        );
+        let err = get("timeout: 1s\nattempt_timeout: 2s\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("t.yaml:7:22: authorities.a.attempt_timeout:")
+                && err.contains("longer than timeout (1s)"),
+            "{err}"
+        );
+        let err = get("attempt_timeout: 0s\n").unwrap_err().to_string();
+        assert!(err.contains("greater than zero"), "{err}");
+    }
 }

@@ -11,6 +11,10 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
+mod authority;
+
+pub use authority::{AuthMethod, FileActorToken, FileAuth, FileAuthority, FileBreaker};
+
 use super::values::{Addr, Dur, HttpUrl, PathText, Text};
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -32,6 +36,35 @@ pub struct FileConfig {
     #[serde(default)]
     pub audit: FileAudit,
     pub tracing: Option<FileTracing>,
+    #[serde(default)]
+    pub tls: FileTls,
+}
+
+/// Optional: trust roots for every token endpoint and upstream.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    /// PEM trust roots added for every authority and upstream.
+    #[schemars(with = "Option<PathText>")]
+    pub ca_file: Option<Spanned<PathText>>,
+    /// The base set of roots; `SSL_CERT_FILE`, when set, replaces it.
+    #[schemars(with = "Option<Roots>")]
+    pub roots: Option<Spanned<Roots>>,
+}
+
+/// The base set of trust roots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+pub enum Roots {
+    /// The Mozilla roots compiled into tokex.
+    #[default]
+    #[serde(rename = "webpki")]
+    Webpki,
+    /// The operating system's store.
+    #[serde(rename = "system")]
+    System,
+    /// Both.
+    #[serde(rename = "webpki+system")]
+    WebpkiAndSystem,
 }
 
 /// Optional: OpenTelemetry traces over OTLP/HTTP (off without this section).
@@ -56,72 +89,6 @@ pub struct FileAudit {
     pub cache_hits: bool,
     /// Write audit events to this file (JSON lines) instead of the log.
     pub file: Option<PathText>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FileAuthority {
-    pub token_endpoint: HttpUrl,
-    pub issuer: Option<Text>,
-    pub client_id: Text,
-    pub auth: FileAuth,
-    pub actor_token: Option<FileActorToken>,
-    #[schemars(with = "Option<PathText>")]
-    pub ca_file: Option<Spanned<PathText>>,
-    pub timeout: Option<Dur>,
-    pub retries: Option<u32>,
-    pub circuit_breaker: Option<FileBreaker>,
-}
-
-/// Optional: when to stop calling a failing authority for a while.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FileBreaker {
-    pub failures: Option<u32>,
-    pub open_for: Option<Dur>,
-}
-
-/// Client authentication methods (RFC 6749 §2.3, RFC 7523, RFC 8705).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthMethod {
-    ClientSecretBasic,
-    ClientSecretPost,
-    PrivateKeyJwt,
-    ClientAssertion,
-    TlsClientAuth,
-    None,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FileAuth {
-    #[schemars(with = "AuthMethod")]
-    pub method: Spanned<AuthMethod>,
-    pub client_secret: Option<Text>,
-    #[schemars(with = "Option<PathText>")]
-    pub client_secret_file: Option<Spanned<PathText>>,
-    #[schemars(with = "Option<PathText>")]
-    pub private_key_file: Option<Spanned<PathText>>,
-    pub alg: Option<Text>,
-    pub key_id: Option<Text>,
-    #[schemars(with = "Option<PathText>")]
-    pub assertion_file: Option<Spanned<PathText>>,
-    pub assertion_type: Option<Text>,
-    #[schemars(with = "Option<PathText>")]
-    pub cert_file: Option<Spanned<PathText>>,
-    #[schemars(with = "Option<PathText>")]
-    pub key_file: Option<Spanned<PathText>>,
-}
-
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FileActorToken {
-    #[schemars(with = "PathText")]
-    pub file: Spanned<PathText>,
-    #[serde(rename = "type")]
-    #[schemars(with = "Option<Text>")]
-    pub token_type: Option<Spanned<Text>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -261,18 +228,22 @@ pub struct FileInject {
 #[serde(deny_unknown_fields)]
 pub struct FileCache {
     pub max_entries: Option<u64>,
-    pub max_ttl: Option<Dur>,
+    #[schemars(with = "Option<Dur>")]
+    pub max_ttl: Option<Spanned<Dur>>,
     pub default_ttl: Option<Dur>,
-    pub early_expiry: Option<Dur>,
+    #[schemars(with = "Option<Dur>")]
+    pub early_expiry: Option<Spanned<Dur>>,
     pub refresh_ahead: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileCacheOverride {
-    pub max_ttl: Option<Dur>,
+    #[schemars(with = "Option<Dur>")]
+    pub max_ttl: Option<Spanned<Dur>>,
     pub default_ttl: Option<Dur>,
-    pub early_expiry: Option<Dur>,
+    #[schemars(with = "Option<Dur>")]
+    pub early_expiry: Option<Spanned<Dur>>,
     pub refresh_ahead: Option<Dur>,
 }
 

@@ -21,10 +21,25 @@ pub struct Text(pub String);
 impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(d)?;
-        expand_env(&raw, |name| std::env::var(name).ok())
+        if super::offline::active() {
+            // Validated as written; an unset variable is not an error offline.
+            return expand_env(&raw, |name| Some(format!("${{{name}}}")))
+                .map(Text)
+                .map_err(D::Error::custom);
+        }
+        expand_env(&raw, env_var)
             .map(Text)
             .map_err(D::Error::custom)
     }
+}
+
+/// The environment variable `name`: the one place the config reads the environment
+/// (never during an offline check).
+pub(super) fn env_var(name: &str) -> Option<String> {
+    if super::offline::active() {
+        return None;
+    }
+    std::env::var(name).ok()
 }
 
 /// Expands `${NAME}` references using `lookup`.
@@ -70,6 +85,9 @@ pub struct Dur(pub Duration);
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let Text(raw) = Text::deserialize(d)?;
+        if super::offline::unresolved(&raw) {
+            return Ok(Dur(super::offline::DURATION));
+        }
         parse_duration(&raw).map(Dur).map_err(D::Error::custom)
     }
 }
@@ -111,17 +129,6 @@ pub fn serialize_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S:
     s.serialize_str(&format_duration(*d))
 }
 
-/// `serialize_with` helper for optional durations.
-pub fn serialize_opt_duration<S: Serializer>(
-    d: &Option<Duration>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_str(&format_duration(*d)),
-        None => s.serialize_none(),
-    }
-}
-
 /// An absolute `http` or `https` URL with a host and without credentials or fragment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpUrl(pub url::Url);
@@ -129,6 +136,11 @@ pub struct HttpUrl(pub url::Url);
 impl<'de> Deserialize<'de> for HttpUrl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let Text(raw) = Text::deserialize(d)?;
+        if super::offline::unresolved(&raw) {
+            return parse_http_url(super::offline::URL)
+                .map(HttpUrl)
+                .map_err(D::Error::custom);
+        }
         parse_http_url(&raw).map(HttpUrl).map_err(D::Error::custom)
     }
 }
@@ -160,6 +172,9 @@ pub struct Addr(pub SocketAddr);
 impl<'de> Deserialize<'de> for Addr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let Text(raw) = Text::deserialize(d)?;
+        if super::offline::unresolved(&raw) {
+            return Ok(Addr(([127, 0, 0, 1], 0).into()));
+        }
         raw.parse().map(Addr).map_err(|_| {
             D::Error::custom(format!("invalid socket address `{raw}`: expected IP:PORT"))
         })

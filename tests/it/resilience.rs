@@ -521,3 +521,23 @@ async fn timeout_bounds_the_exchange_with_its_retries() {
         "{waited:?}"
     );
 }
+
+/// `attempt_timeout` bounds one attempt inside the whole exchange's `timeout`: against
+/// an AS that never answers, several attempts fit in the second the app waits.
+#[tokio::test(start_paused = true)]
+async fn attempt_timeout_bounds_each_attempt() {
+    let (as_, up) = (MockAs::start().await, Upstream::start().await);
+    as_.on(|req, n| issue(req, n).delayed(Duration::from_secs(600)));
+    let yaml = config(&as_, &up.url()).replace(
+        "retries: 0",
+        "retries: 5\n    attempt_timeout: 200ms\n    circuit_breaker: { failures: 0 }",
+    );
+    let tokex = Tokex::start(&yaml).await;
+    let started = tokio::time::Instant::now();
+    let r = get(&tokex, "echo.internal", "/", Some("t")).await;
+    let waited = started.elapsed();
+    assert_eq!(r.tokex_error(), Some("authority_unavailable"), "{}", r.body);
+    assert!(waited < Duration::from_millis(1100), "{waited:?}");
+    // 200 ms each plus backoff from 50 ms: at least three attempts before the deadline.
+    assert!(as_.count() >= 3, "{} attempts", as_.count());
+}

@@ -1,0 +1,251 @@
+//! The effective config as `tokex check` prints it: the file's own format with every
+//! default filled in, so the output is itself a config that loads to the same model and
+//! prints the same again.
+//!
+//! Values come from the validated model (defaults applied, URLs and scopes normalised),
+//! except what the model does not keep: which credentials were files (printed as their
+//! absolute paths) and the `private_key_jwt` keys. Inline secrets, `${NAME}` ones
+//! included, print as the redaction placeholder. Every string has `${` written as `$${`,
+//! so a value that held a literal `${` is not expanded when the output is read back.
+
+mod printed;
+
+use std::path::Path;
+
+use super::file::{AuthMethod, FileAuth, FileAuthority, FileConfig, FileRoute};
+use super::model::{Authority, Config, Route, SubjectSource};
+use super::values::{PathText, format_duration};
+use crate::secret::REDACTED;
+use printed::*;
+
+/// `config` (loaded from `file`, whose directory is `base`) in the file's YAML format.
+pub(super) fn render(file: &FileConfig, config: &Config, base: &Path) -> Result<String, String> {
+    let path = |p: &PathText| path(base, p);
+    let printed = Printed {
+        listen: config.listen.to_string(),
+        admin: config.admin.to_string(),
+        authorities: config
+            .authorities
+            .iter()
+            .filter_map(|(name, a)| {
+                let written = &file.authorities.get(name)?.value;
+                Some((text(name), authority(a, written, &path)))
+            })
+            .collect(),
+        routes: config
+            .routes
+            .iter()
+            .zip(&file.routes)
+            .map(|(r, written)| route(r, &written.value, &path))
+            .collect(),
+        cache: PrintedCache {
+            max_entries: config.cache.max_entries,
+            lifetimes: cache(&config.cache.defaults),
+        },
+        timeouts: Ordered::from([
+            ("upstream_connect", dur(config.timeouts.upstream_connect)),
+            ("upstream_response", dur(config.timeouts.upstream_response)),
+            (
+                "client_header_read",
+                dur(config.timeouts.client_header_read),
+            ),
+            ("idle", dur(config.timeouts.idle)),
+            ("body_idle", dur(config.timeouts.body_idle)),
+            ("drain", dur(config.timeouts.drain)),
+        ]),
+        limits: Ordered::from([
+            ("max_connections", config.limits.max_connections),
+            (
+                "max_concurrent_exchanges",
+                config.limits.max_concurrent_exchanges,
+            ),
+        ]),
+        audit: PrintedAudit {
+            enabled: config.audit.enabled,
+            cache_hits: config.audit.cache_hits,
+            file: file.audit.file.as_ref().map(&path),
+        },
+        tracing: config.tracing.as_ref().map(|t| PrintedTracing {
+            otlp_endpoint: text(&t.otlp_endpoint),
+            sampling: t.sampling,
+            service_name: text(&t.service_name),
+        }),
+        tls: PrintedTls {
+            roots: config.tls.roots,
+            ca_file: file.tls.ca_file.as_ref().map(|f| path(&f.value)),
+        },
+    };
+    let yaml = serde_saphyr::to_string(&printed).map_err(|e| e.to_string())?;
+    let mut header =
+        String::from("# tokex effective config: defaults filled in, secrets redacted\n");
+    if let Some(f) = &config.tls.ssl_cert_file {
+        // Not a key of the file, so a comment: it replaces what tls.roots says.
+        header.push_str(&format!(
+            "# trust: the environment's SSL_CERT_FILE ({}) replaces tls.roots\n",
+            f.display()
+        ));
+    }
+    Ok(header + &yaml)
+}
+
+fn authority(
+    a: &Authority,
+    written: &FileAuthority,
+    path: &impl Fn(&PathText) -> String,
+) -> PrintedAuthority {
+    PrintedAuthority {
+        token_endpoint: text(&a.token_endpoint),
+        allow_insecure_http: a.allow_insecure_http,
+        issuer: a.issuer.as_deref().map(text),
+        client_id: text(&a.client_id),
+        auth: auth(
+            &written.auth,
+            &super::authority::assertion_audience(written),
+            path,
+        ),
+        actor_token: a
+            .actor_token
+            .as_ref()
+            .zip(written.actor_token.as_ref())
+            .map(|(m, w)| {
+                Ordered::from([("file", path(&w.file.value)), ("type", text(&m.token_type))])
+            }),
+        ca_file: written.ca_file.as_ref().map(|f| path(&f.value)),
+        timeout: dur(a.timeout),
+        attempt_timeout: dur(a.attempt_timeout),
+        retries: a.retries,
+        circuit_breaker: PrintedBreaker {
+            failures: a.circuit_breaker.failures,
+            open_for: dur(a.circuit_breaker.open_for),
+        },
+    }
+}
+
+fn auth(auth: &FileAuth, audience: &str, path: &impl Fn(&PathText) -> String) -> PrintedAuth {
+    use AuthMethod as M;
+    let method = auth.method.value;
+    let mut rest = Ordered::default();
+    let mut file = |key, f: &Option<serde_saphyr::Spanned<PathText>>| {
+        if let Some(f) = f {
+            rest.insert(key, path(&f.value));
+        }
+    };
+    file("client_secret_file", &auth.client_secret_file);
+    file("private_key_file", &auth.private_key_file);
+    file("assertion_file", &auth.assertion_file);
+    file("cert_file", &auth.cert_file);
+    file("key_file", &auth.key_file);
+    if method == M::PrivateKeyJwt {
+        let alg = auth.alg.as_ref().map_or("ES256", |a| a.0.as_str());
+        rest.insert("alg", text(alg));
+        if let Some(kid) = &auth.key_id {
+            rest.insert("key_id", text(&kid.0));
+        }
+        rest.insert("audience", text(audience));
+    }
+    if method == M::ClientAssertion {
+        let kind = auth
+            .assertion_type
+            .as_ref()
+            .map_or(crate::client_auth::CLIENT_ASSERTION_TYPE_JWT_BEARER, |t| {
+                t.0.as_str()
+            });
+        rest.insert("assertion_type", text(kind));
+    }
+    PrintedAuth {
+        method,
+        client_secret: auth.client_secret.as_ref().map(|_| REDACTED),
+        rest,
+    }
+}
+
+fn route(r: &Route, written: &FileRoute, path: &impl Fn(&PathText) -> String) -> PrintedRoute {
+    let mut matcher = Ordered::default();
+    if let Some(h) = &r.host {
+        let host = match h.port {
+            Some(port) => format!("{}:{port}", h.host),
+            None => h.host.clone(),
+        };
+        matcher.insert("host", text(&host));
+    }
+    if let Some(p) = &r.path_prefix {
+        matcher.insert("path_prefix", text(p));
+    }
+    PrintedRoute {
+        name: text(&r.name),
+        matcher,
+        strip_prefix: r.strip_prefix,
+        upstream: text(&r.upstream.url),
+        ca_file: written.ca_file.as_ref().map(|f| path(&f.value)),
+        on_missing_token: r.on_missing_token,
+        exchange: exchange(r),
+        cache: cache(&r.cache),
+        timeout: dur(r.timeout),
+        deadline: r.deadline.map(dur),
+        retry_on_401: r.retry_on_401,
+    }
+}
+
+fn exchange(r: &Route) -> PrintedExchange {
+    let Some(e) = &r.exchange else {
+        return PrintedExchange::None("none");
+    };
+    let mut spec = Ordered::default();
+    let mut put = |key, value: Option<&str>| {
+        if let Some(v) = value {
+            spec.insert(key, PrintedValue::Text(text(v)));
+        }
+    };
+    put("authority", Some(&e.authority));
+    put("audience", e.audience.as_deref());
+    put("resource", e.resource.as_deref());
+    put("scope", e.scope.as_deref());
+    put("subject_token_type", Some(&e.subject_token_type));
+    put("requested_token_type", Some(&e.requested_token_type));
+    let from = match &e.subject_token_from {
+        SubjectSource::Authorization => ("header", "Authorization".to_string()),
+        SubjectSource::Header(h) => ("header", h.as_str().to_string()),
+        SubjectSource::Cookie(c) => ("cookie", text(c)),
+    };
+    spec.insert(
+        "subject_token_from",
+        PrintedValue::Map(Ordered::from([from])),
+    );
+    let header = match e.inject.header.as_str() {
+        "authorization" => "Authorization".to_string(),
+        other => other.to_string(),
+    };
+    let scheme = e
+        .inject
+        .scheme
+        .as_deref()
+        .map_or_else(|| "none".to_string(), text);
+    let inject = Ordered::from([("header", header), ("scheme", scheme)]);
+    spec.insert("inject", PrintedValue::Map(inject));
+    PrintedExchange::Spec(spec)
+}
+
+fn cache(c: &super::model::CacheSettings) -> Ordered<String> {
+    Ordered::from([
+        ("max_ttl", dur(c.max_ttl)),
+        ("default_ttl", dur(c.default_ttl)),
+        ("early_expiry", dur(c.early_expiry)),
+        ("refresh_ahead", dur(c.refresh_ahead)),
+    ])
+}
+
+fn dur(d: std::time::Duration) -> String {
+    format_duration(d)
+}
+
+/// A string as the file must write it: `${` escaped, so it is read back as itself.
+fn text(s: &str) -> String {
+    s.replace("${", "$${")
+}
+
+/// A configured path as the absolute path it names, so the output loads from anywhere.
+fn path(base: &Path, p: &PathText) -> String {
+    let joined = super::sources::resolve(base, p);
+    let absolute = std::path::absolute(&joined).unwrap_or(joined);
+    text(&absolute.display().to_string())
+}
