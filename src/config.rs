@@ -2,12 +2,14 @@
 //!
 //! Layout: [`file`] mirrors the YAML, [`authority`] builds authorities and their
 //! credentials, [`values`] parses scalars (durations, URLs, `${ENV}`),
-//! [`model`] is the validated form the proxy runs on. Every error names the file, line,
-//! column and the key path, as `FILE:LINE:COL: message`.
+//! [`model`] is the validated form the proxy runs on, [`sources`] is where `${NAME}` and
+//! the files a config names are read from. Every error names the file, line, column and
+//! the key path, as `FILE:LINE:COL: message`.
 
 pub mod authority;
 pub mod file;
 pub mod model;
+pub mod sources;
 pub mod values;
 
 use std::fmt;
@@ -65,6 +67,16 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let parsed: file::FileConfig = from_yaml(text).map_err(|(loc, msg)| located(path, loc, msg))?;
     let base = path.parent().unwrap_or(Path::new("."));
     model::validate(parsed, base).map_err(|e| located(path, e.location, e.message))
+}
+
+/// As [`parse`], with `${NAME}` and every file the config names read from `fixed` alone:
+/// the result depends on nothing but the arguments.
+pub fn parse_isolated(
+    text: &str,
+    path: &Path,
+    fixed: std::rc::Rc<sources::Fixed>,
+) -> Result<Config, ConfigError> {
+    sources::isolated(fixed, || parse(text, path))
 }
 
 /// Reads a YAML file into `T` with located errors; shared with the embedded STS config.
@@ -128,6 +140,54 @@ fn plain_message(e: &serde_saphyr::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::{Path, PathBuf};
+    use std::rc::Rc;
+
+    use super::sources::Fixed;
+
+    const ISOLATED: &str = "authorities:
+  as:
+    token_endpoint: https://as.example/token
+    client_id: ${TOKEX_ISOLATED_CLIENT_ID}
+    auth: { method: client_secret_post, client_secret_file: secret }
+routes:
+  - name: r
+    upstream: http://u
+    exchange: { authority: as, audience: a }
+";
+
+    /// An isolated parse reads `${NAME}` and files from the fixed set only, and the
+    /// thread reads the process's environment and disk again afterwards.
+    #[test]
+    fn isolated_parse_reads_only_the_fixed_set() {
+        let path = Path::new("/nowhere/tokex.yaml");
+        let mut fixed = Fixed::default();
+        fixed
+            .env
+            .insert("TOKEX_ISOLATED_CLIENT_ID".into(), "from-fixed".into());
+        let missing = super::parse_isolated(ISOLATED, path, Rc::new(fixed.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("/nowhere/secret: no such file"),
+            "{missing}"
+        );
+
+        fixed
+            .files
+            .insert(PathBuf::from("/nowhere/secret"), b"s3cret\n".to_vec());
+        let config = super::parse_isolated(ISOLATED, path, Rc::new(fixed)).unwrap();
+        let authority = &config.authorities["as"];
+        assert_eq!(authority.client_id, "from-fixed");
+        match authority.auth.credential("from-fixed").unwrap() {
+            crate::client_auth::Credential::Post(secret) => assert_eq!(secret.expose(), "s3cret"),
+            other => panic!("{other:?}"),
+        }
+
+        let outside = super::parse(ISOLATED, path).unwrap_err().to_string();
+        assert!(outside.contains("TOKEX_ISOLATED_CLIENT_ID"), "{outside}");
+    }
+
     /// The committed schema is what the config types generate; regenerate it with
     /// `cargo run -- schema > docs/tokex.schema.json`.
     #[test]

@@ -14,7 +14,7 @@ use crate::error::{Code, ProxyError};
 
 mod path;
 
-pub use path::Unsafe;
+pub use path::{Unsafe, normalize};
 
 /// What the request asked for, borrowed from it; `path` has no dot segments.
 #[derive(Debug, Clone, PartialEq, Eq)]

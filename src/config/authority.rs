@@ -111,8 +111,13 @@ pub(super) fn watch<T: Send + Sync + std::fmt::Debug + 'static>(
     paths: Vec<PathBuf>,
     parse: impl Fn(&[PathBuf], &[Vec<u8>]) -> Result<T, String> + Send + Sync + 'static,
 ) -> Result<Watched<T>, String> {
-    let names = paths.clone();
-    let value = Watched::load(paths, move |contents| parse(&names, contents))?;
+    let value = match super::sources::fixed_files(&paths) {
+        Some(contents) => Watched::pinned(paths.clone(), parse(&paths, &contents?)?),
+        None => {
+            let names = paths.clone();
+            Watched::load(paths, move |contents| parse(&names, contents))?
+        }
+    };
     watched.push(Arc::new(value.clone()));
     Ok(value)
 }

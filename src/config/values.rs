@@ -21,7 +21,7 @@ pub struct Text(pub String);
 impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(d)?;
-        expand_env(&raw, |name| std::env::var(name).ok())
+        expand_env(&raw, super::sources::env_var)
             .map(Text)
             .map_err(D::Error::custom)
     }
