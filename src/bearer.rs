@@ -136,7 +136,7 @@ pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])>
 }
 
 /// RFC 6750 §2.1: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-fn is_b64token(t: &[u8]) -> bool {
+pub(crate) fn is_b64token(t: &[u8]) -> bool {
     let body_end = t.iter().rposition(|&c| c != b'=').map_or(0, |i| i + 1);
     body_end > 0
         && t[..body_end].iter().all(|&c| {

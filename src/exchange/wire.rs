@@ -178,11 +178,19 @@ fn validate_success(
         }
         None => return Err(bad("token_type missing")),
     }
+    // RFC 6750 §2.1: the Bearer scheme carries b64token syntax only.
+    if params.inject.requires_bearer() && !crate::bearer::is_b64token(token.as_bytes()) {
+        return Err(bad(
+            "access_token is not b64token text, as a Bearer token must be",
+        ));
+    }
     let expires_in = match raw.expires_in {
         None | Some(serde_json::Value::Null) => None,
+        // Any non-negative JSON number; a fraction rounds down (`as` saturates huge ones).
         Some(serde_json::Value::Number(n)) => Some(
             n.as_u64()
-                .ok_or_else(|| bad("expires_in is not a non-negative integer"))?,
+                .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+                .ok_or_else(|| bad("expires_in is negative"))?,
         ),
         // Some servers send the number as a string; RFC 6749 §5.1 means a number.
         Some(serde_json::Value::String(s)) => {
@@ -369,6 +377,32 @@ mod tests {
                 .expires_in,
             None
         );
+    }
+
+    /// `expires_in` may be any non-negative JSON number; a fraction rounds down.
+    #[test]
+    fn fractional_expires_in_rounds_down() {
+        let base = r#""access_token":"tok","issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"Bearer""#;
+        for (sent, kept) in [("299.5", 299), ("0.9", 0), ("1e3", 1000), ("60.0", 60)] {
+            let body = format!(r#"{{{base},"expires_in":{sent}}}"#);
+            assert_eq!(ok(&body, None).unwrap().expires_in, Some(kept), "{sent}");
+        }
+        for negative in ["-0.5", "-1"] {
+            let body = format!(r#"{{{base},"expires_in":{negative}}}"#);
+            assert!(ok(&body, None).is_err(), "{negative}");
+        }
+    }
+
+    /// A token sent with the Bearer scheme must be RFC 6750 b64token text; a route that
+    /// injects it alone (a SAML assertion, an ID token) takes any header-safe token.
+    #[test]
+    fn bearer_tokens_are_b64token() {
+        let body = r#"{"access_token":"a(b)c","issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"Bearer"}"#;
+        assert!(matches!(ok(body, None), Err(Error::BadResponse(_))));
+        let mut alone = params(None);
+        alone.inject.scheme = None;
+        let issued = parse_response(200, body.as_bytes(), &alone).unwrap();
+        assert_eq!(issued.access_token.expose(), "a(b)c");
     }
 
     /// Each malformed success body is refused as a bad exchange response.
