@@ -9,8 +9,10 @@
 #
 # cargo-fuzz needs nightly: `cargo +nightly` when rustup has it, else stable with
 # RUSTC_BOOTSTRAP=1 (FUZZ_TOOLCHAIN=stable forces that path). cargo-fuzz itself is installed
-# into target/fuzz-tools on first use. Inputs the fuzzer finds go to fuzz/target/corpus/
-# (kept between runs); a failing input goes to fuzz/artifacts/<target>/.
+# into target/fuzz-tools on first use. Every run starts from the seeds alone, so its time
+# stays bounded (libFuzzer replays a whole corpus before it starts counting); what a run
+# finds stays in fuzz/target/corpus/<target> until the next, a failing input goes to
+# fuzz/artifacts/<target>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,6 +65,7 @@ mkdir -p "$logs"
 rows=()
 failed=()
 for t in "${targets[@]}"; do
+  rm -rf "fuzz/target/corpus/$t"
   mkdir -p "fuzz/target/corpus/$t" "fuzz/artifacts/$t"
   dict=()
   [ -f "fuzz/dict/$t.dict" ] && dict=("-dict=fuzz/dict/$t.dict")
