@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The one test command (README, .ci/run): formatting, lints, every test, and a
-# `tokex check` of every shipped config. Fails loudly on the first problem.
+# The one test command (README, .ci/run): formatting, lints, every test, a bounded fuzz
+# run, and a `tokex check` of every shipped config. Fails loudly on the first problem.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,6 +70,9 @@ for v in "${k8s_versions[@]}"; do validate_args+=(-k "$v"); done
 "$tools/venv/bin/kubernetes-validate" --strict --quiet "${validate_args[@]}" "$out"/*.yaml
 echo "kubernetes-validate --strict against ${k8s_versions[*]}: ok"
 "$tools/venv/bin/python" scripts/check_deploy.py manifests --tokex target/debug/tokex --work "$out/check" "$out"/*.yaml
+
+step "fuzz: every cargo-fuzz target for FUZZ_SECONDS (default 30) each"
+scripts/fuzz.sh
 
 step "interop: idpyoidc into target/interop-venv (reused while requirements are unchanged)"
 # The interoperability tests run a real third-party authorization server; a missing

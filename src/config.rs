@@ -117,8 +117,13 @@ fn base_of(path: &Path) -> &Path {
 /// or the environment (`tokex check --offline`, for CI): `${NAME}` and `*_file` are
 /// accepted unresolved, everything the file itself says is checked.
 pub fn check_offline(path: &Path) -> Result<(), ConfigError> {
-    let text = read(path)?;
-    let file = offline::scope(|| parse_file(&text, path))?;
+    check_offline_text(&read(path)?, path)
+}
+
+/// [`check_offline`] on config text; `path` names it in errors. Reads nothing from the
+/// machine, so its result depends on the text alone (the config fuzz target runs it).
+pub fn check_offline_text(text: &str, path: &Path) -> Result<(), ConfigError> {
+    let file = offline::scope(|| parse_file(text, path))?;
     offline::scope(|| model::check_offline(&file, base_of(path)))
         .map_err(|e| located(path, e.location, e.message))
 }

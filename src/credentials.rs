@@ -92,11 +92,16 @@ impl<T: Send + Sync + 'static> Watched<T> {
 
     /// A value written inline in the config: never changes.
     pub fn fixed(value: T) -> Self {
+        Self::pinned(Vec::new(), value)
+    }
+
+    /// A value read once from `paths` by the caller: shows its paths, never re-read.
+    pub fn pinned(paths: Vec<PathBuf>, value: T) -> Self {
         Self {
             inner: Arc::new(Inner {
-                paths: Vec::new(),
+                stamps: Mutex::new(vec![None; paths.len()]),
+                paths,
                 value: ArcSwap::from_pointee(value),
-                stamps: Mutex::new(Vec::new()),
                 parse: None,
                 generation: AtomicU64::new(0),
             }),

@@ -14,7 +14,7 @@ use crate::error::{Code, ProxyError};
 
 mod path;
 
-pub use path::Unsafe;
+pub use path::{Unsafe, normalize};
 
 /// What the request asked for, borrowed from it; `path` has no dot segments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,16 +160,17 @@ pub fn find<R>(
     Ok(routes.iter().position(|r| matches(route(r), t)))
 }
 
-/// The segments of `raw` before its first dot segment.
+/// The segments of `raw` before its first dot segment, with the slash in front of it:
+/// `/docs/..` has entered the directory `/docs/` before it climbs.
 fn dot_free_start(raw: &str) -> &str {
     let mut end = 0;
     for segment in raw.split('/').skip(1) {
         if path::needs_care(segment) {
-            break;
+            return raw.get(..=end).unwrap_or(raw);
         }
         end += 1 + segment.len();
     }
-    &raw[..end]
+    raw
 }
 
 /// Whether `route` takes `t`. An omitted match key matches anything.
@@ -334,6 +335,31 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(target(&req).unwrap_err().code, Code::InvalidRequest);
+    }
+
+    /// A prefix written as a directory (`/docs/`) is left by `/docs/..` as surely as
+    /// `/api` is by `/api/..`: such paths are refused, not routed to the next route.
+    #[test]
+    fn dot_segments_cannot_leave_a_directory_prefix() {
+        let r = routes(
+            "  - {name: docs, match: {path_prefix: /docs/}, upstream: 'http://u', exchange: none}\n\
+             \x20 - {name: rest, upstream: 'http://v', exchange: none}\n",
+        );
+        let find = |path: &str| find(&r, |r| &**r, &t(Some("h"), None, path));
+        assert_eq!(find("/docs/a/../b").unwrap(), Some(0));
+        assert_eq!(find("/docs/./b").unwrap(), Some(0));
+        for climbing in [
+            "/docs/..",
+            "/docs/../admin",
+            "/docs/%2E%2e/admin",
+            "/docs/./../admin",
+        ] {
+            assert_eq!(
+                find(climbing).unwrap_err().code,
+                Code::InvalidRequest,
+                "{climbing}"
+            );
+        }
     }
 
     /// Absolute-form beats Host; CONNECT and asterisk-form are refused.

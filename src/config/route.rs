@@ -40,6 +40,15 @@ pub(super) fn route(
                 format!("{path}.match.path_prefix must start with `/`"),
             ));
         }
+        Some(p) if p.value.0.split('/').any(is_dot_segment) => {
+            return Err(at(
+                p,
+                format!(
+                    "{path}.match.path_prefix must not have dot segments (`.`, `..`, also as %2e): \
+                     requests are matched after theirs are resolved, so it would never match"
+                ),
+            ));
+        }
         Some(p) => Some(p.value.0.clone()),
     };
     if r.strip_prefix && path_prefix.is_none() {
@@ -181,6 +190,12 @@ fn parse_host_match(raw: &str) -> Result<HostMatch, String> {
     Ok(HostMatch { host, port })
 }
 
+/// `.` or `..`, with any dot written `%2e` (RFC 3986 §2.3, §5.2.4).
+fn is_dot_segment(segment: &str) -> bool {
+    let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+    decoded == "." || decoded == ".."
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,5 +244,26 @@ mod tests {
             cfg("127.0.0.1:0", "http://127.0.0.1:0").is_ok(),
             "ephemeral listen cannot be compared"
         );
+    }
+    /// A path prefix with dot segments is refused: requests are matched once theirs are
+    /// resolved, so such a route could never match; dots inside names are fine.
+    #[test]
+    fn path_prefix_with_dot_segments_is_refused() {
+        let cfg = |prefix: &str| {
+            let text = format!(
+                "routes:\n  - {{name: a, match: {{path_prefix: '{prefix}'}}, upstream: 'http://u', exchange: none}}\n"
+            );
+            crate::config::parse(&text, std::path::Path::new("t.yaml"))
+        };
+        for dotted in ["/a/..", "/.", "/api/../admin/", "/a/%2E%2e/b", "/a/./b"] {
+            let err = cfg(dotted).unwrap_err().to_string();
+            assert!(
+                err.contains("routes[0].match.path_prefix") && err.contains("dot segment"),
+                "{dotted}: {err}"
+            );
+        }
+        for plain in ["/", "/v1.2/", "/a/...", "/.well-known"] {
+            assert!(cfg(plain).is_ok(), "{plain}");
+        }
     }
 }

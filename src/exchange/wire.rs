@@ -199,7 +199,8 @@ fn validate_success(
     };
     if issued_type != params.requested_token_type {
         return Err(Error::BadResponse(format!(
-            "issued_token_type {issued_type} is not the requested {}",
+            "issued_token_type {} is not the requested {}",
+            quoted(&issued_type),
             params.requested_token_type
         )));
     }
@@ -210,7 +211,8 @@ fn validate_success(
         Some(t) if t.eq_ignore_ascii_case("bearer") => {}
         Some(t) => {
             return Err(Error::BadResponse(format!(
-                "token_type {t:.32} is not Bearer"
+                "token_type {} is not Bearer",
+                quoted(t)
             )));
         }
         None => return Err(bad("token_type missing")),
@@ -253,6 +255,13 @@ fn validate_success(
         expires_in,
         scope,
     })
+}
+
+/// A value the server sent, for a message that is logged: quoted, at most 64 characters,
+/// control characters escaped, so one bad response cannot forge or flood log lines.
+fn quoted(value: &str) -> String {
+    let head: String = value.chars().take(64).collect();
+    format!("{head:?}")
 }
 
 /// `expires_in` as whole seconds: any non-negative JSON number, fractions rounded down
@@ -478,6 +487,29 @@ mod tests {
         ] {
             assert!(matches!(ok(&body, Some("a b")), Err(Error::BadResponse(_))), "{body}");
         }
+    }
+
+    /// What the server sent appears in a refusal's message (which is logged) quoted, cut
+    /// short and with control characters escaped, so it cannot forge or flood log lines.
+    #[test]
+    fn refusals_quote_what_the_server_sent() {
+        let long_type = format!("urn:{}\n2026-12-01 INFO forged", "x".repeat(5000));
+        for body in [
+            serde_json::json!({"access_token": "t", "issued_token_type": long_type, "token_type": "Bearer"}),
+            serde_json::json!({"access_token": "t", "issued_token_type": "urn:x\r\nforged", "token_type": "Bearer"}),
+        ] {
+            let Err(Error::BadResponse(message)) = ok(&body.to_string(), None) else {
+                panic!("{body} was accepted");
+            };
+            assert!(message.len() < 256, "{message}");
+            assert!(!message.contains(['\r', '\n']), "{message}");
+        }
+        let body = serde_json::json!({"access_token": "t", "issued_token_type": TOKEN_TYPE_ACCESS_TOKEN, "token_type": "N_A\r\nforged"});
+        let message = ok(&body.to_string(), None).unwrap_err().to_string();
+        assert!(
+            message.contains(r#"token_type "N_A\r\nforged" is not Bearer"#),
+            "{message}"
+        );
     }
 
     /// Error bodies become refusals with their code; unknown codes are kept, junk is not.
