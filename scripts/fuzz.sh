@@ -7,11 +7,12 @@
 #   scripts/fuzz.sh                        # every target, as scripts/test.sh runs it
 #   FUZZ_SECONDS=600 scripts/fuzz.sh config   # one target, longer
 #
-# cargo-fuzz needs nightly: `cargo +nightly` when rustup has it, else stable with
-# RUSTC_BOOTSTRAP=1 (FUZZ_TOOLCHAIN=stable forces that path). cargo-fuzz itself is installed
-# into target/fuzz-tools on first use. Every run starts from the seeds alone, so its time
-# stays bounded (libFuzzer replays a whole corpus before it starts counting); what a run
-# finds stays in fuzz/target/corpus/<target> until the next, a failing input goes to
+# Targets run FUZZ_JOBS at a time (default: one per core). cargo-fuzz needs nightly:
+# `cargo +nightly` when rustup has it, else stable with RUSTC_BOOTSTRAP=1
+# (FUZZ_TOOLCHAIN=stable forces that path). cargo-fuzz itself is installed into
+# target/fuzz-tools on first use. Every run starts from the seeds alone, so its time stays
+# bounded (libFuzzer replays a whole corpus before it starts counting); what a run finds
+# stays in fuzz/target/corpus/<target> until the next, a failing input goes to
 # fuzz/artifacts/<target>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,34 +63,50 @@ build_target=()
 bin=fuzz/target/$triple/release
 logs=fuzz/target/logs
 mkdir -p "$logs"
-rows=()
-failed=()
-for t in "${targets[@]}"; do
+
+# Runs one target; leaves "executions seconds ok|FAILED" in $logs/<target>.result.
+fuzz_one() {
+  local t=$1 started status=ok execs dict=()
   rm -rf "fuzz/target/corpus/$t"
   mkdir -p "fuzz/target/corpus/$t" "fuzz/artifacts/$t"
-  dict=()
   [ -f "fuzz/dict/$t.dict" ] && dict=("-dict=fuzz/dict/$t.dict")
   started=$(date +%s)
-  status=ok
   # The first corpus directory receives new inputs, so the committed seeds stay as they are.
   "$bin/$t" -max_total_time="$seconds" -max_len="${max_len[$t]}" -rss_limit_mb=1024 -timeout=10 \
     -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" ${dict[@]+"${dict[@]}"} \
     "fuzz/target/corpus/$t" "fuzz/corpus/$t" > "$logs/$t.log" 2>&1 || status=FAILED
-  elapsed=$(($(date +%s) - started))
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$t.log" | tail -n 1)
   [ -n "$execs" ] || execs=$(sed -n 's/^#\([0-9]*\)[[:space:]]*DONE.*/\1/p' "$logs/$t.log" | tail -n 1)
-  rows+=("$(printf '%-16s %12s %7ss  %s' "$t" "${execs:-?}" "$elapsed" "$status")")
-  if [ "$status" != ok ]; then
-    failed+=("$t")
-    echo "--- $t failed; from $logs/$t.log:" >&2
-    grep -m 1 -A 12 -E "panicked at|ERROR: libFuzzer" "$logs/$t.log" >&2 || tail -n 20 "$logs/$t.log" >&2
-    grep -E "Test unit written to" "$logs/$t.log" >&2 || true
+  echo "${execs:-?} $(($(date +%s) - started)) $status" > "$logs/$t.result"
+}
+
+# One target per core at a time: the step's wall time is what CI's budget counts.
+jobs=${FUZZ_JOBS:-$(nproc)}
+running=0
+for t in "${targets[@]}"; do
+  rm -f "$logs/$t.result"
+  if [ "$running" -ge "$jobs" ]; then
+    wait -n
+    running=$((running - 1))
   fi
+  fuzz_one "$t" &
+  running=$((running + 1))
 done
+wait
 
 printf '\n%-16s %12s %8s  %s\n' target executions time result
-printf '%s\n' "${rows[@]}"
+failed=()
+for t in "${targets[@]}"; do
+  read -r execs elapsed status < "$logs/$t.result" || { execs='?' elapsed='?' status=FAILED; }
+  printf '%-16s %12s %7ss  %s\n' "$t" "$execs" "$elapsed" "$status"
+  [ "$status" = ok ] || failed+=("$t")
+done
+for t in ${failed[@]+"${failed[@]}"}; do
+  echo "--- $t failed; from $logs/$t.log:" >&2
+  grep -m 1 -A 12 -E "panicked at|ERROR: libFuzzer" "$logs/$t.log" >&2 || tail -n 20 "$logs/$t.log" >&2
+  grep -E "Test unit written to" "$logs/$t.log" >&2 || true
+done
 if [ ${#failed[@]} -gt 0 ]; then
-  echo "fuzzing failed: ${failed[*]}; reproduce with: $bin/<target> fuzz/artifacts/<target>/<file>" >&2
+  echo "fuzzing failed: ${failed[*]}; replay with: $bin/<target> fuzz/artifacts/<target>/<file>" >&2
   exit 1
 fi
