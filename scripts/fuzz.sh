@@ -72,7 +72,9 @@ fuzz_one() {
   [ -f "fuzz/dict/$t.dict" ] && dict=("-dict=fuzz/dict/$t.dict")
   started=$(date +%s)
   # The first corpus directory receives new inputs, so the committed seeds stay as they are.
-  "$bin/$t" -max_total_time="$seconds" -max_len="${max_len[$t]}" -rss_limit_mb=1024 -timeout=10 \
+  # An empty environment: no input's outcome may depend on the machine's variables
+  # (`${NAME}` in a config, SSL_CERT_FILE, which would be read for every config loaded).
+  env -i RUST_BACKTRACE=1 "$bin/$t" -max_total_time="$seconds" -max_len="${max_len[$t]}" -rss_limit_mb=1024 -timeout=10 \
     -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" ${dict[@]+"${dict[@]}"} \
     "fuzz/target/corpus/$t" "fuzz/corpus/$t" > "$logs/$t.log" 2>&1 || status=FAILED
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$t.log" | tail -n 1)
@@ -107,6 +109,6 @@ for t in ${failed[@]+"${failed[@]}"}; do
   grep -E "Test unit written to" "$logs/$t.log" >&2 || true
 done
 if [ ${#failed[@]} -gt 0 ]; then
-  echo "fuzzing failed: ${failed[*]}; replay with: $bin/<target> fuzz/artifacts/<target>/<file>" >&2
+  echo "fuzzing failed: ${failed[*]}; replay with: env -i $bin/<target> fuzz/artifacts/<target>/<file>" >&2
   exit 1
 fi
