@@ -18,7 +18,7 @@ use crate::config::ExchangeParams;
 pub const TARGET: &str = "tokex::audit";
 
 /// Audit settings (`audit:` in the config).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AuditSettings {
     pub enabled: bool,
     /// Also audit requests served from the cache (one event per request: high volume).

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 /// Tracing settings (`tracing:` in the config).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OtelSettings {
     /// OTLP/HTTP base URL, e.g. `http://127.0.0.1:4318`.
     pub otlp_endpoint: String,

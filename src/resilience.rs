@@ -15,12 +15,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Circuit breaker settings (`authorities.*.circuit_breaker`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerSettings {
     /// Consecutive transient failures that open the circuit; 0 disables the breaker.
     pub failures: u32,
     /// How long the circuit stays open before one probe is let through.
-    #[serde(serialize_with = "crate::config::values::serialize_duration")]
     pub open_for: Duration,
 }
 

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::Deserialize;
 use serde::de::{Deserializer, Error as _};
-use serde::{Deserialize, Serializer};
 
 /// A YAML string with every `${NAME}` replaced by the environment variable NAME.
 ///
@@ -122,11 +122,6 @@ pub fn format_duration(d: Duration) -> String {
         ms if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
         ms => format!("{ms}ms"),
     }
-}
-
-/// `serialize_with` helper so `tokex check` prints durations as they are written.
-pub fn serialize_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_duration(*d))
 }
 
 /// An absolute `http` or `https` URL with a host and without credentials or fragment.
