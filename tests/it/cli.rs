@@ -1,7 +1,6 @@
 //! The tokex binary: `check` output and errors, `exchange`, exit codes, and a
 //! trace-level log run in which no token, secret or key appears.
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -127,27 +126,9 @@ async fn exchange_command_prints_claims_not_token() {
     let issued = jwt(serde_json::json!({"sub": "alice", "aud": "echo-api", "exp": now() + 600}));
     let token = issued.clone();
     as_.on(move |req, _| issue_with(req, &token, Some(300)));
-    let dir = tempfile::tempdir().unwrap();
-    let path = write(&dir, "t.yaml", &config(&as_, &up.url()));
-    let out = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(BIN)
-            .args(["exchange", "--route", "echo", "-c"])
-            .arg(&path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"the-subject-token\n")
-            .unwrap();
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
+    let out =
+        crate::exchange_command::exchange(&config(&as_, &up.url()), "echo", "the-subject-token\n")
+            .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -10,7 +10,7 @@ use crate::support::*;
 const BIN: &str = env!("CARGO_BIN_EXE_tokex");
 
 /// `tokex exchange --route ROUTE -c CONFIG` with `stdin`.
-async fn exchange(config: &str, route: &str, stdin: &str) -> Output {
+pub async fn exchange(config: &str, route: &str, stdin: &str) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.yaml");
     std::fs::write(&path, config).unwrap();
