@@ -21,6 +21,7 @@ mod offline;
 mod params;
 mod route;
 mod sources;
+pub mod transparent;
 mod trust;
 pub mod values;
 mod yaml;

@@ -36,6 +36,8 @@ pub struct Config {
     pub audit: crate::audit::AuditSettings,
     pub tracing: Option<crate::otel::OtelSettings>,
     pub tls: TlsSettings,
+    /// Transparent interception, when the config has the section.
+    pub transparent: Option<super::transparent::Transparent>,
     /// Where audit events go as JSON lines; `None`: into the log.
     pub audit_file: Option<PathBuf>,
     /// Every credential file, for the rotation poller.
@@ -96,6 +98,8 @@ pub struct Route {
     pub name: String,
     pub host: Option<HostMatch>,
     pub path_prefix: Option<String>,
+    /// Only for redirected connections: where the app was connecting.
+    pub destination: Option<super::transparent::DestinationMatch>,
     pub strip_prefix: bool,
     pub upstream: Upstream,
     pub ca_file: Option<Watched<CaBundle>>,
@@ -286,6 +290,9 @@ fn build(file: &FileConfig, mut sources: super::sources::Sources) -> Result<Conf
                 ),
             ));
         }
+        if r.destination.is_some() && file.transparent.is_none() {
+            return Err(super::transparent::needs_section(&format!("routes[{i}]")));
+        }
         if routes.iter().any(|o| o.name == r.name) {
             return Err(at(
                 &spanned.value.name,
@@ -311,11 +318,13 @@ fn build(file: &FileConfig, mut sources: super::sources::Sources) -> Result<Conf
             })
         }
     };
+    let admin = file
+        .admin
+        .map_or_else(|| ([127, 0, 0, 1], 15000).into(), |a| a.0);
+    let transparent = super::transparent::transparent(file.transparent.as_ref(), listen, admin)?;
     Ok(Config {
         listen,
-        admin: file
-            .admin
-            .map_or_else(|| ([127, 0, 0, 1], 15000).into(), |a| a.0),
+        admin,
         authorities,
         routes,
         cache: CacheConfig {
@@ -331,6 +340,7 @@ fn build(file: &FileConfig, mut sources: super::sources::Sources) -> Result<Conf
         audit_file: file.audit.file.as_ref().map(|f| sources.resolve(f)),
         tracing,
         tls,
+        transparent,
         watched: sources.watched,
         source: None,
     })
