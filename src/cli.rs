@@ -14,7 +14,9 @@ use crate::server::{self, Listeners};
 use crate::telemetry::LogFormat;
 
 mod exchange;
+mod init;
 pub use exchange::exchange;
+pub use init::{InitArgs, init};
 
 /// Exit code for a bad config or bad usage.
 pub const EXIT_CONFIG: u8 = 1;
@@ -55,6 +57,13 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:15001")]
         listen: std::net::SocketAddr,
     },
+    /// Redirect this network namespace's outbound TCP to the transparent listener, and
+    /// prove it works.
+    Init(InitArgs),
+    /// Connect to ADDR and exit: `tokex init` runs it as proxy_uid to prove that uid's
+    /// connections are not redirected.
+    #[command(hide = true)]
+    ProbeConnect { addr: std::net::SocketAddr },
     /// Run the embedded authorization server.
     Sts(ConfigArg),
     /// Print the JSON Schema of the config file, for editors.

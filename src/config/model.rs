@@ -234,7 +234,13 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Invalid> {
 /// credential and CA files and the environment hold. The model it builds has stand-ins for
 /// those, so it is dropped here rather than run.
 pub(super) fn check_offline(file: &FileConfig, base: &Path) -> Result<(), Invalid> {
-    build(file, super::sources::Sources::new(base, true)).map(drop)
+    offline_model(file, base).map(drop)
+}
+
+/// The model [`check_offline`] builds, with stand-ins for what it did not read: only the
+/// parts that come from the file alone may be used.
+pub(super) fn offline_model(file: &FileConfig, base: &Path) -> Result<Config, Invalid> {
+    build(file, super::sources::Sources::new(base, true))
 }
 
 fn build(file: &FileConfig, mut sources: super::sources::Sources) -> Result<Config, Invalid> {
