@@ -25,6 +25,8 @@ const KEEP_AT_MOST: usize = 8;
 #[derive(Default)]
 pub struct Session {
     state: Mutex<State>,
+    /// Where the app was connecting, for a connection the transparent redirect brought.
+    destination: Option<std::net::SocketAddr>,
 }
 
 #[derive(Default)]
@@ -36,6 +38,18 @@ struct State {
 }
 
 impl Session {
+    /// A redirected connection's session: its requests may match `match.destination`.
+    pub fn redirected(destination: std::net::SocketAddr) -> Self {
+        Self {
+            state: Mutex::default(),
+            destination: Some(destination),
+        }
+    }
+
+    pub fn destination(&self) -> Option<std::net::SocketAddr> {
+        self.destination
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the state half-written: every
         // critical section is a single move.

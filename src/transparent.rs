@@ -12,7 +12,14 @@ use std::os::fd::AsFd;
 
 pub mod backend;
 pub mod check;
+pub mod relay;
 pub mod rules;
+
+/// This process's effective uid, as the owner of its `/proc` entry (no unsafe `geteuid`).
+pub fn effective_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
 
 /// Where a redirected connection was going (`SO_ORIGINAL_DST`); for a connection that
 /// was not redirected, its own local address.

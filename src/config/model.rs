@@ -296,8 +296,11 @@ fn build(file: &FileConfig, mut sources: super::sources::Sources) -> Result<Conf
                 ),
             ));
         }
-        if r.destination.is_some() && file.transparent.is_none() {
-            return Err(super::transparent::needs_section(&format!("routes[{i}]")));
+        if let (Some(d), None) = (&spanned.value.matcher.destination, &file.transparent) {
+            return Err(super::transparent::needs_section(
+                d,
+                &format!("routes[{i}]"),
+            ));
         }
         if routes.iter().any(|o| o.name == r.name) {
             return Err(at(

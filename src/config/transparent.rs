@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 
 use super::file::{FileTransparent, Unmatched};
-use super::model::{Invalid, at, nowhere};
+use super::model::{Invalid, at};
 
 /// Where the transparent listener is unless the config says otherwise.
 const DEFAULT_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 15006);
@@ -193,11 +193,14 @@ fn checked_ports(ports: &[serde_saphyr::Spanned<u16>], key: &str) -> Result<Vec<
 }
 
 /// A route that names a destination can only match redirected connections.
-pub(super) fn needs_section(route: &str) -> Invalid {
-    nowhere(format!(
-        "{route}.match.destination needs the transparent section: only redirected \
+pub(super) fn needs_section<T>(destination: &serde_saphyr::Spanned<T>, route: &str) -> Invalid {
+    at(
+        destination,
+        format!(
+            "{route}.match.destination needs the transparent section: only redirected \
          connections have an original destination"
-    ))
+        ),
+    )
 }
 
 #[cfg(test)]

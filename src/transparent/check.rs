@@ -9,7 +9,6 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::time::Duration;
 
@@ -31,7 +30,7 @@ pub struct CheckFailed(pub String);
 /// Runs the check; on success, one line per fact established.
 pub fn verify(t: &Transparent) -> Result<Vec<String>, CheckFailed> {
     let fail = |m: String| Err(CheckFailed(m));
-    if effective_uid() == Some(t.proxy_uid) {
+    if super::effective_uid() == Some(t.proxy_uid) {
         return fail(format!(
             "this process runs as proxy_uid {}, whose connections are never redirected; run \
              the check as another user (the init container runs as root)",
@@ -211,9 +210,4 @@ fn ipv6(t: &Transparent, port: u16) -> Result<String, CheckFailed> {
             not_redirected(dst, t, other)
         ))),
     }
-}
-
-/// The effective uid, as the owner of this process's `/proc` entry.
-fn effective_uid() -> Option<u32> {
-    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
 }
