@@ -75,21 +75,23 @@ pub async fn serve(proxy: Arc<Proxy>, mut stream: TcpStream, settings: Arc<Setti
         .series(&[spoken.label(), outcome])
         .inc();
     let prefixed = Prefixed::new(&first[..len], stream);
-    match outcome {
-        "proxied" => {
+    match (spoken, unmatched) {
+        (Spoken::Http, _) => {
             let session = Arc::new(Session::redirected(destination));
             connection::serve_io(proxy, prefixed, settings, session).await;
         }
-        "passthrough" => {
+        (_, Unmatched::Passthrough) => {
             let within = config.timeouts.upstream_connect;
             drop(config);
             if let Err(e) = crate::transparent::relay::relay(prefixed, destination, within).await {
                 tracing::debug!(%destination, error = %e, "relay ended with an error");
             }
         }
-        _ => {
-            tracing::debug!(%destination, protocol = spoken.label(), "redirected connection refused (unmatched: reject)")
-        }
+        (_, Unmatched::Reject) => tracing::debug!(
+            %destination,
+            protocol = spoken.label(),
+            "redirected connection refused (unmatched: reject)"
+        ),
     }
 }
 
