@@ -105,5 +105,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 nft --version && iptables-legacy --version && iptables-nft --version
 
+step "interop: Keycloak from Maven Central into target/keycloak-<version> (reused while its pin is unchanged)"
+# tests/it/keycloak runs a real Keycloak (tests/interop/keycloak-dist.txt pins the version and
+# checksum); a missing Java or curl, a failed download, a checksum mismatch or a failed build
+# stops the run here instead of skipping those tests.
+TOKEX_KEYCLOAK_HOME=$(scripts/keycloak.sh)
+export TOKEX_KEYCLOAK_HOME
+
 step "cargo test"
 cargo test --locked --all-targets
