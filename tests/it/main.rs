@@ -10,6 +10,7 @@ mod errors;
 mod exchange_command;
 mod identity;
 mod interop;
+mod keycloak;
 mod measure;
 mod operations;
 mod recent;
