@@ -37,7 +37,7 @@ pub struct Issued {
 impl Issued {
     /// Reads `act` from the issued token if it is a JWT (unverified: for the record only).
     pub fn new(token: &str, scope: Option<String>, latency: Duration) -> Self {
-        let act = crate::bearer::jwt_claims(token).and_then(|mut c| c.remove("act"));
+        let act = crate::jwt::unverified_claims(token).and_then(|mut c| c.remove("act"));
         Self {
             scope,
             act,
@@ -58,7 +58,7 @@ pub struct Subject {
 impl Subject {
     /// `fingerprint` makes the keyed hash when the token is not a JWT with `sub`.
     pub fn of(token: &str, fingerprint: impl FnOnce() -> String) -> Self {
-        let claims = crate::bearer::jwt_claims(token);
+        let claims = crate::jwt::unverified_claims(token);
         let get = |k: &str| {
             claims
                 .as_ref()

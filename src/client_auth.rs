@@ -5,7 +5,7 @@
 //! §2) and `none`. Every credential is a [`Watched`] file value, so rotation needs no
 //! restart.
 
-use crate::bearer::unix_now;
+use crate::jwt::unix_now;
 use std::fmt;
 use std::path::Path;
 
@@ -126,7 +126,7 @@ impl ClientAuth {
             } => {
                 let assertion = assertion.current();
                 if let Some(exp) =
-                    crate::bearer::jwt_exp(assertion.expose()).filter(|exp| *exp <= unix_now())
+                    crate::jwt::unverified_exp(assertion.expose()).filter(|exp| *exp <= unix_now())
                 {
                     return Err(format!(
                         "the client assertion expired at {exp} and has not been rotated"
@@ -237,7 +237,8 @@ impl AssertionKey {
 /// Validates a client assertion file: non-empty, one line, and not already expired.
 pub fn parse_assertion(path: &Path, bytes: &[u8]) -> Result<Secret, String> {
     let secret = crate::credentials::parse_secret(path, bytes)?;
-    if let Some(exp) = crate::bearer::jwt_exp(secret.expose()).filter(|exp| *exp <= unix_now()) {
+    if let Some(exp) = crate::jwt::unverified_exp(secret.expose()).filter(|exp| *exp <= unix_now())
+    {
         return Err(format!(
             "the assertion in {} expired at {exp}",
             path.display()

@@ -404,7 +404,7 @@ impl ExchangeClient {
         self.metrics.count(&result);
         match &result {
             Ok(issued) => {
-                if let Some(lifetime) = issued.lifetime(crate::bearer::unix_now()) {
+                if let Some(lifetime) = issued.lifetime(crate::jwt::unix_now()) {
                     self.metrics.issued_lifetime.observe(lifetime as f64);
                 }
             }

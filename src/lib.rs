@@ -5,7 +5,8 @@
 //!
 //! - [`config`]: the YAML configuration file, parsed into a validated model.
 //! - [`routing`]: which route a request belongs to and the path it is forwarded with.
-//! - [`bearer`]: the subject token from `Authorization` (RFC 6750) and its unverified `exp`.
+//! - [`bearer`]: the subject token from `Authorization` (RFC 6750), a header or a cookie.
+//! - [`jwt`]: what a JWT says of itself, unverified: its claims and `exp`.
 //! - [`secret`]: credential types that never print their value.
 //! - [`credentials`]: credential files that rotate without a restart.
 //! - [`client_auth`]: how tokex authenticates to token endpoints.
@@ -45,6 +46,7 @@ pub mod error;
 pub mod exchange;
 pub mod forward;
 pub mod idle;
+pub mod jwt;
 pub mod metrics;
 pub mod otel;
 pub mod proxy;

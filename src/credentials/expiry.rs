@@ -39,7 +39,7 @@ pub fn not_after(der: &[u8]) -> Option<i64> {
 }
 
 fn jwt_exp(token: &str) -> Option<i64> {
-    crate::bearer::jwt_exp(token).and_then(|exp| i64::try_from(exp).ok())
+    crate::jwt::unverified_exp(token).and_then(|exp| i64::try_from(exp).ok())
 }
 
 #[cfg(test)]

@@ -108,7 +108,7 @@ impl Issued {
     /// The lifetime the authority gave the token, in seconds from `now_unix`: the
     /// shorter of `expires_in` and a JWT's `exp`; `None` when it gave neither.
     pub fn lifetime(&self, now_unix: u64) -> Option<u64> {
-        let exp = crate::bearer::jwt_exp(self.access_token.expose());
+        let exp = crate::jwt::unverified_exp(self.access_token.expose());
         let by_exp = exp.map(|exp| exp.saturating_sub(now_unix));
         match (self.expires_in, by_exp) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -5,16 +5,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bearer::unix_now;
-
 use http::{HeaderMap, HeaderValue};
 
 use super::{Proxy, RouteExchange, RouteRuntime, Traced};
-use crate::bearer::{self, BearerToken};
+use crate::bearer::BearerToken;
 use crate::cache::{self, Entry, Key, Lookup, Recent};
 use crate::config::Route;
 use crate::error::{Code, ProxyError};
 use crate::exchange::{self, ExchangeClient};
+use crate::jwt::{self, unix_now};
 
 impl RouteRuntime {
     /// tokex's own token for this route (`client_credentials`), cached and refreshed like
@@ -55,7 +54,7 @@ impl RouteRuntime {
         let remembered = memory.is_some();
         let subject_exp = match memory {
             Some(r) => r.subject_exp,
-            None => bearer::jwt_exp(token.expose()),
+            None => jwt::unverified_exp(token.expose()),
         };
         if subject_exp.is_some_and(|exp| exp <= unix_now()) {
             let e = ProxyError::new(Code::InvalidToken, "the subject token has expired");
@@ -300,7 +299,7 @@ async fn new_entry(
     let issued = result?;
     let latency = started.elapsed();
     let (now, now_unix) = (Instant::now(), unix_now());
-    let issued_exp = bearer::jwt_exp(issued.access_token.expose());
+    let issued_exp = jwt::unverified_exp(issued.access_token.expose());
     if issued_exp.is_some_and(|exp| exp <= now_unix) {
         return Err(exchange::Error::BadResponse(
             "the issued token has already expired".into(),
