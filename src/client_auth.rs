@@ -15,12 +15,9 @@ use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
 use crate::credentials::Watched;
+use crate::oauth::CLIENT_ASSERTION_TYPE_JWT_BEARER;
 use crate::secret::Secret;
 use crate::tls::ClientIdentity;
-
-/// RFC 7523 §2.2 `client_assertion_type` for JWTs.
-pub const CLIENT_ASSERTION_TYPE_JWT_BEARER: &str =
-    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// Lifetime of a `private_key_jwt` assertion: short, as RFC 7523 §3 advises.
 const ASSERTION_LIFETIME_SECS: u64 = 60;

@@ -209,7 +209,7 @@ fn http_client() -> Result<reqwest::Client, Failure> {
 async fn mint(endpoint: &str, client: &str, secret: &str, scope: &str) -> Result<String, Failure> {
     let http = http_client()?;
     let mut form = vec![
-        ("grant_type", "client_credentials"),
+        ("grant_type", crate::oauth::GRANT_TYPE_CLIENT_CREDENTIALS),
         ("audience", "backend"),
     ];
     if !scope.is_empty() {

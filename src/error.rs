@@ -213,16 +213,6 @@ impl ProxyError {
     }
 }
 
-/// Whether `code` is a well-formed RFC 6749 §5.2 error code worth echoing to the app:
-/// `1*( %x20-21 / %x23-5B / %x5D-7E )`, kept short.
-pub fn is_oauth_error_token(code: &str) -> bool {
-    !code.is_empty()
-        && code.len() <= 64
-        && code
-            .bytes()
-            .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5b | 0x5d..=0x7e))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,8 +305,5 @@ mod tests {
         ] {
             assert_eq!(Code::for_authority_error(oauth), code, "{oauth}");
         }
-        assert!(is_oauth_error_token("invalid_target"));
-        assert!(!is_oauth_error_token("bad\"quote"));
-        assert!(!is_oauth_error_token(""));
     }
 }

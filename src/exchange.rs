@@ -488,7 +488,7 @@ impl ExchangeClient {
             let oauth_error = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| v.get("error")?.as_str().map(String::from))
-                .filter(|c| crate::error::is_oauth_error_token(c));
+                .filter(|c| crate::oauth::is_error_code(c));
             return Err(Error::Unavailable {
                 reason: format!("HTTP {status}"),
                 retry_after,

@@ -10,6 +10,7 @@
 //! - [`secret`]: credential types that never print their value.
 //! - [`credentials`]: credential files that rotate without a restart.
 //! - [`client_auth`]: how tokex authenticates to token endpoints.
+//! - [`oauth`]: the OAuth vocabulary: grant and token types, assertion types, scope syntax.
 //! - [`exchange`]: the RFC 8693 client and wire format.
 //! - [`cache`]: narrowed tokens under keyed-hash keys with per-entry lifetimes.
 //! - [`forward`]: header hygiene, the upstream request, the relayed response, protocol
@@ -48,6 +49,7 @@ pub mod forward;
 pub mod idle;
 pub mod jwt;
 pub mod metrics;
+pub mod oauth;
 pub mod otel;
 pub mod proxy;
 pub mod resilience;

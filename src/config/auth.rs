@@ -10,8 +10,9 @@ use super::file::{AuthMethod, FileAuth};
 use super::model::{Invalid, absolute_uri, at};
 use super::sources::Sources;
 use super::values::PathText;
-use crate::client_auth::{AssertionKey, CLIENT_ASSERTION_TYPE_JWT_BEARER, ClientAuth};
+use crate::client_auth::{AssertionKey, ClientAuth};
 use crate::credentials::{Watched, parse_secret};
+use crate::oauth::CLIENT_ASSERTION_TYPE_JWT_BEARER;
 use crate::secret::Secret;
 use crate::tls;
 

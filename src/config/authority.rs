@@ -6,11 +6,12 @@ use std::time::Duration;
 use serde_saphyr::Spanned;
 
 use super::file::FileAuthority;
-use super::model::{Actor, ActorToken, Authority, Invalid, TOKEN_TYPE_JWT, absolute_uri, at};
+use super::model::{Actor, ActorToken, Authority, Invalid, absolute_uri, at};
 use super::offline;
 use super::sources::Sources;
 use super::values::format_duration;
 use crate::credentials::parse_secret;
+use crate::oauth::TOKEN_TYPE_JWT;
 
 pub(super) fn authority(
     name: &str,

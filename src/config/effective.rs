@@ -147,7 +147,7 @@ fn auth(auth: &FileAuth, audience: &str, path: &impl Fn(&PathText) -> String) ->
         let kind = auth
             .assertion_type
             .as_ref()
-            .map_or(crate::client_auth::CLIENT_ASSERTION_TYPE_JWT_BEARER, |t| {
+            .map_or(crate::oauth::CLIENT_ASSERTION_TYPE_JWT_BEARER, |t| {
                 t.0.as_str()
             });
         rest.insert("assertion_type", text(kind));

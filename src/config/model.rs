@@ -13,15 +13,10 @@ use std::time::Duration;
 use serde_saphyr::{Location, Spanned};
 
 use super::file::{FileConfig, MissingTokenPolicy};
-pub use super::params::normalize_scope;
 pub use crate::client_auth::ClientAuth;
 use crate::credentials::{Poll, Watched};
 use crate::secret::Secret;
 use crate::tls::CaBundle;
-
-/// RFC 8693 §3 token type identifiers tokex uses as defaults.
-pub const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
-pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 /// A validated configuration.
 #[derive(Debug)]

@@ -7,11 +7,9 @@ use std::sync::Arc;
 
 use serde_saphyr::Spanned;
 
-use super::model::{
-    Authority, ExchangeParams, Inject, Invalid, SubjectSource, TOKEN_TYPE_ACCESS_TOKEN,
-    absolute_uri, at,
-};
+use super::model::{Authority, ExchangeParams, Inject, Invalid, SubjectSource, absolute_uri, at};
 use super::values::Text;
+use crate::oauth::{TOKEN_TYPE_ACCESS_TOKEN, normalize_scope};
 
 pub(super) fn exchange_params(
     spec: &super::file::FileExchangeSpec,
@@ -152,37 +150,4 @@ fn resource_uri(v: &str) -> Result<String, String> {
         return Err(format!("`{v}` must not have a fragment (RFC 8707 §2)"));
     }
     Ok(v.to_string())
-}
-
-/// RFC 6749 §3.3: space-separated scope-tokens of `%x21 / %x23-5B / %x5D-7E`.
-pub fn normalize_scope(v: &str) -> Result<String, String> {
-    let mut out: Vec<&str> = Vec::new();
-    for token in v.split(' ').filter(|t| !t.is_empty()) {
-        if !token
-            .bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
-        {
-            return Err(format!("invalid scope token `{token}` (RFC 6749 §3.3)"));
-        }
-        if !out.contains(&token) {
-            out.push(token);
-        }
-    }
-    if out.is_empty() {
-        return Err("must not be empty".into());
-    }
-    Ok(out.join(" "))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Scopes are validated per RFC 6749 §3.3 and normalised to single spaces.
-    #[test]
-    fn scope_normalisation() {
-        assert_eq!(normalize_scope("a  b a").unwrap(), "a b");
-        assert!(normalize_scope("a \"b\"").is_err());
-        assert!(normalize_scope("   ").is_err());
-    }
 }

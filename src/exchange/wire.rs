@@ -6,11 +6,9 @@ use serde::Deserialize;
 
 use super::Error;
 use crate::client_auth::Credential;
-use crate::config::model::{ExchangeParams, normalize_scope};
+use crate::config::model::ExchangeParams;
+use crate::oauth::{GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_TOKEN_EXCHANGE, normalize_scope};
 use crate::secret::Secret;
-
-/// RFC 8693 §2.1 `grant_type`.
-pub const GRANT_TYPE_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
 /// Largest AS response body tokex reads; a token response is a few KiB at most.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -59,7 +57,7 @@ pub fn encode_request(input: &ExchangeInput<'_>) -> (String, Option<Secret>) {
             }
         }
         Grant::ClientCredentials => {
-            form.append_pair("grant_type", "client_credentials");
+            form.append_pair("grant_type", GRANT_TYPE_CLIENT_CREDENTIALS);
         }
     }
     for (name, value) in [
@@ -277,7 +275,7 @@ fn seconds(n: &serde_json::Number) -> Option<u64> {
 
 fn parse_error(status: u16, body: &[u8]) -> Error {
     match serde_json::from_slice::<RawError>(body) {
-        Ok(e) if crate::error::is_oauth_error_token(&e.error) => Error::Refused {
+        Ok(e) if crate::oauth::is_error_code(&e.error) => Error::Refused {
             oauth_error: e.error,
             status,
             description: description(e.error_description),
@@ -301,8 +299,8 @@ fn parse_error(status: u16, body: &[u8]) -> Error {
 mod tests {
     use super::*;
     use crate::client_auth::ClientAuth;
-    use crate::config::model::{TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT};
     use crate::credentials::Watched;
+    use crate::oauth::{TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT};
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
 

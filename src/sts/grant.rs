@@ -14,12 +14,10 @@ use serde_json::{Map, Value, json};
 use super::config::{ClientConfig, Grant};
 use super::policy::{self, RESERVED};
 use super::{Realm, Sts, verify};
-use crate::config::model::{TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT};
-use crate::exchange::wire::GRANT_TYPE_TOKEN_EXCHANGE;
-
-/// RFC 7523 §2.2 client assertion type.
-pub const CLIENT_ASSERTION_JWT: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+use crate::oauth::{
+    CLIENT_ASSERTION_TYPE_JWT_BEARER, GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_TOKEN_EXCHANGE,
+    TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT,
+};
 
 /// An OAuth error response.
 #[derive(Debug)]
@@ -92,7 +90,7 @@ pub async fn token(
         .get("grant_type")
         .ok_or_else(|| err("invalid_request", "grant_type is missing"))?;
     let grant = match grant_type {
-        "client_credentials" => Grant::ClientCredentials,
+        GRANT_TYPE_CLIENT_CREDENTIALS => Grant::ClientCredentials,
         GRANT_TYPE_TOKEN_EXCHANGE => Grant::TokenExchange,
         _ => {
             return Err(err(
@@ -161,7 +159,7 @@ fn authenticate<'r>(
         return check_secret(realm, id, secret).ok_or_else(|| invalid(false));
     }
     if let Some(assertion) = form.get("client_assertion") {
-        if form.get("client_assertion_type") != Some(CLIENT_ASSERTION_JWT) {
+        if form.get("client_assertion_type") != Some(CLIENT_ASSERTION_TYPE_JWT_BEARER) {
             return Err(err(
                 "invalid_request",
                 "client_assertion_type must be jwt-bearer",
