@@ -17,14 +17,6 @@ use crate::config::ExchangeParams;
 /// The tracing target of audit events.
 pub const TARGET: &str = "tokex::audit";
 
-/// Audit settings (`audit:` in the config).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AuditSettings {
-    pub enabled: bool,
-    /// Also audit requests served from the cache (one event per request: high volume).
-    pub cache_hits: bool,
-}
-
 /// What an exchange produced, kept with the cache entry for later events.
 #[derive(Debug, Clone, Default)]
 pub struct Issued {

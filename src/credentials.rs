@@ -8,7 +8,13 @@
 //! value is swapped in for the next use without a lock on the reading side; a file
 //! that becomes unreadable or invalid keeps the last good value in use and is logged
 //! (never its content) and counted.
+//!
+//! What each file holds is parsed here as well, each parser proving that what it accepts
+//! is usable: [`parse_secret`] for text, [`assertion`] for client assertions and the keys
+//! that sign them, [`certs`] for CA bundles and client identities; [`expiry`] dates them.
 
+pub mod assertion;
+pub mod certs;
 pub mod expiry;
 
 use std::fmt;

@@ -8,7 +8,7 @@
 //! - [`bearer`]: the subject token from `Authorization` (RFC 6750), a header or a cookie.
 //! - [`jwt`]: what a JWT says of itself, unverified: its claims and `exp`.
 //! - [`secret`]: credential types that never print their value.
-//! - [`credentials`]: credential files that rotate without a restart.
+//! - [`credentials`]: credential files that rotate without a restart, and their parsers.
 //! - [`client_auth`]: how tokex authenticates to token endpoints.
 //! - [`oauth`]: the OAuth vocabulary: grant and token types, assertion types, scope syntax.
 //! - [`exchange`]: the RFC 8693 client and wire format.

@@ -79,7 +79,7 @@ struct RouteRuntime {
     /// Unique per build: what a connection's [`Recent`] memory is scoped to.
     id: u64,
     route: Arc<Route>,
-    audit: crate::audit::AuditSettings,
+    audit: crate::config::model::AuditSettings,
     upstream: Upstream,
     exchange: Option<RouteExchange>,
     metrics: RouteMetrics,

@@ -14,23 +14,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Circuit breaker settings (`authorities.*.circuit_breaker`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BreakerSettings {
-    /// Consecutive transient failures that open the circuit; 0 disables the breaker.
-    pub failures: u32,
-    /// How long the circuit stays open before one probe is let through.
-    pub open_for: Duration,
-}
-
-impl Default for BreakerSettings {
-    fn default() -> Self {
-        Self {
-            failures: 5,
-            open_for: Duration::from_secs(5),
-        }
-    }
-}
+use crate::config::model::BreakerSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {

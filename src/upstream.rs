@@ -20,11 +20,11 @@ use hyper::client::conn::{http1, http2};
 
 use crate::config::model::{Route, Timeouts};
 use crate::credentials::Watched;
+use crate::credentials::certs::CaBundle;
 use crate::error::{Code, ProxyError};
 use crate::forward::UpstreamBody;
 use crate::idle::{Stall, Watch};
 use crate::session::Session;
-use crate::tls::CaBundle;
 
 mod connect;
 mod pool;

@@ -7,9 +7,9 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use tokex::client_auth::{AssertionKey, parse_alg, parse_assertion};
+use tokex::credentials::assertion::{AssertionKey, parse_alg, parse_assertion};
 use tokex::credentials::parse_secret;
-use tokex::tls::{parse_ca, parse_identity};
+use tokex::credentials::certs::{parse_ca, parse_identity};
 
 const PATH: &str = "/run/secrets/fuzzed";
 

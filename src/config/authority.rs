@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_saphyr::Spanned;
 
 use super::file::FileAuthority;
-use super::model::{Actor, ActorToken, Authority, Invalid, absolute_uri, at};
+use super::model::{Actor, ActorToken, Authority, BreakerSettings, Invalid, absolute_uri, at};
 use super::offline;
 use super::sources::Sources;
 use super::values::format_duration;
@@ -134,13 +134,10 @@ fn secure_transport(url: &url::Url) -> bool {
     }
 }
 
-fn breaker(
-    b: Option<&super::file::FileBreaker>,
-    path: &str,
-) -> Result<crate::resilience::BreakerSettings, String> {
-    let default = crate::resilience::BreakerSettings::default();
+fn breaker(b: Option<&super::file::FileBreaker>, path: &str) -> Result<BreakerSettings, String> {
+    let default = BreakerSettings::default();
     let Some(b) = b else { return Ok(default) };
-    let settings = crate::resilience::BreakerSettings {
+    let settings = BreakerSettings {
         failures: b.failures.unwrap_or(default.failures),
         open_for: b.open_for.map_or(default.open_for, |d| d.0),
     };
@@ -157,7 +154,7 @@ mod tests {
     use std::path::Path;
     use std::time::Duration;
 
-    use crate::client_auth::ClientAuth;
+    use crate::config::model::ClientAuth;
     use crate::config::{Config, ConfigError, parse};
 
     /// One authority `a` with `lines` (each indented four spaces) and no routes.

@@ -13,10 +13,10 @@ use std::time::Duration;
 use serde_saphyr::{Location, Spanned};
 
 use super::file::{FileConfig, MissingTokenPolicy};
-pub use crate::client_auth::ClientAuth;
+use crate::credentials::assertion::AssertionKey;
+use crate::credentials::certs::{CaBundle, ClientIdentity};
 use crate::credentials::{Poll, Watched};
 use crate::secret::Secret;
-use crate::tls::CaBundle;
 
 /// A validated configuration.
 #[derive(Debug)]
@@ -28,8 +28,8 @@ pub struct Config {
     pub cache: CacheConfig,
     pub timeouts: Timeouts,
     pub limits: Limits,
-    pub audit: crate::audit::AuditSettings,
-    pub tracing: Option<crate::otel::OtelSettings>,
+    pub audit: AuditSettings,
+    pub tracing: Option<OtelSettings>,
     pub tls: TlsSettings,
     /// Where audit events go as JSON lines; `None`: into the log.
     pub audit_file: Option<PathBuf>,
@@ -38,6 +38,24 @@ pub struct Config {
     /// The file this config was loaded from, stamped before it was read: a change
     /// to it, even one made during the load, reloads the config.
     pub source: Option<Watched<()>>,
+}
+
+/// Audit settings (`audit:` in the config).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditSettings {
+    pub enabled: bool,
+    /// Also audit requests served from the cache (one event per request: high volume).
+    pub cache_hits: bool,
+}
+
+/// Tracing settings (`tracing:` in the config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtelSettings {
+    /// OTLP/HTTP base URL, e.g. `http://127.0.0.1:4318`.
+    pub otlp_endpoint: String,
+    /// Ratio of new traces recorded; a trace the app sampled is always followed.
+    pub sampling: f64,
+    pub service_name: String,
 }
 
 /// The `tls` section as it applies: which base set of roots, and the files that add to or
@@ -67,7 +85,49 @@ pub struct Authority {
     /// Bounds one attempt (connect plus the whole response); at most `timeout`.
     pub attempt_timeout: Duration,
     pub retries: u32,
-    pub circuit_breaker: crate::resilience::BreakerSettings,
+    pub circuit_breaker: BreakerSettings,
+}
+
+/// How tokex authenticates at a token endpoint (`auth.method`); [`crate::client_auth`]
+/// makes what one request carries from it.
+#[derive(Debug)]
+pub enum ClientAuth {
+    ClientSecretBasic {
+        client_secret: Watched<Secret>,
+    },
+    ClientSecretPost {
+        client_secret: Watched<Secret>,
+    },
+    PrivateKeyJwt {
+        private_key: Watched<AssertionKey>,
+        audience: String,
+    },
+    ClientAssertion {
+        assertion: Watched<Secret>,
+        assertion_type: String,
+    },
+    TlsClientAuth {
+        identity: Watched<ClientIdentity>,
+    },
+    None,
+}
+
+/// Circuit breaker settings (`authorities.*.circuit_breaker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSettings {
+    /// Consecutive transient failures that open the circuit; 0 disables the breaker.
+    pub failures: u32,
+    /// How long the circuit stays open before one probe is let through.
+    pub open_for: Duration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        Self {
+            failures: 5,
+            open_for: Duration::from_secs(5),
+        }
+    }
 }
 
 /// tokex's own identity, sent as `actor_token` for delegation (RFC 8693 §1.1).
@@ -296,7 +356,7 @@ fn build(file: &FileConfig, mut sources: super::sources::Sources) -> Result<Conf
             if !(0.0..=1.0).contains(&sampling) {
                 return Err(nowhere("tracing.sampling must be between 0 and 1"));
             }
-            Some(crate::otel::OtelSettings {
+            Some(OtelSettings {
                 otlp_endpoint: t.otlp_endpoint.0.as_str().trim_end_matches('/').to_string(),
                 sampling,
                 service_name: t
@@ -319,7 +379,7 @@ fn build(file: &FileConfig, mut sources: super::sources::Sources) -> Result<Conf
         },
         timeouts,
         limits,
-        audit: crate::audit::AuditSettings {
+        audit: AuditSettings {
             enabled: file.audit.enabled,
             cache_hits: file.audit.cache_hits,
         },

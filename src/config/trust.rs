@@ -18,7 +18,7 @@ use super::values::PathText;
 use crate::credentials::{MAX_FILE_BYTES, Watched, read_bounded};
 use rustls_pki_types::CertificateDer;
 
-use crate::tls::{BaseRoots, CaBundle, parse_ca};
+use crate::credentials::certs::{BaseRoots, CaBundle, parse_ca};
 
 /// What every bundle starts from.
 #[derive(Default)]

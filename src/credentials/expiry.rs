@@ -3,8 +3,7 @@
 //! projected token that stopped being refreshed, fails every exchange at once; the date
 //! is worth an alert days before.
 
-use crate::client_auth::ClientAuth;
-use crate::config::model::Authority;
+use crate::config::model::{Authority, ClientAuth};
 
 /// The credentials of `authority` that carry an expiry, by kind, in Unix seconds.
 pub fn of_authority(authority: &Authority) -> Vec<(&'static str, i64)> {

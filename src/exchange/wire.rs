@@ -298,7 +298,7 @@ fn parse_error(status: u16, body: &[u8]) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client_auth::ClientAuth;
+    use crate::config::model::ClientAuth;
     use crate::credentials::Watched;
     use crate::oauth::{TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT};
     use base64::Engine;
