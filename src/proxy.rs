@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 
 use crate::bearer;
 use crate::cache::{KeyBuilder, Recent, TokenCache};
-use crate::config::file::MissingTokenPolicy;
+use crate::config::model::MissingTokenPolicy;
 use crate::config::model::SubjectSource;
 use crate::config::{Config, Route};
 use crate::error::{Code, ProxyError};

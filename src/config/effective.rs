@@ -12,8 +12,8 @@ mod printed;
 
 use std::path::Path;
 
-use super::file::{AuthMethod, FileAuth, FileAuthority, FileConfig, FileRoute};
-use super::model::{Authority, Config, Route, SubjectSource};
+use super::file::{self, AuthMethod, FileAuth, FileAuthority, FileConfig, FileRoute};
+use super::model::{Authority, Config, MissingTokenPolicy, Roots, Route, SubjectSource};
 use super::values::{PathText, format_duration};
 use crate::secret::REDACTED;
 use printed::*;
@@ -71,7 +71,7 @@ pub(super) fn render(file: &FileConfig, config: &Config, base: &Path) -> Result<
             service_name: text(&t.service_name),
         }),
         tls: PrintedTls {
-            roots: config.tls.roots,
+            roots: roots(config.tls.roots),
             ca_file: file.tls.ca_file.as_ref().map(|f| path(&f.value)),
         },
     };
@@ -100,7 +100,7 @@ fn authority(
         client_id: text(&a.client_id),
         auth: auth(
             &written.auth,
-            &super::authority::assertion_audience(written),
+            &super::validate::assertion_audience(written),
             path,
         ),
         actor_token: a
@@ -177,12 +177,28 @@ fn route(r: &Route, written: &FileRoute, path: &impl Fn(&PathText) -> String) ->
         strip_prefix: r.strip_prefix,
         upstream: text(&r.upstream.url),
         ca_file: written.ca_file.as_ref().map(|f| path(&f.value)),
-        on_missing_token: r.on_missing_token,
+        on_missing_token: missing_token_policy(r.on_missing_token),
         exchange: exchange(r),
         cache: cache(&r.cache),
         timeout: dur(r.timeout),
         deadline: r.deadline.map(dur),
         retry_on_401: r.retry_on_401,
+    }
+}
+
+fn missing_token_policy(p: MissingTokenPolicy) -> file::MissingTokenPolicy {
+    match p {
+        MissingTokenPolicy::Reject => file::MissingTokenPolicy::Reject,
+        MissingTokenPolicy::Forward => file::MissingTokenPolicy::Forward,
+        MissingTokenPolicy::ClientCredentials => file::MissingTokenPolicy::ClientCredentials,
+    }
+}
+
+fn roots(r: Roots) -> file::Roots {
+    match r {
+        Roots::Webpki => file::Roots::Webpki,
+        Roots::System => file::Roots::System,
+        Roots::WebpkiAndSystem => file::Roots::WebpkiAndSystem,
     }
 }
 
@@ -245,7 +261,7 @@ fn text(s: &str) -> String {
 
 /// A configured path as the absolute path it names, so the output loads from anywhere.
 fn path(base: &Path, p: &PathText) -> String {
-    let joined = super::sources::resolve(base, p);
+    let joined = super::validate::resolve(base, p);
     let absolute = std::path::absolute(&joined).unwrap_or(joined);
     text(&absolute.display().to_string())
 }

@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use serde_saphyr::Spanned;
 
-use super::model::{Authority, ExchangeParams, Inject, Invalid, SubjectSource, absolute_uri, at};
-use super::values::Text;
+use super::{Invalid, absolute_uri, at};
+use crate::config::model::{Authority, ExchangeParams, Inject, SubjectSource};
+use crate::config::values::Text;
 use crate::oauth::{TOKEN_TYPE_ACCESS_TOKEN, normalize_scope};
 
 pub(super) fn exchange_params(
-    spec: &super::file::FileExchangeSpec,
+    spec: &crate::config::file::FileExchangeSpec,
     path: &str,
     authorities: &BTreeMap<String, Arc<Authority>>,
 ) -> Result<ExchangeParams, Invalid> {
@@ -42,7 +43,7 @@ pub(super) fn exchange_params(
     let opt = |v: &Option<Spanned<Text>>, key: &str, check: fn(&str) -> Result<String, String>| {
         v.as_ref()
             .map(|s| match &s.value.0 {
-                unknown if super::offline::unresolved(unknown) => Ok(unknown.clone()),
+                unknown if crate::config::offline::unresolved(unknown) => Ok(unknown.clone()),
                 known => check(known).map_err(|m| at(s, format!("{path}.exchange.{key}: {m}"))),
             })
             .transpose()
@@ -92,7 +93,7 @@ fn header_name(raw: &str) -> Result<http::HeaderName, String> {
     Ok(name)
 }
 
-fn subject_source(f: Option<&super::file::FileSource>) -> Result<SubjectSource, String> {
+fn subject_source(f: Option<&crate::config::file::FileSource>) -> Result<SubjectSource, String> {
     match f {
         None => Ok(SubjectSource::Authorization),
         Some(f) => match (&f.header, &f.cookie) {
@@ -114,7 +115,7 @@ fn subject_source(f: Option<&super::file::FileSource>) -> Result<SubjectSource, 
     }
 }
 
-fn inject(f: Option<&super::file::FileInject>) -> Result<Inject, String> {
+fn inject(f: Option<&crate::config::file::FileInject>) -> Result<Inject, String> {
     let header = match f.and_then(|f| f.header.as_ref()) {
         None => http::header::AUTHORIZATION,
         Some(h) if h.0.eq_ignore_ascii_case("authorization") => http::header::AUTHORIZATION,

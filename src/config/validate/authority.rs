@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
-use super::file::FileAuthority;
-use super::model::{Actor, ActorToken, Authority, BreakerSettings, Invalid, absolute_uri, at};
-use super::offline;
 use super::sources::Sources;
-use super::values::format_duration;
+use super::{Invalid, absolute_uri, at};
+use crate::config::file::FileAuthority;
+use crate::config::model::{Actor, ActorToken, Authority, BreakerSettings};
+use crate::config::offline;
+use crate::config::values::format_duration;
 use crate::credentials::parse_secret;
 use crate::oauth::TOKEN_TYPE_JWT;
 
@@ -118,7 +119,7 @@ pub(super) fn authority(
 /// server: its issuer identifier where one is configured (what current guidance asks for),
 /// else the token endpoint URL, which RFC 7523 §3 names. `auth.audience` covers an AS that
 /// expects something else.
-pub(super) fn assertion_audience(a: &FileAuthority) -> String {
+pub(in crate::config) fn assertion_audience(a: &FileAuthority) -> String {
     let explicit = a.auth.audience.as_ref().or(a.issuer.as_ref());
     explicit.map_or_else(|| a.token_endpoint.value.0.to_string(), |t| t.0.clone())
 }
@@ -134,7 +135,10 @@ fn secure_transport(url: &url::Url) -> bool {
     }
 }
 
-fn breaker(b: Option<&super::file::FileBreaker>, path: &str) -> Result<BreakerSettings, String> {
+fn breaker(
+    b: Option<&crate::config::file::FileBreaker>,
+    path: &str,
+) -> Result<BreakerSettings, String> {
     let default = BreakerSettings::default();
     let Some(b) = b else { return Ok(default) };
     let settings = BreakerSettings {

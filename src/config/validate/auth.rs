@@ -6,10 +6,11 @@ use std::path::PathBuf;
 
 use serde_saphyr::Spanned;
 
-use super::file::{AuthMethod, FileAuth};
-use super::model::{ClientAuth, Invalid, absolute_uri, at};
 use super::sources::Sources;
-use super::values::PathText;
+use super::{Invalid, absolute_uri, at};
+use crate::config::file::{AuthMethod, FileAuth};
+use crate::config::model::ClientAuth;
+use crate::config::values::PathText;
 use crate::credentials::assertion::{AssertionKey, parse_alg, parse_assertion};
 use crate::credentials::certs::parse_identity;
 use crate::credentials::{Watched, parse_secret};
