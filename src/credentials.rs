@@ -239,17 +239,18 @@ impl<T: Send + Sync + 'static> Poll for Watched<T> {
     }
 }
 
-/// Polls every watched credential once; logs and counts reloads and failures.
-pub fn poll_all(items: &[Arc<dyn Poll>], metrics: &crate::metrics::Metrics) {
+/// Polls every watched credential once; logs reloads and failures, and hands each one's
+/// result (`ok` or `error`) to `count`.
+pub fn poll_all(items: &[Arc<dyn Poll>], mut count: impl FnMut(&'static str)) {
     for item in items {
         match item.poll() {
             Polled::Unchanged => {}
             Polled::Reloaded => {
-                metrics.credential_reloads.series(&["ok"]).inc();
+                count("ok");
                 tracing::info!(file = %item.describe(), "credential reloaded");
             }
             Polled::Kept(error) => {
-                metrics.credential_reloads.series(&["error"]).inc();
+                count("error");
                 tracing::warn!(file = %item.describe(), %error, "credential file unusable; keeping the last good one");
             }
         }

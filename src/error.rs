@@ -12,9 +12,7 @@ use http::header::{
     WWW_AUTHENTICATE,
 };
 use http::{Response, StatusCode};
-use http_body_util::{Either, Full};
-
-use crate::forward::Body;
+use http_body_util::Full;
 
 pub mod cause;
 
@@ -169,10 +167,11 @@ impl ProxyError {
         }
     }
 
-    /// The error response for this error.
-    pub fn to_response(&self) -> Response<Body> {
+    /// The error response for this error. Its body is tokex's own; the request path
+    /// wraps it beside relayed bodies (`forward::Body`).
+    pub fn to_response(&self) -> Response<Full<Bytes>> {
         let (status, headers, body) = self.response_parts();
-        let mut response = Response::new(Either::Right(Full::new(body)));
+        let mut response = Response::new(Full::new(body));
         *response.status_mut() = status;
         *response.headers_mut() = headers;
         response

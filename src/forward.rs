@@ -14,7 +14,6 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::{Either, Empty, Full};
@@ -24,16 +23,12 @@ use crate::config::model::{Route, SubjectSource};
 use crate::error::{Code, ProxyError};
 use crate::idle::{IdleBody, Watch};
 use crate::session::Session;
-use crate::upstream::{Idle, Sent};
+use crate::upstream::{Idle, Sent, UpstreamBody};
 
 pub mod upgrade;
 
 /// Response bodies: the upstream's, streamed, or one tokex made.
 pub type Body = Either<Relayed, Full<Bytes>>;
-
-/// Request bodies to the upstream: the app's, streamed, or none at all (a request
-/// without a body can be sent twice: purge-and-retry, a kept connection's loss).
-pub type UpstreamBody = Either<IdleBody<Incoming>, Empty<Bytes>>;
 
 /// Fields that describe one connection, never the message (RFC 9110 §7.6.1), plus
 /// `Proxy-Authorization`, which is meant for tokex and must not travel on. (`Trailer`
@@ -235,29 +230,6 @@ pub fn upstream_request(
     Ok(Request::from_parts(parts, body))
 }
 
-/// A copy of a request that is safe to send again (RFC 9110 §9.2.2) because it has
-/// no body: for a kept connection that lost it, and for purge-and-retry.
-pub fn replayable(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
-    if !matches!(req.body(), Either::Right(_)) || !req.method().is_idempotent() {
-        return None;
-    }
-    let mut copy = Request::new(Either::Right(Empty::new()));
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    Some(copy)
-}
-
-/// An authority as `Host` carries it: without the scheme's default port.
-pub fn host_of<'a>(authority: &'a Authority, scheme: &Scheme) -> &'a str {
-    let default = if *scheme == Scheme::HTTPS { 443 } else { 80 };
-    match authority.port_u16() {
-        Some(port) if port == default => authority.host(),
-        _ => authority.as_str(),
-    }
-}
-
 /// The upstream's response as the app gets it. Refused (502, and the upstream
 /// connection is not kept): a switch of protocols nobody asked for, and framing hyper
 /// read one way that a recipient could read another (a `Transfer-Encoding` other than
@@ -375,7 +347,7 @@ pub struct Relayed {
 impl Relayed {
     fn done(&mut self) {
         if let Some((session, idle)) = self.keep.take() {
-            session.keep(idle.idle_from_now());
+            session.connections().keep(idle.idle_from_now());
         }
     }
 }

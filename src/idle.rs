@@ -17,10 +17,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
-
-use crate::metrics::Counter;
 
 /// A body or write that made no progress for `timeouts.body_idle`.
 #[derive(Debug, thiserror::Error)]

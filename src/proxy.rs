@@ -14,13 +14,13 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 
 use crate::bearer;
 use crate::cache::{KeyBuilder, Recent, TokenCache};
-use crate::config::model::MissingTokenPolicy;
-use crate::config::model::SubjectSource;
+use crate::config::model::{MissingTokenPolicy, SubjectSource};
 use crate::config::{Config, Route};
 use crate::error::{Code, ProxyError};
 use crate::exchange::{self, ExchangeClient};
@@ -29,7 +29,7 @@ use crate::idle::{Stalled, Watch, within, within_on};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::routing;
 use crate::session::Session;
-use crate::upstream::{Sent, Upstream};
+use crate::upstream::{Sent, Upstream, UpstreamBody};
 
 mod token;
 
@@ -229,7 +229,7 @@ impl Proxy {
         let response = match result {
             Ok(response) => response,
             Err(e) if e.abort => return Err(Stalled(runtime.config.timeouts.body_idle)),
-            Err(e) => e.to_response(),
+            Err(e) => e.to_response().map(Either::Right),
         };
         let status = response.status().as_u16();
         if let Some(Traced { otel, span }) = traced {
@@ -412,7 +412,7 @@ impl RouteRuntime {
         // Step 8: send, and relay the response. Purge-and-retry needs the request again.
         let again = credential
             .retry
-            .and_then(|retry| Some((retry, forward::replayable(&upstream_req)?)));
+            .and_then(|retry| Some((retry, crate::upstream::replayable(&upstream_req)?)));
         let mut sent = self.send(upstream_req, session, switch.is_some()).await?;
         if let Some(((key, subject), again)) = again
             && sent.response.status() == StatusCode::UNAUTHORIZED
@@ -433,11 +433,11 @@ impl RouteRuntime {
     /// Sends to the upstream; the route's `timeout` bounds the wait for response headers.
     async fn send(
         &self,
-        req: Request<forward::UpstreamBody>,
+        req: Request<UpstreamBody>,
         session: &Session,
         switch: bool,
     ) -> Result<Sent, ProxyError> {
-        let sent = std::pin::pin!(self.upstream.send(req, session, switch));
+        let sent = std::pin::pin!(self.upstream.send(req, session.connections(), switch));
         let mut timer = session.take_timer();
         let sent = within_on(timer.as_mut(), self.route.timeout, sent).await;
         session.keep_timer(timer);
@@ -453,7 +453,7 @@ impl RouteRuntime {
     async fn retry_with_fresh_token(
         &self,
         proxy: &Proxy,
-        mut again: Request<forward::UpstreamBody>,
+        mut again: Request<UpstreamBody>,
         key: crate::cache::Key,
         subject: &crate::secret::Secret,
         traced: Option<&Traced>,
