@@ -34,7 +34,7 @@ pub struct Entry {
     pub refresh_at: Option<Instant>,
     /// What the exchange produced, for audit events; kept only while auditing (a cache
     /// holds many entries, and most deployments audit nothing).
-    pub issued: Option<Box<crate::audit::Issued>>,
+    pub record: Option<Box<crate::audit::ExchangeRecord>>,
     refreshing: AtomicBool,
     /// Set once the cache has let go of this entry (invalidated, or replaced by a
     /// refresh): a connection that remembers it ([`Recent`]) must look again.
@@ -51,15 +51,15 @@ impl Entry {
             authorization,
             expires_at,
             refresh_at,
-            issued: None,
+            record: None,
             refreshing: AtomicBool::new(false),
             retired: AtomicBool::new(false),
         }
     }
 
     /// Attaches what the exchange produced.
-    pub fn with_issued(mut self, issued: crate::audit::Issued) -> Self {
-        self.issued = Some(Box::new(issued));
+    pub fn with_record(mut self, record: crate::audit::ExchangeRecord) -> Self {
+        self.record = Some(Box::new(record));
         self
     }
 

@@ -2,7 +2,7 @@
 //! `client_secret_basic` / `client_secret_post` (RFC 6749 §2.3.1), `private_key_jwt`
 //! (RFC 7523 §2.2), `client_assertion` (an assertion from a file, e.g. a Kubernetes
 //! projected service-account token or a SPIFFE JWT-SVID), `tls_client_auth` (RFC 8705
-//! §2) and `none`. Every credential is a [`Watched`] file value, so rotation needs no
+//! §2) and `none`. Every secret, key and certificate is a [`Watched`] file value, so rotation needs no
 //! restart.
 
 use std::fmt;
@@ -18,7 +18,7 @@ use crate::oauth::CLIENT_ASSERTION_TYPE_JWT_BEARER;
 use crate::secret::Secret;
 
 /// What one token request carries to authenticate the client.
-pub enum Credential {
+pub enum Authentication {
     /// `Authorization: Basic ...` (already encoded).
     Basic(Secret),
     /// `client_id` and `client_secret` in the body.
@@ -32,26 +32,26 @@ pub enum Credential {
     ClientIdOnly,
 }
 
-impl Credential {
-    /// What of this credential an AS could echo back: the secret, the assertion, the
+impl Authentication {
+    /// What of this authentication an AS could echo back: the secret, the assertion, the
     /// Basic value's base64.
     pub fn secret(&self) -> Option<&str> {
         match self {
-            Credential::Basic(header) => header.expose().strip_prefix("Basic "),
-            Credential::Post(secret) => Some(secret.expose()),
-            Credential::Assertion { assertion, .. } => Some(assertion.expose()),
-            Credential::ClientIdOnly => None,
+            Authentication::Basic(header) => header.expose().strip_prefix("Basic "),
+            Authentication::Post(secret) => Some(secret.expose()),
+            Authentication::Assertion { assertion, .. } => Some(assertion.expose()),
+            Authentication::ClientIdOnly => None,
         }
     }
 }
 
-impl fmt::Debug for Credential {
+impl fmt::Debug for Authentication {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Credential::Basic(_) => "Basic([redacted])",
-            Credential::Post(_) => "Post([redacted])",
-            Credential::Assertion { .. } => "Assertion([redacted])",
-            Credential::ClientIdOnly => "ClientIdOnly",
+            Authentication::Basic(_) => "Basic([redacted])",
+            Authentication::Post(_) => "Post([redacted])",
+            Authentication::Assertion { .. } => "Assertion([redacted])",
+            Authentication::ClientIdOnly => "ClientIdOnly",
         })
     }
 }
@@ -66,26 +66,26 @@ fn basic_part(s: &str) -> String {
 }
 
 impl ClientAuth {
-    /// The credential for one attempt. A `private_key_jwt` assertion is signed fresh
+    /// What one attempt carries to authenticate the client. A `private_key_jwt` assertion is signed fresh
     /// each time, so a retry never reuses a `jti`.
-    pub fn credential(&self, client_id: &str) -> Result<Credential, String> {
+    pub fn authentication(&self, client_id: &str) -> Result<Authentication, String> {
         Ok(match self {
             ClientAuth::ClientSecretBasic { client_secret } => {
                 // RFC 6749 §2.3.1: both parts are form-urlencoded before base64.
                 let secret = client_secret.current();
                 let (user, pass) = (basic_part(client_id), basic_part(secret.expose()));
-                Credential::Basic(Secret::new(format!(
+                Authentication::Basic(Secret::new(format!(
                     "Basic {}",
                     STANDARD.encode(format!("{user}:{pass}"))
                 )))
             }
             ClientAuth::ClientSecretPost { client_secret } => {
-                Credential::Post((*client_secret.current()).clone())
+                Authentication::Post((*client_secret.current()).clone())
             }
             ClientAuth::PrivateKeyJwt {
                 private_key,
                 audience,
-            } => Credential::Assertion {
+            } => Authentication::Assertion {
                 assertion: private_key.current().sign_assertion(client_id, audience)?,
                 assertion_type: CLIENT_ASSERTION_TYPE_JWT_BEARER.into(),
             },
@@ -101,12 +101,12 @@ impl ClientAuth {
                         "the client assertion expired at {exp} and has not been rotated"
                     ));
                 }
-                Credential::Assertion {
+                Authentication::Assertion {
                     assertion: (*assertion).clone(),
                     assertion_type: assertion_type.clone(),
                 }
             }
-            ClientAuth::TlsClientAuth { .. } | ClientAuth::None => Credential::ClientIdOnly,
+            ClientAuth::TlsClientAuth { .. } | ClientAuth::None => Authentication::ClientIdOnly,
         })
     }
 

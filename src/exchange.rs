@@ -413,7 +413,7 @@ impl ExchangeClient {
         result
     }
 
-    /// One token request. The credential is made per attempt, so a retried
+    /// One token request. The client authentication is made per attempt, so a retried
     /// `private_key_jwt` carries a fresh `jti`.
     async fn attempt(
         &self,
@@ -422,15 +422,15 @@ impl ExchangeClient {
         trace: &TraceContext,
     ) -> Result<Issued, Error> {
         let a = &self.authority;
-        let credential = a
+        let authentication = a
             .auth
-            .credential(&a.client_id)
+            .authentication(&a.client_id)
             .map_err(Error::Misconfigured)?;
         let input = wire::ExchangeInput {
             grant,
             params,
             client_id: &a.client_id,
-            credential: &credential,
+            authentication: &authentication,
         };
         let (form, basic) = wire::encode_request(&input);
         let form = form.as_str();
@@ -497,7 +497,7 @@ impl ExchangeClient {
         }
         let client_credentials = matches!(grant, wire::Grant::ClientCredentials);
         let parsed = wire::parse_grant_response(status, &body, params, client_credentials);
-        match parsed.map_err(|e| scrub(e, &grant, &credential)) {
+        match parsed.map_err(|e| scrub(e, &grant, &authentication)) {
             Err(Error::Refused { oauth_error, .. }) if oauth_error == "temporarily_unavailable" => {
                 Err(Error::Unavailable {
                     reason: "temporarily_unavailable".into(),
@@ -519,7 +519,7 @@ const MAX_DESCRIPTION: usize = 256;
 fn scrub(
     mut e: Error,
     grant: &wire::Grant<'_>,
-    credential: &crate::client_auth::Credential,
+    authentication: &crate::client_auth::Authentication,
 ) -> Error {
     let Error::Refused {
         description: Some(d),
@@ -537,7 +537,7 @@ fn scrub(
         sent.push(subject_token);
         sent.extend(actor.map(|(t, _)| t.expose()));
     }
-    sent.extend(credential.secret());
+    sent.extend(authentication.secret());
     for secret in sent.into_iter().filter(|s| !s.is_empty()) {
         if d.contains(secret) {
             *d = d.replace(secret, "[redacted]");

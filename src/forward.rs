@@ -104,7 +104,7 @@ fn names_other_fields(headers: &HeaderMap) -> bool {
 }
 
 /// Turns the app's header fields into the upstream's: hop-by-hop fields, `Host` and the
-/// caller's credentials out, and exactly the credential given in (none for `None`).
+/// caller's own token out, and exactly the token given in (none for `None`).
 pub fn upstream_headers(
     headers: &mut HeaderMap,
     route: &Route,
@@ -113,7 +113,7 @@ pub fn upstream_headers(
 ) {
     strip_hop_by_hop(headers);
     headers.insert(header::HOST, host);
-    // The caller's credentials never travel on: Authorization always goes, and so does
+    // The caller's own token never travels on: Authorization always goes, and so does
     // the route's subject token source when it is another header or a cookie.
     let inject = match &route.exchange {
         None => None,
@@ -142,8 +142,8 @@ pub fn upstream_headers(
     }
 }
 
-/// Replaces the credential step 7 set (purge-and-retry's second attempt).
-pub fn set_credential(headers: &mut HeaderMap, route: &Route, token: HeaderValue) {
+/// Replaces the token step 7 injected (purge-and-retry's second attempt).
+pub fn replace_token(headers: &mut HeaderMap, route: &Route, token: HeaderValue) {
     if let Some(exchange) = &route.exchange {
         headers.insert(exchange.inject.header.clone(), token);
     }
@@ -189,7 +189,7 @@ pub struct Rewrite<'a> {
 
 /// Turns the app's request into the upstream's (origin-form, for HTTP/1.1; the
 /// upstream makes it absolute for HTTP/2): the path routing built, clean headers, the
-/// upstream's `Host`, exactly the credential given, and the protocol switch asked for.
+/// upstream's `Host`, exactly the token given, and the protocol switch asked for.
 pub fn upstream_request(
     req: Request<Incoming>,
     rewrite: Rewrite<'_>,

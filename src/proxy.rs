@@ -279,7 +279,7 @@ impl Proxy {
 }
 
 /// What steps 2 to 6 decided.
-struct Credential {
+struct Authorized {
     /// The value to inject; `None` forwards without one.
     value: Option<HeaderValue>,
     /// For purge-and-retry: the cache key and the subject that produced `value`.
@@ -390,13 +390,13 @@ impl RouteRuntime {
         traced: Option<&Traced>,
         session: &Arc<Session>,
     ) -> Result<Response<Body>, ProxyError> {
-        // Steps 2 to 6: the credential, with the connection's memory of its last lookup.
+        // Steps 2 to 6: the token to inject, with the connection's memory of its last lookup.
         let mut recent = session.take_recent();
-        let credential = self
+        let authorized = self
             .authorize(proxy, req.headers(), traced, Some(&mut recent))
             .await;
         session.keep_recent(recent);
-        let credential = credential?;
+        let authorized = authorized?;
         // Step 7: the upstream's request. A protocol switch keeps the app's side of it.
         let switch = upgrade::requested(&req);
         let app_side = switch.is_some().then(|| hyper::upgrade::on(&mut req));
@@ -405,12 +405,12 @@ impl RouteRuntime {
             route: &self.route,
             path,
             host: self.upstream.host().clone(),
-            token: credential.value,
+            token: authorized.value,
             upgrade: switch.clone(),
         };
         let upstream_req = forward::upstream_request(req, rewrite, &runtime.to_upstream)?;
         // Step 8: send, and relay the response. Purge-and-retry needs the request again.
-        let again = credential
+        let again = authorized
             .retry
             .and_then(|retry| Some((retry, crate::upstream::replayable(&upstream_req)?)));
         let mut sent = self.send(upstream_req, session, switch.is_some()).await?;
@@ -471,7 +471,7 @@ impl RouteRuntime {
         let (fresh, _) = self
             .narrowed(proxy, exchange, token, again.headers(), traced, None)
             .await?;
-        forward::set_credential(
+        forward::replace_token(
             again.headers_mut(),
             &self.route,
             fresh.authorization.clone(),
@@ -487,8 +487,8 @@ impl RouteRuntime {
         headers: &HeaderMap,
         traced: Option<&Traced>,
         recent: Option<&mut Option<Recent>>,
-    ) -> Result<Credential, ProxyError> {
-        let none = Credential {
+    ) -> Result<Authorized, ProxyError> {
+        let none = Authorized {
             value: None,
             retry: None,
         };
@@ -513,7 +513,7 @@ impl RouteRuntime {
             }
             None if self.route.on_missing_token == MissingTokenPolicy::ClientCredentials => {
                 let entry = Box::pin(self.own_token(proxy, exchange, headers, traced)).await?;
-                return Ok(Credential {
+                return Ok(Authorized {
                     value: Some(entry.authorization.clone()),
                     retry: None,
                 });
@@ -529,7 +529,7 @@ impl RouteRuntime {
         let (entry, key) = self
             .narrowed(proxy, exchange, token, headers, traced, recent)
             .await?;
-        Ok(Credential {
+        Ok(Authorized {
             value: Some(entry.authorization.clone()),
             retry: self
                 .route

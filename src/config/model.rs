@@ -162,7 +162,7 @@ pub struct Route {
     pub host: Option<HostMatch>,
     pub path_prefix: Option<String>,
     pub strip_prefix: bool,
-    pub upstream: Upstream,
+    pub upstream: UpstreamUrl,
     pub ca_file: Option<Watched<CaBundle>>,
     pub on_missing_token: MissingTokenPolicy,
     pub exchange: Option<ExchangeParams>,
@@ -194,9 +194,9 @@ pub struct HostMatch {
     pub port: Option<u16>,
 }
 
-/// Where a route forwards to.
+/// Where a route forwards to: its URL, split into what requests need.
 #[derive(Debug)]
-pub struct Upstream {
+pub struct UpstreamUrl {
     pub url: String,
     pub scheme: http::uri::Scheme,
     pub authority: http::uri::Authority,

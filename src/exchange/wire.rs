@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use super::Error;
-use crate::client_auth::Credential;
+use crate::client_auth::Authentication;
 use crate::config::model::ExchangeParams;
 use crate::oauth::{GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_TOKEN_EXCHANGE, normalize_scope};
 use crate::secret::Secret;
@@ -22,7 +22,7 @@ pub struct ExchangeInput<'a> {
     pub grant: Grant<'a>,
     pub params: &'a ExchangeParams,
     pub client_id: &'a str,
-    pub credential: &'a Credential,
+    pub authentication: &'a Authentication,
 }
 
 /// What is being traded for a token.
@@ -69,14 +69,14 @@ pub fn encode_request(input: &ExchangeInput<'_>) -> (String, Option<Secret>) {
             form.append_pair(name, v);
         }
     }
-    let basic = match input.credential {
-        Credential::Basic(header) => Some(header.clone()),
-        Credential::Post(secret) => {
+    let basic = match input.authentication {
+        Authentication::Basic(header) => Some(header.clone()),
+        Authentication::Post(secret) => {
             form.append_pair("client_id", input.client_id)
                 .append_pair("client_secret", secret.expose());
             None
         }
-        Credential::Assertion {
+        Authentication::Assertion {
             assertion,
             assertion_type,
         } => {
@@ -85,7 +85,7 @@ pub fn encode_request(input: &ExchangeInput<'_>) -> (String, Option<Secret>) {
                 .append_pair("client_assertion", assertion.expose());
             None
         }
-        Credential::ClientIdOnly => {
+        Authentication::ClientIdOnly => {
             form.append_pair("client_id", input.client_id);
             None
         }
@@ -331,7 +331,7 @@ mod tests {
         let auth = ClientAuth::ClientSecretBasic {
             client_secret: Watched::fixed(Secret::new("s p:c+/")),
         };
-        let credential = auth.credential("my client").unwrap();
+        let authentication = auth.authentication("my client").unwrap();
         let actor = Secret::new("act+or");
         let input = ExchangeInput {
             grant: Grant::Exchange {
@@ -340,7 +340,7 @@ mod tests {
             },
             params: &p,
             client_id: "my client",
-            credential: &credential,
+            authentication: &authentication,
         };
         let (form, basic) = encode_request(&input);
         let pairs: Vec<(String, String)> = form_urlencoded::parse(form.as_bytes())
@@ -362,9 +362,9 @@ mod tests {
             "my%20client:s%20p%3Ac%2B%2F"
         );
 
-        let post = Credential::Post(Secret::new("pw"));
+        let post = Authentication::Post(Secret::new("pw"));
         let (form, basic) = encode_request(&ExchangeInput {
-            credential: &post,
+            authentication: &post,
             grant: Grant::Exchange {
                 subject_token: "s",
                 actor: None,
@@ -376,7 +376,7 @@ mod tests {
         assert!(!form.contains("actor_token"));
 
         let (form, _) = encode_request(&ExchangeInput {
-            credential: &post,
+            authentication: &post,
             grant: Grant::ClientCredentials,
             ..input
         });

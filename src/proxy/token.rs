@@ -116,15 +116,15 @@ impl RouteRuntime {
         }
         let described =
             subject.map(|t| crate::audit::Subject::of(t, || proxy.cache.fingerprint(t)));
-        let (outcome, issued, cache) = match result {
-            Ok((entry, lookup)) => ("ok", entry.issued.as_deref(), Some(lookup.as_str())),
+        let (outcome, record, cache) = match result {
+            Ok((entry, lookup)) => ("ok", entry.record.as_deref(), Some(lookup.as_str())),
             Err(e) => (e.code.as_str(), None, None),
         };
         crate::audit::Event {
             route: &self.route.name,
             params: self.route.exchange.as_ref(),
             subject: described.as_ref(),
-            issued,
+            record,
             outcome,
             cache,
             own_token,
@@ -321,7 +321,7 @@ async fn new_entry(
     value.set_sensitive(true);
     let entry = Entry::new(value, now + ttl, cache::refresh_at(now, ttl, &route.cache));
     Ok(Arc::new(match audited {
-        true => entry.with_issued(crate::audit::Issued::new(
+        true => entry.with_record(crate::audit::ExchangeRecord::new(
             issued.access_token.expose(),
             issued.scope.clone(),
             latency,

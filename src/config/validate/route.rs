@@ -11,7 +11,7 @@ use super::sources::Sources;
 use super::{Invalid, at, check_name};
 use crate::config::file::{self, FileExchange, FileRoute};
 use crate::config::model::{
-    Authority, CacheSettings, HostMatch, MissingTokenPolicy, Route, Timeouts, Upstream,
+    Authority, CacheSettings, HostMatch, MissingTokenPolicy, Route, Timeouts, UpstreamUrl,
 };
 
 pub(super) fn route(
@@ -100,7 +100,7 @@ fn missing_token_policy(p: file::MissingTokenPolicy) -> MissingTokenPolicy {
     }
 }
 
-fn upstream(u: &Spanned<crate::config::values::HttpUrl>) -> Result<Upstream, String> {
+fn upstream(u: &Spanned<crate::config::values::HttpUrl>) -> Result<UpstreamUrl, String> {
     let url = &u.value.0;
     if url.query().is_some() {
         return Err("a query string is not allowed".into());
@@ -112,7 +112,7 @@ fn upstream(u: &Spanned<crate::config::values::HttpUrl>) -> Result<Upstream, Str
     let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned()) else {
         return Err("an absolute URL is required".into());
     };
-    Ok(Upstream {
+    Ok(UpstreamUrl {
         url: url.to_string(),
         scheme,
         authority,
@@ -122,7 +122,7 @@ fn upstream(u: &Spanned<crate::config::values::HttpUrl>) -> Result<Upstream, Str
 
 /// Whether `upstream` names `listen` (same port, and the same or a loopback address
 /// when tokex listens on loopback or on every address).
-pub(super) fn points_at(upstream: &Upstream, listen: SocketAddr) -> bool {
+pub(super) fn points_at(upstream: &UpstreamUrl, listen: SocketAddr) -> bool {
     let port =
         upstream
             .authority
