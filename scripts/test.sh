@@ -9,6 +9,10 @@ step() { printf '\n==> %s\n' "$*"; }
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "module dependency cycles (scripts/module-cycles.py)"
+python3 scripts/module-cycles.py --self-test > /dev/null
+python3 scripts/module-cycles.py src
+
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
