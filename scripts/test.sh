@@ -93,5 +93,21 @@ fi
 "$venv/bin/python" -c "import idpyoidc; print('idpyoidc', idpyoidc.__version__)"
 export TOKEX_INTEROP_PYTHON="$PWD/$venv/bin/python"
 
+step "network-namespace tools: nftables, iptables, curl (Debian packages)"
+# tests/netns installs real kernel rules in namespaces it creates, with both back ends; it
+# needs root (CI runs as root) and these tools, which it never skips without.
+missing=()
+for tool in nft iptables-nft iptables-legacy curl setpriv; do
+  command -v "$tool" > /dev/null || missing+=("$tool")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing for: ${missing[*]}"
+  command -v apt-get > /dev/null || { echo "apt-get is required to install nftables, iptables and curl" >&2; exit 1; }
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q > /dev/null
+  apt-get install -y -q --no-install-recommends nftables iptables curl util-linux > /dev/null
+fi
+nft --version && iptables-legacy --version && iptables-nft --version
+
 step "cargo test"
 cargo test --locked --all-targets

@@ -14,7 +14,9 @@ use crate::server::{self, Listeners};
 use crate::telemetry::LogFormat;
 
 mod exchange;
+mod init;
 pub use exchange::exchange;
+pub use init::{InitArgs, init};
 
 /// Exit code for a bad config or bad usage.
 pub const EXIT_CONFIG: u8 = 1;
@@ -55,6 +57,13 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:15001")]
         listen: std::net::SocketAddr,
     },
+    /// Redirect this network namespace's outbound TCP to the transparent listener, and
+    /// prove it works.
+    Init(InitArgs),
+    /// Connect to ADDR and exit: `tokex init` runs it as proxy_uid to prove that uid's
+    /// connections are not redirected.
+    #[command(hide = true)]
+    ProbeConnect { addr: std::net::SocketAddr },
     /// Run the embedded authorization server.
     Sts(ConfigArg),
     /// Print the JSON Schema of the config file, for editors.
@@ -118,6 +127,7 @@ pub async fn run(path: &Path) -> ExitCode {
         }
     };
     let (listen, admin) = (config.listen, config.admin);
+    let transparent = config.transparent.as_ref().map(|t| (t.listen, t.proxy_uid));
     if let Err(e) = crate::telemetry::set_audit_file(config.audit_file.as_deref()) {
         eprintln!("{}: cannot open audit.file: {e}", path.display());
         return ExitCode::from(EXIT_CONFIG);
@@ -129,13 +139,20 @@ pub async fn run(path: &Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let listeners = match Listeners::bind(listen, admin).await {
+    let mut listeners = match Listeners::bind(listen, admin).await {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(key = e.key, addr = %e.addr, error = %e.source, "{e}");
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
+    if let Some((addr, proxy_uid)) = transparent {
+        if let Err(e) = listeners.bind_transparent(addr).await {
+            tracing::error!(key = e.key, addr = %e.addr, error = %e.source, "{e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+        warn_unless_running_as(proxy_uid);
+    }
     tracing::info!(
         listen = %listeners.proxy_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
         admin = %listeners.admin_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
@@ -144,6 +161,20 @@ pub async fn run(path: &Path) -> ExitCode {
     tokio::spawn(reload_on_sighup(proxy.clone()));
     server::run(proxy, listeners, shutdown_signal()).await;
     ExitCode::SUCCESS
+}
+
+/// The redirect exempts only `proxy_uid`: running as another uid, tokex's own upstream
+/// connections would come back to it.
+fn warn_unless_running_as(proxy_uid: u32) {
+    let uid = crate::transparent::effective_uid();
+    if let Some(uid) = uid.filter(|uid| *uid != proxy_uid) {
+        tracing::warn!(
+            uid,
+            proxy_uid,
+            "tokex runs as uid {uid}, not transparent.proxy_uid {proxy_uid}: where the redirect \
+             rules are installed, its own upstream connections are redirected back to it"
+        );
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

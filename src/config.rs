@@ -122,6 +122,17 @@ pub fn check_offline_text(text: &str, path: &Path) -> Result<(), ConfigError> {
         .map_err(|e| located(path, e.location, e.message))
 }
 
+/// The `transparent` section of the config at `path`, for `tokex init`: the whole file is
+/// checked as `--offline` does (an init container has no secrets mounted), and only that
+/// section, which comes from the file alone, is kept.
+pub fn transparent_section(path: &Path) -> Result<Option<model::Transparent>, ConfigError> {
+    let text = read(path)?;
+    let file = offline::scope(|| parse_file(&text, path))?;
+    offline::scope(|| validate::offline_model(&file, base_of(path)))
+        .map(|config| config.transparent)
+        .map_err(|e| located(path, e.location, e.message))
+}
+
 /// What an empty config file is told.
 const EMPTY: &str =
     "the file is empty: a config needs at least `routes` (`routes: []` is the smallest)";

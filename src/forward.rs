@@ -344,6 +344,15 @@ pub struct Relayed {
     keep: Option<(Arc<Session>, Idle)>,
 }
 
+/// A response body relayed as it is, with no connection to hand back (the unmatched
+/// passthrough of redirected connections).
+pub fn passed_on(body: Incoming, watch: crate::idle::Watch) -> Relayed {
+    Relayed {
+        body: IdleBody::new(body, watch),
+        keep: None,
+    }
+}
+
 impl Relayed {
     fn done(&mut self) {
         if let Some((session, idle)) = self.keep.take() {

@@ -60,4 +60,5 @@ pub mod session;
 pub mod sts;
 pub mod telemetry;
 pub mod tls;
+pub mod transparent;
 pub mod upstream;

@@ -36,6 +36,11 @@ fn main() -> ExitCode {
             Command::Exchange { config, route } => cli::exchange(&config.config, route).await,
             Command::Demo { listen } => tokex::demo::run(*listen).await,
             Command::Sts(c) => cli::sts(&c.config).await,
+            Command::Init(args) => cli::init(args),
+            Command::ProbeConnect { addr } => {
+                tokex::transparent::check::probe_connect(*addr);
+                ExitCode::SUCCESS
+            }
             Command::Schema => {
                 print!("{}", tokex::config::schema());
                 std::process::ExitCode::SUCCESS

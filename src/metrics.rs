@@ -104,6 +104,7 @@ pub struct Metrics {
     pub credential_reloads: Family<Counter>,
     credential_expiry: Family<Gauge>,
     pub body_stalls: Family<Counter>,
+    pub redirected: Family<Counter>,
 }
 
 impl Default for Metrics {
@@ -213,6 +214,13 @@ impl Default for Metrics {
                 &["direction"],
                 counter,
             ),
+            redirected: Family::register(
+                &mut r,
+                "tokex_redirected_connections",
+                "Connections that arrived through the transparent redirect, by what they spoke (http, tls, other) and what tokex did (proxied, passthrough, rejected).",
+                &["protocol", "outcome"],
+                counter,
+            ),
             registry: Registry::default(),
         };
         r.register(
@@ -242,6 +250,15 @@ impl Default for Metrics {
         }
         for direction in ["to_upstream", "to_app"] {
             m.body_stalls.series(&[direction]);
+        }
+        for (protocol, outcome) in [
+            ("http", "proxied"),
+            ("tls", "passthrough"),
+            ("tls", "rejected"),
+            ("other", "passthrough"),
+            ("other", "rejected"),
+        ] {
+            m.redirected.series(&[protocol, outcome]);
         }
         m.config_loaded(true);
         Self { registry: r, ..m }

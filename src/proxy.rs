@@ -31,6 +31,7 @@ use crate::routing;
 use crate::session::Session;
 use crate::upstream::{Sent, Upstream, UpstreamBody};
 
+mod passthrough;
 mod token;
 
 static NEXT_ROUTE_ID: AtomicU64 = AtomicU64::new(0);
@@ -194,7 +195,15 @@ impl Proxy {
                 span,
             }
         });
-        let routed = forward::request_framing(req.headers()).and_then(|()| runtime.route(&req));
+        let destination = session.destination();
+        let routed =
+            forward::request_framing(req.headers()).and_then(|()| runtime.route(&req, destination));
+        if let (Err(e), Some(destination)) = (&routed, destination)
+            && e.code == Code::NoRoute
+            && runtime.passes_unmatched()
+        {
+            return Ok(self.pass_through(&runtime, req, destination, started).await);
+        }
         let (route, result) = match routed {
             Err(e) => (None, Err(e)),
             Ok((index, path)) => {
@@ -360,8 +369,13 @@ impl Runtime {
 
     /// Step 1: the first route that matches and the path to send upstream, or `no_route`.
     /// The route's index, so a request can keep it with the snapshot it came from.
-    fn route<B>(&self, req: &Request<B>) -> Result<(usize, Option<String>), ProxyError> {
-        let target = routing::target(req)?;
+    fn route<B>(
+        &self,
+        req: &Request<B>,
+        destination: Option<std::net::SocketAddr>,
+    ) -> Result<(usize, Option<String>), ProxyError> {
+        let mut target = routing::target(req)?;
+        target.destination = destination;
         let index = routing::find(&self.routes, |r| &*r.route, &target)?.ok_or_else(|| {
             use crate::error::cause::echo;
             let host = target.host.map_or_else(|| "(none)".into(), echo);

@@ -25,6 +25,8 @@ pub struct Target<'a> {
     /// The path as the app sent it, when it had dot segments.
     pub raw_path: Option<&'a str>,
     pub query: Option<&'a str>,
+    /// Where the app was connecting, for a connection the transparent redirect brought.
+    pub destination: Option<std::net::SocketAddr>,
 }
 
 /// Reads the target of a request. `CONNECT` and asterisk-form are refused: tokex must
@@ -122,6 +124,7 @@ fn target_of<'a>(
         path,
         raw_path,
         query: uri.query(),
+        destination: None,
     })
 }
 
@@ -175,7 +178,12 @@ fn dot_free_start(raw: &str) -> &str {
 
 /// Whether `route` takes `t`. An omitted match key matches anything.
 pub fn matches(route: &Route, t: &Target<'_>) -> bool {
-    host_matches(route.host.as_ref(), t)
+    // A route that names a destination takes only redirected connections bound there.
+    let destination = route
+        .destination
+        .is_none_or(|d| t.destination.is_some_and(|a| d.contains(a)));
+    destination
+        && host_matches(route.host.as_ref(), t)
         && route
             .path_prefix
             .as_deref()
@@ -247,6 +255,7 @@ mod tests {
             raw_path: matches!(normalized, Cow::Owned(_)).then_some(path),
             path: normalized,
             query: None,
+            destination: None,
         }
     }
 
@@ -363,6 +372,43 @@ mod tests {
     }
 
     /// Absolute-form beats Host; CONNECT and asterisk-form are refused.
+    /// A route naming a destination takes only redirected connections bound there; the
+    /// others match redirected and explicit requests alike.
+    #[test]
+    fn destination_routes_take_only_their_redirected_connections() {
+        let text = "routes:
+  - {name: orders, match: {destination: '10.0.0.5:80'}, upstream: 'http://10.0.0.5', exchange: none}
+  - {name: net, match: {destination: '10.1.0.0/16', host: api.internal}, upstream: 'http://b', exchange: none}
+  - {name: any, match: {host: api.internal}, upstream: 'http://c', exchange: none}
+transparent: {}
+";
+        let r = crate::config::parse(text, Path::new("t.yaml"))
+            .unwrap()
+            .routes;
+        let at = |host, dst: Option<&str>| {
+            let mut t = t(host, None, "/");
+            t.destination = dst.map(|d| d.parse().unwrap());
+            find(&r, |r| &**r, &t).unwrap().map(|i| r[i].name.as_str())
+        };
+        assert_eq!(at(Some("x"), Some("10.0.0.5:80")), Some("orders"));
+        assert_eq!(at(Some("x"), Some("10.0.0.5:81")), None);
+        assert_eq!(
+            at(Some("x"), None),
+            None,
+            "an explicit request has no destination"
+        );
+        assert_eq!(at(Some("api.internal"), Some("10.1.2.3:443")), Some("net"));
+        assert_eq!(at(Some("api.internal"), Some("10.2.0.1:80")), Some("any"));
+        assert_eq!(at(Some("api.internal"), None), Some("any"));
+        let err = crate::config::parse(
+            "routes:\n  - {name: o, match: {destination: '10.0.0.5:80'}, upstream: 'http://a', exchange: none}\n",
+            Path::new("t.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("needs the transparent section"), "{err}");
+    }
+
     #[test]
     fn request_targets() {
         let req = Request::get("http://payments.internal:81/a?b")
@@ -376,7 +422,8 @@ mod tests {
                 port: Some(81),
                 path: Cow::Borrowed("/a"),
                 raw_path: None,
-                query: Some("b")
+                query: Some("b"),
+                destination: None,
             }
         );
         let req = Request::get("/a")

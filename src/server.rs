@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,11 +23,15 @@ use crate::proxy::Proxy;
 
 mod connection;
 mod detect;
+mod redirected;
 
-/// The two bound listeners.
+/// The bound listeners.
 pub struct Listeners {
     pub proxy: TcpListener,
     pub admin: TcpListener,
+    /// Where redirected connections arrive (`transparent.listen`, and `[::1]` at its port
+    /// for IPv6 connections); empty without the transparent section.
+    pub transparent: Vec<TcpListener>,
 }
 
 /// A listener that could not be bound, named by its config key and address.
@@ -51,7 +55,37 @@ impl Listeners {
         Ok(Self {
             proxy: bind("listen", proxy).await?,
             admin: bind("admin", admin).await?,
+            transparent: Vec::new(),
         })
+    }
+
+    /// Adds the transparent listener. A redirect lands on the loopback address of the
+    /// connection's family, so IPv6 connections need `[::1]` at the same port; where the
+    /// machine has no IPv6 that one is skipped (no IPv6 connection can arrive either).
+    pub async fn bind_transparent(&mut self, addr: SocketAddr) -> Result<(), BindError> {
+        let key = "transparent.listen";
+        let listener =
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| BindError { key, addr, source })?;
+        self.transparent.push(listener);
+        if addr.ip() == IpAddr::from([127, 0, 0, 1]) {
+            let v6 = SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port());
+            match TcpListener::bind(v6).await {
+                Ok(l) => self.transparent.push(l),
+                Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => {
+                    tracing::info!(addr = %v6, "no IPv6 loopback here; redirected IPv6 connections cannot arrive");
+                }
+                Err(source) => {
+                    return Err(BindError {
+                        key,
+                        addr: v6,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn proxy_addr(&self) -> io::Result<SocketAddr> {
@@ -81,39 +115,21 @@ pub async fn run(proxy: Arc<Proxy>, listeners: Listeners, shutdown: impl Future<
     let connections = Arc::new(Semaphore::new(max_connections as usize));
     proxy.set_ready(true);
     tracing::info!(listen = %listeners.proxy.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), "tokex ready");
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listeners.proxy.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // Typically EMFILE: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                match connections.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        let serving = connection::serve(proxy.clone(), stream, settings.clone());
-                        tokio::spawn(async move {
-                            serving.await;
-                            drop(permit);
-                        });
-                    }
-                    Err(_) => {
-                        tracing::warn!(%peer, "connection limit reached");
-                        tokio::spawn(refuse_overloaded(TokioIo::new(stream)));
-                    }
-                }
-            }
-            () = &mut shutdown => break,
-        }
+    let accepting = Accepting {
+        proxy: proxy.clone(),
+        settings: settings.clone(),
+        connections: connections.clone(),
+    };
+    let mut loops = tokio::task::JoinSet::new();
+    loops.spawn(accepting.clone().accept(listeners.proxy, false));
+    for listener in listeners.transparent {
+        tracing::info!(transparent = %listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), "accepting redirected connections");
+        loops.spawn(accepting.clone().accept(listener, true));
     }
+    shutdown.await;
     proxy.set_ready(false);
-    drop(listeners.proxy);
+    // Stops accepting: the listeners close with their loops.
+    loops.shutdown().await;
     tracing::info!(?drain, "shutting down: draining in-flight requests");
     // Idle connections close at once, busy ones after their response; every connection
     // holds a permit until it is gone, so having all permits back means drained.
@@ -125,6 +141,46 @@ pub async fn run(proxy: Arc<Proxy>, listeners: Listeners, shutdown: impl Future<
     let _ = stop_admin.send(());
     let _ = admin.await;
     poller.abort();
+}
+
+/// What an accept loop hands each connection.
+#[derive(Clone)]
+struct Accepting {
+    proxy: Arc<Proxy>,
+    settings: Arc<connection::Settings>,
+    connections: Arc<Semaphore>,
+}
+
+impl Accepting {
+    /// Accepts until aborted; `redirected` listeners get connections the kernel redirected.
+    async fn accept(self, listener: TcpListener, redirected: bool) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "connection limit reached");
+                tokio::spawn(refuse_overloaded(TokioIo::new(stream)));
+                continue;
+            };
+            let (proxy, settings) = (self.proxy.clone(), self.settings.clone());
+            tokio::spawn(async move {
+                if redirected {
+                    redirected::serve(proxy, stream, settings).await;
+                } else {
+                    connection::serve(proxy, stream, settings).await;
+                }
+                drop(permit);
+            });
+        }
+    }
 }
 
 /// How often credential files and the config file are checked; rotation and reload

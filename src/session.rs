@@ -22,6 +22,8 @@ use crate::upstream::Kept;
 pub struct Session {
     state: Mutex<State>,
     connections: Kept,
+    /// Where the app was connecting, for a connection the transparent redirect brought.
+    destination: Option<std::net::SocketAddr>,
 }
 
 #[derive(Default)]
@@ -32,6 +34,18 @@ struct State {
 }
 
 impl Session {
+    /// A redirected connection's session: its requests may match `match.destination`.
+    pub fn redirected(destination: std::net::SocketAddr) -> Self {
+        Self {
+            destination: Some(destination),
+            ..Self::default()
+        }
+    }
+
+    pub fn destination(&self) -> Option<std::net::SocketAddr> {
+        self.destination
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the state half-written: every
         // critical section is a single move.

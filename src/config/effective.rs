@@ -13,7 +13,7 @@ mod printed;
 use std::path::Path;
 
 use super::file::{self, AuthMethod, FileAuth, FileAuthority, FileConfig, FileRoute};
-use super::model::{Authority, Config, MissingTokenPolicy, Roots, Route, SubjectSource};
+use super::model::{Authority, Config, MissingTokenPolicy, Roots, Route, SubjectSource, Unmatched};
 use super::values::{PathText, format_duration};
 use crate::secret::REDACTED;
 use printed::*;
@@ -74,6 +74,17 @@ pub(super) fn render(file: &FileConfig, config: &Config, base: &Path) -> Result<
             roots: roots(config.tls.roots),
             ca_file: file.tls.ca_file.as_ref().map(|f| path(&f.value)),
         },
+        transparent: config.transparent.as_ref().map(|t| PrintedTransparent {
+            listen: t.listen.to_string(),
+            ports: t.ports.clone(),
+            exclude_ports: t.exclude_ports.clone(),
+            exclude_cidrs: t.exclude_cidrs.iter().map(ToString::to_string).collect(),
+            proxy_uid: t.proxy_uid,
+            unmatched: match t.unmatched {
+                Unmatched::Passthrough => file::Unmatched::Passthrough,
+                Unmatched::Reject => file::Unmatched::Reject,
+            },
+        }),
     };
     let yaml = serde_saphyr::to_string(&printed).map_err(|e| e.to_string())?;
     let mut header =
@@ -170,6 +181,9 @@ fn route(r: &Route, written: &FileRoute, path: &impl Fn(&PathText) -> String) ->
     }
     if let Some(p) = &r.path_prefix {
         matcher.insert("path_prefix", text(p));
+    }
+    if let Some(d) = &r.destination {
+        matcher.insert("destination", d.to_string());
     }
     PrintedRoute {
         name: text(&r.name),

@@ -12,8 +12,10 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
 mod authority;
+mod transparent;
 
 pub use authority::{AuthMethod, FileActorToken, FileAuth, FileAuthority, FileBreaker};
+pub use transparent::{FileTransparent, Unmatched};
 
 use super::values::{Addr, Dur, HttpUrl, PathText, Text};
 
@@ -38,6 +40,7 @@ pub struct FileConfig {
     pub tracing: Option<FileTracing>,
     #[serde(default)]
     pub tls: FileTls,
+    pub transparent: Option<FileTransparent>,
 }
 
 /// Optional: trust roots for every token endpoint and upstream.
@@ -121,6 +124,10 @@ pub struct FileMatch {
     pub host: Option<Spanned<Text>>,
     #[schemars(with = "Option<Text>")]
     pub path_prefix: Option<Spanned<Text>>,
+    /// Where a transparently redirected connection was going: `IP:PORT`, `CIDR`,
+    /// `CIDR:PORT` (IPv6 in brackets when a port follows).
+    #[schemars(with = "Option<Text>")]
+    pub destination: Option<Spanned<Text>>,
 }
 
 /// What a route does when the request carries no bearer token.

@@ -7,10 +7,12 @@
 //! modules read these types; nothing here depends on them.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+use ipnet::IpNet;
 
 use crate::credentials::assertion::AssertionKey;
 use crate::credentials::certs::{CaBundle, ClientIdentity};
@@ -30,6 +32,8 @@ pub struct Config {
     pub audit: AuditSettings,
     pub tracing: Option<OtelSettings>,
     pub tls: TlsSettings,
+    /// Transparent interception, when the config has the section.
+    pub transparent: Option<Transparent>,
     /// Where audit events go as JSON lines; `None`: into the log.
     pub audit_file: Option<PathBuf>,
     /// Every credential file, for the rotation poller.
@@ -76,6 +80,67 @@ pub enum Roots {
     System,
     /// Both.
     WebpkiAndSystem,
+}
+
+/// Transparent interception as it applies (`transparent`): what `tokex init` redirects,
+/// where it arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transparent {
+    pub listen: SocketAddr,
+    /// Destination ports to intercept; empty: all but `exclude_ports`.
+    pub ports: Vec<u16>,
+    pub exclude_ports: Vec<u16>,
+    pub exclude_cidrs: Vec<IpNet>,
+    pub proxy_uid: u32,
+    pub unmatched: Unmatched,
+}
+
+/// What happens to intercepted traffic no route takes, and to TLS and other protocols
+/// tokex cannot rewrite (`transparent.unmatched`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmatched {
+    /// Relayed to where the app sent it, unchanged: no token work at all.
+    Passthrough,
+    /// Refused: 403 `no_route` for HTTP, a closed connection for anything else.
+    Reject,
+}
+
+/// A `match.destination`: a network, and a port when the config gave one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DestinationMatch {
+    pub net: IpNet,
+    pub port: Option<u16>,
+}
+
+/// As the file writes it, so `tokex check` prints what loads back.
+impl std::fmt::Display for DestinationMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let single = self.net.prefix_len() == self.net.max_prefix_len();
+        let net = if single {
+            self.net.addr().to_string()
+        } else {
+            self.net.to_string()
+        };
+        match (self.port, self.net) {
+            (None, _) => f.write_str(&net),
+            (Some(p), IpNet::V6(_)) => write!(f, "[{net}]:{p}"),
+            (Some(p), IpNet::V4(_)) => write!(f, "{net}:{p}"),
+        }
+    }
+}
+
+impl DestinationMatch {
+    pub fn contains(&self, addr: SocketAddr) -> bool {
+        self.net.contains(&canonical(addr.ip())) && self.port.is_none_or(|p| p == addr.port())
+    }
+}
+
+/// An IPv4 peer seen on an IPv6 socket (`::ffff:10.0.0.1`) is the IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 /// An authorization server tokex exchanges tokens at.
@@ -161,6 +226,8 @@ pub struct Route {
     pub name: String,
     pub host: Option<HostMatch>,
     pub path_prefix: Option<String>,
+    /// Only for redirected connections: where the app was connecting.
+    pub destination: Option<DestinationMatch>,
     pub strip_prefix: bool,
     pub upstream: UpstreamUrl,
     pub ca_file: Option<Watched<CaBundle>>,

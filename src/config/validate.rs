@@ -4,8 +4,8 @@
 //! rotation). Each failure names its place in the file.
 //!
 //! Layout: `authority` (with `auth` for client authentication), `route` (with `params` for
-//! a route's exchange parameters), `cache` and `trust` (TLS roots); `sources` is what they
-//! read besides the file.
+//! a route's exchange parameters), `cache`, `trust` (TLS roots) and `transparent`
+//! (interception); `sources` is what they read besides the file.
 
 mod auth;
 mod authority;
@@ -13,6 +13,7 @@ mod cache;
 mod params;
 mod route;
 mod sources;
+mod transparent;
 mod trust;
 
 use std::collections::BTreeMap;
@@ -61,7 +62,13 @@ pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Invalid> {
 /// credential and CA files and the environment hold. The model it builds has stand-ins for
 /// those, so it is dropped here rather than run.
 pub(super) fn check_offline(file: &FileConfig, base: &Path) -> Result<(), Invalid> {
-    build(file, Sources::new(base, true)).map(drop)
+    offline_model(file, base).map(drop)
+}
+
+/// The model [`check_offline`] builds, with stand-ins for what it did not read: only the
+/// parts that come from the file alone may be used.
+pub(super) fn offline_model(file: &FileConfig, base: &Path) -> Result<Config, Invalid> {
+    build(file, Sources::new(base, true))
 }
 
 fn build(file: &FileConfig, mut sources: Sources) -> Result<Config, Invalid> {
@@ -115,6 +122,9 @@ fn build(file: &FileConfig, mut sources: Sources) -> Result<Config, Invalid> {
                 ),
             ));
         }
+        if let (Some(d), None) = (&spanned.value.matcher.destination, &file.transparent) {
+            return Err(transparent::needs_section(d, &format!("routes[{i}]")));
+        }
         if routes.iter().any(|o| o.name == r.name) {
             return Err(at(
                 &spanned.value.name,
@@ -140,11 +150,13 @@ fn build(file: &FileConfig, mut sources: Sources) -> Result<Config, Invalid> {
             })
         }
     };
+    let admin = file
+        .admin
+        .map_or_else(|| ([127, 0, 0, 1], 15000).into(), |a| a.0);
+    let transparent = transparent::transparent(file.transparent.as_ref(), listen, admin)?;
     Ok(Config {
         listen,
-        admin: file
-            .admin
-            .map_or_else(|| ([127, 0, 0, 1], 15000).into(), |a| a.0),
+        admin,
         authorities,
         routes,
         cache: CacheConfig {
@@ -160,6 +172,7 @@ fn build(file: &FileConfig, mut sources: Sources) -> Result<Config, Invalid> {
         audit_file: file.audit.file.as_ref().map(|f| sources.resolve(f)),
         tracing,
         tls,
+        transparent,
         watched: sources.watched,
         source: None,
     })

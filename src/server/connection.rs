@@ -54,6 +54,19 @@ macro_rules! until_drained {
 
 /// Serves one app connection until it closes or the drain closes it.
 pub async fn serve(proxy: Arc<Proxy>, stream: TcpStream, settings: Arc<Settings>) {
+    serve_io(proxy, stream, settings, Arc::new(Session::default())).await;
+}
+
+/// [`serve`] over any byte stream (a redirected connection comes with the bytes read to
+/// tell what it speaks in front), for requests that share `session`.
+pub async fn serve_io<T>(
+    proxy: Arc<Proxy>,
+    stream: T,
+    settings: Arc<Settings>,
+    session: Arc<Session>,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let io = WriteStall::new(stream, proxy.watch_to_app());
     let mut stop = settings.stop.clone();
     let detected = tokio::select! {
@@ -68,7 +81,6 @@ pub async fn serve(proxy: Arc<Proxy>, stream: TcpStream, settings: Arc<Settings>
         Err(_) => return tracing::debug!("no request within client_header_read; closing"),
     };
     let io = TokioIo::new(io);
-    let session = Arc::new(Session::default());
     let svc = service_fn(move |req| {
         let (proxy, session) = (proxy.clone(), session.clone());
         async move { proxy.handle(req, &session).await }

@@ -58,6 +58,24 @@ pub struct Prefixed<T> {
     io: T,
 }
 
+/// The most bytes a [`Prefixed`] replays.
+pub const PREFIX_MAX: usize = PREFACE.len();
+
+impl<T> Prefixed<T> {
+    /// `io` with `read` (at most [`PREFIX_MAX`] bytes, already taken from it) in front.
+    pub fn new(read: &[u8], io: T) -> Self {
+        let len = read.len().min(PREFIX_MAX);
+        let mut prefix = [0u8; PREFACE.len()];
+        prefix[..len].copy_from_slice(&read[..len]);
+        Self {
+            prefix,
+            at: 0,
+            len,
+            io,
+        }
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,

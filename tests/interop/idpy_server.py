@@ -27,6 +27,11 @@ from urllib.parse import parse_qs
 from urllib.parse import urlencode
 from urllib.parse import urlsplit
 
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import NoEncryption
+from cryptography.hazmat.primitives.serialization import PrivateFormat
+from cryptojwt.jwk.ec import new_ec_key
+
 from idpyoidc.message.oauth2 import ResponseMessage
 from idpyoidc.server import Server
 from idpyoidc.server.authz import AuthzHandling
@@ -85,7 +90,7 @@ PATHS = {
 JWKS_PATH = "/jwks.json"
 
 
-def build_server(issuer, workdir, audiences, token_lifetime, clients):
+def build_server(issuer, workdir, audiences, token_lifetime, clients, assertion_audience):
     """Build the idpyoidc Server (OAuth 2.0 AS flavour)."""
     exchange_policy = {
         "requested_token_types_supported": [ACCESS_TOKEN_TYPE],
@@ -127,7 +132,8 @@ def build_server(issuer, workdir, audiences, token_lifetime, clients):
                 "path": "token",
                 "class": "idpyoidc.server.oauth2.token.Token",
                 "kwargs": {
-                    "client_authn_method": ["client_secret_basic", "client_secret_post"],
+                    "client_authn_method": [
+                        "client_secret_basic", "client_secret_post", "private_key_jwt"],
                     "grant_types_helpers": {
                         "authorization_code": {
                             "class": "idpyoidc.server.oauth2.token_helper.access_token.AccessTokenHelper",
@@ -210,6 +216,16 @@ def build_server(issuer, workdir, audiences, token_lifetime, clients):
             "grant_types_supported": info["grant_types"],
             "allowed_scopes": info["scopes"],
         }
+        if "jwk" in info:
+            context.keyjar.import_jwks({"keys": [info["jwk"]]}, client_id)
+
+    # Which private_key_jwt assertion audiences the token endpoint accepts: the
+    # library's default is its own URL; "" is the library's name for the issuer
+    # (as its userinfo endpoint uses it).
+    server.get_endpoint("token").allowed_targets = {
+        "endpoint": ["token"],
+        "issuer": [""],
+    }[assertion_audience]
     return server
 
 
@@ -475,6 +491,9 @@ def parse_args(argv=None):
                         "lets a test take the server away and bring it back.")
     p.add_argument("--basic-secret", default=None, help="fixed secret for tokex-basic (default random)")
     p.add_argument("--post-secret", default=None, help="fixed secret for tokex-post (default random)")
+    p.add_argument("--assertion-audience", choices=["endpoint", "issuer"], default="endpoint",
+                   help="the private_key_jwt assertion aud the token endpoint accepts: its own "
+                        "URL (the library's default) or the issuer identifier")
     p.add_argument("--log-level", default="WARNING", help="stderr log level (default WARNING)")
     return p.parse_args(argv)
 
@@ -503,6 +522,15 @@ def main(argv=None):
         "tokex-basic": {"secret": args.basic_secret or secrets.token_urlsafe(24), "auth": "client_secret_basic"},
         "tokex-post": {"secret": args.post_secret or secrets.token_urlsafe(24), "auth": "client_secret_post"},
     }
+    # tokex-jwt authenticates with private_key_jwt: the server trusts the public
+    # half of a key made here and hands the private half to the test (PKCS#8 PEM).
+    jwt_key = new_ec_key("P-256")
+    clients["tokex-jwt"] = {
+        "secret": secrets.token_urlsafe(24), "auth": "private_key_jwt",
+        "jwk": jwt_key.serialize(private=False),
+        "private_key_pem": jwt_key.priv_key.private_bytes(
+            Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode(),
+    }
     for info in clients.values():
         info.update(grant_types=[TOKEN_EXCHANGE_GRANT], scopes=EXCHANGE_CLIENT_SCOPES)
     all_clients = dict(clients)
@@ -520,7 +548,8 @@ def main(argv=None):
         port = httpd.server_address[1]
         issuer = f"http://{args.host}:{port}"
 
-        server = build_server(issuer, workdir, audiences, args.token_lifetime, all_clients)
+        server = build_server(issuer, workdir, audiences, args.token_lifetime, all_clients,
+                              args.assertion_audience)
         binding = Binding(server, issuer, all_clients)
         httpd.RequestHandlerClass = make_handler(binding)
 
@@ -540,7 +569,9 @@ def main(argv=None):
             "scopes": {"exchange_clients": EXCHANGE_CLIENT_SCOPES,
                        "subject_client": SUBJECT_CLIENT_SCOPES,
                        "subject_token_default": DEFAULT_SUBJECT_SCOPE},
-            "clients": {cid: {"secret": c["secret"], "auth": c["auth"]} for cid, c in clients.items()},
+            "assertion_audience": args.assertion_audience,
+            "clients": {cid: {k: c[k] for k in ("secret", "auth", "private_key_pem") if k in c}
+                        for cid, c in clients.items()},
         }
         state["httpd"] = httpd
         sys.stdout.write(json.dumps(startup) + "\n")

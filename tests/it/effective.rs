@@ -143,6 +143,11 @@ routes:
     match: { host: status.internal }
     upstream: http://status.example
     exchange: none
+  - name: redirected
+    match: { destination: '[fd00::/8]:8080' }
+    upstream: http://orders.example
+    exchange: none
+transparent: { ports: [80, 8080], exclude_cidrs: [169.254.169.254/32], unmatched: reject }
 cache: { max_ttl: 20m, refresh_ahead: 30s }
 audit: { enabled: true, file: audit.jsonl }
 tracing: { otlp_endpoint: http://127.0.0.1:4318 }
@@ -184,6 +189,10 @@ tracing: { otlp_endpoint: http://127.0.0.1:4318 }
         "early_expiry: 10s".into(),
         "roots: webpki".into(),
         "sampling: 0.1".into(),
+        "destination: \"[fd00::/8]:8080\"".into(),
+        "listen: 127.0.0.1:15006".into(),
+        "proxy_uid: 65532".into(),
+        "unmatched: reject".into(),
     ] {
         assert!(out.contains(&expected), "no `{expected}` in:\n{out}");
     }

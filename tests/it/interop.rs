@@ -372,3 +372,91 @@ async fn outage_gives_authority_unavailable_and_recovers() {
     assert_eq!(r.status, 200, "recovered: {}", r.body);
     back.stop().await;
 }
+
+/// tokex with one authority at `idp` authenticating as `tokex-jwt` with private_key_jwt;
+/// `issuer` and `audience` are the optional authority and `auth` keys that choose the
+/// assertion's `aud`.
+fn private_key_jwt_config(
+    idp: &Idp,
+    key_file: &std::path::Path,
+    upstream: &str,
+    issuer: Option<&str>,
+    audience: Option<&str>,
+) -> String {
+    let issuer = issuer.map_or(String::new(), |i| format!("    issuer: {i}\n"));
+    let audience = audience.map_or(String::new(), |a| format!(", audience: '{a}'"));
+    format!(
+        "authorities:
+  idp:
+    token_endpoint: {}
+{issuer}    client_id: tokex-jwt
+    auth: {{ method: private_key_jwt, private_key_file: {}{audience} }}
+    timeout: 5s
+    retries: 0
+routes:
+  - name: echo
+    match: {{ host: echo.internal }}
+    upstream: {upstream}
+    exchange: {{ authority: idp, audience: '{AUDIENCE}', scope: read }}
+",
+        idp.info["token_endpoint"].as_str().unwrap(),
+        key_file.display(),
+    )
+}
+
+/// private_key_jwt against the library's verifier (signature with the registered public
+/// key, one-time `jti`, `aud` among the audiences the token endpoint accepts): without
+/// `issuer` the assertion is addressed to the token endpoint URL, with `issuer` to the
+/// issuer, and `auth.audience` overrides both. The wrong audience is invalid_client.
+#[tokio::test]
+async fn private_key_jwt_assertion_audience() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    for accepts in ["endpoint", "issuer"] {
+        let idp = Idp::start(&["--assertion-audience", accepts]).await;
+        let key_file = dir.path().join(format!("{accepts}.pem"));
+        let pem = idp.info["clients"]["tokex-jwt"]["private_key_pem"]
+            .as_str()
+            .unwrap();
+        std::fs::write(&key_file, pem).unwrap();
+        let (issuer, endpoint) = (
+            idp.info["issuer"].as_str().unwrap(),
+            idp.info["token_endpoint"].as_str().unwrap(),
+        );
+        // (issuer key, auth.audience, accepted by a server that wants `accepts`)
+        let cases = [
+            (None, None, accepts == "endpoint"),
+            (Some(issuer), None, accepts == "issuer"),
+            (Some(issuer), Some(endpoint), accepts == "endpoint"),
+            (None, Some(issuer), accepts == "issuer"),
+        ];
+        for (issuer_key, audience, accepted) in cases {
+            let config = private_key_jwt_config(&idp, &key_file, &up.url(), issuer_key, audience);
+            let tokex = Tokex::start(&config).await;
+            let r = get(
+                &tokex,
+                "echo.internal",
+                "/",
+                Some(&idp.subject_token().await),
+            )
+            .await;
+            let case =
+                format!("server wants {accepts}; issuer {issuer_key:?}, audience {audience:?}");
+            if accepted {
+                assert_eq!(r.status, 200, "{case}: {}", r.body);
+                let auth = r.json()["authorization"].as_str().unwrap().to_string();
+                let claims = claims_of(auth.strip_prefix("Bearer ").unwrap());
+                assert_eq!(claims["client_id"], "tokex-jwt", "{case}");
+            } else {
+                assert_eq!(
+                    (r.status, r.tokex_error()),
+                    (502, Some("exchange_misconfigured")),
+                    "{case}: {}",
+                    r.body
+                );
+                assert_eq!(r.json()["authority_error"], "invalid_client", "{case}");
+            }
+        }
+        idp.stop().await;
+    }
+}

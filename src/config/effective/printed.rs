@@ -20,6 +20,18 @@ pub(super) struct Printed {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) tracing: Option<PrintedTracing>,
     pub(super) tls: PrintedTls,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) transparent: Option<PrintedTransparent>,
+}
+
+#[derive(Serialize)]
+pub(super) struct PrintedTransparent {
+    pub(super) listen: String,
+    pub(super) ports: Vec<u16>,
+    pub(super) exclude_ports: Vec<u16>,
+    pub(super) exclude_cidrs: Vec<String>,
+    pub(super) proxy_uid: u32,
+    pub(super) unmatched: crate::config::file::Unmatched,
 }
 
 #[derive(Serialize)]

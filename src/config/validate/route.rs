@@ -52,6 +52,13 @@ pub(super) fn route(
         }
         Some(p) => Some(p.value.0.clone()),
     };
+    let destination = match &r.matcher.destination {
+        None => None,
+        Some(d) => Some(
+            super::transparent::parse_destination(&d.value.0)
+                .map_err(|m| at(d, format!("{path}.match.destination: {m}")))?,
+        ),
+    };
     if r.strip_prefix && path_prefix.is_none() {
         return Err(at(
             spanned,
@@ -80,6 +87,7 @@ pub(super) fn route(
         name,
         host,
         path_prefix,
+        destination,
         strip_prefix: r.strip_prefix,
         upstream,
         ca_file,
