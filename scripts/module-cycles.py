@@ -31,6 +31,12 @@ from pathlib import Path
 SPLIT = {"config"}
 
 
+# A raw string's opening, `r#"` or `br"`.
+RAW = re.compile(r'b?r(#*)"')
+# A char literal; a lifetime (`'a`) has no closing quote.
+CHAR = re.compile(r"'(\\(x..|u\{[0-9a-fA-F]+\}|.)|[^\\'])'")
+
+
 def strip(text):
     """The code without comments, string and char literals; newlines kept for line numbers."""
     out = []
@@ -50,7 +56,7 @@ def strip(text):
                 else:
                     out.append("\n" if text[i] == "\n" else "")
                     i += 1
-        elif (m := re.compile(r'b?r(#*)"').match(text, i)) and (
+        elif (m := RAW.match(text, i)) and (
             i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")
         ):
             end = text.find('"' + m.group(1), m.end())
@@ -63,7 +69,7 @@ def strip(text):
                 j += 2 if text[j] == "\\" else 1
             out.append('""' + "\n" * text.count("\n", i, j))
             i = j + 1
-        elif c == "'" and (m := re.compile(r"'(\\(x..|u\{[0-9a-fA-F]+\}|.)|[^\\'])'").match(text, i)):
+        elif c == "'" and (m := CHAR.match(text, i)):
             out.append("' '")
             i = m.end()
         else:

@@ -2,7 +2,8 @@
 //! `client_secret_basic` / `client_secret_post` (RFC 6749 §2.3.1), `private_key_jwt`
 //! (RFC 7523 §2.2), `client_assertion` (an assertion from a file, e.g. a Kubernetes
 //! projected service-account token or a SPIFFE JWT-SVID), `tls_client_auth` (RFC 8705
-//! §2) and `none`. Every secret, key and certificate is a [`Watched`] file value, so rotation needs no
+//! §2) and `none`: from the configured [`ClientAuth`], what one token request carries.
+//! Every secret, key and certificate is a [`Watched`] file value, so rotation needs no
 //! restart.
 
 use std::fmt;
@@ -66,8 +67,8 @@ fn basic_part(s: &str) -> String {
 }
 
 impl ClientAuth {
-    /// What one attempt carries to authenticate the client. A `private_key_jwt` assertion is signed fresh
-    /// each time, so a retry never reuses a `jti`.
+    /// What one attempt carries to authenticate the client. A `private_key_jwt`
+    /// assertion is signed fresh each time, so a retry never reuses a `jti`.
     pub fn authentication(&self, client_id: &str) -> Result<Authentication, String> {
         Ok(match self {
             ClientAuth::ClientSecretBasic { client_secret } => {
