@@ -8,8 +8,9 @@
 
     check_deploy.py versions
         The release version agrees everywhere it is written: Cargo.toml, the Dockerfile's
-        VERSION, the chart's appVersion, the kustomize image tag and the example chart's
-        dependency on the tokex chart.
+        VERSION (declared once, imported by every stage that labels with it), the chart's
+        appVersion, the kustomize image tag and the example chart's dependency on the tokex
+        chart.
 
     check_deploy.py docs --tokex BIN REFERENCE.md
         Every config key path in `tokex schema` (`routes[].exchange.scope`,
@@ -111,14 +112,16 @@ def install_tools(requirements, bin_dir):
 def versions():
     cargo = tomllib.loads((ROOT / "Cargo.toml").read_text())["package"]["version"]
     found = {}
-    m = re.search(r"^ARG VERSION=(\S+)$", (ROOT / "Dockerfile").read_text(), re.M)
-    found["Dockerfile ARG VERSION"] = m.group(1) if m else None
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    defaults = re.findall(r"^ARG VERSION=(\S+)$", dockerfile, re.M)
+    found["Dockerfile ARG VERSION"] = defaults[0] if len(defaults) == 1 else defaults or None
     chart = yaml.safe_load((ROOT / "deploy/helm/tokex/Chart.yaml").read_text())
     found["deploy/helm/tokex/Chart.yaml appVersion"] = str(chart.get("appVersion"))
     kust = yaml.safe_load((ROOT / "deploy/kubernetes/kustomization.yaml").read_text())
     tags = [i.get("newTag") for i in kust.get("images", []) if i.get("name") == "tokex"]
     found["deploy/kubernetes/kustomization.yaml images[tokex].newTag"] = tags[0] if tags else None
     problems = [f"{k} is {v!r}, Cargo.toml says {cargo!r}" for k, v in found.items() if v != cargo]
+    problems += stage_args(dockerfile)
     example = yaml.safe_load((ROOT / "deploy/helm/examples/orders/Chart.yaml").read_text())
     deps = [d.get("version") for d in example.get("dependencies", []) if d.get("name") == "tokex"]
     if deps != [chart.get("version")]:
@@ -127,6 +130,19 @@ def versions():
     if problems:
         fail("version mismatch:\n  " + "\n  ".join(problems))
     print(f"versions: {cargo} in Cargo.toml, Dockerfile, chart appVersion, kustomize image tag")
+
+
+def stage_args(dockerfile):
+    """A build argument declared before the first FROM reaches a stage only through an `ARG`
+    of its own there; without it, `${VERSION}` in a label expands to nothing."""
+    problems = []
+    stages = re.split(r"^FROM\s+", dockerfile, flags=re.M)[1:]
+    for stage in stages:
+        name = stage.split("\n", 1)[0].strip()
+        for arg in ("VERSION", "REVISION"):
+            if "${" + arg + "}" in stage and not re.search(rf"^ARG {arg}(=\S*)?$", stage, re.M):
+                problems.append(f"Dockerfile stage `{name}` uses ${{{arg}}} without `ARG {arg}`")
+    return problems
 
 
 # --------------------------------------------------------------------------------------------
