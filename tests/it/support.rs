@@ -780,11 +780,9 @@ pub fn jwt(claims: serde_json::Value) -> String {
     )
 }
 
+/// Seconds since the Unix epoch on tokex's clock, which paused tests advance.
 pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    tokex::clock::unix_now()
 }
 
 /// A request body fed chunk by chunk from a channel, for streaming tests.
