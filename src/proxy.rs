@@ -121,6 +121,12 @@ impl Proxy {
     /// force. Counted in `tokex_config_reloads_total`.
     pub fn reload_from_source(&self) -> Result<(), String> {
         let current = self.config();
+        // The file poller compares the file with the running config's view of it. A
+        // failed reload leaves that config running: without this, the poller would try
+        // the same broken file again and report it twice.
+        if let Some(source) = &current.source {
+            source.mark_seen();
+        }
         let result = match current.source.as_ref().and_then(|s| s.paths().first()) {
             None => Err("this config was not loaded from a file".to_string()),
             Some(path) => crate::config::load(path)
