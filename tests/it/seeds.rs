@@ -87,8 +87,9 @@ routes:
 }
 
 /// The client_credentials request carries the route's parameters and no subject, and
-/// tokex's own token is refreshed ahead like an exchanged one.
-#[tokio::test]
+/// tokex's own token is refreshed ahead like an exchanged one: 3 s in the cache, the
+/// first hit from 1.5 s on refreshes it in the background while the old one is served.
+#[tokio::test(start_paused = true)]
 async fn client_credentials_token_is_refreshed_ahead() {
     let (as_, up) = (MockAs::start().await, Upstream::start().await);
     as_.on(|req, n| issue_with(req, &format!("own-{n}"), Some(33)));
@@ -115,14 +116,23 @@ async fn client_credentials_token_is_refreshed_ahead() {
         (r.param("subject_token"), r.param("requested_token_type")),
         (None, None)
     );
-    tokio::time::sleep(Duration::from_millis(1700)).await;
+    tokio::time::advance(Duration::from_millis(1499)).await;
+    assert_eq!(
+        get(&tokex, "echo.internal", "/", None).await.json()["authorization"],
+        "Bearer own-1",
+    );
+    assert_eq!(as_.count(), 1, "not yet in the refresh window");
+    tokio::time::advance(Duration::from_millis(1)).await;
     assert_eq!(
         get(&tokex, "echo.internal", "/", None).await.json()["authorization"],
         "Bearer own-1",
         "served while refreshing"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(as_.count(), 2, "refreshed in the background");
+    settled("refreshed in the background", async || {
+        tokex.exchanges_answered().await == 2
+    })
+    .await;
+    assert_eq!(as_.count(), 2);
     assert_eq!(
         get(&tokex, "echo.internal", "/", None).await.json()["authorization"],
         "Bearer own-2"

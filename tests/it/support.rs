@@ -1,5 +1,10 @@
 //! Test helpers: a recording token endpoint that can be told to misbehave, echo
 //! upstreams (plain and TLS), and a running tokex, all on ephemeral loopback ports.
+//!
+//! Everything runs in-process on the test's runtime, which is what lets a test pause
+//! time: a loopback write is readable when it returns, so the runtime never idles in
+//! the middle of a request and paused time moves only when the test moves it. Servers
+//! here set `TCP_NODELAY` for the same reason.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -60,6 +65,7 @@ where
                 continue;
             };
             counted.fetch_add(1, Ordering::SeqCst);
+            let _ = stream.set_nodelay(true);
             let h = handler.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
@@ -335,6 +341,9 @@ impl Upstream {
                     continue;
                 };
                 counted.fetch_add(1, Ordering::SeqCst);
+                // Without it a TLS record can wait in the kernel for the peer's delayed
+                // ACK: real time that paused tests cannot see.
+                let _ = stream.set_nodelay(true);
                 let (acceptor, s) = (acceptor.clone(), s.clone());
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(stream).await else {
@@ -462,6 +471,16 @@ impl Tokex {
         }
     }
 
+    /// Exchanges that reached an authority and ended, whatever their outcome.
+    pub async fn exchanges_answered(&self) -> usize {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with("tokex_exchange_duration_seconds_count{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<usize>().unwrap())
+            .sum()
+    }
+
     pub async fn metrics(&self) -> String {
         client()
             .get(format!("http://{}/metrics", self.admin))
@@ -516,33 +535,40 @@ pub struct Mode {
 }
 
 /// Runs each `async fn(Mode)` test once per app protocol and upstream scheme, as a
-/// module of four tests named after the mode.
+/// module of four tests named after the mode. With `paused:` first, time is paused: a
+/// timeout or a slow server's delay passes as soon as nothing else can happen.
 macro_rules! each_mode {
-    ($($test:ident),* $(,)?) => {$(
+    (paused: $($test:ident),* $(,)?) => {
+        $crate::support::each_mode!(@with tokio::test(start_paused = true); $($test),*);
+    };
+    (@with $attr:meta; $($test:ident),*) => {$(
         mod $test {
             use crate::support::Mode;
             /// The test above, HTTP/1.1 from the app to an http upstream.
-            #[tokio::test]
+            #[$attr]
             async fn h1_to_http() {
                 super::$test(Mode { h2c: false, tls: false }).await
             }
             /// The test above, HTTP/1.1 from the app to an https upstream.
-            #[tokio::test]
+            #[$attr]
             async fn h1_to_https() {
                 super::$test(Mode { h2c: false, tls: true }).await
             }
             /// The test above, h2c from the app to an http upstream.
-            #[tokio::test]
+            #[$attr]
             async fn h2c_to_http() {
                 super::$test(Mode { h2c: true, tls: false }).await
             }
             /// The test above, h2c from the app to an https upstream.
-            #[tokio::test]
+            #[$attr]
             async fn h2c_to_https() {
                 super::$test(Mode { h2c: true, tls: true }).await
             }
         }
     )*};
+    ($($test:ident),* $(,)?) => {
+        $crate::support::each_mode!(@with tokio::test; $($test),*);
+    };
 }
 pub(crate) use each_mode;
 
@@ -633,15 +659,12 @@ pub fn with_route_lines(yaml: &str, lines: &str) -> String {
 /// A client that sends to tokex in `mode`'s protocol with `host` as the request's
 /// authority: `Host` for HTTP/1.1, `:authority` for h2c (the name resolves to tokex).
 pub fn app_client(mode: Mode, tokex: &Tokex, host: &str) -> (reqwest::Client, String) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     if !mode.h2c {
         return (client(), tokex.url(""));
     }
     let name = host.split(':').next().unwrap();
-    let c = reqwest::Client::builder()
-        .no_proxy()
+    let c = app_builder()
         .http2_prior_knowledge()
-        .redirect(reqwest::redirect::Policy::none())
         .resolve(name, tokex.addr)
         .build()
         .unwrap();
@@ -722,12 +745,20 @@ impl AppConn {
 
 /// A plain HTTP client that reads no proxy variables and follows no redirects.
 pub fn client() -> reqwest::Client {
+    app_builder().build().unwrap()
+}
+
+/// What every app-side client starts from. The TLS settings are made once: reading the
+/// system's roots anew for each client would cost every request milliseconds.
+fn app_builder() -> reqwest::ClientBuilder {
+    static TLS: std::sync::OnceLock<rustls::ClientConfig> = std::sync::OnceLock::new();
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls =
+        TLS.get_or_init(|| tokex::tls::client_config(None, None, &[b"h2", b"http/1.1"]).unwrap());
     reqwest::Client::builder()
+        .tls_backend_preconfigured(tls.clone())
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
 }
 
 /// A response as the app sees it.
@@ -783,6 +814,42 @@ pub fn jwt(claims: serde_json::Value) -> String {
 /// Seconds since the Unix epoch on tokex's clock, which paused tests advance.
 pub fn now() -> u64 {
     tokex::clock::unix_now()
+}
+
+// ---------------------------------------------------------------------------------------
+// Waiting for a condition.
+
+/// How often tokex checks its config and credential files (documented: every 250 ms).
+pub const FILE_POLL: Duration = Duration::from_millis(250);
+
+/// Polls `done` every 5 ms until it holds, and fails the test with `what` after 5 s of
+/// real time. For waits on something that takes its own time: a file poller on the real
+/// clock, a child process writing its log.
+pub async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    // Real time, so the bound holds on paused time too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within 5 s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Lets every other task run, without moving the clock, until `done` holds; fails the
+/// test with `what` after 10 000 rounds. For paused-time tests that wait for work already
+/// under way (a background refresh, bytes on loopback), so that what they check next
+/// still happens at the virtual instant they chose.
+pub async fn settled(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    for _ in 0..10_000 {
+        if done().await {
+            return;
+        }
+        // Yielding lets the runtime poll its sockets without moving paused time.
+        tokio::task::yield_now().await;
+    }
+    panic!("not settled after 10 000 rounds: {what}");
 }
 
 /// A request body fed chunk by chunk from a channel, for streaming tests.
@@ -882,6 +949,8 @@ pub struct Spawned {
     /// The first stderr line containing the ready marker.
     pub ready: String,
     log: Arc<Mutex<String>>,
+    /// The thread collecting stderr; it ends when the process closes it.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Runs `tokex args...` with `env` and waits (20 s at most) for a stderr line containing
@@ -909,7 +978,7 @@ pub async fn spawn_tokex<S: AsRef<std::ffi::OsStr>>(
         std::sync::mpsc::channel::<String>(),
         ready.to_string(),
     );
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in std::io::BufReader::new(std::fs::File::from(stderr))
             .lines()
             .map_while(Result::ok)
@@ -924,7 +993,12 @@ pub async fn spawn_tokex<S: AsRef<std::ffi::OsStr>>(
         tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)).unwrap())
             .await
             .unwrap();
-    Spawned { child, ready, log }
+    Spawned {
+        child,
+        ready,
+        log,
+        reader: Some(reader),
+    }
 }
 
 impl Spawned {
@@ -943,17 +1017,24 @@ impl Spawned {
         self.log.lock().unwrap().clone()
     }
 
-    /// Sends SIGTERM and waits up to 20 s for the exit.
+    /// Sends SIGTERM and waits up to 20 s for the exit and for the rest of its stderr,
+    /// so [`Spawned::log`] is complete afterwards.
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().unwrap().to_string();
         std::process::Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .unwrap();
-        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await
             .unwrap()
-            .unwrap()
+            .unwrap();
+        if let Some(reader) = self.reader.take() {
+            tokio::task::spawn_blocking(move || reader.join().unwrap())
+                .await
+                .unwrap();
+        }
+        status
     }
 }
 
@@ -1086,6 +1167,7 @@ impl Scripted {
         let task = tokio::spawn(async move {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
+                let _ = stream.set_nodelay(true);
                 let n = c.fetch_add(1, Ordering::SeqCst) + 1;
                 tokio::spawn(scripted_conn(stream, n, script, p.clone(), r.clone()));
             }
