@@ -2,20 +2,20 @@
 
 mod cli;
 mod config_file;
+mod credentials;
 mod data_path;
 mod desync;
 mod diagnostics;
 mod effective;
 mod errors;
 mod exchange_command;
-mod identity;
 mod interop;
 mod measure;
+mod observability;
 mod operations;
 mod recent;
 mod relay;
 mod resilience;
-mod seeds;
 mod stalls;
 mod sts;
 mod support;
