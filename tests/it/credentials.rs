@@ -1,5 +1,6 @@
-//! Production identity: every client authentication method, and rotation of
-//! every credential file while requests flow, with no failed request.
+//! The credentials tokex presents: every client authentication method, and rotation of
+//! every credential file (secrets, keys, assertions, certificates, actor tokens, CA
+//! bundles) while requests flow, with no failed request.
 //!
 //! Time is paused: tokex checks credential files every 250 ms of its clock, so each
 //! rotation test shows the new file in use by the first request after the next check.
