@@ -10,7 +10,6 @@ mod effective;
 mod errors;
 mod exchange_command;
 mod interop;
-mod measure;
 mod observability;
 mod operations;
 mod own_token;
