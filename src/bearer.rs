@@ -144,13 +144,6 @@ pub fn is_b64token(t: &[u8]) -> bool {
         })
 }
 
-/// Seconds since the Unix epoch: the clock JWT `exp`, `iat` and `nbf` are read against.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// The `exp` claim of a JWT, read without verifying anything. `None` for tokens that are
 /// not JWTs, or have no numeric `exp`.
 pub fn jwt_exp(token: &str) -> Option<u64> {

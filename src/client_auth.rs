@@ -5,7 +5,6 @@
 //! §2) and `none`. Every credential is a [`Watched`] file value, so rotation needs no
 //! restart.
 
-use crate::bearer::unix_now;
 use std::fmt;
 use std::path::Path;
 
@@ -14,6 +13,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
+use crate::clock::unix_now;
 use crate::credentials::Watched;
 use crate::secret::Secret;
 use crate::tls::ClientIdentity;

@@ -12,9 +12,10 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use crate::cache::Recent;
+use crate::clock::Instant;
 use crate::upstream::{Idle, Shared};
 
 /// Idle upstream connections one app connection keeps at most; HTTP/1.1 apps need one,

@@ -10,10 +10,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use hyper::client::conn::{http1, http2};
 
+use crate::clock::{self, Instant};
 use crate::forward::UpstreamBody;
 
 /// Idle connections an upstream's shared pool holds at most; more are closed.
@@ -38,13 +37,13 @@ impl Idle {
             owner: Arc::downgrade(owner),
             generation,
             sender,
-            since: Instant::now(),
+            since: clock::now(),
         }
     }
 
     /// Marks the moment its last response ended.
     pub(crate) fn idle_from_now(mut self) -> Self {
-        self.since = Instant::now();
+        self.since = clock::now();
         self
     }
 
