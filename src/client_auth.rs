@@ -11,10 +11,10 @@ use std::fmt;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use crate::clock::unix_now;
 use crate::config::model::ClientAuth;
 use crate::credentials::Watched;
 use crate::credentials::certs::ClientIdentity;
-use crate::jwt::unix_now;
 use crate::oauth::CLIENT_ASSERTION_TYPE_JWT_BEARER;
 use crate::secret::Secret;
 

@@ -136,6 +136,16 @@ impl<T> Watched<T> {
     pub fn paths(&self) -> &[PathBuf] {
         &self.inner.paths
     }
+
+    /// Takes the files as they are now for seen, so [`Poll::poll`] reports only later
+    /// changes: for a caller about to read them itself. Call it before that read, so a
+    /// write made during the read is still a change.
+    pub fn mark_seen(&self) {
+        let now = self.inner.paths.iter().map(|p| stamp(p)).collect();
+        if let Ok(mut stamps) = self.inner.stamps.lock() {
+            *stamps = now;
+        }
+    }
 }
 
 /// A credential file's text: UTF-8, without the trailing newline that `kubectl create
@@ -308,6 +318,20 @@ mod tests {
         std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
         assert_eq!(t.poll(), Polled::Reloaded);
         assert_eq!(t.current().as_str(), "second");
+    }
+
+    /// A file marked seen polls as unchanged; a write after the mark is a change.
+    #[test]
+    fn a_file_marked_seen_is_unchanged_until_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        std::fs::write(&path, "one\n").unwrap();
+        let w = Watched::load(vec![path.clone()], parse_text).unwrap();
+        std::fs::write(&path, "two-longer\n").unwrap();
+        w.mark_seen();
+        assert_eq!(w.poll(), Polled::Unchanged);
+        std::fs::write(&path, "three-longest\n").unwrap();
+        assert_eq!(w.poll(), Polled::Reloaded);
     }
 
     /// Debug shows the path, never the value.

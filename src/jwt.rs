@@ -1,5 +1,5 @@
 //! What a JWT (RFC 7519) says of itself, read without verifying anything: its claims and
-//! its `exp`, and the clock they are read against.
+//! its `exp` (read against [`crate::clock::unix_now`]).
 //!
 //! tokex never grants anything from unverified claims. `exp` is read to refuse subject
 //! tokens that are certainly expired without an AS call, to cap cache lifetimes, and to
@@ -7,13 +7,6 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
-/// Seconds since the Unix epoch: the clock JWT `exp`, `iat` and `nbf` are read against.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 /// The `exp` claim of a JWT, read without verifying anything. `None` for tokens that are
 /// not JWTs, or have no numeric `exp`.

@@ -20,6 +20,7 @@
 //! - [`idle`]: bodies and writes that stall (`timeouts.body_idle`).
 //! - [`error`]: the error table: every failure as a response.
 //! - [`resilience`]: the circuit breaker and retry budget per authority.
+//! - [`clock`]: the one clock: tokio's monotonic time and Unix time that follows it.
 //! - [`proxy`]: the request path, step by step, over a hot-swappable config snapshot.
 //! - [`server`]: the egress listener: protocol detection, connection limits, graceful
 //!   shutdown.
@@ -40,6 +41,7 @@ pub mod bearer;
 pub mod cache;
 pub mod cli;
 pub mod client_auth;
+pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod demo;

@@ -271,7 +271,7 @@ impl Metrics {
         self.config_last_reload_ok.set(i64::from(ok));
         if ok {
             self.config_last_success
-                .set(i64::try_from(crate::jwt::unix_now()).unwrap_or(i64::MAX));
+                .set(i64::try_from(crate::clock::unix_now()).unwrap_or(i64::MAX));
         }
     }
 

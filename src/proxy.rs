@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -20,6 +19,7 @@ use tokio::sync::Semaphore;
 
 use crate::bearer;
 use crate::cache::{KeyBuilder, Recent, TokenCache};
+use crate::clock::{self, Instant};
 use crate::config::model::{MissingTokenPolicy, SubjectSource};
 use crate::config::{Config, Route};
 use crate::error::{Code, ProxyError};
@@ -122,6 +122,12 @@ impl Proxy {
     /// force. Counted in `tokex_config_reloads_total`.
     pub fn reload_from_source(&self) -> Result<(), String> {
         let current = self.config();
+        // The file poller compares the file with the running config's view of it. A
+        // failed reload leaves that config running: without this, the poller would try
+        // the same broken file again and report it twice.
+        if let Some(source) = &current.source {
+            source.mark_seen();
+        }
         let result = match current.source.as_ref().and_then(|s| s.paths().first()) {
             None => Err("this config was not loaded from a file".to_string()),
             Some(path) => crate::config::load(path)
@@ -167,7 +173,7 @@ impl Proxy {
 
     /// Closes pooled upstream connections that idled past `timeouts.idle`.
     pub fn sweep_idle_upstreams(&self) {
-        let now = tokio::time::Instant::now();
+        let now = clock::now();
         for route in &self.state.load().routes {
             route.upstream.sweep(now);
         }
@@ -181,7 +187,7 @@ impl Proxy {
         mut req: Request<Incoming>,
         session: &Arc<Session>,
     ) -> Result<Response<Body>, Stalled> {
-        let started = Instant::now();
+        let started = clock::now();
         let runtime = self.state.load_full();
         let method = req.method().clone();
         // With tracing on, the request gets a server span, and everything downstream

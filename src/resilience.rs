@@ -9,10 +9,13 @@
 //!   sees, plus a small floor per second, so retries cannot multiply load on an AS that
 //!   is already struggling.
 //!
-//! Both take `now` so their logic is tested without sleeping.
+//! Both take `now` (an instant of [`crate::clock`]) so their logic is tested without
+//! sleeping.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Instant;
 
 use crate::config::model::BreakerSettings;
 
@@ -178,7 +181,7 @@ mod tests {
             failures: 3,
             open_for: Duration::from_secs(5),
         });
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         for _ in 0..2 {
             assert_eq!(b.admit(t0), Ok(Admit::Call));
             b.record(Admit::Call, true, t0);
@@ -213,7 +216,7 @@ mod tests {
             failures: 2,
             open_for: Duration::from_secs(5),
         });
-        let t = Instant::now();
+        let t = crate::clock::now();
         b.record(Admit::Call, true, t);
         b.record(Admit::Call, false, t);
         b.record(Admit::Call, true, t);
@@ -231,7 +234,7 @@ mod tests {
     /// Retries stay within 20 % of first attempts plus the per-second floor.
     #[test]
     fn retry_budget_bounds_extra_calls() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let budget = RetryBudget::new(t0);
         let mut retries = 0;
         for _ in 0..1000 {

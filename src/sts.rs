@@ -69,7 +69,7 @@ pub struct Realm {
 impl Realm {
     /// Records an assertion `jti`; false if it was already used.
     fn remember_jti(&self, client: &str, jti: &str, exp: u64) -> bool {
-        let now = crate::jwt::unix_now();
+        let now = crate::clock::unix_now();
         let Ok(mut seen) = self.jtis.lock() else {
             return false;
         };

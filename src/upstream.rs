@@ -133,7 +133,7 @@ impl Upstream {
                 Err((back, None)) => req = *back,
             }
         }
-        let now = tokio::time::Instant::now();
+        let now = crate::clock::now();
         let kept = kept
             .checkout(&self.shared, generation, self.idle_limit, now)
             .or_else(|| self.shared.checkout(generation, self.idle_limit, now));
@@ -210,7 +210,7 @@ impl Upstream {
     }
 
     /// Closes pooled connections that idled too long.
-    pub fn sweep(&self, now: tokio::time::Instant) {
+    pub fn sweep(&self, now: crate::clock::Instant) {
         self.shared.sweep(self.generation(), self.idle_limit, now);
     }
 

@@ -59,7 +59,7 @@ pub async fn exchange(path: &Path, route_name: &str) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let now = crate::jwt::unix_now();
+    let now = crate::clock::unix_now();
     let subject_exp = crate::jwt::unverified_exp(token.expose());
     if subject_exp.is_some_and(|exp| exp <= now) {
         eprintln!("invalid_token: the subject token has expired");

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
-use crate::jwt::unix_now;
+use crate::clock::unix_now;
 use crate::secret::Secret;
 
 /// Lifetime of a `private_key_jwt` assertion: short, as RFC 7523 §3 advises.

@@ -5,8 +5,8 @@
 //! Each request gets its own upstream connection: this is the path for traffic tokex
 //! does not care about, kept simple rather than fast.
 
+use crate::clock::Instant;
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::Either;

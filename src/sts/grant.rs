@@ -380,7 +380,7 @@ struct Issue<'a> {
 
 /// Signs an RFC 9068 access token and builds the RFC 8693 §2.2.1 response.
 fn issue(realm: &Realm, i: Issue<'_>) -> Result<Value, OAuthError> {
-    let now = crate::jwt::unix_now();
+    let now = crate::clock::unix_now();
     let exp = (now + realm.config.token_ttl.as_secs()).min(i.exp_cap.unwrap_or(u64::MAX));
     let mut jti = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut jti)

@@ -10,11 +10,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use hyper::client::conn::{http1, http2};
 
 use super::UpstreamBody;
+use crate::clock::{self, Instant};
 
 /// Idle connections an upstream's shared pool holds at most; more are closed.
 const POOL_AT_MOST: usize = 256;
@@ -42,13 +41,13 @@ impl Idle {
             owner: Arc::downgrade(owner),
             generation,
             sender,
-            since: Instant::now(),
+            since: clock::now(),
         }
     }
 
     /// Marks the moment its last response ended.
     pub(crate) fn idle_from_now(mut self) -> Self {
-        self.since = Instant::now();
+        self.since = clock::now();
         self
     }
 
