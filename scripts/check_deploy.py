@@ -8,8 +8,9 @@
 
     check_deploy.py versions
         The release version agrees everywhere it is written: Cargo.toml, the Dockerfile's
-        VERSION, the chart's appVersion, the kustomize image tag and the example chart's
-        dependency on the tokex chart.
+        VERSION (declared once, imported by every stage that labels with it), the chart's
+        appVersion, the kustomize image tags (tokex and tokex-init, base and transparent
+        component) and the example chart's dependency on the tokex chart.
 
     check_deploy.py docs --tokex BIN REFERENCE.md
         Every config key path in `tokex schema` (`routes[].exchange.scope`,
@@ -23,7 +24,11 @@
         limit are set; the securityContext is locked down; the grace period exceeds
         timeouts.drain; every credential file the config names is provided by a mount of the
         tokex container (projected tokens with audience and expirationSeconds); the app is wired
-        with HTTP_PROXY/NO_PROXY and hostAliases for the route hosts.
+        with HTTP_PROXY/NO_PROXY and hostAliases for the route hosts. Where the config has a
+        `transparent` section, the app may instead call its upstreams directly, and the pod
+        must run `tokex init` from the tokex-init image just before the sidecar, on the same
+        ConfigMap, as root with the capabilities it needs and nothing else, with the sidecar as
+        transparent.proxy_uid and no other container as that uid.
         Then runs `tokex check` on every tokex config in a ConfigMap, with the credential files
         it names re-rooted under DIR and filled with placeholders (generated PEM for keys and
         certificates) and `${NAME}` variables set to placeholders.
@@ -49,6 +54,11 @@ import zipfile
 from pathlib import Path
 
 import yaml
+
+# The test command runs this from the source tree; the sibling module must leave no
+# __pycache__ there.
+sys.dont_write_bytecode = True
+import check_transparent  # noqa: E402  (after the line above, on purpose)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = "/etc/tokex/tokex.yaml"  # the image's CMD
@@ -111,14 +121,18 @@ def install_tools(requirements, bin_dir):
 def versions():
     cargo = tomllib.loads((ROOT / "Cargo.toml").read_text())["package"]["version"]
     found = {}
-    m = re.search(r"^ARG VERSION=(\S+)$", (ROOT / "Dockerfile").read_text(), re.M)
-    found["Dockerfile ARG VERSION"] = m.group(1) if m else None
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    defaults = re.findall(r"^ARG VERSION=(\S+)$", dockerfile, re.M)
+    found["Dockerfile ARG VERSION"] = defaults[0] if len(defaults) == 1 else defaults or None
     chart = yaml.safe_load((ROOT / "deploy/helm/tokex/Chart.yaml").read_text())
     found["deploy/helm/tokex/Chart.yaml appVersion"] = str(chart.get("appVersion"))
-    kust = yaml.safe_load((ROOT / "deploy/kubernetes/kustomization.yaml").read_text())
-    tags = [i.get("newTag") for i in kust.get("images", []) if i.get("name") == "tokex"]
-    found["deploy/kubernetes/kustomization.yaml images[tokex].newTag"] = tags[0] if tags else None
+    for path, image in (("deploy/kubernetes/kustomization.yaml", "tokex"),
+                        ("deploy/kubernetes/transparent/kustomization.yaml", "tokex-init")):
+        kust = yaml.safe_load((ROOT / path).read_text())
+        tags = [i.get("newTag") for i in kust.get("images", []) if i.get("name") == image]
+        found[f"{path} images[{image}].newTag"] = tags[0] if tags else None
     problems = [f"{k} is {v!r}, Cargo.toml says {cargo!r}" for k, v in found.items() if v != cargo]
+    problems += stage_args(dockerfile)
     example = yaml.safe_load((ROOT / "deploy/helm/examples/orders/Chart.yaml").read_text())
     deps = [d.get("version") for d in example.get("dependencies", []) if d.get("name") == "tokex"]
     if deps != [chart.get("version")]:
@@ -126,7 +140,20 @@ def versions():
                         f"the chart is {chart.get('version')!r}")
     if problems:
         fail("version mismatch:\n  " + "\n  ".join(problems))
-    print(f"versions: {cargo} in Cargo.toml, Dockerfile, chart appVersion, kustomize image tag")
+    print(f"versions: {cargo} in Cargo.toml, Dockerfile, chart appVersion, kustomize image tags")
+
+
+def stage_args(dockerfile):
+    """A build argument declared before the first FROM reaches a stage only through an `ARG`
+    of its own there; without it, `${VERSION}` in a label expands to nothing."""
+    problems = []
+    stages = re.split(r"^FROM\s+", dockerfile, flags=re.M)[1:]
+    for stage in stages:
+        name = stage.split("\n", 1)[0].strip()
+        for arg in ("VERSION", "REVISION"):
+            if "${" + arg + "}" in stage and not re.search(rf"^ARG {arg}(=\S*)?$", stage, re.M):
+                problems.append(f"Dockerfile stage `{name}` uses ${{{arg}}} without `ARG {arg}`")
+    return problems
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,7 +411,9 @@ def check_workload(doc, pod, configmaps, source):
     name = f"{source} {doc['kind']}/{doc['metadata']['name']}"
     inits = pod.get("initContainers") or []
     mains = pod.get("containers") or []
-    sidecars = [c for c in inits if is_tokex(c)]
+    # `tokex init` from the sidecar image is not a sidecar; check_transparent reports it.
+    sidecars = [c for c in inits
+                if is_tokex(c) and check_transparent.tokex_argv(c)[:1] != ["init"]]
     if any(is_tokex(c) for c in mains):
         problems.append(f"{name}: tokex is in `containers`; run it as a native sidecar "
                         "(initContainers with restartPolicy: Always)")
@@ -471,22 +500,34 @@ def check_workload(doc, pod, configmaps, source):
             elif not volume_provides(got[1], got[2], problems, where):
                 problems.append(f"{where}: {key} {absolute}: volume {got[0].get('name')} "
                                 f"has no file {got[2]}")
-        # The app's wiring.
-        proxy = f"http://127.0.0.1:{listen_port}"
-        envs = [{e.get("name"): e.get("value") for e in m.get("env") or []} for m in mains]
-        if not any(e.get("HTTP_PROXY") == proxy and e.get("NO_PROXY") for e in envs):
-            problems.append(f"{name}: no app container has HTTP_PROXY={proxy} and NO_PROXY")
-        aliases = {h for a in pod.get("hostAliases") or [] if a.get("ip") == "127.0.0.1"
-                   for h in a.get("hostnames") or []}
-        for r in cfg.get("routes") or []:
-            host = (r.get("match") or {}).get("host")
-            if host and re.sub(r":\d+$", "", host) not in aliases:
-                problems.append(f"{name}: route {r.get('name')}: no hostAliases entry maps "
-                                f"{host} to 127.0.0.1")
+        # The app's wiring: the kernel redirect, or the app's own proxy settings.
+        if cfg.get("transparent") is not None:
+            def config_of(container):
+                got = mount_for(container, volumes, config_path(container))
+                volume = (got or (None, None, None))[1] or {}
+                return (volume.get("configMap") or {}).get("name"), got and got[2]
+            problems += check_transparent.problems(pod, c, cfg, config_of, name)
+            wired = "app redirected by tokex-init"
+        else:
+            wired = "app wired"
+            proxy = f"http://127.0.0.1:{listen_port}"
+            envs = [{e.get("name"): e.get("value") for e in m.get("env") or []} for m in mains]
+            if not any(e.get("HTTP_PROXY") == proxy and e.get("NO_PROXY") for e in envs):
+                problems.append(f"{name}: no app container has HTTP_PROXY={proxy} and NO_PROXY")
+            aliases = {h for a in pod.get("hostAliases") or [] if a.get("ip") == "127.0.0.1"
+                       for h in a.get("hostnames") or []}
+            for r in cfg.get("routes") or []:
+                host = (r.get("match") or {}).get("host")
+                if host and re.sub(r":\d+$", "", host) not in aliases:
+                    problems.append(f"{name}: route {r.get('name')}: no hostAliases entry maps "
+                                    f"{host} to 127.0.0.1")
+            if any(check_transparent.is_tokex_init(i) for i in inits):
+                problems.append(f"{name}: tokex-init runs, but the config has no transparent "
+                                "section; it would exit 1 and hold the pod in Init")
         if not problems:
             print(f"ok  {where}: native sidecar, config {path} from ConfigMap/{cm_name}, "
                   f"probes on :{admin_port}, securityContext, grace {grace}s > drain {drain:g}s, "
-                  f"{len(credential_paths(cfg))} credential file(s) mounted, app wired")
+                  f"{len(credential_paths(cfg))} credential file(s) mounted, {wired}")
     return problems, configs
 
 

@@ -9,6 +9,10 @@ step() { printf '\n==> %s\n' "$*"; }
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "module dependency cycles (scripts/module-cycles.py)"
+python3 scripts/module-cycles.py --self-test > /dev/null
+python3 scripts/module-cycles.py src
+
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
@@ -51,6 +55,13 @@ echo "hadolint Dockerfile: ok ($("$tools/venv/bin/hadolint" --version))"
 "$tools/venv/bin/python" scripts/check_deploy.py versions
 "$tools/venv/bin/python" scripts/check_deploy.py docs --tokex target/debug/tokex docs/configuration.md
 "$tools/bin/kubectl" kustomize deploy/kubernetes > "$out/kustomize-base.yaml"
+# The transparent-mode component, used as an operator's overlay of the base uses it (kustomize
+# refuses an overlay inside its base, so this one lives in the render directory).
+mkdir -p "$out/overlay-transparent"
+printf '%s\n' "apiVersion: kustomize.config.k8s.io/v1beta1" "kind: Kustomization" \
+  "resources: [../../../../deploy/kubernetes]" "components: [../../../../deploy/kubernetes/transparent]" \
+  > "$out/overlay-transparent/kustomization.yaml"
+"$tools/bin/kubectl" kustomize "$out/overlay-transparent" > "$out/kustomize-transparent.yaml"
 cp deploy/kubernetes/secret.example.yaml "$out/secret-example.yaml"
 "$tools/bin/helm" lint --quiet --strict --kube-version "${k8s_versions[0]}" deploy/helm/tokex
 "${helm[@]}" template tokex deploy/helm/tokex > "$out/helm-defaults.yaml"

@@ -17,27 +17,20 @@ use crate::config::ExchangeParams;
 /// The tracing target of audit events.
 pub const TARGET: &str = "tokex::audit";
 
-/// Audit settings (`audit:` in the config).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AuditSettings {
-    pub enabled: bool,
-    /// Also audit requests served from the cache (one event per request: high volume).
-    pub cache_hits: bool,
-}
-
-/// What an exchange produced, kept with the cache entry for later events.
+/// What an exchange produced, as audit events record it; kept with the cache entry for
+/// later events.
 #[derive(Debug, Clone, Default)]
-pub struct Issued {
+pub struct ExchangeRecord {
     pub scope: Option<String>,
     /// The issued token's `act` claim: the delegation chain.
     pub act: Option<Value>,
     pub latency: Duration,
 }
 
-impl Issued {
+impl ExchangeRecord {
     /// Reads `act` from the issued token if it is a JWT (unverified: for the record only).
     pub fn new(token: &str, scope: Option<String>, latency: Duration) -> Self {
-        let act = crate::bearer::jwt_claims(token).and_then(|mut c| c.remove("act"));
+        let act = crate::jwt::unverified_claims(token).and_then(|mut c| c.remove("act"));
         Self {
             scope,
             act,
@@ -58,7 +51,7 @@ pub struct Subject {
 impl Subject {
     /// `fingerprint` makes the keyed hash when the token is not a JWT with `sub`.
     pub fn of(token: &str, fingerprint: impl FnOnce() -> String) -> Self {
-        let claims = crate::bearer::jwt_claims(token);
+        let claims = crate::jwt::unverified_claims(token);
         let get = |k: &str| {
             claims
                 .as_ref()
@@ -79,7 +72,7 @@ pub struct Event<'a> {
     pub route: &'a str,
     pub params: Option<&'a ExchangeParams>,
     pub subject: Option<&'a Subject>,
-    pub issued: Option<&'a Issued>,
+    pub record: Option<&'a ExchangeRecord>,
     /// `ok`, or the error code of the refusal.
     pub outcome: &'a str,
     /// `hit` or `miss`, when the cache was consulted.
@@ -93,7 +86,7 @@ impl Event<'_> {
         let p = self.params;
         let s = self.subject;
         let act = self
-            .issued
+            .record
             .and_then(|i| i.act.as_ref())
             .map(|a| a.to_string());
         tracing::info!(
@@ -108,10 +101,10 @@ impl Event<'_> {
             audience = p.and_then(|p| p.audience.as_deref()),
             resource = p.and_then(|p| p.resource.as_deref()),
             requested_scope = p.and_then(|p| p.scope.as_deref()),
-            granted_scope = self.issued.and_then(|i| i.scope.as_deref()),
+            granted_scope = self.record.and_then(|i| i.scope.as_deref()),
             outcome = self.outcome,
             cache = self.cache,
-            as_latency_ms = self.issued.filter(|_| self.cache == Some("miss")).map(|i| i.latency.as_millis() as u64),
+            as_latency_ms = self.record.filter(|_| self.cache == Some("miss")).map(|i| i.latency.as_millis() as u64),
             "audit"
         );
     }

@@ -1,13 +1,8 @@
-//! The subject token: taking it from `Authorization: Bearer` (RFC 6750 §2.1) and reading
-//! the unverified `exp` of JWTs (steps 2 and 3 of the request flow).
-//!
-//! tokex never grants anything from unverified claims; `exp` is read only to refuse
-//! tokens that are certainly expired without an AS call, and to cap cache lifetimes.
+//! The subject token: taking it from `Authorization: Bearer` (RFC 6750 §2.1), a header or
+//! a cookie (step 2 of the request flow). What a JWT says of itself is read in
+//! [`crate::jwt`].
 
 use std::fmt;
-
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::config::model::SubjectSource;
 use http::HeaderMap;
@@ -144,38 +139,6 @@ pub fn is_b64token(t: &[u8]) -> bool {
         })
 }
 
-/// Seconds since the Unix epoch: the clock JWT `exp`, `iat` and `nbf` are read against.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// The `exp` claim of a JWT, read without verifying anything. `None` for tokens that are
-/// not JWTs, or have no numeric `exp`.
-pub fn jwt_exp(token: &str) -> Option<u64> {
-    let claims = jwt_claims(token)?;
-    let exp = claims.get("exp")?;
-    // A float exp (allowed by RFC 7519 NumericDate) truncates; a string is not a NumericDate.
-    exp.as_u64()
-        .or_else(|| exp.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-}
-
-/// The claims of a compact JWS/JWT payload, unverified. Used for `exp` and for the
-/// diagnostic output of `tokex exchange` and `tokex demo`.
-pub fn jwt_claims(token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
-    let mut parts = token.split('.');
-    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || payload.len() > 16 * 1024 {
-        return None;
-    }
-    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    match serde_json::from_slice(&bytes).ok()? {
-        serde_json::Value::Object(map) => Some(map),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,23 +176,6 @@ mod tests {
         assert_eq!(token(&["Bearer ==="]), Err(Malformed::BadCharacters));
         assert_eq!(token(&["Bearer a,b"]), Err(Malformed::BadCharacters));
         assert_eq!(token(&["Bearer a", "Bearer b"]), Err(Malformed::Duplicate));
-    }
-
-    /// `exp` is read from JWT payloads only, as integer or float; anything else is None.
-    #[test]
-    fn jwt_exp_reading() {
-        let jwt = |payload: &str| format!("e30.{}.sig", URL_SAFE_NO_PAD.encode(payload));
-        assert_eq!(jwt_exp(&jwt(r#"{"exp":1700000000}"#)), Some(1_700_000_000));
-        assert_eq!(
-            jwt_exp(&jwt(r#"{"exp":1700000000.9}"#)),
-            Some(1_700_000_000)
-        );
-        assert_eq!(jwt_exp(&jwt(r#"{"exp":"1700000000"}"#)), None);
-        assert_eq!(jwt_exp(&jwt(r#"{"sub":"x"}"#)), None);
-        assert_eq!(jwt_exp("opaque-token"), None);
-        assert_eq!(jwt_exp("a.b"), None);
-        assert_eq!(jwt_exp("a.!!!.c"), None);
-        assert_eq!(jwt_exp(&format!("{}.x", jwt(r#"{"exp":1}"#))), None);
     }
 
     /// A header source holds the token alone; a cookie is found among others; repeats

@@ -4,16 +4,22 @@
 //! per-process key: the cache never holds a raw subject token, and a key leaked from
 //! memory cannot be tested against a guessed token. Each entry expires at its own
 //! lifetime ([`lifetime`]); moka coalesces concurrent misses for one key into one call.
+//!
+//! An entry's bound is an instant on tokex's clock ([`crate::clock`]), checked on every
+//! read. moka also evicts the entry at that bound, but on its own clock, which a test
+//! cannot pause: the check on read is what keeps a token from being served late, and
+//! what paused-time tests of lifetimes exercise.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::HeaderValue;
 use moka::Expiry;
 use ring::hmac;
 
+use crate::clock::{self, Instant};
 use crate::config::CacheSettings;
 
 mod recent;
@@ -34,7 +40,7 @@ pub struct Entry {
     pub refresh_at: Option<Instant>,
     /// What the exchange produced, for audit events; kept only while auditing (a cache
     /// holds many entries, and most deployments audit nothing).
-    pub issued: Option<Box<crate::audit::Issued>>,
+    pub record: Option<Box<crate::audit::ExchangeRecord>>,
     refreshing: AtomicBool,
     /// Set once the cache has let go of this entry (invalidated, or replaced by a
     /// refresh): a connection that remembers it ([`Recent`]) must look again.
@@ -51,15 +57,15 @@ impl Entry {
             authorization,
             expires_at,
             refresh_at,
-            issued: None,
+            record: None,
             refreshing: AtomicBool::new(false),
             retired: AtomicBool::new(false),
         }
     }
 
     /// Attaches what the exchange produced.
-    pub fn with_issued(mut self, issued: crate::audit::Issued) -> Self {
-        self.issued = Some(Box::new(issued));
+    pub fn with_record(mut self, record: crate::audit::ExchangeRecord) -> Self {
+        self.record = Some(Box::new(record));
         self
     }
 
@@ -183,6 +189,8 @@ pub struct TokenCache {
     secret: Arc<hmac::Key>,
 }
 
+/// moka's per-entry expiry: the time an entry has left on tokex's clock. moka passes
+/// instants of its own clock, which are not comparable with tokex's.
 struct PerEntry;
 
 impl Expiry<Key, Arc<Entry>> for PerEntry {
@@ -190,18 +198,18 @@ impl Expiry<Key, Arc<Entry>> for PerEntry {
         &self,
         _: &Key,
         v: &Arc<Entry>,
-        created_at: Instant,
+        _: std::time::Instant,
     ) -> Option<Duration> {
-        Some(v.expires_at.saturating_duration_since(created_at))
+        Some(v.expires_at.saturating_duration_since(clock::now()))
     }
     fn expire_after_update(
         &self,
         _: &Key,
         v: &Arc<Entry>,
-        at: Instant,
+        _: std::time::Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(v.expires_at.saturating_duration_since(at))
+        Some(v.expires_at.saturating_duration_since(clock::now()))
     }
 }
 
@@ -250,8 +258,8 @@ impl TokenCache {
 
     /// The entry for `key`, running `exchange` once for all concurrent misses.
     ///
-    /// Our own `expires_at` is checked on every hit as well as moka's expiry, because the
-    /// two clocks can differ by a tick and no token is served past its bound (step 5).
+    /// The entry's own `expires_at` is checked on every hit: moka expires entries on its
+    /// own clock, and no token is served past its bound on tokex's (step 5).
     pub async fn get_or_exchange<E, F, Fut>(
         &self,
         key: Key,
@@ -263,7 +271,7 @@ impl TokenCache {
         Fut: Future<Output = Result<Arc<Entry>, E>>,
     {
         if let Some(v) = self.inner.get(&key).await {
-            if v.expires_at > Instant::now() {
+            if v.expires_at > clock::now() {
                 return Ok((v, Lookup::Hit));
             }
             self.inner.invalidate(&key).await;
@@ -287,7 +295,7 @@ impl TokenCache {
                 Lookup::Hit
             };
             let value = entry.into_value();
-            if lookup == Lookup::Miss || value.expires_at > Instant::now() {
+            if lookup == Lookup::Miss || value.expires_at > clock::now() {
                 return Ok((value, lookup));
             }
             self.inner.invalidate(&key).await;
@@ -316,180 +324,4 @@ impl TokenCache {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings() -> CacheSettings {
-        CacheSettings {
-            max_ttl: Duration::from_secs(600),
-            default_ttl: Duration::from_secs(60),
-            early_expiry: Duration::from_secs(30),
-            refresh_ahead: Duration::from_secs(60),
-        }
-    }
-
-    /// Each bound of step 5 of the request flow can be the one that wins, minus early_expiry.
-    #[test]
-    fn lifetime_takes_the_smallest_bound() {
-        let s = settings();
-        let now = 1_000_000;
-        let b = |expires_in, issued_exp, subject_exp| Bounds {
-            now_unix: now,
-            expires_in,
-            issued_exp,
-            subject_exp,
-        };
-        let secs = Duration::from_secs;
-        assert_eq!(
-            lifetime(b(Some(300), None, None), &s),
-            secs(270),
-            "expires_in"
-        );
-        assert_eq!(lifetime(b(None, None, None), &s), secs(30), "default_ttl");
-        assert_eq!(
-            lifetime(b(Some(3600), None, None), &s),
-            secs(570),
-            "max_ttl"
-        );
-        assert_eq!(
-            lifetime(b(Some(300), Some(now + 100), None), &s),
-            secs(70),
-            "issued exp"
-        );
-        assert_eq!(
-            lifetime(b(Some(300), Some(now + 200), Some(now + 90)), &s),
-            secs(60),
-            "subject exp"
-        );
-        assert_eq!(
-            lifetime(b(Some(20), None, None), &s),
-            Duration::ZERO,
-            "shorter than early_expiry"
-        );
-        assert_eq!(
-            lifetime(b(Some(300), Some(now - 5), None), &s),
-            Duration::ZERO,
-            "issued exp passed"
-        );
-    }
-
-    /// Refresh starts refresh_ahead before expiry, never in the first half of the lifetime.
-    #[test]
-    fn refresh_window() {
-        let now = Instant::now();
-        let s = settings();
-        assert_eq!(
-            refresh_at(now, Duration::from_secs(570), &s),
-            Some(now + Duration::from_secs(510))
-        );
-        assert_eq!(
-            refresh_at(now, Duration::from_secs(40), &s),
-            Some(now + Duration::from_secs(20))
-        );
-        assert_eq!(refresh_at(now, Duration::ZERO, &s), None);
-        let off = CacheSettings {
-            refresh_ahead: Duration::ZERO,
-            ..s
-        };
-        assert_eq!(refresh_at(now, Duration::from_secs(570), &off), None);
-    }
-
-    /// Keys differ for any differing field or token, and field boundaries cannot be shifted.
-    #[test]
-    fn keys_separate_every_input() {
-        let cache = TokenCache::new(10).unwrap();
-        let a = cache
-            .key_builder(&["auth", "client", "aud-a", "scope"])
-            .key(b"", "tok");
-        assert_eq!(
-            a,
-            cache
-                .key_builder(&["auth", "client", "aud-a", "scope"])
-                .key(b"", "tok")
-        );
-        assert_ne!(
-            a,
-            cache
-                .key_builder(&["auth", "client", "aud-b", "scope"])
-                .key(b"", "tok")
-        );
-        assert_ne!(
-            a,
-            cache
-                .key_builder(&["auth", "client", "aud-a", "scope"])
-                .key(b"", "tok2")
-        );
-        assert_ne!(
-            cache.key_builder(&["ab", "c"]).key(b"", "t"),
-            cache.key_builder(&["a", "bc"]).key(b"", "t")
-        );
-        let other = TokenCache::new(10).unwrap();
-        assert_ne!(
-            a,
-            other
-                .key_builder(&["auth", "client", "aud-a", "scope"])
-                .key(b"", "tok"),
-            "per-process key"
-        );
-    }
-
-    /// Concurrent misses for one key run the exchange once; later lookups are hits.
-    #[tokio::test]
-    async fn concurrent_misses_coalesce() {
-        let cache = TokenCache::new(10).unwrap();
-        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let key = cache.key_builder(&["x"]).key(b"", "t");
-        let mut tasks = Vec::new();
-        for _ in 0..50 {
-            let (cache, calls) = (cache.clone(), calls.clone());
-            tasks.push(tokio::spawn(async move {
-                cache
-                    .get_or_exchange::<(), _, _>(key, || async {
-                        calls.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        let v = HeaderValue::from_static("Bearer x");
-                        Ok(Arc::new(Entry::new(
-                            v,
-                            Instant::now() + Duration::from_secs(60),
-                            None,
-                        )))
-                    })
-                    .await
-                    .map(|(_, l)| l)
-            }));
-        }
-        let mut misses = 0;
-        for t in tasks {
-            if t.await.unwrap().unwrap() == Lookup::Miss {
-                misses += 1;
-            }
-        }
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert_eq!(misses, 1);
-    }
-
-    /// An entry past its own bound is never returned, even if moka still holds it.
-    #[tokio::test]
-    async fn expired_entry_is_not_served() {
-        let cache = TokenCache::new(10).unwrap();
-        let key = cache.key_builder(&["x"]).key(b"", "t");
-        let stale = Arc::new(Entry::new(
-            HeaderValue::from_static("Bearer old"),
-            Instant::now(),
-            None,
-        ));
-        cache.inner.insert(key, stale).await;
-        let (v, lookup) = cache
-            .get_or_exchange::<(), _, _>(key, || async {
-                Ok(Arc::new(Entry::new(
-                    HeaderValue::from_static("Bearer new"),
-                    Instant::now() + Duration::from_secs(9),
-                    None,
-                )))
-            })
-            .await
-            .unwrap();
-        assert_eq!(v.authorization, "Bearer new");
-        assert_eq!(lookup, Lookup::Miss);
-    }
-}
+mod tests;

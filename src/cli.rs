@@ -153,13 +153,16 @@ pub async fn run(path: &Path) -> ExitCode {
         }
         warn_unless_running_as(proxy_uid);
     }
+    // Handlers first: once "listening" is out, a SIGTERM or SIGHUP must not meet the
+    // default action, which kills the process.
+    let shutdown = shutdown_signal();
+    tokio::spawn(reload_on_sighup(proxy.clone()));
     tracing::info!(
         listen = %listeners.proxy_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
         admin = %listeners.admin_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
         "listening"
     );
-    tokio::spawn(reload_on_sighup(proxy.clone()));
-    server::run(proxy, listeners, shutdown_signal()).await;
+    server::run(proxy, listeners, shutdown).await;
     ExitCode::SUCCESS
 }
 
@@ -177,30 +180,42 @@ fn warn_unless_running_as(proxy_uid: u32) {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub(crate) async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. Both are taken over when this is called, not when the
+/// future is first polled, so a signal in between is not lost.
+pub(crate) fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+    let (term, int) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+            (Ok(mut one), Err(_)) | (Err(_), Ok(mut one)) => {
+                one.recv().await;
+            }
+            (Err(_), Err(_)) => std::future::pending().await,
         }
     }
 }
 
-/// SIGHUP re-reads the config; a bad file keeps the running config.
-async fn reload_on_sighup(proxy: Arc<Proxy>) {
+/// SIGHUP re-reads the config; a bad file keeps the running config. The handler is
+/// installed before this returns.
+fn reload_on_sighup(proxy: Arc<Proxy>) -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
-    while hup.recv().await.is_some() {
-        let _ = proxy.reload_from_source();
+    let hup = signal(SignalKind::hangup());
+    async move {
+        let Ok(mut hup) = hup else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let _ = proxy.reload_from_source();
+        }
     }
 }
 
@@ -234,7 +249,8 @@ pub async fn sts(path: &Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let shutdown = shutdown_signal();
     tracing::info!(listen = %base, "sts listening");
-    sts.serve(listener, shutdown_signal()).await;
+    sts.serve(listener, shutdown).await;
     ExitCode::SUCCESS
 }

@@ -4,25 +4,18 @@
 //! Layout:
 //! - [`file`] mirrors the YAML; [`values`] parses scalars (durations, URLs, `${ENV}`);
 //!   `yaml` parses and words the parser's errors.
-//! - [`model`] is the validated form the proxy runs on, built by [`model::validate`] from
-//!   [`authority`] (with `auth` for client authentication), `route` (with `params` for a
-//!   route's exchange parameters), `cache` and `trust` (TLS roots).
+//! - [`model`] is the validated form the proxy runs on: types only, which the runtime
+//!   modules read and which depend on none of them.
+//! - [`validate`] builds the model from the file model, reading what the file names:
+//!   credential files, the environment and the operating system's certificate store.
+//! - `offline` lets `tokex check --offline` parse and validate without the environment.
 //! - `effective` writes a loaded config back in the file's format (`tokex check`).
-//! - `sources` is what validation reads besides the file: credential files, the
-//!   environment and the operating system's certificate store.
 
-mod auth;
-pub mod authority;
-mod cache;
 mod effective;
 pub mod file;
 pub mod model;
 mod offline;
-mod params;
-mod route;
-mod sources;
-pub mod transparent;
-mod trust;
+pub mod validate;
 pub mod values;
 mod yaml;
 
@@ -90,8 +83,8 @@ fn load_file(path: &Path) -> Result<(file::FileConfig, Config), ConfigError> {
         .map_err(|e| located(path, None, e))?;
     let text = read(path)?;
     let file = parse_file(&text, path)?;
-    let mut config =
-        model::validate(&file, base_of(path)).map_err(|e| located(path, e.location, e.message))?;
+    let mut config = validate::validate(&file, base_of(path))
+        .map_err(|e| located(path, e.location, e.message))?;
     config.source = Some(source);
     Ok((file, config))
 }
@@ -99,7 +92,7 @@ fn load_file(path: &Path) -> Result<(file::FileConfig, Config), ConfigError> {
 /// Parses and validates config text; `path` names it in errors and anchors relative paths.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let file = parse_file(text, path)?;
-    model::validate(&file, base_of(path)).map_err(|e| located(path, e.location, e.message))
+    validate::validate(&file, base_of(path)).map_err(|e| located(path, e.location, e.message))
 }
 
 fn parse_file(text: &str, path: &Path) -> Result<file::FileConfig, ConfigError> {
@@ -125,17 +118,17 @@ pub fn check_offline(path: &Path) -> Result<(), ConfigError> {
 /// machine, so its result depends on the text alone (the config fuzz target runs it).
 pub fn check_offline_text(text: &str, path: &Path) -> Result<(), ConfigError> {
     let file = offline::scope(|| parse_file(text, path))?;
-    offline::scope(|| model::check_offline(&file, base_of(path)))
+    offline::scope(|| validate::check_offline(&file, base_of(path)))
         .map_err(|e| located(path, e.location, e.message))
 }
 
 /// The `transparent` section of the config at `path`, for `tokex init`: the whole file is
 /// checked as `--offline` does (an init container has no secrets mounted), and only that
 /// section, which comes from the file alone, is kept.
-pub fn transparent_section(path: &Path) -> Result<Option<transparent::Transparent>, ConfigError> {
+pub fn transparent_section(path: &Path) -> Result<Option<model::Transparent>, ConfigError> {
     let text = read(path)?;
     let file = offline::scope(|| parse_file(&text, path))?;
-    offline::scope(|| model::offline_model(&file, base_of(path)))
+    offline::scope(|| validate::offline_model(&file, base_of(path)))
         .map(|config| config.transparent)
         .map_err(|e| located(path, e.location, e.message))
 }

@@ -8,7 +8,13 @@
 //! value is swapped in for the next use without a lock on the reading side; a file
 //! that becomes unreadable or invalid keeps the last good value in use and is logged
 //! (never its content) and counted.
+//!
+//! What each file holds is parsed here as well, each parser proving that what it accepts
+//! is usable: [`parse_secret`] for text, [`assertion`] for client assertions and the keys
+//! that sign them, [`certs`] for CA bundles and client identities; [`expiry`] dates them.
 
+pub mod assertion;
+pub mod certs;
 pub mod expiry;
 
 use std::fmt;
@@ -130,6 +136,16 @@ impl<T> Watched<T> {
     pub fn paths(&self) -> &[PathBuf] {
         &self.inner.paths
     }
+
+    /// Takes the files as they are now for seen, so [`Poll::poll`] reports only later
+    /// changes: for a caller about to read them itself. Call it before that read, so a
+    /// write made during the read is still a change.
+    pub fn mark_seen(&self) {
+        let now = self.inner.paths.iter().map(|p| stamp(p)).collect();
+        if let Ok(mut stamps) = self.inner.stamps.lock() {
+            *stamps = now;
+        }
+    }
 }
 
 /// A credential file's text: UTF-8, without the trailing newline that `kubectl create
@@ -233,17 +249,18 @@ impl<T: Send + Sync + 'static> Poll for Watched<T> {
     }
 }
 
-/// Polls every watched credential once; logs and counts reloads and failures.
-pub fn poll_all(items: &[Arc<dyn Poll>], metrics: &crate::metrics::Metrics) {
+/// Polls every watched credential once; logs reloads and failures, and hands each one's
+/// result (`ok` or `error`) to `count`.
+pub fn poll_all(items: &[Arc<dyn Poll>], mut count: impl FnMut(&'static str)) {
     for item in items {
         match item.poll() {
             Polled::Unchanged => {}
             Polled::Reloaded => {
-                metrics.credential_reloads.series(&["ok"]).inc();
+                count("ok");
                 tracing::info!(file = %item.describe(), "credential reloaded");
             }
             Polled::Kept(error) => {
-                metrics.credential_reloads.series(&["error"]).inc();
+                count("error");
                 tracing::warn!(file = %item.describe(), %error, "credential file unusable; keeping the last good one");
             }
         }
@@ -301,6 +318,20 @@ mod tests {
         std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
         assert_eq!(t.poll(), Polled::Reloaded);
         assert_eq!(t.current().as_str(), "second");
+    }
+
+    /// A file marked seen polls as unchanged; a write after the mark is a change.
+    #[test]
+    fn a_file_marked_seen_is_unchanged_until_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        std::fs::write(&path, "one\n").unwrap();
+        let w = Watched::load(vec![path.clone()], parse_text).unwrap();
+        std::fs::write(&path, "two-longer\n").unwrap();
+        w.mark_seen();
+        assert_eq!(w.poll(), Polled::Unchanged);
+        std::fs::write(&path, "three-longest\n").unwrap();
+        assert_eq!(w.poll(), Polled::Reloaded);
     }
 
     /// Debug shows the path, never the value.

@@ -209,7 +209,7 @@ fn http_client() -> Result<reqwest::Client, Failure> {
 async fn mint(endpoint: &str, client: &str, secret: &str, scope: &str) -> Result<String, Failure> {
     let http = http_client()?;
     let mut form = vec![
-        ("grant_type", "client_credentials"),
+        ("grant_type", crate::oauth::GRANT_TYPE_CLIENT_CREDENTIALS),
         ("audience", "backend"),
     ];
     if !scope.is_empty() {
@@ -270,7 +270,7 @@ async fn echo_upstream(listener: TcpListener) {
         };
         let svc = service_fn(|req: Request<Incoming>| async move {
             let token = crate::bearer::extract(req.headers()).ok().flatten();
-            let claims = token.and_then(|t| crate::bearer::jwt_claims(t.expose()));
+            let claims = token.and_then(|t| crate::jwt::unverified_claims(t.expose()));
             let body = json!({ "path": req.uri().path(), "received_token_claims": claims });
             let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
             r.headers_mut().insert(
@@ -288,7 +288,7 @@ async fn echo_upstream(listener: TcpListener) {
 }
 
 fn report(user_token: &str, answer: &Value, sidecar: SocketAddr) -> String {
-    let subject = crate::bearer::jwt_claims(user_token).unwrap_or_default();
+    let subject = crate::jwt::unverified_claims(user_token).unwrap_or_default();
     let exchanged: Map<String, Value> = answer["received_token_claims"]
         .as_object()
         .cloned()

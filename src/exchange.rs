@@ -8,13 +8,14 @@
 pub mod wire;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use tokio::sync::Semaphore;
 
+use crate::clock;
 use crate::config::model::{Authority, ExchangeParams};
 use crate::error::{Code, ProxyError};
 use crate::metrics::{Counter, Gauge, Histogram, Metrics, seconds};
@@ -271,7 +272,7 @@ impl ExchangeClient {
         let http = ArcSwap::from_pointee(build_http(&authority)?);
         Ok(Self {
             breaker: Breaker::new(authority.circuit_breaker),
-            budget: RetryBudget::new(Instant::now()),
+            budget: RetryBudget::new(clock::now()),
             metrics: AuthorityMetrics::new(&metrics, &authority.name),
             authority,
             http,
@@ -335,7 +336,7 @@ impl ExchangeClient {
             return refused;
         };
         let a = &self.authority;
-        let admitted = match self.breaker.admit(Instant::now()) {
+        let admitted = match self.breaker.admit(clock::now()) {
             Ok(admitted) => admitted,
             Err(retry_after) => {
                 // Fail fast: queueing on a dead AS only adds latency and load.
@@ -352,11 +353,11 @@ impl ExchangeClient {
             .actor_token
             .as_ref()
             .map(|t| (t.token.current(), t.token_type.as_str()));
-        let started = Instant::now();
+        let started = clock::now();
         self.budget.deposit(started);
         // `timeout` bounds the whole exchange, retries and backoff included: an AS that
         // does not answer costs the app `timeout`, not `timeout` per attempt.
-        let deadline = tokio::time::Instant::now() + a.timeout;
+        let deadline = clock::now() + a.timeout;
         let attempts = async {
             let mut attempt = 0;
             loop {
@@ -375,11 +376,11 @@ impl ExchangeClient {
                         if e.is_transient() && attempt < a.retries && admitted == Admit::Call =>
                     {
                         let delay = backoff(attempt, e.retry_after());
-                        let wake = tokio::time::Instant::now() + delay;
+                        let wake = clock::now() + delay;
                         if delay > MAX_RETRY_WAIT || wake >= deadline {
                             return result;
                         }
-                        if !self.budget.withdraw(Instant::now()) {
+                        if !self.budget.withdraw(clock::now()) {
                             self.metrics.budget_exhausted.inc();
                             return result;
                         }
@@ -396,7 +397,7 @@ impl ExchangeClient {
             .await
             .unwrap_or_else(|_| Err(timed_out()));
         let transient = matches!(&result, Err(e) if e.is_transient());
-        self.breaker.record(admitted, transient, Instant::now());
+        self.breaker.record(admitted, transient, clock::now());
         self.metrics
             .circuit_open
             .set(i64::from(self.breaker.tripped()));
@@ -404,7 +405,7 @@ impl ExchangeClient {
         self.metrics.count(&result);
         match &result {
             Ok(issued) => {
-                if let Some(lifetime) = issued.lifetime(crate::bearer::unix_now()) {
+                if let Some(lifetime) = issued.lifetime(clock::unix_now()) {
                     self.metrics.issued_lifetime.observe(lifetime as f64);
                 }
             }
@@ -413,7 +414,7 @@ impl ExchangeClient {
         result
     }
 
-    /// One token request. The credential is made per attempt, so a retried
+    /// One token request. The client authentication is made per attempt, so a retried
     /// `private_key_jwt` carries a fresh `jti`.
     async fn attempt(
         &self,
@@ -422,15 +423,15 @@ impl ExchangeClient {
         trace: &TraceContext,
     ) -> Result<Issued, Error> {
         let a = &self.authority;
-        let credential = a
+        let authentication = a
             .auth
-            .credential(&a.client_id)
+            .authentication(&a.client_id)
             .map_err(Error::Misconfigured)?;
         let input = wire::ExchangeInput {
             grant,
             params,
             client_id: &a.client_id,
-            credential: &credential,
+            authentication: &authentication,
         };
         let (form, basic) = wire::encode_request(&input);
         let form = form.as_str();
@@ -488,7 +489,7 @@ impl ExchangeClient {
             let oauth_error = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| v.get("error")?.as_str().map(String::from))
-                .filter(|c| crate::error::is_oauth_error_token(c));
+                .filter(|c| crate::oauth::is_error_code(c));
             return Err(Error::Unavailable {
                 reason: format!("HTTP {status}"),
                 retry_after,
@@ -497,7 +498,7 @@ impl ExchangeClient {
         }
         let client_credentials = matches!(grant, wire::Grant::ClientCredentials);
         let parsed = wire::parse_grant_response(status, &body, params, client_credentials);
-        match parsed.map_err(|e| scrub(e, &grant, &credential)) {
+        match parsed.map_err(|e| scrub(e, &grant, &authentication)) {
             Err(Error::Refused { oauth_error, .. }) if oauth_error == "temporarily_unavailable" => {
                 Err(Error::Unavailable {
                     reason: "temporarily_unavailable".into(),
@@ -519,7 +520,7 @@ const MAX_DESCRIPTION: usize = 256;
 fn scrub(
     mut e: Error,
     grant: &wire::Grant<'_>,
-    credential: &crate::client_auth::Credential,
+    authentication: &crate::client_auth::Authentication,
 ) -> Error {
     let Error::Refused {
         description: Some(d),
@@ -537,7 +538,7 @@ fn scrub(
         sent.push(subject_token);
         sent.extend(actor.map(|(t, _)| t.expose()));
     }
-    sent.extend(credential.secret());
+    sent.extend(authentication.secret());
     for secret in sent.into_iter().filter(|s| !s.is_empty()) {
         if d.contains(secret) {
             *d = d.replace(secret, "[redacted]");

@@ -14,7 +14,6 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::{Either, Empty, Full};
@@ -24,16 +23,12 @@ use crate::config::model::{Route, SubjectSource};
 use crate::error::{Code, ProxyError};
 use crate::idle::{IdleBody, Watch};
 use crate::session::Session;
-use crate::upstream::{Idle, Sent};
+use crate::upstream::{Idle, Sent, UpstreamBody};
 
 pub mod upgrade;
 
 /// Response bodies: the upstream's, streamed, or one tokex made.
 pub type Body = Either<Relayed, Full<Bytes>>;
-
-/// Request bodies to the upstream: the app's, streamed, or none at all (a request
-/// without a body can be sent twice: purge-and-retry, a kept connection's loss).
-pub type UpstreamBody = Either<IdleBody<Incoming>, Empty<Bytes>>;
 
 /// Fields that describe one connection, never the message (RFC 9110 §7.6.1), plus
 /// `Proxy-Authorization`, which is meant for tokex and must not travel on. (`Trailer`
@@ -109,7 +104,7 @@ fn names_other_fields(headers: &HeaderMap) -> bool {
 }
 
 /// Turns the app's header fields into the upstream's: hop-by-hop fields, `Host` and the
-/// caller's credentials out, and exactly the credential given in (none for `None`).
+/// caller's own token out, and exactly the token given in (none for `None`).
 pub fn upstream_headers(
     headers: &mut HeaderMap,
     route: &Route,
@@ -118,7 +113,7 @@ pub fn upstream_headers(
 ) {
     strip_hop_by_hop(headers);
     headers.insert(header::HOST, host);
-    // The caller's credentials never travel on: Authorization always goes, and so does
+    // The caller's own token never travels on: Authorization always goes, and so does
     // the route's subject token source when it is another header or a cookie.
     let inject = match &route.exchange {
         None => None,
@@ -147,8 +142,8 @@ pub fn upstream_headers(
     }
 }
 
-/// Replaces the credential step 7 set (purge-and-retry's second attempt).
-pub fn set_credential(headers: &mut HeaderMap, route: &Route, token: HeaderValue) {
+/// Replaces the token step 7 injected (purge-and-retry's second attempt).
+pub fn replace_token(headers: &mut HeaderMap, route: &Route, token: HeaderValue) {
     if let Some(exchange) = &route.exchange {
         headers.insert(exchange.inject.header.clone(), token);
     }
@@ -194,7 +189,7 @@ pub struct Rewrite<'a> {
 
 /// Turns the app's request into the upstream's (origin-form, for HTTP/1.1; the
 /// upstream makes it absolute for HTTP/2): the path routing built, clean headers, the
-/// upstream's `Host`, exactly the credential given, and the protocol switch asked for.
+/// upstream's `Host`, exactly the token given, and the protocol switch asked for.
 pub fn upstream_request(
     req: Request<Incoming>,
     rewrite: Rewrite<'_>,
@@ -233,29 +228,6 @@ pub fn upstream_request(
         Either::Left(IdleBody::new(body, watch.clone()))
     };
     Ok(Request::from_parts(parts, body))
-}
-
-/// A copy of a request that is safe to send again (RFC 9110 §9.2.2) because it has
-/// no body: for a kept connection that lost it, and for purge-and-retry.
-pub fn replayable(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
-    if !matches!(req.body(), Either::Right(_)) || !req.method().is_idempotent() {
-        return None;
-    }
-    let mut copy = Request::new(Either::Right(Empty::new()));
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    Some(copy)
-}
-
-/// An authority as `Host` carries it: without the scheme's default port.
-pub fn host_of<'a>(authority: &'a Authority, scheme: &Scheme) -> &'a str {
-    let default = if *scheme == Scheme::HTTPS { 443 } else { 80 };
-    match authority.port_u16() {
-        Some(port) if port == default => authority.host(),
-        _ => authority.as_str(),
-    }
 }
 
 /// The upstream's response as the app gets it. Refused (502, and the upstream
@@ -384,7 +356,7 @@ pub fn passed_on(body: Incoming, watch: crate::idle::Watch) -> Relayed {
 impl Relayed {
     fn done(&mut self) {
         if let Some((session, idle)) = self.keep.take() {
-            session.keep(idle.idle_from_now());
+            session.connections().keep(idle.idle_from_now());
         }
     }
 }

@@ -17,10 +17,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
-use crate::metrics::Counter;
+use crate::clock;
 
 /// A body or write that made no progress for `timeouts.body_idle`.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +43,7 @@ pub async fn within_on<F: Future>(
     limit: Duration,
     mut fut: Pin<&mut F>,
 ) -> Option<F::Output> {
-    sleep.as_mut().reset(Instant::now() + limit);
+    sleep.as_mut().reset(clock::now() + limit);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(out) = fut.as_mut().poll(cx) {
             return Poll::Ready(Some(out));
@@ -108,7 +109,7 @@ impl Timer {
 
     /// Called when the stream has to wait: whether it has waited too long.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let deadline = Instant::now() + self.watch.limit;
+        let deadline = clock::now() + self.watch.limit;
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));

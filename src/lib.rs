@@ -5,10 +5,12 @@
 //!
 //! - [`config`]: the YAML configuration file, parsed into a validated model.
 //! - [`routing`]: which route a request belongs to and the path it is forwarded with.
-//! - [`bearer`]: the subject token from `Authorization` (RFC 6750) and its unverified `exp`.
+//! - [`bearer`]: the subject token from `Authorization` (RFC 6750), a header or a cookie.
+//! - [`jwt`]: what a JWT says of itself, unverified: its claims and `exp`.
 //! - [`secret`]: credential types that never print their value.
-//! - [`credentials`]: credential files that rotate without a restart.
+//! - [`credentials`]: credential files that rotate without a restart, and their parsers.
 //! - [`client_auth`]: how tokex authenticates to token endpoints.
+//! - [`oauth`]: the OAuth vocabulary: grant and token types, assertion types, scope syntax.
 //! - [`exchange`]: the RFC 8693 client and wire format.
 //! - [`cache`]: narrowed tokens under keyed-hash keys with per-entry lifetimes.
 //! - [`forward`]: header hygiene, the upstream request, the relayed response, protocol
@@ -18,6 +20,7 @@
 //! - [`idle`]: bodies and writes that stall (`timeouts.body_idle`).
 //! - [`error`]: the error table: every failure as a response.
 //! - [`resilience`]: the circuit breaker and retry budget per authority.
+//! - [`clock`]: the one clock: tokio's monotonic time and Unix time that follows it.
 //! - [`proxy`]: the request path, step by step, over a hot-swappable config snapshot.
 //! - [`server`]: the egress listener: protocol detection, connection limits, graceful
 //!   shutdown.
@@ -38,6 +41,7 @@ pub mod bearer;
 pub mod cache;
 pub mod cli;
 pub mod client_auth;
+pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod demo;
@@ -45,7 +49,9 @@ pub mod error;
 pub mod exchange;
 pub mod forward;
 pub mod idle;
+pub mod jwt;
 pub mod metrics;
+pub mod oauth;
 pub mod otel;
 pub mod proxy;
 pub mod resilience;

@@ -21,6 +21,9 @@ use prometheus_client::registry::{Metric, Registry};
 
 pub use route::RouteMetrics;
 
+use crate::config::model::{Authority, ClientAuth};
+use crate::credentials::expiry::not_after;
+
 /// Label values, in the order of the family's label names.
 type Labels = Vec<(&'static str, String)>;
 
@@ -268,19 +271,16 @@ impl Metrics {
         self.config_last_reload_ok.set(i64::from(ok));
         if ok {
             self.config_last_success
-                .set(i64::try_from(crate::bearer::unix_now()).unwrap_or(i64::MAX));
+                .set(i64::try_from(crate::clock::unix_now()).unwrap_or(i64::MAX));
         }
     }
 
     /// Samples the expiry of every credential the authorities in force present; an
     /// authority gone with a reload takes its series with it.
-    pub fn credential_expiry<'a>(
-        &self,
-        authorities: impl Iterator<Item = &'a crate::config::model::Authority>,
-    ) {
+    pub fn credential_expiry<'a>(&self, authorities: impl Iterator<Item = &'a Authority>) {
         self.credential_expiry.inner.clear();
         for authority in authorities {
-            for (kind, at) in crate::credentials::expiry::of_authority(authority) {
+            for (kind, at) in presented_expiry(authority) {
                 self.credential_expiry
                     .series(&[&authority.name, kind])
                     .set(at);
@@ -296,6 +296,36 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+/// The credentials of `authority` that carry an expiry, by kind, in Unix seconds.
+fn presented_expiry(authority: &Authority) -> Vec<(&'static str, i64)> {
+    let mut found = Vec::new();
+    match &authority.auth {
+        ClientAuth::TlsClientAuth { identity } => {
+            if let Some(at) = identity.with(|i| i.certs.first().and_then(|c| not_after(c))) {
+                found.push(("client_certificate", at));
+            }
+        }
+        ClientAuth::ClientAssertion { assertion, .. } => {
+            if let Some(at) = assertion.with(|a| jwt_exp(a.expose())) {
+                found.push(("client_assertion", at));
+            }
+        }
+        _ => {}
+    }
+    if let Some(at) = authority
+        .actor_token
+        .as_ref()
+        .and_then(|actor| actor.token.with(|a| jwt_exp(a.token.expose())))
+    {
+        found.push(("actor_token", at));
+    }
+    found
+}
+
+fn jwt_exp(token: &str) -> Option<i64> {
+    crate::jwt::unverified_exp(token).and_then(|exp| i64::try_from(exp).ok())
 }
 
 /// Seconds as a histogram observes them.

@@ -16,15 +16,7 @@ use http::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-/// Tracing settings (`tracing:` in the config).
-#[derive(Debug, Clone, PartialEq)]
-pub struct OtelSettings {
-    /// OTLP/HTTP base URL, e.g. `http://127.0.0.1:4318`.
-    pub otlp_endpoint: String,
-    /// Ratio of new traces recorded; a trace the app sampled is always followed.
-    pub sampling: f64,
-    pub service_name: String,
-}
+use crate::config::model::OtelSettings;
 
 /// Spans waiting for export at most; past this new spans are dropped.
 const QUEUE: usize = 4096;

@@ -10,17 +10,17 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 
 use crate::bearer;
 use crate::cache::{KeyBuilder, Recent, TokenCache};
-use crate::config::file::MissingTokenPolicy;
-use crate::config::model::SubjectSource;
+use crate::clock::{self, Instant};
+use crate::config::model::{MissingTokenPolicy, SubjectSource};
 use crate::config::{Config, Route};
 use crate::error::{Code, ProxyError};
 use crate::exchange::{self, ExchangeClient};
@@ -29,7 +29,7 @@ use crate::idle::{Stalled, Watch, within, within_on};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::routing;
 use crate::session::Session;
-use crate::upstream::{Sent, Upstream};
+use crate::upstream::{Sent, Upstream, UpstreamBody};
 
 mod passthrough;
 mod token;
@@ -80,7 +80,7 @@ struct RouteRuntime {
     /// Unique per build: what a connection's [`Recent`] memory is scoped to.
     id: u64,
     route: Arc<Route>,
-    audit: crate::audit::AuditSettings,
+    audit: crate::config::model::AuditSettings,
     upstream: Upstream,
     exchange: Option<RouteExchange>,
     metrics: RouteMetrics,
@@ -122,6 +122,12 @@ impl Proxy {
     /// force. Counted in `tokex_config_reloads_total`.
     pub fn reload_from_source(&self) -> Result<(), String> {
         let current = self.config();
+        // The file poller compares the file with the running config's view of it. A
+        // failed reload leaves that config running: without this, the poller would try
+        // the same broken file again and report it twice.
+        if let Some(source) = &current.source {
+            source.mark_seen();
+        }
         let result = match current.source.as_ref().and_then(|s| s.paths().first()) {
             None => Err("this config was not loaded from a file".to_string()),
             Some(path) => crate::config::load(path)
@@ -167,7 +173,7 @@ impl Proxy {
 
     /// Closes pooled upstream connections that idled past `timeouts.idle`.
     pub fn sweep_idle_upstreams(&self) {
-        let now = tokio::time::Instant::now();
+        let now = clock::now();
         for route in &self.state.load().routes {
             route.upstream.sweep(now);
         }
@@ -181,7 +187,7 @@ impl Proxy {
         mut req: Request<Incoming>,
         session: &Arc<Session>,
     ) -> Result<Response<Body>, Stalled> {
-        let started = Instant::now();
+        let started = clock::now();
         let runtime = self.state.load_full();
         let method = req.method().clone();
         // With tracing on, the request gets a server span, and everything downstream
@@ -238,7 +244,7 @@ impl Proxy {
         let response = match result {
             Ok(response) => response,
             Err(e) if e.abort => return Err(Stalled(runtime.config.timeouts.body_idle)),
-            Err(e) => e.to_response(),
+            Err(e) => e.to_response().map(Either::Right),
         };
         let status = response.status().as_u16();
         if let Some(Traced { otel, span }) = traced {
@@ -288,7 +294,7 @@ impl Proxy {
 }
 
 /// What steps 2 to 6 decided.
-struct Credential {
+struct Authorized {
     /// The value to inject; `None` forwards without one.
     value: Option<HeaderValue>,
     /// For purge-and-retry: the cache key and the subject that produced `value`.
@@ -404,13 +410,13 @@ impl RouteRuntime {
         traced: Option<&Traced>,
         session: &Arc<Session>,
     ) -> Result<Response<Body>, ProxyError> {
-        // Steps 2 to 6: the credential, with the connection's memory of its last lookup.
+        // Steps 2 to 6: the token to inject, with the connection's memory of its last lookup.
         let mut recent = session.take_recent();
-        let credential = self
+        let authorized = self
             .authorize(proxy, req.headers(), traced, Some(&mut recent))
             .await;
         session.keep_recent(recent);
-        let credential = credential?;
+        let authorized = authorized?;
         // Step 7: the upstream's request. A protocol switch keeps the app's side of it.
         let switch = upgrade::requested(&req);
         let app_side = switch.is_some().then(|| hyper::upgrade::on(&mut req));
@@ -419,14 +425,14 @@ impl RouteRuntime {
             route: &self.route,
             path,
             host: self.upstream.host().clone(),
-            token: credential.value,
+            token: authorized.value,
             upgrade: switch.clone(),
         };
         let upstream_req = forward::upstream_request(req, rewrite, &runtime.to_upstream)?;
         // Step 8: send, and relay the response. Purge-and-retry needs the request again.
-        let again = credential
+        let again = authorized
             .retry
-            .and_then(|retry| Some((retry, forward::replayable(&upstream_req)?)));
+            .and_then(|retry| Some((retry, crate::upstream::replayable(&upstream_req)?)));
         let mut sent = self.send(upstream_req, session, switch.is_some()).await?;
         if let Some(((key, subject), again)) = again
             && sent.response.status() == StatusCode::UNAUTHORIZED
@@ -447,11 +453,11 @@ impl RouteRuntime {
     /// Sends to the upstream; the route's `timeout` bounds the wait for response headers.
     async fn send(
         &self,
-        req: Request<forward::UpstreamBody>,
+        req: Request<UpstreamBody>,
         session: &Session,
         switch: bool,
     ) -> Result<Sent, ProxyError> {
-        let sent = std::pin::pin!(self.upstream.send(req, session, switch));
+        let sent = std::pin::pin!(self.upstream.send(req, session.connections(), switch));
         let mut timer = session.take_timer();
         let sent = within_on(timer.as_mut(), self.route.timeout, sent).await;
         session.keep_timer(timer);
@@ -467,7 +473,7 @@ impl RouteRuntime {
     async fn retry_with_fresh_token(
         &self,
         proxy: &Proxy,
-        mut again: Request<forward::UpstreamBody>,
+        mut again: Request<UpstreamBody>,
         key: crate::cache::Key,
         subject: &crate::secret::Secret,
         traced: Option<&Traced>,
@@ -485,7 +491,7 @@ impl RouteRuntime {
         let (fresh, _) = self
             .narrowed(proxy, exchange, token, again.headers(), traced, None)
             .await?;
-        forward::set_credential(
+        forward::replace_token(
             again.headers_mut(),
             &self.route,
             fresh.authorization.clone(),
@@ -501,8 +507,8 @@ impl RouteRuntime {
         headers: &HeaderMap,
         traced: Option<&Traced>,
         recent: Option<&mut Option<Recent>>,
-    ) -> Result<Credential, ProxyError> {
-        let none = Credential {
+    ) -> Result<Authorized, ProxyError> {
+        let none = Authorized {
             value: None,
             retry: None,
         };
@@ -527,7 +533,7 @@ impl RouteRuntime {
             }
             None if self.route.on_missing_token == MissingTokenPolicy::ClientCredentials => {
                 let entry = Box::pin(self.own_token(proxy, exchange, headers, traced)).await?;
-                return Ok(Credential {
+                return Ok(Authorized {
                     value: Some(entry.authorization.clone()),
                     retry: None,
                 });
@@ -543,7 +549,7 @@ impl RouteRuntime {
         let (entry, key) = self
             .narrowed(proxy, exchange, token, headers, traced, recent)
             .await?;
-        Ok(Credential {
+        Ok(Authorized {
             value: Some(entry.authorization.clone()),
             retry: self
                 .route

@@ -9,28 +9,15 @@
 //!   sees, plus a small floor per second, so retries cannot multiply load on an AS that
 //!   is already struggling.
 //!
-//! Both take `now` so their logic is tested without sleeping.
+//! Both take `now` (an instant of [`crate::clock`]) so their logic is tested without
+//! sleeping.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Circuit breaker settings (`authorities.*.circuit_breaker`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BreakerSettings {
-    /// Consecutive transient failures that open the circuit; 0 disables the breaker.
-    pub failures: u32,
-    /// How long the circuit stays open before one probe is let through.
-    pub open_for: Duration,
-}
+use crate::clock::Instant;
 
-impl Default for BreakerSettings {
-    fn default() -> Self {
-        Self {
-            failures: 5,
-            open_for: Duration::from_secs(5),
-        }
-    }
-}
+use crate::config::model::BreakerSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -194,7 +181,7 @@ mod tests {
             failures: 3,
             open_for: Duration::from_secs(5),
         });
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         for _ in 0..2 {
             assert_eq!(b.admit(t0), Ok(Admit::Call));
             b.record(Admit::Call, true, t0);
@@ -229,7 +216,7 @@ mod tests {
             failures: 2,
             open_for: Duration::from_secs(5),
         });
-        let t = Instant::now();
+        let t = crate::clock::now();
         b.record(Admit::Call, true, t);
         b.record(Admit::Call, false, t);
         b.record(Admit::Call, true, t);
@@ -247,7 +234,7 @@ mod tests {
     /// Retries stay within 20 % of first attempts plus the per-second floor.
     #[test]
     fn retry_budget_bounds_extra_calls() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let budget = RetryBudget::new(t0);
         let mut retries = 0;
         for _ in 0..1000 {

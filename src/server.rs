@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -19,7 +19,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::error::{Code, ProxyError};
-use crate::forward::Body;
 use crate::proxy::Proxy;
 
 mod connection;
@@ -197,7 +196,9 @@ async fn poll_credentials(proxy: Arc<Proxy>) {
     loop {
         tick.tick().await;
         let config = proxy.config();
-        crate::credentials::poll_all(&config.watched, &proxy.metrics);
+        crate::credentials::poll_all(&config.watched, |result| {
+            proxy.metrics.credential_reloads.series(&[result]).inc();
+        });
         // Any change, even one that breaks the file, is a reload attempt: the error is
         // logged and counted, and the running config stays.
         let changed = config.source.as_ref().is_some_and(|s| {
@@ -213,7 +214,7 @@ async fn poll_credentials(proxy: Arc<Proxy>) {
 /// Answers one request with 503 `overloaded` and closes the connection.
 async fn refuse_overloaded(io: TokioIo<tokio::net::TcpStream>) {
     let svc = service_fn(|_req: Request<Incoming>| async {
-        Ok::<Response<Body>, std::convert::Infallible>(
+        Ok::<_, std::convert::Infallible>(
             ProxyError::new(Code::Overloaded, "tokex has reached its connection limit")
                 .to_response(),
         )

@@ -5,26 +5,23 @@
 //! after request. Keeping its own upstream connections means the next request takes
 //! one without touching anything another app connection uses, and the remembered
 //! lookup ([`Recent`]) skips the token's decoding and hashing. When the app connection
-//! ends, its idle upstream connections go to their upstream's shared pool, so an app
-//! that opens a connection per request still reuses upstream connections.
+//! ends, its idle upstream connections ([`Kept`]) go to their upstream's shared pool, so
+//! an app that opens a connection per request still reuses upstream connections.
 
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use crate::cache::Recent;
-use crate::upstream::{Idle, Shared};
-
-/// Idle upstream connections one app connection keeps at most; HTTP/1.1 apps need one,
-/// an h2c app one per concurrent request.
-const KEEP_AT_MOST: usize = 8;
+use crate::upstream::Kept;
 
 /// The state of one app connection, shared by its requests.
 #[derive(Default)]
 pub struct Session {
     state: Mutex<State>,
+    connections: Kept,
     /// Where the app was connecting, for a connection the transparent redirect brought.
     destination: Option<std::net::SocketAddr>,
 }
@@ -32,7 +29,6 @@ pub struct Session {
 #[derive(Default)]
 struct State {
     recent: Option<Recent>,
-    idle: Vec<Idle>,
     /// The timer for the upstream's response headers, reused request after request.
     timer: Option<Pin<Box<Sleep>>>,
 }
@@ -41,8 +37,8 @@ impl Session {
     /// A redirected connection's session: its requests may match `match.destination`.
     pub fn redirected(destination: std::net::SocketAddr) -> Self {
         Self {
-            state: Mutex::default(),
             destination: Some(destination),
+            ..Self::default()
         }
     }
 
@@ -80,40 +76,9 @@ impl Session {
         self.state().timer = Some(timer);
     }
 
-    /// The newest idle connection to `owner` made with trust `generation` and idle for
-    /// at most `idle_limit`; older or foreign ones it passes are closed.
-    pub(crate) fn checkout(
-        &self,
-        owner: &Shared,
-        generation: u64,
-        idle_limit: Duration,
-        now: Instant,
-    ) -> Option<Idle> {
-        let mut state = self.state();
-        let at = state.idle.iter().rposition(|i| i.belongs_to(owner))?;
-        let idle = state.idle.swap_remove(at);
-        drop(state);
-        idle.usable(generation, idle_limit, now).then_some(idle)
-    }
-
-    /// Keeps a connection whose last response is complete, for this connection's next
-    /// request.
-    pub(crate) fn keep(&self, idle: Idle) {
-        let mut state = self.state();
-        if state.idle.len() < KEEP_AT_MOST {
-            state.idle.push(idle);
-        } else {
-            drop(state);
-            idle.into_shared_pool();
-        }
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        for idle in state.idle.drain(..) {
-            idle.into_shared_pool();
-        }
+    /// The upstream connections this app connection has finished with, for its next
+    /// requests.
+    pub fn connections(&self) -> &Kept {
+        &self.connections
     }
 }

@@ -35,6 +35,7 @@ use tokio::net::TcpListener;
 use self::config::{RealmConfig, StsConfig, TrustSource};
 use self::keys::{KeyError, SigningKey};
 use self::verify::{Keys, Trusted};
+use crate::oauth::{GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_TOKEN_EXCHANGE};
 
 /// Largest token request body accepted.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -68,7 +69,7 @@ pub struct Realm {
 impl Realm {
     /// Records an assertion `jti`; false if it was already used.
     fn remember_jti(&self, client: &str, jti: &str, exp: u64) -> bool {
-        let now = crate::bearer::unix_now();
+        let now = crate::clock::unix_now();
         let Ok(mut seen) = self.jtis.lock() else {
             return false;
         };
@@ -295,7 +296,7 @@ fn metadata(realm: &Realm) -> Value {
         "issuer": realm.issuer,
         "token_endpoint": format!("{}/token", realm.url),
         "jwks_uri": format!("{}/jwks", realm.url),
-        "grant_types_supported": ["client_credentials", crate::exchange::wire::GRANT_TYPE_TOKEN_EXCHANGE],
+        "grant_types_supported": [GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_TOKEN_EXCHANGE],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "PS256", "EdDSA"],
         "response_types_supported": [],

@@ -117,9 +117,7 @@ impl Visit for JsonFields {
 
 /// The current UTC time as RFC 3339 with milliseconds.
 fn rfc3339_now() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = crate::clock::unix_time();
     let (secs, millis) = (now.as_secs(), now.subsec_millis());
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

@@ -2,7 +2,7 @@
 //! sending it there.
 //!
 //! HTTP/1.1 upstreams, plain and TLS alike, get one request at a time per connection: the
-//! app connection's own idle connection first ([`Session`]), then one from the shared
+//! app connection's own idle connection first ([`Kept`]), then one from the shared
 //! pool, then a new one. An upstream that picks HTTP/2 by ALPN gets one multiplexed
 //! connection that every app connection shares. A request that a kept connection never
 //! sent, or an idempotent request without a body that it lost before any response
@@ -13,24 +13,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri, Version};
+use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 
 use crate::config::model::{Route, Timeouts};
 use crate::credentials::Watched;
+use crate::credentials::certs::CaBundle;
 use crate::error::{Code, ProxyError};
-use crate::forward::UpstreamBody;
-use crate::idle::{Stall, Watch};
-use crate::session::Session;
-use crate::tls::CaBundle;
+use crate::idle::{IdleBody, Stall, Watch};
 
 mod connect;
 mod pool;
 
 use connect::{Connected, Tls};
-pub use pool::{Idle, Shared};
+pub use pool::{Idle, Kept, Shared};
+
+/// Request bodies to the upstream: the app's, streamed, or none at all (a request
+/// without a body can be sent twice: purge-and-retry, a kept connection's loss).
+pub type UpstreamBody = Either<IdleBody<Incoming>, Empty<Bytes>>;
 
 /// How long a kept connection idles before a request on it is copied first, to send
 /// again should the upstream have closed it meanwhile.
@@ -88,9 +92,8 @@ impl Upstream {
         let ca = route.ca_file.clone();
         let generation = ca.as_ref().map_or(0, |c| c.generation());
         let tls = Tls::new(generation, ca.as_ref().map(|c| c.current()).as_deref())?;
-        let host_field =
-            http::HeaderValue::from_str(crate::forward::host_of(&up.authority, &up.scheme))
-                .map_err(|_| rustls::Error::General("invalid upstream authority".into()))?;
+        let host_field = http::HeaderValue::from_str(host_of(&up.authority, &up.scheme))
+            .map_err(|_| rustls::Error::General("invalid upstream authority".into()))?;
         Ok(Self {
             host: host_field,
             target: connect::Target {
@@ -117,7 +120,7 @@ impl Upstream {
     pub async fn send(
         &self,
         mut req: Request<UpstreamBody>,
-        session: &Session,
+        kept: &Kept,
         upgrade: bool,
     ) -> Result<Sent, ProxyError> {
         let generation = self.generation();
@@ -130,8 +133,8 @@ impl Upstream {
                 Err((back, None)) => req = *back,
             }
         }
-        let now = tokio::time::Instant::now();
-        let kept = session
+        let now = crate::clock::now();
+        let kept = kept
             .checkout(&self.shared, generation, self.idle_limit, now)
             .or_else(|| self.shared.checkout(generation, self.idle_limit, now));
         if let Some(idle) = kept {
@@ -139,7 +142,7 @@ impl Upstream {
             // request leaves; one reused at once is safe, and copying the request for
             // it would cost every request.
             let copy = (idle.idle_for(now) >= REPLAY_AFTER_IDLE)
-                .then(|| crate::forward::replayable(&req))
+                .then(|| replayable(&req))
                 .flatten();
             match over_h1(idle.sender, req).await {
                 Ok((response, sender)) => return Ok(self.sent(response, generation, sender)),
@@ -207,7 +210,7 @@ impl Upstream {
     }
 
     /// Closes pooled connections that idled too long.
-    pub fn sweep(&self, now: tokio::time::Instant) {
+    pub fn sweep(&self, now: crate::clock::Instant) {
         self.shared.sweep(self.generation(), self.idle_limit, now);
     }
 
@@ -312,6 +315,29 @@ impl Upstream {
         parts.version = Version::HTTP_11;
         parts.headers.insert(http::header::HOST, self.host.clone());
         Ok(Request::from_parts(parts, body))
+    }
+}
+
+/// A copy of a request that is safe to send again (RFC 9110 §9.2.2) because it has
+/// no body: for a kept connection that lost it, and for purge-and-retry.
+pub fn replayable(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
+    if !matches!(req.body(), Either::Right(_)) || !req.method().is_idempotent() {
+        return None;
+    }
+    let mut copy = Request::new(Either::Right(Empty::new()));
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
+/// An authority as `Host` carries it: without the scheme's default port.
+fn host_of<'a>(authority: &'a Authority, scheme: &Scheme) -> &'a str {
+    let default = if *scheme == Scheme::HTTPS { 443 } else { 80 };
+    match authority.port_u16() {
+        Some(port) if port == default => authority.host(),
+        _ => authority.as_str(),
     }
 }
 

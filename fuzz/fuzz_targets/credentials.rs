@@ -7,9 +7,9 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use tokex::client_auth::{AssertionKey, parse_alg, parse_assertion};
+use tokex::credentials::assertion::{AssertionKey, parse_alg, parse_assertion};
 use tokex::credentials::parse_secret;
-use tokex::tls::{parse_ca, parse_identity};
+use tokex::credentials::certs::{parse_ca, parse_identity};
 
 const PATH: &str = "/run/secrets/fuzzed";
 
@@ -49,10 +49,10 @@ fn signs(key: &AssertionKey) {
     let jwt = key
         .sign_assertion("orders-service", "https://as.example")
         .expect("an accepted key signs");
-    let claims = tokex::bearer::jwt_claims(jwt.expose()).expect("an assertion is a JWT");
+    let claims = tokex::jwt::unverified_claims(jwt.expose()).expect("an assertion is a JWT");
     assert_eq!(claims["iss"], "orders-service");
     assert_eq!(claims["aud"], "https://as.example");
-    assert!(tokex::bearer::jwt_exp(jwt.expose()).is_some());
+    assert!(tokex::jwt::unverified_exp(jwt.expose()).is_some());
 }
 
 /// Errors name the file and never quote its content: not a secret's value, and not the

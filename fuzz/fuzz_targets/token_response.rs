@@ -8,11 +8,10 @@
 mod oracle;
 
 use libfuzzer_sys::fuzz_target;
-use tokex::config::model::{
-    ExchangeParams, Inject, SubjectSource, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT,
-};
+use tokex::config::model::{ExchangeParams, Inject, SubjectSource};
 use tokex::exchange::Error;
 use tokex::exchange::wire::{self, Issued};
+use tokex::oauth::{TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT};
 
 const REQUESTED_SCOPE: &str = "read write openid";
 

@@ -53,12 +53,14 @@ impl Recent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
+
+    use crate::clock;
 
     fn recent() -> Recent {
         let entry = Entry::new(
             http::HeaderValue::from_static("Bearer narrowed"),
-            Instant::now() + Duration::from_secs(60),
+            clock::now() + Duration::from_secs(60),
             None,
         );
         Recent::new(7, None, "subject-a", None, [1; 32], Arc::new(entry))
@@ -79,7 +81,7 @@ mod tests {
     #[test]
     fn retired_or_expired_entries_are_not_usable() {
         let r = recent();
-        let now = Instant::now();
+        let now = clock::now();
         assert!(r.entry.usable(now));
         assert!(!r.entry.usable(now + Duration::from_secs(61)));
         r.entry.retire();

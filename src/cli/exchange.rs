@@ -59,8 +59,8 @@ pub async fn exchange(path: &Path, route_name: &str) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let now = crate::bearer::unix_now();
-    let subject_exp = crate::bearer::jwt_exp(token.expose());
+    let now = crate::clock::unix_now();
+    let subject_exp = crate::jwt::unverified_exp(token.expose());
     if subject_exp.is_some_and(|exp| exp <= now) {
         eprintln!("invalid_token: the subject token has expired");
         return ExitCode::from(EXIT_RUNTIME);
@@ -70,7 +70,7 @@ pub async fn exchange(path: &Path, route_name: &str) -> ExitCode {
         .await
     {
         Ok(issued) => {
-            let issued_exp = crate::bearer::jwt_exp(issued.access_token.expose());
+            let issued_exp = crate::jwt::unverified_exp(issued.access_token.expose());
             let bounds = crate::cache::Bounds {
                 now_unix: now,
                 expires_in: issued.expires_in,
@@ -84,7 +84,7 @@ pub async fn exchange(path: &Path, route_name: &str) -> ExitCode {
                 "expires_in": issued.expires_in,
                 "scope": issued.scope,
                 "cache_ttl_seconds": crate::cache::lifetime(bounds, &route.cache).as_secs(),
-                "claims": crate::bearer::jwt_claims(issued.access_token.expose()),
+                "claims": crate::jwt::unverified_claims(issued.access_token.expose()),
             });
             println!(
                 "{}",

@@ -12,8 +12,8 @@ mod printed;
 
 use std::path::Path;
 
-use super::file::{AuthMethod, FileAuth, FileAuthority, FileConfig, FileRoute};
-use super::model::{Authority, Config, Route, SubjectSource};
+use super::file::{self, AuthMethod, FileAuth, FileAuthority, FileConfig, FileRoute};
+use super::model::{Authority, Config, MissingTokenPolicy, Roots, Route, SubjectSource, Unmatched};
 use super::values::{PathText, format_duration};
 use crate::secret::REDACTED;
 use printed::*;
@@ -71,7 +71,7 @@ pub(super) fn render(file: &FileConfig, config: &Config, base: &Path) -> Result<
             service_name: text(&t.service_name),
         }),
         tls: PrintedTls {
-            roots: config.tls.roots,
+            roots: roots(config.tls.roots),
             ca_file: file.tls.ca_file.as_ref().map(|f| path(&f.value)),
         },
         transparent: config.transparent.as_ref().map(|t| PrintedTransparent {
@@ -80,7 +80,10 @@ pub(super) fn render(file: &FileConfig, config: &Config, base: &Path) -> Result<
             exclude_ports: t.exclude_ports.clone(),
             exclude_cidrs: t.exclude_cidrs.iter().map(ToString::to_string).collect(),
             proxy_uid: t.proxy_uid,
-            unmatched: t.unmatched,
+            unmatched: match t.unmatched {
+                Unmatched::Passthrough => file::Unmatched::Passthrough,
+                Unmatched::Reject => file::Unmatched::Reject,
+            },
         }),
     };
     let yaml = serde_saphyr::to_string(&printed).map_err(|e| e.to_string())?;
@@ -108,7 +111,7 @@ fn authority(
         client_id: text(&a.client_id),
         auth: auth(
             &written.auth,
-            &super::authority::assertion_audience(written),
+            &super::validate::assertion_audience(written),
             path,
         ),
         actor_token: a
@@ -155,7 +158,7 @@ fn auth(auth: &FileAuth, audience: &str, path: &impl Fn(&PathText) -> String) ->
         let kind = auth
             .assertion_type
             .as_ref()
-            .map_or(crate::client_auth::CLIENT_ASSERTION_TYPE_JWT_BEARER, |t| {
+            .map_or(crate::oauth::CLIENT_ASSERTION_TYPE_JWT_BEARER, |t| {
                 t.0.as_str()
             });
         rest.insert("assertion_type", text(kind));
@@ -188,12 +191,28 @@ fn route(r: &Route, written: &FileRoute, path: &impl Fn(&PathText) -> String) ->
         strip_prefix: r.strip_prefix,
         upstream: text(&r.upstream.url),
         ca_file: written.ca_file.as_ref().map(|f| path(&f.value)),
-        on_missing_token: r.on_missing_token,
+        on_missing_token: missing_token_policy(r.on_missing_token),
         exchange: exchange(r),
         cache: cache(&r.cache),
         timeout: dur(r.timeout),
         deadline: r.deadline.map(dur),
         retry_on_401: r.retry_on_401,
+    }
+}
+
+fn missing_token_policy(p: MissingTokenPolicy) -> file::MissingTokenPolicy {
+    match p {
+        MissingTokenPolicy::Reject => file::MissingTokenPolicy::Reject,
+        MissingTokenPolicy::Forward => file::MissingTokenPolicy::Forward,
+        MissingTokenPolicy::ClientCredentials => file::MissingTokenPolicy::ClientCredentials,
+    }
+}
+
+fn roots(r: Roots) -> file::Roots {
+    match r {
+        Roots::Webpki => file::Roots::Webpki,
+        Roots::System => file::Roots::System,
+        Roots::WebpkiAndSystem => file::Roots::WebpkiAndSystem,
     }
 }
 
@@ -256,7 +275,7 @@ fn text(s: &str) -> String {
 
 /// A configured path as the absolute path it names, so the output loads from anywhere.
 fn path(base: &Path, p: &PathText) -> String {
-    let joined = super::sources::resolve(base, p);
+    let joined = super::validate::resolve(base, p);
     let absolute = std::path::absolute(&joined).unwrap_or(joined);
     text(&absolute.display().to_string())
 }

@@ -1,8 +1,9 @@
 //! The configuration file as written: serde structs that mirror the YAML configuration.
 //!
-//! Nothing here is used by the proxy directly; [`super::model`] turns it into the
-//! validated model. Every struct denies unknown keys, and values that can be checked on
-//! their own are checked while parsing (see [`super::values`]) so errors carry a location.
+//! Nothing here is used by the proxy directly; [`super::validate`] turns it into the
+//! validated model, [`super::model`]. Every struct denies unknown keys, and values that
+//! can be checked on their own are checked while parsing (see [`super::values`]) so
+//! errors carry a location.
 
 use std::collections::BTreeMap;
 

@@ -1,27 +1,23 @@
-//! The validated configuration the proxy runs on, built from [`super::file`].
+//! The validated configuration the proxy runs on: types only, built from the file model by
+//! [`super::validate`].
 //!
-//! Everything the request path needs is resolved here once: URLs split into parts,
-//! secrets and CA bundles read from their files, defaults filled in, references between
-//! routes and authorities checked. A [`Config`] that exists is a config that can run.
+//! Everything the request path needs is resolved once: URLs split into parts, secrets and
+//! CA bundles read from their files, defaults filled in, references between routes and
+//! authorities checked. A [`Config`] that exists is a config that can run. The runtime
+//! modules read these types; nothing here depends on them.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_saphyr::{Location, Spanned};
+use ipnet::IpNet;
 
-use super::file::{FileConfig, MissingTokenPolicy};
-pub use super::params::normalize_scope;
-pub use crate::client_auth::ClientAuth;
+use crate::credentials::assertion::AssertionKey;
+use crate::credentials::certs::{CaBundle, ClientIdentity};
 use crate::credentials::{Poll, Watched};
 use crate::secret::Secret;
-use crate::tls::CaBundle;
-
-/// RFC 8693 §3 token type identifiers tokex uses as defaults.
-pub const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
-pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 /// A validated configuration.
 #[derive(Debug)]
@@ -33,11 +29,11 @@ pub struct Config {
     pub cache: CacheConfig,
     pub timeouts: Timeouts,
     pub limits: Limits,
-    pub audit: crate::audit::AuditSettings,
-    pub tracing: Option<crate::otel::OtelSettings>,
+    pub audit: AuditSettings,
+    pub tracing: Option<OtelSettings>,
     pub tls: TlsSettings,
     /// Transparent interception, when the config has the section.
-    pub transparent: Option<super::transparent::Transparent>,
+    pub transparent: Option<Transparent>,
     /// Where audit events go as JSON lines; `None`: into the log.
     pub audit_file: Option<PathBuf>,
     /// Every credential file, for the rotation poller.
@@ -47,14 +43,104 @@ pub struct Config {
     pub source: Option<Watched<()>>,
 }
 
+/// Audit settings (`audit:` in the config).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditSettings {
+    pub enabled: bool,
+    /// Also audit requests served from the cache (one event per request: high volume).
+    pub cache_hits: bool,
+}
+
+/// Tracing settings (`tracing:` in the config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtelSettings {
+    /// OTLP/HTTP base URL, e.g. `http://127.0.0.1:4318`.
+    pub otlp_endpoint: String,
+    /// Ratio of new traces recorded; a trace the app sampled is always followed.
+    pub sampling: f64,
+    pub service_name: String,
+}
+
 /// The `tls` section as it applies: which base set of roots, and the files that add to or
 /// replace it. Every authority's and route's `ca_file` bundle is built from these.
 #[derive(Debug)]
 pub struct TlsSettings {
-    pub roots: super::file::Roots,
+    pub roots: Roots,
     pub ca_file: Option<PathBuf>,
     /// `SSL_CERT_FILE` when it was set: the root set, replacing `roots`.
     pub ssl_cert_file: Option<PathBuf>,
+}
+
+/// The base set of trust roots (`tls.roots`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roots {
+    /// The Mozilla roots compiled into tokex.
+    Webpki,
+    /// The operating system's store.
+    System,
+    /// Both.
+    WebpkiAndSystem,
+}
+
+/// Transparent interception as it applies (`transparent`): what `tokex init` redirects,
+/// where it arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transparent {
+    pub listen: SocketAddr,
+    /// Destination ports to intercept; empty: all but `exclude_ports`.
+    pub ports: Vec<u16>,
+    pub exclude_ports: Vec<u16>,
+    pub exclude_cidrs: Vec<IpNet>,
+    pub proxy_uid: u32,
+    pub unmatched: Unmatched,
+}
+
+/// What happens to intercepted traffic no route takes, and to TLS and other protocols
+/// tokex cannot rewrite (`transparent.unmatched`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmatched {
+    /// Relayed to where the app sent it, unchanged: no token work at all.
+    Passthrough,
+    /// Refused: 403 `no_route` for HTTP, a closed connection for anything else.
+    Reject,
+}
+
+/// A `match.destination`: a network, and a port when the config gave one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DestinationMatch {
+    pub net: IpNet,
+    pub port: Option<u16>,
+}
+
+/// As the file writes it, so `tokex check` prints what loads back.
+impl std::fmt::Display for DestinationMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let single = self.net.prefix_len() == self.net.max_prefix_len();
+        let net = if single {
+            self.net.addr().to_string()
+        } else {
+            self.net.to_string()
+        };
+        match (self.port, self.net) {
+            (None, _) => f.write_str(&net),
+            (Some(p), IpNet::V6(_)) => write!(f, "[{net}]:{p}"),
+            (Some(p), IpNet::V4(_)) => write!(f, "{net}:{p}"),
+        }
+    }
+}
+
+impl DestinationMatch {
+    pub fn contains(&self, addr: SocketAddr) -> bool {
+        self.net.contains(&canonical(addr.ip())) && self.port.is_none_or(|p| p == addr.port())
+    }
+}
+
+/// An IPv4 peer seen on an IPv6 socket (`::ffff:10.0.0.1`) is the IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 /// An authorization server tokex exchanges tokens at.
@@ -74,7 +160,49 @@ pub struct Authority {
     /// Bounds one attempt (connect plus the whole response); at most `timeout`.
     pub attempt_timeout: Duration,
     pub retries: u32,
-    pub circuit_breaker: crate::resilience::BreakerSettings,
+    pub circuit_breaker: BreakerSettings,
+}
+
+/// How tokex authenticates at a token endpoint (`auth.method`); [`crate::client_auth`]
+/// makes what one request carries from it.
+#[derive(Debug)]
+pub enum ClientAuth {
+    ClientSecretBasic {
+        client_secret: Watched<Secret>,
+    },
+    ClientSecretPost {
+        client_secret: Watched<Secret>,
+    },
+    PrivateKeyJwt {
+        private_key: Watched<AssertionKey>,
+        audience: String,
+    },
+    ClientAssertion {
+        assertion: Watched<Secret>,
+        assertion_type: String,
+    },
+    TlsClientAuth {
+        identity: Watched<ClientIdentity>,
+    },
+    None,
+}
+
+/// Circuit breaker settings (`authorities.*.circuit_breaker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerSettings {
+    /// Consecutive transient failures that open the circuit; 0 disables the breaker.
+    pub failures: u32,
+    /// How long the circuit stays open before one probe is let through.
+    pub open_for: Duration,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        Self {
+            failures: 5,
+            open_for: Duration::from_secs(5),
+        }
+    }
 }
 
 /// tokex's own identity, sent as `actor_token` for delegation (RFC 8693 §1.1).
@@ -99,9 +227,9 @@ pub struct Route {
     pub host: Option<HostMatch>,
     pub path_prefix: Option<String>,
     /// Only for redirected connections: where the app was connecting.
-    pub destination: Option<super::transparent::DestinationMatch>,
+    pub destination: Option<DestinationMatch>,
     pub strip_prefix: bool,
-    pub upstream: Upstream,
+    pub upstream: UpstreamUrl,
     pub ca_file: Option<Watched<CaBundle>>,
     pub on_missing_token: MissingTokenPolicy,
     pub exchange: Option<ExchangeParams>,
@@ -114,6 +242,18 @@ pub struct Route {
     pub retry_on_401: bool,
 }
 
+/// What a route does when the request carries no subject token (`on_missing_token`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingTokenPolicy {
+    /// Answer 401 `missing_token`.
+    Reject,
+    /// Forward without any `Authorization` header.
+    Forward,
+    /// Send tokex's own token from a `client_credentials` grant at the route's
+    /// authority (audience, resource and scope from the route).
+    ClientCredentials,
+}
+
 /// A `match.host`: a lowercase name, and a port only when the config gave one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostMatch {
@@ -121,9 +261,9 @@ pub struct HostMatch {
     pub port: Option<u16>,
 }
 
-/// Where a route forwards to.
+/// Where a route forwards to: its URL, split into what requests need.
 #[derive(Debug)]
-pub struct Upstream {
+pub struct UpstreamUrl {
     pub url: String,
     pub scheme: http::uri::Scheme,
     pub authority: http::uri::Authority,
@@ -202,178 +342,4 @@ pub struct Timeouts {
 pub struct Limits {
     pub max_connections: u32,
     pub max_concurrent_exchanges: u32,
-}
-
-/// A validation failure at a place in the file.
-#[derive(Debug)]
-pub struct Invalid {
-    pub location: Option<Location>,
-    pub message: String,
-}
-
-pub(super) fn at<T>(span: &Spanned<T>, message: impl Into<String>) -> Invalid {
-    Invalid {
-        location: Some(span.referenced),
-        message: message.into(),
-    }
-}
-
-pub(super) fn nowhere(message: impl Into<String>) -> Invalid {
-    Invalid {
-        location: None,
-        message: message.into(),
-    }
-}
-
-/// Checks a parsed file and builds the model; relative paths resolve against `base`.
-pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Invalid> {
-    build(file, super::sources::Sources::new(base, false))
-}
-
-/// Checks a file parsed offline (`tokex check --offline`): everything but what the
-/// credential and CA files and the environment hold. The model it builds has stand-ins for
-/// those, so it is dropped here rather than run.
-pub(super) fn check_offline(file: &FileConfig, base: &Path) -> Result<(), Invalid> {
-    offline_model(file, base).map(drop)
-}
-
-/// The model [`check_offline`] builds, with stand-ins for what it did not read: only the
-/// parts that come from the file alone may be used.
-pub(super) fn offline_model(file: &FileConfig, base: &Path) -> Result<Config, Invalid> {
-    build(file, super::sources::Sources::new(base, true))
-}
-
-fn build(file: &FileConfig, mut sources: super::sources::Sources) -> Result<Config, Invalid> {
-    let (trust, tls) = super::trust::trust(&file.tls, &sources)?;
-    sources.trust = trust;
-    let cache = super::cache::cache_settings(&file.cache)?;
-    let t = &file.timeouts;
-    let timeouts = Timeouts {
-        upstream_connect: t.upstream_connect.map_or(Duration::from_secs(5), |d| d.0),
-        upstream_response: t.upstream_response.map_or(Duration::from_secs(30), |d| d.0),
-        client_header_read: t
-            .client_header_read
-            .map_or(Duration::from_secs(10), |d| d.0),
-        idle: t.idle.map_or(Duration::from_secs(90), |d| d.0),
-        body_idle: t.body_idle.map_or(Duration::from_secs(60), |d| d.0),
-        drain: t.drain.map_or(Duration::from_secs(20), |d| d.0),
-    };
-    let limits = Limits {
-        max_connections: file.limits.max_connections.unwrap_or(4096).max(1),
-        max_concurrent_exchanges: file.limits.max_concurrent_exchanges.unwrap_or(256).max(1),
-    };
-    let mut authorities = BTreeMap::new();
-    for (name, spanned) in &file.authorities {
-        check_name(name).map_err(|m| at(spanned, format!("authorities.{name}: {m}")))?;
-        let authority = super::authority::authority(name, spanned, &mut sources)?;
-        authorities.insert(name.clone(), Arc::new(authority));
-    }
-    let listen = file
-        .listen
-        .map_or_else(|| ([127, 0, 0, 1], 15001).into(), |a| a.0);
-    let mut routes: Vec<Arc<Route>> = Vec::with_capacity(file.routes.len());
-    for (i, spanned) in file.routes.iter().enumerate() {
-        let route_cache = match &spanned.value.cache {
-            Some(o) => {
-                super::cache::override_cache(&cache, o, i, file.cache.early_expiry.is_some())?
-            }
-            None => cache,
-        };
-        let r = super::route::route(
-            i,
-            spanned,
-            &authorities,
-            &route_cache,
-            &timeouts,
-            &mut sources,
-        )?;
-        if super::route::points_at(&r.upstream, listen) {
-            return Err(at(
-                &spanned.value.upstream,
-                format!(
-                    "routes[{i}].upstream: {} is tokex's own listener; requests would loop",
-                    r.upstream.url
-                ),
-            ));
-        }
-        if let (Some(d), None) = (&spanned.value.matcher.destination, &file.transparent) {
-            return Err(super::transparent::needs_section(
-                d,
-                &format!("routes[{i}]"),
-            ));
-        }
-        if routes.iter().any(|o| o.name == r.name) {
-            return Err(at(
-                &spanned.value.name,
-                format!("routes[{i}].name: duplicate route name `{}`", r.name),
-            ));
-        }
-        routes.push(Arc::new(r));
-    }
-    let tracing = match &file.tracing {
-        None => None,
-        Some(t) => {
-            let sampling = t.sampling.unwrap_or(0.1);
-            if !(0.0..=1.0).contains(&sampling) {
-                return Err(nowhere("tracing.sampling must be between 0 and 1"));
-            }
-            Some(crate::otel::OtelSettings {
-                otlp_endpoint: t.otlp_endpoint.0.as_str().trim_end_matches('/').to_string(),
-                sampling,
-                service_name: t
-                    .service_name
-                    .as_ref()
-                    .map_or_else(|| "tokex".to_string(), |n| n.0.clone()),
-            })
-        }
-    };
-    let admin = file
-        .admin
-        .map_or_else(|| ([127, 0, 0, 1], 15000).into(), |a| a.0);
-    let transparent = super::transparent::transparent(file.transparent.as_ref(), listen, admin)?;
-    Ok(Config {
-        listen,
-        admin,
-        authorities,
-        routes,
-        cache: CacheConfig {
-            max_entries: file.cache.max_entries.unwrap_or(100_000),
-            defaults: cache,
-        },
-        timeouts,
-        limits,
-        audit: crate::audit::AuditSettings {
-            enabled: file.audit.enabled,
-            cache_hits: file.audit.cache_hits,
-        },
-        audit_file: file.audit.file.as_ref().map(|f| sources.resolve(f)),
-        tracing,
-        tls,
-        transparent,
-        watched: sources.watched,
-        source: None,
-    })
-}
-
-/// Route and authority names become metric labels, so they stay short and plain.
-pub(super) fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid name `{name}`: use 1-64 of A-Z a-z 0-9 - _ ."
-        ))
-    }
-}
-
-pub(super) fn absolute_uri(v: &str) -> Result<String, String> {
-    match url::Url::parse(v) {
-        Ok(_) => Ok(v.to_string()),
-        Err(_) => Err(format!("`{v}` is not an absolute URI")),
-    }
 }

@@ -1,45 +1,12 @@
-//! When the credentials tokex presents expire, for
-//! `tokex_credential_expiry_timestamp_seconds`. A client certificate that lapses, or a
-//! projected token that stopped being refreshed, fails every exchange at once; the date
+//! When a certificate tokex presents expires, for
+//! `tokex_credential_expiry_timestamp_seconds` (`crate::metrics` dates JWT credentials by
+//! their `exp`). A client certificate that lapses fails every exchange at once; the date
 //! is worth an alert days before.
-
-use crate::client_auth::ClientAuth;
-use crate::config::model::Authority;
-
-/// The credentials of `authority` that carry an expiry, by kind, in Unix seconds.
-pub fn of_authority(authority: &Authority) -> Vec<(&'static str, i64)> {
-    let mut found = Vec::new();
-    match &authority.auth {
-        ClientAuth::TlsClientAuth { identity } => {
-            if let Some(at) = identity.with(|i| i.certs.first().and_then(|c| not_after(c))) {
-                found.push(("client_certificate", at));
-            }
-        }
-        ClientAuth::ClientAssertion { assertion, .. } => {
-            if let Some(at) = assertion.with(|a| jwt_exp(a.expose())) {
-                found.push(("client_assertion", at));
-            }
-        }
-        _ => {}
-    }
-    if let Some(at) = authority
-        .actor_token
-        .as_ref()
-        .and_then(|actor| actor.token.with(|a| jwt_exp(a.token.expose())))
-    {
-        found.push(("actor_token", at));
-    }
-    found
-}
 
 /// A certificate's `notAfter`.
 pub fn not_after(der: &[u8]) -> Option<i64> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     Some(cert.validity().not_after.timestamp())
-}
-
-fn jwt_exp(token: &str) -> Option<i64> {
-    crate::bearer::jwt_exp(token).and_then(|exp| i64::try_from(exp).ok())
 }
 
 #[cfg(test)]

@@ -5,12 +5,10 @@
 use serde::Deserialize;
 
 use super::Error;
-use crate::client_auth::Credential;
-use crate::config::model::{ExchangeParams, normalize_scope};
+use crate::client_auth::Authentication;
+use crate::config::model::ExchangeParams;
+use crate::oauth::{GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_TOKEN_EXCHANGE, normalize_scope};
 use crate::secret::Secret;
-
-/// RFC 8693 §2.1 `grant_type`.
-pub const GRANT_TYPE_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
 /// Largest AS response body tokex reads; a token response is a few KiB at most.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -24,7 +22,7 @@ pub struct ExchangeInput<'a> {
     pub grant: Grant<'a>,
     pub params: &'a ExchangeParams,
     pub client_id: &'a str,
-    pub credential: &'a Credential,
+    pub authentication: &'a Authentication,
 }
 
 /// What is being traded for a token.
@@ -59,7 +57,7 @@ pub fn encode_request(input: &ExchangeInput<'_>) -> (String, Option<Secret>) {
             }
         }
         Grant::ClientCredentials => {
-            form.append_pair("grant_type", "client_credentials");
+            form.append_pair("grant_type", GRANT_TYPE_CLIENT_CREDENTIALS);
         }
     }
     for (name, value) in [
@@ -71,14 +69,14 @@ pub fn encode_request(input: &ExchangeInput<'_>) -> (String, Option<Secret>) {
             form.append_pair(name, v);
         }
     }
-    let basic = match input.credential {
-        Credential::Basic(header) => Some(header.clone()),
-        Credential::Post(secret) => {
+    let basic = match input.authentication {
+        Authentication::Basic(header) => Some(header.clone()),
+        Authentication::Post(secret) => {
             form.append_pair("client_id", input.client_id)
                 .append_pair("client_secret", secret.expose());
             None
         }
-        Credential::Assertion {
+        Authentication::Assertion {
             assertion,
             assertion_type,
         } => {
@@ -87,7 +85,7 @@ pub fn encode_request(input: &ExchangeInput<'_>) -> (String, Option<Secret>) {
                 .append_pair("client_assertion", assertion.expose());
             None
         }
-        Credential::ClientIdOnly => {
+        Authentication::ClientIdOnly => {
             form.append_pair("client_id", input.client_id);
             None
         }
@@ -108,7 +106,7 @@ impl Issued {
     /// The lifetime the authority gave the token, in seconds from `now_unix`: the
     /// shorter of `expires_in` and a JWT's `exp`; `None` when it gave neither.
     pub fn lifetime(&self, now_unix: u64) -> Option<u64> {
-        let exp = crate::bearer::jwt_exp(self.access_token.expose());
+        let exp = crate::jwt::unverified_exp(self.access_token.expose());
         let by_exp = exp.map(|exp| exp.saturating_sub(now_unix));
         match (self.expires_in, by_exp) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -277,7 +275,7 @@ fn seconds(n: &serde_json::Number) -> Option<u64> {
 
 fn parse_error(status: u16, body: &[u8]) -> Error {
     match serde_json::from_slice::<RawError>(body) {
-        Ok(e) if crate::error::is_oauth_error_token(&e.error) => Error::Refused {
+        Ok(e) if crate::oauth::is_error_code(&e.error) => Error::Refused {
             oauth_error: e.error,
             status,
             description: description(e.error_description),
@@ -300,9 +298,9 @@ fn parse_error(status: u16, body: &[u8]) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client_auth::ClientAuth;
-    use crate::config::model::{TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT};
+    use crate::config::model::ClientAuth;
     use crate::credentials::Watched;
+    use crate::oauth::{TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT};
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
 
@@ -333,7 +331,7 @@ mod tests {
         let auth = ClientAuth::ClientSecretBasic {
             client_secret: Watched::fixed(Secret::new("s p:c+/")),
         };
-        let credential = auth.credential("my client").unwrap();
+        let authentication = auth.authentication("my client").unwrap();
         let actor = Secret::new("act+or");
         let input = ExchangeInput {
             grant: Grant::Exchange {
@@ -342,7 +340,7 @@ mod tests {
             },
             params: &p,
             client_id: "my client",
-            credential: &credential,
+            authentication: &authentication,
         };
         let (form, basic) = encode_request(&input);
         let pairs: Vec<(String, String)> = form_urlencoded::parse(form.as_bytes())
@@ -364,9 +362,9 @@ mod tests {
             "my%20client:s%20p%3Ac%2B%2F"
         );
 
-        let post = Credential::Post(Secret::new("pw"));
+        let post = Authentication::Post(Secret::new("pw"));
         let (form, basic) = encode_request(&ExchangeInput {
-            credential: &post,
+            authentication: &post,
             grant: Grant::Exchange {
                 subject_token: "s",
                 actor: None,
@@ -378,7 +376,7 @@ mod tests {
         assert!(!form.contains("actor_token"));
 
         let (form, _) = encode_request(&ExchangeInput {
-            credential: &post,
+            authentication: &post,
             grant: Grant::ClientCredentials,
             ..input
         });

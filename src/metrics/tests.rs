@@ -63,7 +63,7 @@ fn process_series() {
     assert!(value("process_open_fds") >= 3.0);
     assert!(value("process_cpu_seconds_total") >= 0.0);
     let start = value("process_start_time_seconds");
-    let now = crate::bearer::unix_now() as f64;
+    let now = crate::clock::unix_now() as f64;
     assert!(
         start <= now + 1.0 && start > now - 86400.0,
         "{start} vs {now}"

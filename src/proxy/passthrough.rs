@@ -5,8 +5,8 @@
 //! Each request gets its own upstream connection: this is the path for traffic tokex
 //! does not care about, kept simple rather than fast.
 
+use crate::clock::Instant;
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::Either;
@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use super::{Proxy, Runtime};
-use crate::config::file::Unmatched;
+use crate::config::model::Unmatched;
 use crate::error::{Code, ProxyError};
 use crate::forward::{self, Body, upgrade};
 use crate::idle::IdleBody;
@@ -45,7 +45,7 @@ impl Proxy {
             result.as_ref().map(|r| r.status().as_u16()),
             started,
         );
-        result.unwrap_or_else(|e| e.to_response())
+        result.unwrap_or_else(|e| e.to_response().map(Either::Right))
     }
 }
 

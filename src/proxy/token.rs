@@ -3,18 +3,18 @@
 //! lookup (steps 3 to 6 of the request flow).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use crate::bearer::unix_now;
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
 
 use super::{Proxy, RouteExchange, RouteRuntime, Traced};
-use crate::bearer::{self, BearerToken};
+use crate::bearer::BearerToken;
 use crate::cache::{self, Entry, Key, Lookup, Recent};
+use crate::clock::{self, Instant, unix_now};
 use crate::config::Route;
 use crate::error::{Code, ProxyError};
 use crate::exchange::{self, ExchangeClient};
+use crate::jwt;
 
 impl RouteRuntime {
     /// tokex's own token for this route (`client_credentials`), cached and refreshed like
@@ -28,7 +28,7 @@ impl RouteRuntime {
         traced: Option<&Traced>,
     ) -> Result<Arc<Entry>, ProxyError> {
         let key = exchange.keys.key(OWN_TOKEN_MARKER, "");
-        let (remembered, now) = (None, Instant::now());
+        let (remembered, now) = (None, clock::now());
         self.lookup(
             proxy, exchange, key, None, None, headers, traced, remembered, now,
         )
@@ -55,7 +55,7 @@ impl RouteRuntime {
         let remembered = memory.is_some();
         let subject_exp = match memory {
             Some(r) => r.subject_exp,
-            None => bearer::jwt_exp(token.expose()),
+            None => jwt::unverified_exp(token.expose()),
         };
         if subject_exp.is_some_and(|exp| exp <= unix_now()) {
             let e = ProxyError::new(Code::InvalidToken, "the subject token has expired");
@@ -68,7 +68,7 @@ impl RouteRuntime {
                 .keys
                 .key(actor.as_ref().map_or(&[][..], |d| &d[..]), token.expose()),
         };
-        let now = Instant::now();
+        let now = clock::now();
         let usable = memory.map(|r| &r.entry).filter(|e| e.usable(now)).cloned();
         let entry = self
             .lookup(
@@ -117,15 +117,15 @@ impl RouteRuntime {
         }
         let described =
             subject.map(|t| crate::audit::Subject::of(t, || proxy.cache.fingerprint(t)));
-        let (outcome, issued, cache) = match result {
-            Ok((entry, lookup)) => ("ok", entry.issued.as_deref(), Some(lookup.as_str())),
+        let (outcome, record, cache) = match result {
+            Ok((entry, lookup)) => ("ok", entry.record.as_deref(), Some(lookup.as_str())),
             Err(e) => (e.code.as_str(), None, None),
         };
         crate::audit::Event {
             route: &self.route.name,
             params: self.route.exchange.as_ref(),
             subject: described.as_ref(),
-            issued,
+            record,
             outcome,
             cache,
             own_token,
@@ -260,7 +260,7 @@ fn note_lookup(traced: Option<&Traced>, result: Result<&(Arc<Entry>, Lookup), &P
             "tokex.ttl_left_s",
             entry
                 .expires_at
-                .saturating_duration_since(Instant::now())
+                .saturating_duration_since(clock::now())
                 .as_secs(),
         );
     }
@@ -282,7 +282,7 @@ async fn new_entry(
     let Some(params) = route.exchange.as_ref() else {
         return Err(exchange::Error::BadResponse("route has no exchange".into()));
     };
-    let started = Instant::now();
+    let started = clock::now();
     let span = trace.exchange_span();
     let for_as = span.as_ref().map_or(&trace, |(_, ctx)| ctx);
     let result = match subject_token {
@@ -299,8 +299,8 @@ async fn new_entry(
     }
     let issued = result?;
     let latency = started.elapsed();
-    let (now, now_unix) = (Instant::now(), unix_now());
-    let issued_exp = bearer::jwt_exp(issued.access_token.expose());
+    let (now, now_unix) = (clock::now(), unix_now());
+    let issued_exp = jwt::unverified_exp(issued.access_token.expose());
     if issued_exp.is_some_and(|exp| exp <= now_unix) {
         return Err(exchange::Error::BadResponse(
             "the issued token has already expired".into(),
@@ -322,7 +322,7 @@ async fn new_entry(
     value.set_sensitive(true);
     let entry = Entry::new(value, now + ttl, cache::refresh_at(now, ttl, &route.cache));
     Ok(Arc::new(match audited {
-        true => entry.with_issued(crate::audit::Issued::new(
+        true => entry.with_record(crate::audit::ExchangeRecord::new(
             issued.access_token.expose(),
             issued.scope.clone(),
             latency,

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 use super::connection::{self, Settings};
 use super::detect::{PREFIX_MAX, Prefixed};
-use crate::config::file::Unmatched;
+use crate::config::model::Unmatched;
 use crate::proxy::Proxy;
 use crate::session::Session;
 

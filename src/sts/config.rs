@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::policy::{ClaimRule, ClaimTest, ClaimsTransform, Policy};
+use crate::config::validate::{Invalid, at, resolve};
 use crate::config::values::{Addr, Dur, HttpUrl, PathText, Text};
 use crate::config::{ConfigError, located};
 use crate::secret::Secret;
@@ -166,7 +167,7 @@ pub struct ClientConfig {
 pub fn load(path: &Path) -> Result<StsConfig, ConfigError> {
     let file: FileSts = crate::config::load_yaml(path)?;
     let base = path.parent().unwrap_or(Path::new("."));
-    validate(file, base).map_err(|(loc, msg)| located(path, loc, msg))
+    validate(file, base).map_err(|e| located(path, e.location, e.message))
 }
 
 /// Parses config text (for the demo and tests, which build configs in memory).
@@ -174,13 +175,7 @@ pub fn parse(text: &str, path: &Path) -> Result<StsConfig, ConfigError> {
     let file: FileSts =
         crate::config::from_yaml(text).map_err(|(loc, msg)| located(path, loc, msg))?;
     let base = path.parent().unwrap_or(Path::new("."));
-    validate(file, base).map_err(|(loc, msg)| located(path, loc, msg))
-}
-
-type Invalid = (Option<serde_saphyr::Location>, String);
-
-fn at<T>(s: &Spanned<T>, msg: String) -> Invalid {
-    (Some(s.referenced), msg)
+    validate(file, base).map_err(|e| located(path, e.location, e.message))
 }
 
 fn texts(v: &[Text]) -> Vec<String> {
@@ -374,12 +369,4 @@ fn read_jwks(path: &Path) -> Result<JwkSet, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("{} is not a JWK Set: {e}", path.display()))
-}
-
-fn resolve(base: &Path, p: &PathText) -> PathBuf {
-    if p.0.is_absolute() {
-        p.0.clone()
-    } else {
-        base.join(&p.0)
-    }
 }

@@ -10,16 +10,15 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use http::HeaderMap;
 use serde_json::{Map, Value, json};
+use subtle::ConstantTimeEq;
 
 use super::config::{ClientConfig, Grant};
 use super::policy::{self, RESERVED};
 use super::{Realm, Sts, verify};
-use crate::config::model::{TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT};
-use crate::exchange::wire::GRANT_TYPE_TOKEN_EXCHANGE;
-
-/// RFC 7523 §2.2 client assertion type.
-pub const CLIENT_ASSERTION_JWT: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+use crate::oauth::{
+    CLIENT_ASSERTION_TYPE_JWT_BEARER, GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_TOKEN_EXCHANGE,
+    TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT,
+};
 
 /// An OAuth error response.
 #[derive(Debug)]
@@ -92,7 +91,7 @@ pub async fn token(
         .get("grant_type")
         .ok_or_else(|| err("invalid_request", "grant_type is missing"))?;
     let grant = match grant_type {
-        "client_credentials" => Grant::ClientCredentials,
+        GRANT_TYPE_CLIENT_CREDENTIALS => Grant::ClientCredentials,
         GRANT_TYPE_TOKEN_EXCHANGE => Grant::TokenExchange,
         _ => {
             return Err(err(
@@ -161,7 +160,7 @@ fn authenticate<'r>(
         return check_secret(realm, id, secret).ok_or_else(|| invalid(false));
     }
     if let Some(assertion) = form.get("client_assertion") {
-        if form.get("client_assertion_type") != Some(CLIENT_ASSERTION_JWT) {
+        if form.get("client_assertion_type") != Some(CLIENT_ASSERTION_TYPE_JWT_BEARER) {
             return Err(err(
                 "invalid_request",
                 "client_assertion_type must be jwt-bearer",
@@ -199,11 +198,8 @@ fn authenticate<'r>(
 fn check_secret<'r>(realm: &'r Realm, id: &str, secret: &str) -> Option<&'r ClientConfig> {
     let client = realm.config.clients.get(id)?;
     let expected = client.secret.as_ref()?;
-    constant_time_eq(expected.expose().as_bytes(), secret.as_bytes()).then_some(client)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    // Constant time, so the response time says nothing of how much of a guess matched.
+    bool::from(expected.expose().as_bytes().ct_eq(secret.as_bytes())).then_some(client)
 }
 
 fn client_credentials(
@@ -384,7 +380,7 @@ struct Issue<'a> {
 
 /// Signs an RFC 9068 access token and builds the RFC 8693 §2.2.1 response.
 fn issue(realm: &Realm, i: Issue<'_>) -> Result<Value, OAuthError> {
-    let now = crate::bearer::unix_now();
+    let now = crate::clock::unix_now();
     let exp = (now + realm.config.token_ttl.as_secs()).min(i.exp_cap.unwrap_or(u64::MAX));
     let mut jti = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut jti)

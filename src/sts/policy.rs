@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
+use crate::oauth::scope_tokens;
+
 /// A realm's exchange policy.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
@@ -79,11 +81,7 @@ impl ClaimRule {
 /// The scopes of a token (`scope` string, or `scp` array as some IdPs send).
 pub fn token_scopes(claims: &Map<String, Value>) -> Vec<String> {
     match (claims.get("scope"), claims.get("scp")) {
-        (Some(Value::String(s)), _) => s
-            .split(' ')
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect(),
+        (Some(Value::String(s)), _) => scope_tokens(s).map(String::from).collect(),
         (_, Some(Value::Array(a))) => a
             .iter()
             .filter_map(|v| v.as_str().map(String::from))
@@ -143,8 +141,8 @@ pub fn narrow(requested: Option<&str>, available: &BTreeSet<String>) -> Option<V
         None => available.iter().cloned().collect(),
         Some(r) => {
             let mut seen = BTreeSet::new();
-            r.split(' ')
-                .filter(|s| !s.is_empty() && available.contains(*s) && seen.insert(*s))
+            scope_tokens(r)
+                .filter(|s| available.contains(*s) && seen.insert(*s))
                 .map(String::from)
                 .collect()
         }

@@ -7,11 +7,13 @@
 //! `nbf` are checked. `none` and HMAC algorithms are never accepted.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
+
+use crate::clock::Instant;
 
 /// Where an issuer's verification keys come from.
 pub enum Keys {
@@ -139,7 +141,8 @@ impl Keys {
                 }
                 let set = fetch_jwks(http, url).await?;
                 let found = from_set(&set, kid, alg);
-                *cached.lock().map_err(|_| "key cache poisoned")? = Some((Instant::now(), set));
+                *cached.lock().map_err(|_| "key cache poisoned")? =
+                    Some((crate::clock::now(), set));
                 found
             }
         }
@@ -250,10 +253,7 @@ mod tests {
     }
 
     fn now() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
+        crate::clock::unix_now()
     }
 
     /// A token from a trusted issuer verifies; wrong iss, aud, expiry, nbf, key or an

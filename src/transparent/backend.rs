@@ -10,7 +10,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use super::rules::{self, Family, IPTABLES_CHAIN, IPTABLES_JUMP};
-use crate::config::transparent::Transparent;
+use crate::config::model::Transparent;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {

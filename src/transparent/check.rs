@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::config::transparent::Transparent;
+use crate::config::model::Transparent;
 
 /// How long a probe connection may take; a redirect to loopback answers at once.
 const CONNECT_WITHIN: Duration = Duration::from_secs(2);

@@ -11,7 +11,7 @@ use std::fmt::Write;
 
 use ipnet::IpNet;
 
-use crate::config::transparent::Transparent;
+use crate::config::model::Transparent;
 
 /// The nftables table tokex owns; nothing else is touched.
 pub const NFT_TABLE: &str = "tokex";
@@ -141,7 +141,7 @@ fn joined<T: std::fmt::Display>(items: &[T], sep: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::file::Unmatched;
+    use crate::config::model::Unmatched;
 
     fn section(ports: &[u16]) -> Transparent {
         Transparent {

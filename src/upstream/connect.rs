@@ -12,10 +12,10 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::UpstreamBody;
+use crate::credentials::certs::CaBundle;
 use crate::error::{Code, ProxyError};
-use crate::forward::UpstreamBody;
 use crate::idle::{Watch, WriteStall};
-use crate::tls::CaBundle;
 
 /// A new connection, in the protocol the upstream chose.
 pub enum Connected {

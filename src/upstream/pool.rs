@@ -1,23 +1,26 @@
 //! Upstream connections between requests: an idle HTTP/1.1 connection ([`Idle`]), the
-//! upstream's shared pool of them, and its one multiplexed HTTP/2 connection
-//! ([`Shared`]).
+//! ones an app connection keeps ([`Kept`]), the upstream's shared pool of them, and its
+//! one multiplexed HTTP/2 connection ([`Shared`]).
 //!
-//! An idle connection is kept by the app connection that used it (`crate::session`) and
-//! reaches the shared pool only when that app connection ends, so the hot path touches
-//! the pool's lock once per app connection, not once per request.
+//! An idle connection is kept by the app connection that used it and reaches the shared
+//! pool only when that app connection ends, so the hot path touches the pool's lock once
+//! per app connection, not once per request.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use hyper::client::conn::{http1, http2};
 
-use crate::forward::UpstreamBody;
+use super::UpstreamBody;
+use crate::clock::{self, Instant};
 
 /// Idle connections an upstream's shared pool holds at most; more are closed.
 const POOL_AT_MOST: usize = 256;
+
+/// Idle upstream connections one app connection keeps at most; HTTP/1.1 apps need one,
+/// an h2c app one per concurrent request.
+const KEEP_AT_MOST: usize = 8;
 
 /// An HTTP/1.1 connection whose last response is complete.
 pub struct Idle {
@@ -38,13 +41,13 @@ impl Idle {
             owner: Arc::downgrade(owner),
             generation,
             sender,
-            since: Instant::now(),
+            since: clock::now(),
         }
     }
 
     /// Marks the moment its last response ended.
     pub(crate) fn idle_from_now(mut self) -> Self {
-        self.since = Instant::now();
+        self.since = clock::now();
         self
     }
 
@@ -52,11 +55,11 @@ impl Idle {
         now.saturating_duration_since(self.since)
     }
 
-    pub(crate) fn belongs_to(&self, owner: &Shared) -> bool {
+    fn belongs_to(&self, owner: &Shared) -> bool {
         std::ptr::eq(self.owner.as_ptr(), owner)
     }
 
-    pub(crate) fn usable(&self, generation: u64, idle_limit: Duration, now: Instant) -> bool {
+    fn usable(&self, generation: u64, idle_limit: Duration, now: Instant) -> bool {
         self.generation == generation
             && !self.sender.is_closed()
             && now.saturating_duration_since(self.since) <= idle_limit
@@ -64,12 +67,64 @@ impl Idle {
 
     /// Hands it to its upstream's shared pool; closed when the upstream is gone (a
     /// reload replaced it) or the pool is full.
-    pub(crate) fn into_shared_pool(self) {
+    fn into_shared_pool(self) {
         if let Some(owner) = self.owner.upgrade() {
             let mut idle = owner.idle();
             if idle.len() < POOL_AT_MOST && !self.sender.is_closed() {
                 idle.push(self);
             }
+        }
+    }
+}
+
+/// The idle connections one app connection keeps for its next requests, to any of its
+/// upstreams; when it ends they go to their upstreams' shared pools.
+#[derive(Default)]
+pub struct Kept {
+    idle: Mutex<Vec<Idle>>,
+}
+
+impl Kept {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        // A panic while holding this lock cannot leave the list half-written: every
+        // critical section is a single move.
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The newest idle connection to `owner` made with trust `generation` and idle for
+    /// at most `idle_limit`; older or foreign ones it passes are closed.
+    pub(super) fn checkout(
+        &self,
+        owner: &Shared,
+        generation: u64,
+        idle_limit: Duration,
+        now: Instant,
+    ) -> Option<Idle> {
+        let mut idle = self.idle();
+        let at = idle.iter().rposition(|i| i.belongs_to(owner))?;
+        let conn = idle.swap_remove(at);
+        drop(idle);
+        conn.usable(generation, idle_limit, now).then_some(conn)
+    }
+
+    /// Keeps a connection whose last response is complete, for this app connection's
+    /// next request.
+    pub(crate) fn keep(&self, conn: Idle) {
+        let mut idle = self.idle();
+        if idle.len() < KEEP_AT_MOST {
+            idle.push(conn);
+        } else {
+            drop(idle);
+            conn.into_shared_pool();
+        }
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        let idle = self.idle.get_mut().unwrap_or_else(|p| p.into_inner());
+        for conn in idle.drain(..) {
+            conn.into_shared_pool();
         }
     }
 }

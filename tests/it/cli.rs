@@ -205,7 +205,6 @@ async fn trace_logs_carry_no_secrets_and_proxy_env_is_ignored() {
         format!("Bearer {issued}")
     );
     assert!(tokex.terminate().await.success(), "SIGTERM exits 0");
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let log = tokex.log();
     assert!(
         log.lines().filter(|l| l.contains("TRACE")).count() >= 5,

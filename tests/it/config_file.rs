@@ -1,7 +1,6 @@
 //! The config file through the binary: hostile input on `tokex check` and on a live reload.
 
 use std::process::Command;
-use std::time::Duration;
 
 use crate::support::*;
 
@@ -74,12 +73,10 @@ async fn reload_keeps_the_config_and_logs_a_bounded_error() {
         std::fs::write(&next, text).unwrap();
         std::fs::rename(&next, &path).unwrap();
         let failed = |log: &str| log.matches("config reload failed").count();
-        for _ in 0..100 {
-            if failed(&tokex.log()) > n {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually("the reload was attempted", async || {
+            failed(&tokex.log()) > n
+        })
+        .await;
         let log = tokex.log();
         assert_eq!(failed(&log), n + 1, "reload {n} was attempted and failed");
         let longest = log.lines().map(str::len).max().unwrap_or_default();

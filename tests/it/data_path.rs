@@ -187,8 +187,8 @@ async fn expiry_honours_every_bound() {
 }
 
 /// max_ttl bounds a long-lived token: with max_ttl 31s and early_expiry 30s the entry
-/// lives one second, so a request after it exchanges again.
-#[tokio::test]
+/// lives one second: a hit at its last millisecond, a new exchange at its bound.
+#[tokio::test(start_paused = true)]
 async fn max_ttl_bounds_the_lifetime() {
     let (as_, up) = (MockAs::start().await, Upstream::start().await);
     let yaml = format!(
@@ -199,7 +199,10 @@ async fn max_ttl_bounds_the_lifetime() {
     get(&tokex, "echo.internal", "/", Some("t")).await;
     get(&tokex, "echo.internal", "/", Some("t")).await;
     assert_eq!(as_.count(), 1);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::advance(Duration::from_millis(999)).await;
+    get(&tokex, "echo.internal", "/", Some("t")).await;
+    assert_eq!(as_.count(), 1);
+    tokio::time::advance(Duration::from_millis(1)).await;
     get(&tokex, "echo.internal", "/", Some("t")).await;
     assert_eq!(as_.count(), 2);
 }

@@ -2,23 +2,24 @@
 
 mod cli;
 mod config_file;
+mod credentials;
 mod data_path;
 mod desync;
 mod diagnostics;
 mod effective;
 mod errors;
 mod exchange_command;
-mod identity;
 mod interop;
 mod keycloak;
-mod measure;
+mod observability;
 mod operations;
+mod own_token;
 mod recent;
 mod relay;
 mod resilience;
-mod seeds;
 mod stalls;
 mod sts;
 mod support;
+mod token_sources_and_types;
 mod trust;
 mod upgrade;

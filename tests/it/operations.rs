@@ -1,13 +1,14 @@
 //! Operations: graceful shutdown drains in-flight requests; a reload swaps
-//! routes atomically and a broken file keeps the running config.
+//! routes atomically and a broken file keeps the running config. Time is paused: the
+//! slow upstream's two seconds and the file checks pass as the tests advance them.
 
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
 use crate::support::*;
 
 /// On shutdown a request already in flight completes, readiness drops, and new
 /// connections are refused.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn shutdown_drains_in_flight_requests() {
     let (as_, up) = (MockAs::start().await, Upstream::start().await);
     let yaml =
@@ -25,18 +26,14 @@ async fn shutdown_drains_in_flight_requests() {
             .unwrap();
         r.status().as_u16()
     });
-    // Wait until the upstream has the request, so it is truly in flight.
-    for _ in 0..100 {
-        if !up.seen().is_empty() || as_.count() > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The upstream has the connection for it: the request is truly in flight.
+    settled("the request reached the upstream", async || {
+        up.connections.load(Ordering::SeqCst) == 1
+    })
+    .await;
     let proxy = tokex.proxy.clone();
     let stopping = tokio::spawn(tokex.stop());
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!proxy.is_ready(), "not ready while draining");
+    settled("draining", async || !proxy.is_ready()).await;
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "listener closed"
@@ -49,9 +46,10 @@ async fn shutdown_drains_in_flight_requests() {
     );
 }
 
-/// A reload swaps routes for new requests; a broken file is refused and the old
-/// routes keep serving.
-#[tokio::test]
+/// A reload swaps routes for new requests. A reload of a broken file is refused with
+/// the file's line and key, counted and logged once (the file checks that follow do not
+/// try it again), and the old routes keep serving.
+#[tokio::test(start_paused = true)]
 async fn reload_swaps_routes_and_keeps_old_on_error() {
     let (as_, up) = (MockAs::start().await, Upstream::start().await);
     let yaml = config(&as_, &up.url());
@@ -88,11 +86,23 @@ async fn reload_swaps_routes_and_keeps_old_on_error() {
         "routes: [ {name: broken, upstream: 'ftp://x', exchange: none} ]\n",
     )
     .unwrap();
-    let err = tokex::config::load(&path).unwrap_err().to_string();
+    let err = tokex.proxy.reload_from_source().unwrap_err();
     assert!(
         err.contains("tokex.yaml:1:") && err.contains("routes[0].upstream"),
         "{err}"
     );
+    assert_eq!(
+        get(&tokex, "renamed.internal", "/", Some("t")).await.status,
+        200,
+        "old config still serves"
+    );
+    tokio::time::advance(FILE_POLL * 4).await;
+    let m = tokex.metrics().await;
+    assert!(
+        m.contains("tokex_config_reloads_total{result=\"error\"} 1\n"),
+        "one reload failed, once: {m}"
+    );
+    assert!(m.contains("tokex_config_last_reload_successful 0\n"), "{m}");
     assert_eq!(
         get(&tokex, "renamed.internal", "/", Some("t")).await.status,
         200,

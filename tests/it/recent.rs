@@ -60,9 +60,9 @@ async fn a_repeated_token_is_a_hit_and_another_token_is_not() {
     }));
 }
 
-/// A remembered entry is served only within its bound: once it expires the next request
-/// on the same connection exchanges again.
-#[tokio::test]
+/// A remembered entry is served only within its bound (1 s): at its last millisecond
+/// from memory, at its bound the next request on the same connection exchanges again.
+#[tokio::test(start_paused = true)]
 async fn a_remembered_entry_expires_on_time() {
     let (as_, up) = (MockAs::start().await, Upstream::start().await);
     as_.on(|req, n| issue_with(req, &format!("narrowed-{n}"), Some(31)));
@@ -74,7 +74,10 @@ async fn a_remembered_entry_expires_on_time() {
     let mut app = App::connect(&tokex).await;
     let seen = seen_by_upstream(&mut app, "echo.internal", "alice").await;
     assert_eq!(seen.as_deref(), Some("Bearer narrowed-1"));
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::advance(Duration::from_millis(999)).await;
+    let seen = seen_by_upstream(&mut app, "echo.internal", "alice").await;
+    assert_eq!(seen.as_deref(), Some("Bearer narrowed-1"));
+    tokio::time::advance(Duration::from_millis(1)).await;
     let seen = seen_by_upstream(&mut app, "echo.internal", "alice").await;
     assert_eq!(
         seen.as_deref(),
@@ -85,7 +88,7 @@ async fn a_remembered_entry_expires_on_time() {
 
 /// Refresh-ahead replaces the entry in the cache; a connection that remembered the old
 /// one moves to the new one as soon as it is in.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_refreshed_entry_replaces_the_remembered_one() {
     let (as_, up) = (MockAs::start().await, Upstream::start().await);
     as_.on(|req, n| issue_with(req, &format!("narrowed-{n}"), Some(36)));
@@ -97,26 +100,24 @@ async fn a_refreshed_entry_replaces_the_remembered_one() {
     let mut app = App::connect(&tokex).await;
     let seen = seen_by_upstream(&mut app, "echo.internal", "alice").await;
     assert_eq!(seen.as_deref(), Some("Bearer narrowed-1"));
-    // 6 s in the cache, refreshed by the first hit after 4 s.
-    tokio::time::sleep(Duration::from_millis(4100)).await;
+    // 6 s in the cache, refreshed by the first hit from 4 s on.
+    tokio::time::advance(Duration::from_secs(4)).await;
     let seen = seen_by_upstream(&mut app, "echo.internal", "alice").await;
     assert_eq!(
         seen.as_deref(),
         Some("Bearer narrowed-1"),
         "served while refreshing"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(1);
-    loop {
-        let seen = seen_by_upstream(&mut app, "echo.internal", "alice").await;
-        if seen.as_deref() == Some("Bearer narrowed-2") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the refresh was never used"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    settled("the refresh is in", async || {
+        tokex.exchanges_answered().await == 2
+    })
+    .await;
+    let seen = seen_by_upstream(&mut app, "echo.internal", "alice").await;
+    assert_eq!(
+        seen.as_deref(),
+        Some("Bearer narrowed-2"),
+        "the refresh is used"
+    );
     assert_eq!(as_.count(), 2);
 }
 
@@ -166,9 +167,9 @@ async fn a_purge_on_another_route_reaches_a_kept_connection() {
     assert_eq!(as_.count(), 2);
 }
 
-/// A rotated actor token changes the key: the kept connection exchanges again under the
-/// new actor instead of reusing what it remembered.
-#[tokio::test]
+/// A rotated actor token changes the key: from the next file check on, the kept
+/// connection exchanges again under the new actor instead of reusing what it remembered.
+#[tokio::test(start_paused = true)]
 async fn a_rotated_actor_is_not_served_from_memory() {
     let (as_, up) = (MockAs::start().await, Upstream::start().await);
     let dir = tempfile::tempdir().unwrap();
@@ -186,19 +187,11 @@ async fn a_rotated_actor_is_not_served_from_memory() {
     let seen = seen_by_upstream(&mut app, "echo.internal", "alice").await;
     assert_eq!(seen.as_deref(), Some("Bearer narrowed-1"));
     replace(&file, "actor-two");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while as_.count() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the new actor was never used"
-        );
-        let seen = seen_by_upstream(&mut app, "echo.internal", "alice").await;
-        assert!(seen.is_some());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(as_.requests()[1].param("actor_token"), Some("actor-two"));
+    tokio::time::advance(FILE_POLL).await;
     let seen = seen_by_upstream(&mut app, "echo.internal", "alice").await;
     assert_eq!(seen.as_deref(), Some("Bearer narrowed-2"));
+    assert_eq!(as_.count(), 2);
+    assert_eq!(as_.requests()[1].param("actor_token"), Some("actor-two"));
 }
 
 /// Writes `text` to `path` atomically, as credential rotation tools do.

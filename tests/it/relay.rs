@@ -5,7 +5,9 @@
 //!
 //! The upstream here is scripted over raw TCP: the faults under test (a connection
 //! closed between requests, odd framings) are exactly what a well-behaved server never
-//! does.
+//! does. Time is paused: a pause in a test or between the pieces the upstream writes
+//! passes only once tokex has read everything sent so far, so each piece arrives on its
+//! own.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -26,7 +28,7 @@ fn get_req(path: &str) -> String {
 
 /// Requests on one app connection share one upstream connection, and each carries the
 /// narrowed token and the upstream's Host.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn upstream_connection_is_kept_per_app_connection() {
     let up = Scripted::start(|_, _, _| Act::Reply(vec![OK])).await;
     let (as_, tokex) = with_route(&up.url()).await;
@@ -51,7 +53,7 @@ async fn upstream_connection_is_kept_per_app_connection() {
 
 /// An upstream that closes its side after every response: tokex notices before
 /// reusing the connection, for any method.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn closed_kept_connection_is_not_reused() {
     let up = Scripted::start(|_, _, _| Act::ReplyClose(OK)).await;
     let (_as, tokex) = with_route(&up.url()).await;
@@ -67,7 +69,7 @@ async fn closed_kept_connection_is_not_reused() {
 
 /// Each request on a kept connection carries exactly its own fields: nothing of the
 /// previous request, read from the same buffer, may remain.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn fields_of_one_request_never_reach_the_next() {
     let up = Scripted::start(|_, _, _| Act::Reply(vec![OK])).await;
     let (_as, tokex) = with_route(&up.url()).await;
@@ -93,7 +95,7 @@ async fn fields_of_one_request_never_reach_the_next() {
 
 /// Empty lines before a request line are skipped (RFC 9112 §2.2), also between requests
 /// on a kept connection, and the request after them is served.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn empty_lines_before_a_request_are_skipped() {
     let up = Scripted::start(|_, _, _| Act::Reply(vec![OK])).await;
     let (_as, tokex) = with_route(&up.url()).await;
@@ -179,7 +181,7 @@ fn framings(path: &str, _: usize, _: usize) -> Act {
 
 /// Chunked (with extensions and trailers, across writes), 1xx, HEAD, 204 and
 /// hop-by-hop response fields, all on one app connection.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn response_framings_are_relayed() {
     let up = Scripted::start(framings).await;
     let (_as, tokex) = with_route(&up.url()).await;
@@ -223,7 +225,7 @@ async fn response_framings_are_relayed() {
 
 /// A body delimited by the upstream's close is relayed whole, chunked, so the app's
 /// connection stays usable: the next request goes on a new upstream connection.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn close_delimited_response_is_relayed_whole() {
     let up = Scripted::start(framings).await;
     let (_as, tokex) = with_route(&up.url()).await;
@@ -253,7 +255,7 @@ fn dechunk(mut body: &str) -> String {
 
 /// A malformed response head is never relayed: 502 `upstream_unavailable`. Malformed
 /// chunked coding cuts the app's connection.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn malformed_responses_are_refused() {
     let up = Scripted::start(framings).await;
     let (_as, tokex) = with_route(&up.url()).await;
@@ -269,7 +271,7 @@ async fn malformed_responses_are_refused() {
 }
 
 /// Two requests in one write are answered in order.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn pipelined_requests_are_answered_in_order() {
     let up = Upstream::start().await;
     let (_as, tokex) = with_route(&up.url()).await;
@@ -283,7 +285,7 @@ async fn pipelined_requests_are_answered_in_order() {
 
 /// A chunked upload between plain requests on one kept connection: the upstream sees
 /// the whole body, and the requests after it are served.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn chunked_upload_between_requests() {
     let up = Upstream::start().await;
     let (_as, tokex) = with_route(&up.url()).await;
@@ -304,7 +306,7 @@ async fn chunked_upload_between_requests() {
 }
 
 /// `Expect: 100-continue` and HTTP/1.0 requests are served.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn expect_continue_and_http10_are_served() {
     let up = Upstream::start().await;
     let (_as, tokex) = with_route(&up.url()).await;
@@ -325,7 +327,7 @@ async fn expect_continue_and_http10_are_served() {
 
 /// A refusal to a HEAD request is a head alone (the connection stays in sync for the
 /// next request), and every response, made or relayed, carries a `Date`.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn head_refusal_has_no_body_and_responses_are_dated() {
     let up = Scripted::start(|_, _, _| Act::Reply(vec![OK])).await;
     let (_as, tokex) = with_route(&up.url()).await;
@@ -355,7 +357,7 @@ async fn head_refusal_has_no_body_and_responses_are_dated() {
 /// A `Connection` field naming Content-Length cannot unframe a message: the upstream
 /// gets the body as the POST's body (not as a request of its own carrying the app's
 /// token), and the app gets a response it can delimit on a connection that stays usable.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn connection_naming_content_length_keeps_messages_framed() {
     let up = Scripted::start(|path, _, _| match path {
         "/named-length" => Act::Reply(vec![
@@ -405,7 +407,7 @@ async fn tls_route(up: &Upstream, ca_pem: &str) -> (MockAs, Tokex) {
 
 /// TLS upstreams that speak HTTP/1.1 keep their connections as plain ones do: one
 /// app connection's requests share one TLS connection (one handshake).
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn tls_upstream_connections_are_kept() {
     let (up, ca) = Upstream::start_tls_offering(&[b"http/1.1"]).await;
     let (_as, tokex) = tls_route(&up, &ca).await;
@@ -425,7 +427,7 @@ async fn tls_upstream_connections_are_kept() {
 
 /// An app that opens a connection per request still reuses upstream connections: an
 /// app connection's idle upstream connections go to the shared pool when it ends.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn upstream_connections_outlive_app_connections() {
     let up = Upstream::start().await;
     let (_as, tokex) = with_route(&up.url()).await;
@@ -441,7 +443,7 @@ async fn upstream_connections_outlive_app_connections() {
 
 /// An upstream that picks HTTP/2 by ALPN gets one multiplexed connection, shared by
 /// every app connection and by concurrent requests.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_h2_upstream_connection_is_shared() {
     let (up, ca) = Upstream::start_tls().await;
     let (_as, tokex) = tls_route(&up, &ca).await;

@@ -1,10 +1,15 @@
 //! Resilience: the circuit breaker, the retry budget, refresh-ahead through an
-//! outage, and config reloads under load. Lifetimes are scaled down to seconds; the
-//! token cache runs on the real clock, so these tests use short real waits.
+//! outage, deadlines, and config reloads under load.
+//!
+//! Tests of time run on paused tokio time against in-process servers: tokex's clock
+//! (token lifetimes, the breaker, the budget, JWT `exp`) moves only when a test advances
+//! it, so each checks what happens at an exact virtual instant.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::{Instant, advance};
 
 use crate::support::*;
 
@@ -13,9 +18,9 @@ fn unavailable(_: &AsRequest, _: usize) -> Reply {
 }
 
 /// After `failures` consecutive failures the breaker answers 503 with Retry-After at
-/// once, without calling the AS; after `open_for` one probe goes through and, the AS
-/// being back, closes it.
-#[tokio::test]
+/// once, without calling the AS, until exactly `open_for` has passed; then one probe
+/// goes through and, the AS being back, closes it.
+#[tokio::test(start_paused = true)]
 async fn circuit_breaker_fails_fast_then_recovers() {
     let (as_, up) = (MockAs::start().await, Upstream::start().await);
     as_.on(unavailable);
@@ -29,24 +34,30 @@ async fn circuit_breaker_fails_fast_then_recovers() {
         assert_eq!(r.tokex_error(), Some("authority_unavailable"));
     }
     assert_eq!(as_.count(), 3);
+    let opened = Instant::now();
     for i in 3..20 {
-        let started = Instant::now();
         let r = get(&tokex, "echo.internal", "/", Some(&format!("t{i}"))).await;
         assert_eq!(
             (r.status, r.tokex_error()),
             (503, Some("authority_unavailable"))
         );
         assert_eq!(r.headers["retry-after"], "1");
-        assert!(
-            started.elapsed() < Duration::from_millis(200),
-            "open circuit answers at once"
-        );
     }
+    assert_eq!(
+        opened.elapsed(),
+        Duration::ZERO,
+        "open circuit answers at once"
+    );
     assert_eq!(as_.count(), 3, "no AS call while open");
     let open = "tokex_circuit_breaker_open{authority=\"main\"}";
     assert_eq!(counter(&tokex.metrics().await, open), 1.0);
     as_.on(issue);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    advance(Duration::from_millis(999)).await;
+    let r = get(&tokex, "echo.internal", "/", Some("early")).await;
+    assert_eq!(r.tokex_error(), Some("authority_unavailable"), "still open");
+    assert_eq!(r.headers["retry-after"], "1", "1 ms left, rounded up");
+    assert_eq!(as_.count(), 3);
+    advance(Duration::from_millis(1)).await;
     assert_eq!(
         get(&tokex, "echo.internal", "/", Some("probe"))
             .await
@@ -67,8 +78,9 @@ async fn circuit_breaker_fails_fast_then_recovers() {
 }
 
 /// With retries: 5 against an AS that always answers 503, retries add at most 20 % of
-/// the first attempts plus the floor (2 at start, 2 per second).
-#[tokio::test]
+/// the first attempts plus the floor (2 at start, 2 per second of the clock the backoff
+/// sleeps on).
+#[tokio::test(start_paused = true)]
 async fn retry_budget_bounds_extra_calls() {
     let (as_, up) = (MockAs::start().await, Upstream::start().await);
     as_.on(unavailable);
@@ -116,11 +128,13 @@ fn counter(metrics: &str, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
 }
 
-/// Refresh-ahead carries cached keys through an AS outage: tokens live 6 s in the cache
-/// (expires_in 36, early_expiry 30), refresh starts 3 s before expiry, the AS is down
-/// for 1.5 s inside that window; every request succeeds and every key is refreshed
-/// once the AS is back. AS calls during the outage stay bounded.
-#[tokio::test]
+/// Refresh-ahead carries cached keys through an AS outage. Tokens live 6 s in the cache
+/// (expires_in 36, early_expiry 30) and refresh from 3 s on; the AS is down from 2.5 s
+/// to 4 s. At 3 s each key's refresh fails (the fifth failure opens the breaker for
+/// 500 ms) and backs off for a second; at 4 s, the AS back, a probe closes the breaker
+/// and every key is refreshed. No request fails, and the tokens outlive their first
+/// bound.
+#[tokio::test(start_paused = true)]
 async fn refresh_ahead_rides_out_an_outage() {
     let (as_, up) = (MockAs::start().await, Upstream::start().await);
     let down = Arc::new(AtomicBool::new(false));
@@ -140,52 +154,57 @@ async fn refresh_ahead_rides_out_an_outage() {
         )
     );
     let tokex = Tokex::start(&yaml).await;
-    let keys: Vec<String> = (0..5).map(|i| format!("key-{i}")).collect();
     let started = Instant::now();
-    for k in &keys {
-        assert_eq!(get(&tokex, "echo.internal", "/", Some(k)).await.status, 200);
-    }
-    assert_eq!(as_.count(), 5);
-    let (mut during, mut failed) = (0, 0);
-    while started.elapsed() < Duration::from_millis(7500) {
-        let t = started.elapsed();
-        let outage = t > Duration::from_millis(2500) && t < Duration::from_millis(4000);
-        if outage && !down.swap(true, Ordering::SeqCst) {
-            during = as_.count();
+    // Each key in turn, waiting for the refresh it may start, so refreshes meet the
+    // breaker in a known order. Returns the tokens the upstream saw.
+    let round = async |answered: [usize; 5]| {
+        let mut seen = Vec::new();
+        for (i, want) in answered.into_iter().enumerate() {
+            let r = get(&tokex, "echo.internal", "/", Some(&format!("key-{i}"))).await;
+            assert_eq!(r.status, 200, "at {:?}: {}", started.elapsed(), r.body);
+            seen.push(r.json()["authorization"].as_str().unwrap().to_string());
+            settled("the refresh answered", async || {
+                tokex.exchanges_answered().await == want
+            })
+            .await;
         }
-        if !outage && t >= Duration::from_millis(4000) && down.swap(false, Ordering::SeqCst) {
-            during = as_.count() - during;
-        }
-        for k in &keys {
-            if get(&tokex, "echo.internal", "/", Some(k)).await.status != 200 {
-                failed += 1;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(failed, 0, "no request failed during the outage");
-    assert!(
-        during <= 10,
-        "{during} AS calls during a 1.5 s outage for 5 keys"
+        seen
+    };
+    let tokens = |from: usize| (from..from + 5).map(|n| format!("Bearer narrowed-{n}"));
+    let first: Vec<String> = tokens(1).collect();
+    assert_eq!(round([1, 2, 3, 4, 5]).await, first);
+    advance(Duration::from_millis(2500)).await;
+    down.store(true, Ordering::SeqCst);
+    assert_eq!(round([5; 5]).await, first, "no refresh before 3 s");
+    advance(Duration::from_millis(500)).await;
+    assert_eq!(
+        round([6, 7, 8, 9, 10]).await,
+        first,
+        "served while refreshing"
     );
-    let fresh = up.seen().iter().rev().take(5).all(|s| {
-        let n: usize = s.headers["authorization"]
-            .to_str()
-            .unwrap()
-            .trim_start_matches("Bearer narrowed-")
-            .parse()
-            .unwrap();
-        n > 5
-    });
-    assert!(
-        fresh,
-        "every key carries a refreshed token after the outage"
+    let open = "tokex_circuit_breaker_open{authority=\"main\"}";
+    assert_eq!(counter(&tokex.metrics().await, open), 1.0);
+    advance(Duration::from_millis(900)).await;
+    assert_eq!(round([10; 5]).await, first, "backing off until 4 s");
+    assert_eq!(as_.count(), 10, "one call per key while the AS was down");
+    advance(Duration::from_millis(100)).await;
+    down.store(false, Ordering::SeqCst);
+    assert_eq!(round([11, 12, 13, 14, 15]).await, first, "refreshing");
+    assert_eq!(counter(&tokex.metrics().await, open), 0.0);
+    let refreshed: Vec<String> = tokens(11).collect();
+    assert_eq!(round([15; 5]).await, refreshed);
+    advance(Duration::from_secs(2)).await;
+    assert_eq!(
+        round([15; 5]).await,
+        refreshed,
+        "past the first tokens' bound"
     );
 }
 
-/// No token is served past its bound, also not while the AS is down: once the entry
-/// expires the request fails closed with authority_unavailable.
-#[tokio::test]
+/// No token is served past its bound, also not while the AS is down: the entry (1 s in
+/// the cache) is served until its last millisecond, its refresh failing; at its bound
+/// the request fails closed with authority_unavailable.
+#[tokio::test(start_paused = true)]
 async fn no_token_is_served_past_its_bound_during_an_outage() {
     let (as_, up) = (MockAs::start().await, Upstream::start().await);
     as_.on(|req, n| issue_with(req, &format!("narrowed-{n}"), Some(31)));
@@ -199,18 +218,30 @@ async fn no_token_is_served_past_its_bound_during_an_outage() {
         200
     );
     as_.on(unavailable);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    advance(Duration::from_millis(999)).await;
+    let r = get(&tokex, "echo.internal", "/", Some("k")).await;
+    assert_eq!(r.json()["authorization"], "Bearer narrowed-1", "{}", r.body);
+    settled("the refresh failed", async || {
+        tokex.exchanges_answered().await == 2
+    })
+    .await;
+    advance(Duration::from_millis(1)).await;
     let r = get(&tokex, "echo.internal", "/", Some("k")).await;
     assert_eq!(
         r.tokex_error(),
         Some("authority_unavailable"),
         "expired entry not served"
     );
-    assert_eq!(up.seen().len(), 1);
+    assert_eq!(up.seen().len(), 2);
+    assert_eq!(
+        as_.count(),
+        3,
+        "the refresh, then the exchange at the bound"
+    );
 }
 
-/// 50 reloads of the config file while four clients send requests: no request fails,
-/// and each reload is counted.
+/// 50 reloads of the config file while four clients send requests: every reload lands
+/// between requests of every client, no request fails, and each reload is counted.
 #[tokio::test]
 async fn reloads_under_load_fail_no_request() {
     let (as_, up) = (MockAs::start().await, Upstream::start().await);
@@ -218,22 +249,24 @@ async fn reloads_under_load_fail_no_request() {
     let tokex = Arc::new(Tokex::start(&yaml).await);
     let path = tokex.dir.path().join("tokex.yaml");
     let stop = Arc::new(AtomicBool::new(false));
-    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let done: Arc<[AtomicUsize; 4]> = Arc::default();
     let mut clients = Vec::new();
     for c in 0..4 {
-        let (t, stop, sent, failed) = (tokex.clone(), stop.clone(), sent.clone(), failed.clone());
+        let (t, stop, failed, done) = (tokex.clone(), stop.clone(), failed.clone(), done.clone());
         clients.push(tokio::spawn(async move {
             let mut i = 0;
             while !stop.load(Ordering::SeqCst) {
                 i += 1;
                 let r = get(&t, "echo.internal", "/", Some(&format!("c{c}-{}", i % 7))).await;
-                sent.fetch_add(1, Ordering::SeqCst);
                 if r.status != 200 {
                     failed.fetch_add(1, Ordering::SeqCst);
                 }
+                done[c].fetch_add(1, Ordering::SeqCst);
             }
         }));
     }
+    let progress = || done.each_ref().map(|d| d.load(Ordering::SeqCst));
     for i in 0..50 {
         let variant = yaml.replace(
             "timeout: 1s\n    exchange",
@@ -245,13 +278,20 @@ async fn reloads_under_load_fail_no_request() {
         )
         .unwrap();
         tokex.proxy.reload_from_source().unwrap();
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Two more requests per client: at least one of them began after the reload.
+        let at_reload = progress();
+        eventually("every client served after the reload", async || {
+            progress()
+                .iter()
+                .zip(at_reload)
+                .all(|(now, then)| *now >= then + 2)
+        })
+        .await;
     }
     stop.store(true, Ordering::SeqCst);
     for c in clients {
         c.await.unwrap();
     }
-    assert!(sent.load(Ordering::SeqCst) > 100, "load flowed");
     assert_eq!(failed.load(Ordering::SeqCst), 0);
     let m = tokex.metrics().await;
     assert!(
@@ -260,9 +300,10 @@ async fn reloads_under_load_fail_no_request() {
     );
 }
 
-/// Changing the config file reloads it within a second (no signal needed); a broken
-/// write is refused and counted, and the running routes keep serving.
-#[tokio::test]
+/// Changing the config file reloads it at the next check, 250 ms at most, with no
+/// signal; a broken write is refused and counted once, and the running routes keep
+/// serving.
+#[tokio::test(start_paused = true)]
 async fn config_file_change_reloads() {
     let (as_, up) = (MockAs::start().await, Upstream::start().await);
     let yaml = config(&as_, &up.url());
@@ -276,28 +317,11 @@ async fn config_file_change_reloads() {
     )
     .unwrap();
     std::fs::rename(&tmp, &path).unwrap();
-    let changed = Instant::now();
-    loop {
-        let r = get(&tokex, "moved.internal", "/", Some("t")).await;
-        if r.status == 200 {
-            break;
-        }
-        if changed.elapsed() > Duration::from_secs(1) {
-            let m = tokex.metrics().await;
-            panic!(
-                "reload took over a second: {} {}\n{}",
-                r.status,
-                r.body,
-                m.lines()
-                    .filter(|l| l.contains("reload"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    advance(FILE_POLL).await;
+    let r = get(&tokex, "moved.internal", "/", Some("t")).await;
+    assert_eq!(r.status, 200, "reloaded at the next check: {}", r.body);
     std::fs::write(&path, "routes: [ oops").unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    advance(FILE_POLL * 4).await;
     assert_eq!(
         get(&tokex, "moved.internal", "/", Some("t")).await.status,
         200,
@@ -305,12 +329,12 @@ async fn config_file_change_reloads() {
     );
     let m = tokex.metrics().await;
     assert!(
-        m.contains("tokex_config_reloads_total{result=\"ok\"} 1"),
+        m.contains("tokex_config_reloads_total{result=\"ok\"} 1\n"),
         "{m}"
     );
     assert!(
-        m.contains("tokex_config_reloads_total{result=\"error\"} 1"),
-        "{m}"
+        m.contains("tokex_config_reloads_total{result=\"error\"} 1\n"),
+        "one broken write, one failure: {m}"
     );
     assert_eq!(counter(&m, "tokex_config_last_reload_successful"), 0.0);
 }
@@ -383,8 +407,9 @@ async fn purge_and_retry_on_401() {
     assert_eq!(as3.count(), 1);
 }
 
-/// A route deadline bounds the whole request, exchange included: 504 upstream_timeout.
-#[tokio::test]
+/// A route deadline bounds the whole request, exchange included: 504 upstream_timeout
+/// when the deadline passes, while the AS is still thinking.
+#[tokio::test(start_paused = true)]
 async fn route_deadline_bounds_the_whole_request() {
     let (as_, up) = (MockAs::start().await, Upstream::start().await);
     as_.on(|req, n| issue(req, n).delayed(Duration::from_secs(2)));
@@ -406,16 +431,12 @@ async fn route_deadline_bounds_the_whole_request() {
         "{}",
         r.body
     );
-    assert!(
-        started.elapsed() < Duration::from_millis(1000),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_eq!(started.elapsed(), Duration::from_millis(500));
 }
 
 /// client_header_read closes a connection that trickles its headers (slowloris) and an
-/// idle keep-alive connection.
-#[tokio::test]
+/// idle keep-alive connection, each within the limit.
+#[tokio::test(start_paused = true)]
 async fn slow_and_idle_clients_are_disconnected() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (as_, up) = (MockAs::start().await, Upstream::start().await);
@@ -438,7 +459,7 @@ async fn slow_and_idle_clients_are_disconnected() {
         n == 0 || buf.starts_with(b"HTTP/1.1 408"),
         "slowloris connection closed"
     );
-    assert!(started.elapsed() < Duration::from_millis(1500));
+    assert!(started.elapsed() <= Duration::from_millis(500));
 
     let mut idle = tokio::net::TcpStream::connect(tokex.addr).await.unwrap();
     idle.write_all(b"GET / HTTP/1.1\r\nHost: nowhere.internal\r\n\r\n")
@@ -452,7 +473,7 @@ async fn slow_and_idle_clients_are_disconnected() {
         .expect("idle connection closed")
         .unwrap_or(0);
     assert_eq!(n, 0);
-    assert!(started.elapsed() < Duration::from_millis(1500));
+    assert!(started.elapsed() <= Duration::from_millis(500));
 }
 
 /// An upstream that resets mid-body: the app sees the truncated body fail, and tokex

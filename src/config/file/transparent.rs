@@ -40,6 +40,6 @@ pub enum Unmatched {
     /// Relay it to where the app sent it, unchanged: no token work at all.
     #[default]
     Passthrough,
-    /// Refuse it: 403 `no_route` for HTTP, a closed connection for anything else.
+    /// Refuse it: 404 `no_route` for HTTP, a closed connection for anything else.
     Reject,
 }

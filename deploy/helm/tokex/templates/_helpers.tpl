@@ -5,11 +5,15 @@ Public, for your own workload templates (docs/kubernetes.md, "Helm"). Add this c
 dependency named `tokex` (no alias), put its values under `tokex:` in your values, and call
 each template with your chart's root context `.`:
 
+  tokex.init            with transparent.enabled, the tokex-init container that installs the
+                        redirect: the item right before tokex.sidecar (else empty)
   tokex.sidecar         the native sidecar container: one item for `initContainers`
-  tokex.volumes         the volumes it mounts: items for `volumes`
+  tokex.volumes         the volumes they mount: items for `volumes`
   tokex.podAnnotations  `checksum/config` when checksumConfig is true (else empty)
-  tokex.appEnv          HTTP_PROXY / NO_PROXY env items for the app container
-  tokex.hostAliases     `hostAliases` items mapping every route's host to 127.0.0.1
+  tokex.appEnv          HTTP_PROXY / NO_PROXY env items for the app container (empty in
+                        transparent mode)
+  tokex.hostAliases     `hostAliases` items mapping every route's host to 127.0.0.1 (empty in
+                        transparent mode)
   tokex.config          the tokex YAML the ConfigMap carries
 
 The chart itself renders the ConfigMap those templates refer to.
@@ -67,12 +71,60 @@ Everything else passes through unchanged, so a misspelt key is still an error fo
 {{- if or (hasKey $cfg "listen") (hasKey $cfg "admin") -}}
 {{- fail "tokex: set ports.egress, ports.admin and adminBindAddress instead of config.listen / config.admin" -}}
 {{- end -}}
+{{- if hasKey $cfg "transparent" -}}
+{{- fail "tokex: set transparent.* instead of config.transparent (the chart wires the init container to it)" -}}
+{{- end -}}
 {{- if not (hasKey $cfg "routes") -}}
 {{- $_ := set $cfg "routes" list -}}
 {{- end -}}
 {{- $_ := set $cfg "listen" (printf "127.0.0.1:%d" (int $v.ports.egress)) -}}
 {{- $_ := set $cfg "admin" (printf "%s:%d" $v.adminBindAddress (int $v.ports.admin)) -}}
+{{- with $v.transparent -}}
+{{- if .enabled -}}
+{{- if ne (int .proxyUid) (int ($v.securityContext.runAsUser | default 0)) -}}
+{{- fail (printf "tokex: transparent.proxyUid (%d) must equal securityContext.runAsUser (%v): the redirect exempts only that uid, so tokex's own connections would loop back into it" (int .proxyUid) $v.securityContext.runAsUser) -}}
+{{- end -}}
+{{- $_ := set $cfg "transparent" (dict
+      "listen" (printf "127.0.0.1:%d" (int .port))
+      "ports" .ports
+      "exclude_ports" .excludePorts
+      "exclude_cidrs" .excludeCidrs
+      "proxy_uid" (int .proxyUid)
+      "unmatched" .unmatched) -}}
+{{- end -}}
+{{- end -}}
 {{- toYaml $cfg -}}
+{{- end -}}
+
+{{/*
+The tokex-init container, when transparent.enabled (else nothing): an item of the pod's
+initContainers, right before tokex.sidecar. It binds transparent.listen for its check, so it
+must run before the sidecar takes that port; its output is the check result
+(kubectl logs POD -c tokex-init).
+*/}}
+{{- define "tokex.init" -}}
+{{- $v := include "tokex.v" . | fromJson -}}
+{{- if $v.transparent.enabled -}}
+{{- $t := $v.transparent -}}
+- name: tokex-init
+  image: {{ printf "%s:%s" ($t.initImage.repository | default (printf "%s-init" $v.image.repository)) ($t.initImage.tag | default $v.image.tag | default (include "tokex.appVersion" .)) | quote }}
+  imagePullPolicy: {{ $t.initImage.pullPolicy | default $v.image.pullPolicy }}
+  args: ["init", "--config", "/etc/tokex/tokex.yaml"]
+  {{- with $t.initResources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    {{- toYaml $t.initSecurityContext | nindent 4 }}
+  volumeMounts:
+    # The sidecar's own config: both read one transparent section.
+    - name: tokex-config
+      mountPath: /etc/tokex
+      readOnly: true
+    # iptables-legacy takes its lock in /run; the root filesystem is read-only.
+    - name: tokex-init-run
+      mountPath: /run
+{{- end -}}
 {{- end -}}
 
 {{/* The native sidecar container: an item of the pod's initContainers. */}}
@@ -152,6 +204,12 @@ Everything else passes through unchanged, so a misspelt key is still an error fo
           audience: {{ $v.serviceAccountToken.audience | quote }}
           expirationSeconds: {{ int $v.serviceAccountToken.expirationSeconds }}
 {{- end }}
+{{- if $v.transparent.enabled }}
+- name: tokex-init-run
+  emptyDir:
+    medium: Memory
+    sizeLimit: 1Mi
+{{- end }}
 {{- with $v.extraVolumes }}
 {{ toYaml . }}
 {{- end }}
@@ -168,6 +226,7 @@ checksum/config: {{ include "tokex.config" . | sha256sum | quote }}
 {{/* The app container's env items: its plain-http egress goes through tokex. */}}
 {{- define "tokex.appEnv" -}}
 {{- $v := include "tokex.v" . | fromJson -}}
+{{- if not $v.transparent.enabled -}}
 {{- $proxy := printf "http://127.0.0.1:%d" (int $v.ports.egress) -}}
 - name: HTTP_PROXY
   value: {{ $proxy | quote }}
@@ -178,12 +237,17 @@ checksum/config: {{ include "tokex.config" . | sha256sum | quote }}
 - name: no_proxy
   value: {{ $v.app.noProxy | quote }}
 {{- end -}}
+{{- end -}}
 
-{{/* hostAliases items: every route's match.host (port dropped) resolves to 127.0.0.1. */}}
+{{/*
+hostAliases items: every route's match.host (port dropped) resolves to 127.0.0.1. None in
+transparent mode, where route hosts are the upstreams' real names: sent to loopback, which the
+redirect leaves alone, they would reach nothing.
+*/}}
 {{- define "tokex.hostAliases" -}}
 {{- $v := include "tokex.v" . | fromJson -}}
 {{- $hosts := list -}}
-{{- if $v.app.hostAliases -}}
+{{- if and $v.app.hostAliases (not $v.transparent.enabled) -}}
 {{- range (($v.config | default dict).routes | default list) -}}
 {{- with .match -}}
 {{- with .host -}}

@@ -11,14 +11,15 @@ use std::sync::Arc;
 
 use serde_saphyr::Spanned;
 
-use super::file::{FileTls, Roots};
-use super::model::{Invalid, TlsSettings, at, nowhere};
-use super::sources::Sources;
-use super::values::PathText;
-use crate::credentials::{MAX_FILE_BYTES, Watched, read_bounded};
 use rustls_pki_types::CertificateDer;
 
-use crate::tls::{BaseRoots, CaBundle, parse_ca};
+use super::sources::Sources;
+use super::{Invalid, at, nowhere};
+use crate::config::file::{self, FileTls};
+use crate::config::model::{Roots, TlsSettings};
+use crate::config::values::PathText;
+use crate::credentials::certs::{BaseRoots, CaBundle, parse_ca};
+use crate::credentials::{MAX_FILE_BYTES, Watched, read_bounded};
 
 /// What every bundle starts from.
 #[derive(Default)]
@@ -39,7 +40,7 @@ pub(super) fn trust(t: &FileTls, sources: &Sources) -> Result<(Trust, TlsSetting
         .env("SSL_CERT_FILE")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
-    let roots = t.roots.as_ref().map_or(Roots::Webpki, |r| r.value);
+    let roots = t.roots.as_ref().map_or(Roots::Webpki, |r| roots(r.value));
     let base = match &ssl_cert_file {
         Some(file) => BaseRoots {
             webpki: false,
@@ -80,6 +81,14 @@ pub(super) fn trust(t: &FileTls, sources: &Sources) -> Result<(Trust, TlsSetting
         },
         settings,
     ))
+}
+
+fn roots(r: file::Roots) -> Roots {
+    match r {
+        file::Roots::Webpki => Roots::Webpki,
+        file::Roots::System => Roots::System,
+        file::Roots::WebpkiAndSystem => Roots::WebpkiAndSystem,
+    }
 }
 
 /// The trust for one authority or route whose own `ca_file` (at key `key`) is `own`;

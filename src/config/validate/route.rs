@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use serde_saphyr::Spanned;
 
-use super::file::{FileExchange, FileRoute, MissingTokenPolicy};
-use super::model::{
-    Authority, CacheSettings, HostMatch, Invalid, Route, Timeouts, Upstream, at, check_name,
-};
 use super::sources::Sources;
+use super::{Invalid, at, check_name};
+use crate::config::file::{self, FileExchange, FileRoute};
+use crate::config::model::{
+    Authority, CacheSettings, HostMatch, MissingTokenPolicy, Route, Timeouts, UpstreamUrl,
+};
 
 pub(super) fn route(
     i: usize,
@@ -67,7 +68,8 @@ pub(super) fn route(
     let upstream =
         upstream(&r.upstream).map_err(|m| at(&r.upstream, format!("{path}.upstream: {m}")))?;
     let ca_file = super::trust::ca_bundle(r.ca_file.as_ref(), &format!("{path}.ca_file"), sources)?;
-    if r.on_missing_token == MissingTokenPolicy::ClientCredentials
+    let on_missing_token = missing_token_policy(r.on_missing_token);
+    if on_missing_token == MissingTokenPolicy::ClientCredentials
         && matches!(r.exchange, FileExchange::None)
     {
         return Err(at(
@@ -89,7 +91,7 @@ pub(super) fn route(
         strip_prefix: r.strip_prefix,
         upstream,
         ca_file,
-        on_missing_token: r.on_missing_token,
+        on_missing_token,
         exchange,
         cache: *cache,
         timeout: r.timeout.map_or(timeouts.upstream_response, |d| d.0),
@@ -98,7 +100,15 @@ pub(super) fn route(
     })
 }
 
-fn upstream(u: &Spanned<super::values::HttpUrl>) -> Result<Upstream, String> {
+fn missing_token_policy(p: file::MissingTokenPolicy) -> MissingTokenPolicy {
+    match p {
+        file::MissingTokenPolicy::Reject => MissingTokenPolicy::Reject,
+        file::MissingTokenPolicy::Forward => MissingTokenPolicy::Forward,
+        file::MissingTokenPolicy::ClientCredentials => MissingTokenPolicy::ClientCredentials,
+    }
+}
+
+fn upstream(u: &Spanned<crate::config::values::HttpUrl>) -> Result<UpstreamUrl, String> {
     let url = &u.value.0;
     if url.query().is_some() {
         return Err("a query string is not allowed".into());
@@ -110,7 +120,7 @@ fn upstream(u: &Spanned<super::values::HttpUrl>) -> Result<Upstream, String> {
     let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned()) else {
         return Err("an absolute URL is required".into());
     };
-    Ok(Upstream {
+    Ok(UpstreamUrl {
         url: url.to_string(),
         scheme,
         authority,
@@ -120,7 +130,7 @@ fn upstream(u: &Spanned<super::values::HttpUrl>) -> Result<Upstream, String> {
 
 /// Whether `upstream` names `listen` (same port, and the same or a loopback address
 /// when tokex listens on loopback or on every address).
-pub(super) fn points_at(upstream: &Upstream, listen: SocketAddr) -> bool {
+pub(super) fn points_at(upstream: &UpstreamUrl, listen: SocketAddr) -> bool {
     let port =
         upstream
             .authority
@@ -151,7 +161,7 @@ pub(super) fn points_at(upstream: &Upstream, listen: SocketAddr) -> bool {
 }
 
 fn parse_host_match(raw: &str) -> Result<HostMatch, String> {
-    if super::offline::unresolved(raw) {
+    if crate::config::offline::unresolved(raw) {
         return Ok(HostMatch {
             host: raw.to_string(),
             port: None,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::trust::Trust;
-use super::values::PathText;
+use crate::config::values::PathText;
 use crate::credentials::{Poll, Watched};
 
 /// What validation reads besides the file, and what it registers for the rotation poller.
@@ -37,7 +37,7 @@ impl Sources {
         if self.offline {
             return None;
         }
-        super::values::env_var(name)
+        crate::config::values::env_var(name)
     }
 
     /// The operating system's certificate store.
@@ -47,7 +47,7 @@ impl Sources {
 
     /// `p` as written if absolute, else relative to the config file's directory.
     pub(super) fn resolve(&self, p: &PathText) -> PathBuf {
-        resolve(&self.base, p)
+        super::resolve(&self.base, p)
     }
 
     /// Reads `paths` with `parse` (which also gets the paths, for its messages) and
@@ -66,14 +66,5 @@ impl Sources {
         let value = Watched::load(paths, move |contents| parse(&names, contents))?;
         self.watched.push(Arc::new(value.clone()));
         Ok(Some(value))
-    }
-}
-
-/// `p` as written if absolute, else relative to `base`.
-pub(super) fn resolve(base: &Path, p: &PathText) -> PathBuf {
-    if p.0.is_absolute() {
-        p.0.clone()
-    } else {
-        base.join(&p.0)
     }
 }

@@ -7,14 +7,13 @@ use std::sync::Arc;
 
 use serde_saphyr::Spanned;
 
-use super::model::{
-    Authority, ExchangeParams, Inject, Invalid, SubjectSource, TOKEN_TYPE_ACCESS_TOKEN,
-    absolute_uri, at,
-};
-use super::values::Text;
+use super::{Invalid, absolute_uri, at};
+use crate::config::model::{Authority, ExchangeParams, Inject, SubjectSource};
+use crate::config::values::Text;
+use crate::oauth::{TOKEN_TYPE_ACCESS_TOKEN, normalize_scope};
 
 pub(super) fn exchange_params(
-    spec: &super::file::FileExchangeSpec,
+    spec: &crate::config::file::FileExchangeSpec,
     path: &str,
     authorities: &BTreeMap<String, Arc<Authority>>,
 ) -> Result<ExchangeParams, Invalid> {
@@ -44,7 +43,7 @@ pub(super) fn exchange_params(
     let opt = |v: &Option<Spanned<Text>>, key: &str, check: fn(&str) -> Result<String, String>| {
         v.as_ref()
             .map(|s| match &s.value.0 {
-                unknown if super::offline::unresolved(unknown) => Ok(unknown.clone()),
+                unknown if crate::config::offline::unresolved(unknown) => Ok(unknown.clone()),
                 known => check(known).map_err(|m| at(s, format!("{path}.exchange.{key}: {m}"))),
             })
             .transpose()
@@ -94,7 +93,7 @@ fn header_name(raw: &str) -> Result<http::HeaderName, String> {
     Ok(name)
 }
 
-fn subject_source(f: Option<&super::file::FileSource>) -> Result<SubjectSource, String> {
+fn subject_source(f: Option<&crate::config::file::FileSource>) -> Result<SubjectSource, String> {
     match f {
         None => Ok(SubjectSource::Authorization),
         Some(f) => match (&f.header, &f.cookie) {
@@ -116,7 +115,7 @@ fn subject_source(f: Option<&super::file::FileSource>) -> Result<SubjectSource, 
     }
 }
 
-fn inject(f: Option<&super::file::FileInject>) -> Result<Inject, String> {
+fn inject(f: Option<&crate::config::file::FileInject>) -> Result<Inject, String> {
     let header = match f.and_then(|f| f.header.as_ref()) {
         None => http::header::AUTHORIZATION,
         Some(h) if h.0.eq_ignore_ascii_case("authorization") => http::header::AUTHORIZATION,
@@ -152,37 +151,4 @@ fn resource_uri(v: &str) -> Result<String, String> {
         return Err(format!("`{v}` must not have a fragment (RFC 8707 §2)"));
     }
     Ok(v.to_string())
-}
-
-/// RFC 6749 §3.3: space-separated scope-tokens of `%x21 / %x23-5B / %x5D-7E`.
-pub fn normalize_scope(v: &str) -> Result<String, String> {
-    let mut out: Vec<&str> = Vec::new();
-    for token in v.split(' ').filter(|t| !t.is_empty()) {
-        if !token
-            .bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
-        {
-            return Err(format!("invalid scope token `{token}` (RFC 6749 §3.3)"));
-        }
-        if !out.contains(&token) {
-            out.push(token);
-        }
-    }
-    if out.is_empty() {
-        return Err("must not be empty".into());
-    }
-    Ok(out.join(" "))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Scopes are validated per RFC 6749 §3.3 and normalised to single spaces.
-    #[test]
-    fn scope_normalisation() {
-        assert_eq!(normalize_scope("a  b a").unwrap(), "a b");
-        assert!(normalize_scope("a \"b\"").is_err());
-        assert!(normalize_scope("   ").is_err());
-    }
 }

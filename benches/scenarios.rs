@@ -1,28 +1,114 @@
-//! Measurements for the notes, not pass/fail tests of speed: run with
-//! `cargo test --release --test it -- --ignored measure --nocapture`.
-//! `TOKEX_MEASURE_SCALE` (default 10) divides the outage scenario's times; 1 runs it at
-//! full size (300 s tokens, 60 s outage: about six minutes).
+//! Measurements for the notes, not pass/fail tests of speed: whole scenarios against tokex
+//! in-process, on the real clock, each printing a report.
+//!
+//! - `outage`: an AS outage of 60 s while 1000 cached keys keep being requested, with
+//!   tokens that live 300 s and `refresh_ahead: 2m`: AS calls during the outage and failed
+//!   requests. `TOKEX_MEASURE_SCALE` (default 10) divides its times; 1 runs it at full size
+//!   (about six minutes).
+//! - `reload_latency`: p50 and p99 latency through tokex on cached keys, without and with a
+//!   config reload every 100 ms.
+//!
+//! `cargo bench --bench scenarios` runs both, optimized as the numbers need;
+//! `cargo bench --bench scenarios -- outage` runs the ones whose name contains `outage`.
+//! Without cargo bench's `--bench` argument (`cargo test --benches`, which the test command
+//! runs) each runs once at a tiny size, so the scenarios cannot rot unseen.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::*;
+/// The integration tests' helpers, module by module as `tests/it/support.rs` lists them
+/// (a file loaded by path would look for them beside it, not in `support/`).
+#[allow(dead_code, unused_imports, unused_macros)]
+#[path = "../tests/it/support"]
+mod support {
+    mod app;
+    mod mock_as;
+    mod modes;
+    mod raw;
+    mod scripted;
+    mod serve;
+    mod spawn;
+    mod sts;
+    mod tls;
+    mod tokex;
+    mod upstream;
+    mod wait;
+
+    pub use app::*;
+    pub use mock_as::*;
+    pub use modes::*;
+    pub use raw::*;
+    pub use scripted::*;
+    pub use serve::*;
+    pub use spawn::*;
+    pub use sts::*;
+    pub use tls::*;
+    pub use tokex::*;
+    pub use upstream::*;
+    pub use wait::*;
+}
+
+use support::*;
+
+/// How large a run is.
+struct Size {
+    /// Cached keys the outage scenario keeps requesting.
+    keys: usize,
+    /// What the outage scenario's times are divided by.
+    scale: u64,
+    /// How long each half of the latency scenario sends requests.
+    window: Duration,
+}
+
+type Scenario = fn(&Size) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let size = if args.iter().any(|a| a == "--bench") {
+        let scale = std::env::var("TOKEX_MEASURE_SCALE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10);
+        Size {
+            keys: 1000,
+            scale,
+            window: Duration::from_secs(5),
+        }
+    } else {
+        Size {
+            keys: 20,
+            scale: 100,
+            window: Duration::from_millis(500),
+        }
+    };
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let scenarios: [(&str, Scenario); 2] = [
+        ("outage", |s| Box::pin(outage_with_cached_keys(s))),
+        ("reload_latency", |s| Box::pin(latency_during_reloads(s))),
+    ];
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for (name, run) in scenarios {
+        if filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())) {
+            println!("scenario {name}");
+            runtime.block_on(run(&size));
+        }
+    }
+}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// An AS outage of 60 s (scaled) while 1000 cached keys keep being requested, with
-/// tokens that live 300 s (scaled) and refresh_ahead 2m (scaled): AS calls during the
-/// outage and failed requests.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement: minutes long, prints a report"]
-async fn measure_outage_with_1000_cached_keys() {
-    let scale: u64 = std::env::var("TOKEX_MEASURE_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+/// An AS outage of 60 s (scaled) while the cached keys keep being requested, with tokens
+/// that live 300 s (scaled) and refresh_ahead 2m (scaled): AS calls during the outage
+/// and failed requests.
+async fn outage_with_cached_keys(size: &Size) {
+    let scale = size.scale;
     let secs = |s: u64| Duration::from_millis(s * 1000 / scale);
     let (as_, up) = (MockAs::start().await, Upstream::start().await);
     let down = Arc::new(AtomicBool::new(false));
@@ -41,14 +127,10 @@ async fn measure_outage_with_1000_cached_keys() {
         secs(120).as_millis()
     );
     let tokex = Arc::new(Tokex::start(&yaml).await);
-    let keys = 1000;
+    let keys = size.keys;
     for k in 0..keys {
-        assert_eq!(
-            get(&tokex, "echo.internal", "/", Some(&format!("key-{k}")))
-                .await
-                .status,
-            200
-        );
+        let r = get(&tokex, "echo.internal", "/", Some(&format!("key-{k}"))).await;
+        assert_eq!(r.status, 200, "warm-up: {}", r.body);
     }
     let warm = as_.count();
     let started = Instant::now();
@@ -73,6 +155,8 @@ async fn measure_outage_with_1000_cached_keys() {
             }
         }));
     }
+    // The scenario's phases are spans of real time: what is measured is how tokex rides
+    // them out.
     tokio::time::sleep(outage_from).await;
     let before = as_.count();
     down.store(true, Ordering::SeqCst);
@@ -98,9 +182,7 @@ async fn measure_outage_with_1000_cached_keys() {
 
 /// p50/p99 latency through tokex on cached keys, without and with a config reload
 /// every 100 ms.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement: prints a report"]
-async fn measure_latency_during_reloads() {
+async fn latency_during_reloads(size: &Size) {
     let (as_, up) = (MockAs::start().await, Upstream::start().await);
     let yaml = config(&as_, &up.url());
     let tokex = Arc::new(Tokex::start(&yaml).await);
@@ -108,6 +190,7 @@ async fn measure_latency_during_reloads() {
     for k in 0..16 {
         get(&tokex, "echo.internal", "/", Some(&format!("k{k}"))).await;
     }
+    let window = size.window;
     let run = |reload: bool| {
         let (tokex, yaml, path) = (tokex.clone(), yaml.clone(), path.clone());
         async move {
@@ -128,6 +211,7 @@ async fn measure_latency_during_reloads() {
                         )
                         .unwrap();
                         tokex.proxy.reload_from_source().unwrap();
+                        // The reload rate is the scenario's input.
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                     i
@@ -137,7 +221,7 @@ async fn measure_latency_during_reloads() {
             let c = client();
             let started = Instant::now();
             let mut i = 0;
-            while started.elapsed() < Duration::from_secs(5) {
+            while started.elapsed() < window {
                 i += 1;
                 let t = Instant::now();
                 let r = c

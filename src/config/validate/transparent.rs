@@ -5,67 +5,18 @@ use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 
-use super::file::{FileTransparent, Unmatched};
-use super::model::{Invalid, at};
+use super::{Invalid, at};
+use crate::config::file::{self, FileTransparent};
+use crate::config::model::{DestinationMatch, Transparent, Unmatched};
 
 /// Where the transparent listener is unless the config says otherwise.
 const DEFAULT_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 15006);
 /// distroless' `nonroot`, the uid the shipped image runs as.
 const DEFAULT_PROXY_UID: u32 = 65532;
 
-/// Transparent interception as it applies.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transparent {
-    pub listen: SocketAddr,
-    /// Destination ports to intercept; empty: all but `exclude_ports`.
-    pub ports: Vec<u16>,
-    pub exclude_ports: Vec<u16>,
-    pub exclude_cidrs: Vec<IpNet>,
-    pub proxy_uid: u32,
-    pub unmatched: Unmatched,
-}
-
-/// A `match.destination`: a network, and a port when the config gave one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DestinationMatch {
-    pub net: IpNet,
-    pub port: Option<u16>,
-}
-
-/// As the file writes it, so `tokex check` prints what loads back.
-impl std::fmt::Display for DestinationMatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let single = self.net.prefix_len() == self.net.max_prefix_len();
-        let net = if single {
-            self.net.addr().to_string()
-        } else {
-            self.net.to_string()
-        };
-        match (self.port, self.net) {
-            (None, _) => f.write_str(&net),
-            (Some(p), IpNet::V6(_)) => write!(f, "[{net}]:{p}"),
-            (Some(p), IpNet::V4(_)) => write!(f, "{net}:{p}"),
-        }
-    }
-}
-
-impl DestinationMatch {
-    pub fn contains(&self, addr: SocketAddr) -> bool {
-        self.net.contains(&canonical(addr.ip())) && self.port.is_none_or(|p| p == addr.port())
-    }
-}
-
-/// An IPv4 peer seen on an IPv6 socket (`::ffff:10.0.0.1`) is the IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 /// `10.0.0.5:80`, `10.0.0.5`, `10.0.0.0/8`, `10.0.0.0/8:443`, `2001:db8::1`,
 /// `[2001:db8::1]:80`, `[2001:db8::/32]:443`.
-pub fn parse_destination(text: &str) -> Result<DestinationMatch, String> {
+pub(super) fn parse_destination(text: &str) -> Result<DestinationMatch, String> {
     let bad = || {
         format!(
             "`{text}` is not IP[:PORT] or CIDR[:PORT] (IPv6 in brackets when a port follows, \
@@ -175,7 +126,10 @@ pub(super) fn transparent(
         exclude_ports,
         exclude_cidrs,
         proxy_uid,
-        unmatched: f.unmatched,
+        unmatched: match f.unmatched {
+            file::Unmatched::Reject => Unmatched::Reject,
+            file::Unmatched::Passthrough => Unmatched::Passthrough,
+        },
     }))
 }
 

@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
-use super::file::FileAuthority;
-use super::model::{Actor, ActorToken, Authority, Invalid, TOKEN_TYPE_JWT, absolute_uri, at};
-use super::offline;
 use super::sources::Sources;
-use super::values::format_duration;
+use super::{Invalid, absolute_uri, at};
+use crate::config::file::FileAuthority;
+use crate::config::model::{Actor, ActorToken, Authority, BreakerSettings};
+use crate::config::offline;
+use crate::config::values::format_duration;
 use crate::credentials::parse_secret;
+use crate::oauth::TOKEN_TYPE_JWT;
 
 pub(super) fn authority(
     name: &str,
@@ -117,7 +119,7 @@ pub(super) fn authority(
 /// server: its issuer identifier where one is configured (what current guidance asks for),
 /// else the token endpoint URL, which RFC 7523 §3 names. `auth.audience` covers an AS that
 /// expects something else.
-pub(super) fn assertion_audience(a: &FileAuthority) -> String {
+pub(in crate::config) fn assertion_audience(a: &FileAuthority) -> String {
     let explicit = a.auth.audience.as_ref().or(a.issuer.as_ref());
     explicit.map_or_else(|| a.token_endpoint.value.0.to_string(), |t| t.0.clone())
 }
@@ -134,12 +136,12 @@ fn secure_transport(url: &url::Url) -> bool {
 }
 
 fn breaker(
-    b: Option<&super::file::FileBreaker>,
+    b: Option<&crate::config::file::FileBreaker>,
     path: &str,
-) -> Result<crate::resilience::BreakerSettings, String> {
-    let default = crate::resilience::BreakerSettings::default();
+) -> Result<BreakerSettings, String> {
+    let default = BreakerSettings::default();
     let Some(b) = b else { return Ok(default) };
-    let settings = crate::resilience::BreakerSettings {
+    let settings = BreakerSettings {
         failures: b.failures.unwrap_or(default.failures),
         open_for: b.open_for.map_or(default.open_for, |d| d.0),
     };
@@ -156,7 +158,7 @@ mod tests {
     use std::path::Path;
     use std::time::Duration;
 
-    use crate::client_auth::ClientAuth;
+    use crate::config::model::ClientAuth;
     use crate::config::{Config, ConfigError, parse};
 
     /// One authority `a` with `lines` (each indented four spaces) and no routes.

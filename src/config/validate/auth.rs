@@ -6,14 +6,16 @@ use std::path::PathBuf;
 
 use serde_saphyr::Spanned;
 
-use super::file::{AuthMethod, FileAuth};
-use super::model::{Invalid, absolute_uri, at};
 use super::sources::Sources;
-use super::values::PathText;
-use crate::client_auth::{AssertionKey, CLIENT_ASSERTION_TYPE_JWT_BEARER, ClientAuth};
+use super::{Invalid, absolute_uri, at};
+use crate::config::file::{AuthMethod, FileAuth};
+use crate::config::model::ClientAuth;
+use crate::config::values::PathText;
+use crate::credentials::assertion::{AssertionKey, parse_alg, parse_assertion};
+use crate::credentials::certs::parse_identity;
 use crate::credentials::{Watched, parse_secret};
+use crate::oauth::CLIENT_ASSERTION_TYPE_JWT_BEARER;
 use crate::secret::Secret;
-use crate::tls;
 
 pub(super) fn client_auth(
     auth: &FileAuth,
@@ -139,9 +141,8 @@ pub(super) fn client_auth(
                 ));
             }
             let file = required(&auth.private_key_file, "private_key_file")?;
-            let alg =
-                crate::client_auth::parse_alg(auth.alg.as_ref().map_or("ES256", |a| a.0.as_str()))
-                    .map_err(|m| at(&auth.method, format!("{path}.auth.alg: {m}")))?;
+            let alg = parse_alg(auth.alg.as_ref().map_or("ES256", |a| a.0.as_str()))
+                .map_err(|m| at(&auth.method, format!("{path}.auth.alg: {m}")))?;
             let kid = auth.key_id.as_ref().map(|k| k.0.clone());
             let private_key = sources
                 .watch(vec![file], move |p, c| {
@@ -163,9 +164,7 @@ pub(super) fn client_auth(
                     .map_err(|m| at(&auth.method, format!("{path}.auth.assertion_type: {m}")))?,
             };
             let assertion = sources
-                .watch(vec![file], |p, c| {
-                    crate::client_auth::parse_assertion(&p[0], &c[0])
-                })
+                .watch(vec![file], |p, c| parse_assertion(&p[0], &c[0]))
                 .map_err(|m| at_key(&auth.assertion_file, "assertion_file", m))?;
             Ok(
                 assertion.map_or(OFFLINE_STAND_IN, |assertion| ClientAuth::ClientAssertion {
@@ -180,9 +179,7 @@ pub(super) fn client_auth(
                 required(&auth.key_file, "key_file")?,
             ];
             let identity = sources
-                .watch(paths, |p, c| {
-                    tls::parse_identity(&p[0], &c[0], &p[1], &c[1])
-                })
+                .watch(paths, |p, c| parse_identity(&p[0], &c[0], &p[1], &c[1]))
                 .map_err(|m| at_key(&auth.cert_file, "cert_file", m))?;
             Ok(
                 identity.map_or(OFFLINE_STAND_IN, |identity| ClientAuth::TlsClientAuth {

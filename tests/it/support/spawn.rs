@@ -1,0 +1,99 @@
+//! The tokex binary in a subprocess, with its stderr collected.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A `tokex` process with its stderr collected.
+pub struct Spawned {
+    pub child: tokio::process::Child,
+    /// The first stderr line containing the ready marker.
+    pub ready: String,
+    log: Arc<Mutex<String>>,
+    /// The thread collecting stderr; it ends when the process closes it.
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Runs `tokex args...` with `env` and waits (20 s at most) for a stderr line containing
+/// `ready`. The trust-root variables of the machine running the tests are not passed on
+/// (only those in `env`), so what tokex trusts does not depend on it.
+pub async fn spawn_tokex<S: AsRef<std::ffi::OsStr>>(
+    args: &[S],
+    env: &[(&str, &str)],
+    ready: &str,
+) -> Spawned {
+    use std::io::BufRead;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tokex"))
+        .args(args)
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
+        .envs(env.iter().copied())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap().into_owned_fd().unwrap();
+    let log: Arc<Mutex<String>> = Arc::default();
+    let (l, (tx, rx), marker) = (
+        log.clone(),
+        std::sync::mpsc::channel::<String>(),
+        ready.to_string(),
+    );
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(std::fs::File::from(stderr))
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains(&marker) {
+                let _ = tx.send(line.clone());
+            }
+            l.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    let ready =
+        tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(20)).unwrap())
+            .await
+            .unwrap();
+    Spawned {
+        child,
+        ready,
+        log,
+        reader: Some(reader),
+    }
+}
+
+impl Spawned {
+    /// The address after `listen=` on the ready line.
+    pub fn listen(&self) -> String {
+        let after = self
+            .ready
+            .split("listen=")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no listen= in {}", self.ready));
+        after.split_whitespace().next().unwrap().to_string()
+    }
+
+    /// Everything written to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits up to 20 s for the exit and for the rest of its stderr,
+    /// so [`Spawned::log`] is complete afterwards.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().unwrap().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        if let Some(reader) = self.reader.take() {
+            tokio::task::spawn_blocking(move || reader.join().unwrap())
+                .await
+                .unwrap();
+        }
+        status
+    }
+}
