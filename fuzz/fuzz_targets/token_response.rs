@@ -32,7 +32,11 @@ fuzz_target!(|data: &[u8]| {
     let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     match wire::parse_grant_response(status, body, &params, client_credentials) {
         Ok(issued) => accepted(status, &issued, &params, json.as_ref()),
-        Err(e) => refused(status, &e, body, json.as_ref()),
+        Err(e) => refused(status, &e, body, json.as_ref(), |other: &[u8]| {
+            wire::parse_grant_response(status, other, &params, client_credentials)
+                .err()
+                .map(|e| e.to_string())
+        }),
     }
 });
 
@@ -101,7 +105,13 @@ fn accepted(
     }
 }
 
-fn refused(status: u16, e: &Error, body: &[u8], json: Option<&serde_json::Value>) {
+fn refused(
+    status: u16,
+    e: &Error,
+    body: &[u8],
+    json: Option<&serde_json::Value>,
+    reparse: impl Fn(&[u8]) -> Option<String>,
+) {
     // The message is logged: one bounded line, whatever the server sent. The exchange
     // client cuts echoed tokens out of an error_description and then bounds it, so here
     // only its characters are checked, below.
@@ -133,8 +143,15 @@ fn refused(status: u16, e: &Error, body: &[u8], json: Option<&serde_json::Value>
             .filter(|w| *w == token.as_bytes())
             .count()
             > 1;
-        if token.len() >= 8 && !elsewhere {
-            assert!(!message.contains(token), "{message}");
+        if token.len() >= 8 && !elsewhere && message.contains(token) {
+            // A token may spell words of the message itself (`issued_token` is inside
+            // "issued_token_type missing"): then the same body with another token of
+            // that length gives a message with those words still in it. An echo would
+            // follow the token instead.
+            let other = if token.starts_with('Q') { "R" } else { "Q" }.repeat(token.len());
+            let swapped = String::from_utf8_lossy(body).replace(token, &other);
+            let again = reparse(swapped.as_bytes()).unwrap_or_default();
+            assert!(again.contains(token), "{message}");
         }
     }
     match e {
