@@ -8,8 +8,8 @@ use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use tokex::credentials::assertion::{AssertionKey, parse_alg, parse_assertion};
-use tokex::credentials::parse_secret;
 use tokex::credentials::certs::{parse_ca, parse_identity};
+use tokex::credentials::parse_secret;
 
 const PATH: &str = "/run/secrets/fuzzed";
 
