@@ -29,8 +29,8 @@ impl Net {
     /// `id` keeps parallel tests apart: it names the namespaces and picks the subnet.
     pub fn new(id: u8) -> Self {
         assert_eq!(
-            tokex_uid(),
-            0,
+            tokex::transparent::effective_uid(),
+            Some(0),
             "the network-namespace tests create namespaces and kernel rules: run them as root \
              (CI does; scripts/test.sh runs them)"
         );
@@ -147,12 +147,6 @@ impl Drop for Net {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
-}
-
-/// The uid this test runs as.
-fn tokex_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").unwrap().uid()
 }
 
 pub fn tokex_bin() -> &'static Path {
