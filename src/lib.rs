@@ -12,7 +12,8 @@
 //! - [`client_auth`]: how tokex authenticates to token endpoints.
 //! - [`oauth`]: the OAuth vocabulary: grant and token types, assertion types, scope syntax.
 //! - [`exchange`]: the RFC 8693 client and wire format.
-//! - [`cache`]: narrowed tokens under keyed-hash keys with per-entry lifetimes.
+//! - [`cache`]: narrowed tokens under keyed-hash keys with per-entry lifetimes, and the
+//!   encrypted level a workload's replicas share on Redis.
 //! - [`forward`]: header hygiene, the upstream request, the relayed response, protocol
 //!   switches.
 //! - [`upstream`]: connections to upstreams: kept, pooled, multiplexed or new.
