@@ -52,8 +52,9 @@ async fn one_exchange_per_key_across_the_fleet() {
 }
 
 /// With the fleet lock, five replicas missing one key at the same moment make one
-/// exchange: one takes the lock, the others wait for its token. Without the lock each
-/// would exchange (the AS takes 300 ms, far longer than their lookups).
+/// exchange: one takes the lock, the others wait for its token. Without the lock the
+/// replicas that miss before the first token is written each exchange (the AS takes 600 ms,
+/// far longer than their lookups).
 #[tokio::test]
 async fn the_fleet_lock_makes_concurrent_misses_one_exchange() {
     for lock in [true, false] {
@@ -62,7 +63,7 @@ async fn the_fleet_lock_makes_concurrent_misses_one_exchange() {
             MockAs::start().await,
             Upstream::start().await,
         );
-        as_.on(|req, n| issue(req, n).delayed(Duration::from_millis(300)));
+        as_.on(|req, n| issue(req, n).delayed(Duration::from_millis(600)));
         let dir = tempfile::tempdir().unwrap();
         let keys = key_file(dir.path(), &random_keys::<1>());
         let extra = if lock {
@@ -92,7 +93,10 @@ async fn the_fleet_lock_makes_concurrent_misses_one_exchange() {
             }
             assert_eq!(filled, 4.0, "four replicas waited for the fifth's token");
         } else {
-            assert_eq!(as_.count(), 5, "without the lock, every replica exchanges");
+            assert!(
+                as_.count() > 1,
+                "without the lock, replicas exchange side by side"
+            );
         }
     }
 }
