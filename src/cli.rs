@@ -160,6 +160,7 @@ pub async fn run(path: &Path) -> ExitCode {
     );
     tokio::spawn(reload_on_sighup(proxy.clone()));
     server::run(proxy, listeners, shutdown_signal()).await;
+    crate::telemetry::export::shutdown().await;
     ExitCode::SUCCESS
 }
 

@@ -24,8 +24,8 @@
 //! - [`admin`]: `/healthz`, `/readyz` and `/metrics`.
 //! - [`audit`]: one structured event per exchange and refusal.
 //! - [`metrics`]: lock-free Prometheus series.
-//! - [`otel`]: OpenTelemetry spans over OTLP, W3C trace context.
-//! - [`telemetry`]: log setup.
+//! - [`telemetry`]: the log, the audit file and traces: tokex's spans, W3C trace context
+//!   in and out, OTLP export configured by `tracing:` and `OTEL_*`.
 //! - [`tls`]: rustls client configs (a base set of roots plus `ca_file`s).
 //! - [`sts`]: the embedded authorization server (realms, policy, token exchange).
 //! - [`cli`]: the `tokex` commands.
@@ -46,7 +46,6 @@ pub mod exchange;
 pub mod forward;
 pub mod idle;
 pub mod metrics;
-pub mod otel;
 pub mod proxy;
 pub mod resilience;
 pub mod routing;

@@ -34,7 +34,7 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub audit: crate::audit::AuditSettings,
-    pub tracing: Option<crate::otel::OtelSettings>,
+    pub tracing: Option<TracingSettings>,
     pub tls: TlsSettings,
     /// Transparent interception, when the config has the section.
     pub transparent: Option<super::transparent::Transparent>,
@@ -45,6 +45,18 @@ pub struct Config {
     /// The file this config was loaded from, stamped before it was read: a change
     /// to it, even one made during the load, reloads the config.
     pub source: Option<Watched<()>>,
+}
+
+/// The `tracing` section as written: each key left out is taken from its `OTEL_*`
+/// variable when the exporter starts, or from tokex's default (`crate::telemetry`
+/// resolves them), so a reload compares what the file says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingSettings {
+    /// OTLP/HTTP base URL without a trailing `/`, e.g. `http://127.0.0.1:4318`.
+    pub otlp_endpoint: Option<String>,
+    /// Ratio of new traces recorded; a trace the app sampled is always followed.
+    pub sampling: Option<f64>,
+    pub service_name: Option<String>,
 }
 
 /// The `tls` section as it applies: which base set of roots, and the files that add to or
@@ -313,17 +325,16 @@ fn build(file: &FileConfig, mut sources: super::sources::Sources) -> Result<Conf
     let tracing = match &file.tracing {
         None => None,
         Some(t) => {
-            let sampling = t.sampling.unwrap_or(0.1);
-            if !(0.0..=1.0).contains(&sampling) {
+            if t.sampling.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
                 return Err(nowhere("tracing.sampling must be between 0 and 1"));
             }
-            Some(crate::otel::OtelSettings {
-                otlp_endpoint: t.otlp_endpoint.0.as_str().trim_end_matches('/').to_string(),
-                sampling,
-                service_name: t
-                    .service_name
+            Some(TracingSettings {
+                otlp_endpoint: t
+                    .otlp_endpoint
                     .as_ref()
-                    .map_or_else(|| "tokex".to_string(), |n| n.0.clone()),
+                    .map(|u| u.0.as_str().trim_end_matches('/').to_string()),
+                sampling: t.sampling,
+                service_name: t.service_name.as_ref().map(|n| n.0.clone()),
             })
         }
     };

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use crate::bearer::unix_now;
 
-use http::{HeaderMap, HeaderValue};
+use http::HeaderValue;
+use tracing::Instrument as _;
 
-use super::{Proxy, RouteExchange, RouteRuntime, Traced};
+use super::{Proxy, RouteExchange, RouteRuntime};
 use crate::bearer::{self, BearerToken};
 use crate::cache::{self, Entry, Key, Lookup, Recent};
 use crate::config::Route;
@@ -24,15 +25,11 @@ impl RouteRuntime {
         &self,
         proxy: &Proxy,
         exchange: &RouteExchange,
-        headers: &HeaderMap,
-        traced: Option<&Traced>,
     ) -> Result<Arc<Entry>, ProxyError> {
         let key = exchange.keys.key(OWN_TOKEN_MARKER, "");
         let (remembered, now) = (None, Instant::now());
-        self.lookup(
-            proxy, exchange, key, None, None, headers, traced, remembered, now,
-        )
-        .await
+        self.lookup(proxy, exchange, key, None, None, remembered, now)
+            .await
     }
 
     /// The narrowed token for `token`: from the cache, or from one exchange shared by
@@ -43,8 +40,6 @@ impl RouteRuntime {
         proxy: &Proxy,
         exchange: &RouteExchange,
         token: BearerToken<'_>,
-        headers: &HeaderMap,
-        traced: Option<&Traced>,
         recent: Option<&mut Option<Recent>>,
     ) -> Result<(Arc<Entry>, Key), ProxyError> {
         let actor = exchange.client.actor_digest();
@@ -77,8 +72,6 @@ impl RouteRuntime {
                 key,
                 Some(token.expose()),
                 subject_exp,
-                headers,
-                traced,
                 usable,
                 now,
             )
@@ -145,12 +138,9 @@ impl RouteRuntime {
         key: Key,
         subject: Option<&str>,
         subject_exp: Option<u64>,
-        headers: &HeaderMap,
-        traced: Option<&Traced>,
         remembered: Option<Arc<Entry>>,
         now: Instant,
     ) -> Result<Arc<Entry>, ProxyError> {
-        let trace = || exchange::TraceContext::of(headers, traced.map(|t| t.otel.clone()));
         let result = match remembered {
             Some(entry) => Ok((entry, Lookup::Hit)),
             None => {
@@ -158,21 +148,14 @@ impl RouteRuntime {
                     .cache
                     .get_or_exchange(key, || {
                         let audited = self.audit.enabled;
-                        new_entry(
-                            &exchange.client,
-                            &self.route,
-                            subject,
-                            subject_exp,
-                            trace(),
-                            audited,
-                        )
+                        new_entry(&exchange.client, &self.route, subject, subject_exp, audited)
                     })
                     .await
             }
         };
         let result = self.account(proxy, exchange, key, subject, subject_exp, result, now);
         self.audit(proxy, subject, subject.is_none(), result.as_ref());
-        note_lookup(traced, result.as_ref());
+        note_lookup(result.as_ref());
         result.map(|(entry, _)| entry)
     }
 
@@ -232,7 +215,6 @@ impl RouteRuntime {
                 &route,
                 subject.as_ref().map(|s| s.expose()),
                 subject_exp,
-                Default::default(),
                 audited,
             )
             .await
@@ -253,16 +235,12 @@ impl RouteRuntime {
 }
 
 /// Records the cache outcome and the token's time left on the request span.
-fn note_lookup(traced: Option<&Traced>, result: Result<&(Arc<Entry>, Lookup), &ProxyError>) {
-    if let (Some(t), Ok((entry, lookup))) = (traced, result) {
-        t.span.set("tokex.cache", lookup.as_str());
-        t.span.set(
-            "tokex.ttl_left_s",
-            entry
-                .expires_at
-                .saturating_duration_since(Instant::now())
-                .as_secs(),
-        );
+fn note_lookup(result: Result<&(Arc<Entry>, Lookup), &ProxyError>) {
+    if let Ok((entry, lookup)) = result
+        && crate::telemetry::export::on()
+    {
+        let left = entry.expires_at.saturating_duration_since(Instant::now());
+        crate::telemetry::context::note_lookup(lookup.as_str(), left.as_secs());
     }
 }
 
@@ -276,27 +254,23 @@ async fn new_entry(
     route: &Route,
     subject_token: Option<&str>,
     subject_exp: Option<u64>,
-    trace: exchange::TraceContext,
     audited: bool,
 ) -> Result<Arc<Entry>, exchange::Error> {
     let Some(params) = route.exchange.as_ref() else {
         return Err(exchange::Error::BadResponse("route has no exchange".into()));
     };
     let started = Instant::now();
-    let span = trace.exchange_span();
-    let for_as = span.as_ref().map_or(&trace, |(_, ctx)| ctx);
-    let result = match subject_token {
-        Some(subject) => client.exchange(subject, params, for_as).await,
-        None => client.client_credentials(params, for_as).await,
+    let span = crate::telemetry::context::exchange_span(&params.authority);
+    let call = async {
+        match subject_token {
+            Some(subject) => client.exchange(subject, params).await,
+            None => client.client_credentials(params).await,
+        }
     };
-    if let Some((span, _)) = span {
-        span.set("tokex.authority", params.authority.as_str());
-        span.set(
-            "tokex.outcome",
-            result.as_ref().map_or_else(|e| e.code().as_str(), |_| "ok"),
-        );
-        trace.finish(span, result.is_err());
-    }
+    let result = call.instrument(span.clone()).await;
+    let outcome = result.as_ref().map_or_else(|e| e.code().as_str(), |_| "ok");
+    crate::telemetry::context::finish_exchange(&span, outcome);
+    drop(span);
     let issued = result?;
     let latency = started.elapsed();
     let (now, now_unix) = (Instant::now(), unix_now());
