@@ -30,7 +30,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 /// The target of tokex's trace spans: only the span layer takes them, the log never.
 pub const SPANS: &str = "tokex::spans";
 
-const TRACEPARENT: &str = "traceparent";
+/// Parsed once: looked up on every request.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The trace of one request from the app, from its arrival to its response.
 pub struct RequestTrace {
@@ -57,7 +58,7 @@ impl RequestTrace {
         );
         if span.is_disabled() {
             let app = headers
-                .contains_key(TRACEPARENT)
+                .contains_key(&TRACEPARENT)
                 .then(|| extract(headers))
                 .filter(|cx| cx.span().span_context().is_valid());
             return Self { span, app };
@@ -176,7 +177,7 @@ mod tests {
     /// passed on.
     #[tokio::test]
     async fn without_tracing_the_app_context_is_carried() {
-        let mut app = headers(&[(TRACEPARENT, APP), ("tracestate", "vendor=1")]);
+        let mut app = headers(&[("traceparent", APP), ("tracestate", "vendor=1")]);
         let trace = RequestTrace::start(&mut app);
         assert_eq!(app[TRACEPARENT], APP);
         let sent = trace
@@ -193,7 +194,7 @@ mod tests {
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
         ] {
-            let mut app = headers(&[(TRACEPARENT, bad), ("tracestate", "vendor=1")]);
+            let mut app = headers(&[("traceparent", bad), ("tracestate", "vendor=1")]);
             let trace = RequestTrace::start(&mut app);
             let mut out = HeaderMap::new();
             trace.around(async { inject_current(&mut out) }).await;
@@ -206,7 +207,7 @@ mod tests {
     fn empty_fields_are_removed() {
         let mut h = headers(&[("tracestate", "stale=1")]);
         Headers(&mut h).set("tracestate", String::new());
-        Headers(&mut h).set(TRACEPARENT, APP.into());
+        Headers(&mut h).set("traceparent", APP.into());
         assert_eq!(h.len(), 1);
         assert_eq!(h[TRACEPARENT], APP);
     }

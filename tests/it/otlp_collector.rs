@@ -123,6 +123,11 @@ impl Collector {
         got
     }
 
+    /// The spans received and not yet returned, without waiting.
+    pub fn received(&mut self) -> Vec<Exported> {
+        std::iter::from_fn(|| self.spans.try_recv().ok()).collect()
+    }
+
     /// Every export received so far.
     pub fn posts(&mut self) -> Vec<Post> {
         std::iter::from_fn(|| self.posts.try_recv().ok()).collect()

@@ -205,3 +205,49 @@ async fn sdk_disabled_turns_tracing_off() {
         assert_eq!(seen["tracestate"], "vendor=1");
     }
 }
+
+/// A reload that changes `tracing:` sends later requests' spans to the new collector,
+/// and the old exporter sends the spans it holds when the old config's last request is
+/// done (batches are a minute apart here, so only that flush delivers them in time).
+#[tokio::test]
+async fn reload_moves_spans_to_the_new_collector() {
+    let (mut first, mut second) = (Collector::start().await, Collector::start().await);
+    let (as_, up) = (MockAs::start().await, Upstream::start().await);
+    let yaml = |c: &Collector| {
+        format!(
+            "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n{}tracing: {{ otlp_endpoint: '{}', sampling: 1.0 }}\n",
+            config(&as_, &up.url()),
+            c.endpoint()
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokex.yaml");
+    std::fs::write(&path, yaml(&first)).unwrap();
+    let args = [std::ffi::OsStr::new("run"), "-c".as_ref(), path.as_os_str()];
+    let env = [("OTEL_BSP_SCHEDULE_DELAY", "60000")];
+    let mut tokex = spawn_tokex(&args, &env, "listening").await;
+    assert_eq!(send(&tokex, "subject-TOKEN-1").await, 200);
+    let next = dir.path().join("next.yaml");
+    std::fs::write(&next, yaml(&second)).unwrap();
+    std::fs::rename(&next, &path).unwrap();
+    let pid = tokex.child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    let before = first.spans_named(&["tokex proxy", "tokex exchange"]).await;
+    assert!(before.iter().all(|s| s.trace_id() == TRACE));
+    let r = client()
+        .get(format!("http://{}/x", tokex.listen()))
+        .header("host", "echo.internal")
+        .bearer_auth("subject-TOKEN-2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(tokex.terminate().await.success(), "{}", tokex.log());
+    let after = second.spans_named(&["tokex proxy", "tokex exchange"]).await;
+    assert!(after.iter().all(|s| s.trace_id() != TRACE), "a new trace");
+    let late = first.received();
+    assert!(late.iter().all(|s| s.trace_id() == TRACE), "{late:?}");
+}
