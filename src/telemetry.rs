@@ -57,6 +57,11 @@ pub fn init(format: LogFormat) {
         .ok()
         .and_then(|v| v.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    let _ = subscriber(format, env).try_init();
+}
+
+/// The log at `env`'s levels in `format`, the audit file, and the span layer.
+fn subscriber(format: LogFormat, env: Targets) -> impl tracing::Subscriber + Send + Sync {
     // While audit events go to their own file they stay out of the log. Trace spans
     // never enter it: the log would pay for every request's span.
     let not_filed = filter_fn(|m| {
@@ -72,11 +77,10 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
     };
     let audit_file = AuditFile.with_filter(filter_fn(|m| m.target() == audit::TARGET));
-    let _ = Registry::default()
+    Registry::default()
         .with(spans().with_filter(filter_fn(|m| m.target() == SPANS && export::on())))
         .with(log.with_filter(env.and(not_filed)))
         .with(audit_file)
-        .try_init();
 }
 
 /// The layer that turns tokex's spans into OpenTelemetry spans of the exporter in force:
@@ -177,6 +181,20 @@ fn rfc3339_now() -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// With no exporter in force tokex's spans are never created, even with the log at
+    /// `trace`, which takes every other span: a request pays a filter check for its span.
+    #[test]
+    fn spans_are_not_created_without_an_exporter() {
+        assert!(!export::on());
+        let all = Targets::new().with_default(tracing::Level::TRACE);
+        tracing::subscriber::with_default(subscriber(LogFormat::Text, all), || {
+            assert!(tracing::info_span!(target: SPANS, "probe").is_disabled());
+            assert!(!tracing::info_span!("any other").is_disabled());
+        });
+    }
+
     /// The timestamp has RFC 3339 shape and today's year.
     #[test]
     fn timestamp_shape() {
