@@ -203,8 +203,9 @@ impl Proxy {
             Err(e) => (None, Err(e)),
             Ok((index, path)) => {
                 let route = &runtime.routes[index];
-                let forwarded =
-                    std::pin::pin!(trace.around(route.forward(self, &runtime, req, path, session)));
+                let forwarded = std::pin::pin!(route.forward(self, &runtime, req, path, session));
+                // By reference: moving the request's whole future into the span's costs a copy.
+                let forwarded = std::pin::pin!(trace.around(forwarded));
                 let result = match route.route.deadline {
                     None => forwarded.await,
                     Some(deadline) => within(deadline, forwarded).await.unwrap_or_else(|| {
@@ -458,7 +459,9 @@ impl RouteRuntime {
         tracing::debug!(route = %self.route.name, "upstream refused the narrowed token; exchanging once more");
         proxy.cache.invalidate(&key).await;
         let token = bearer::BearerToken::from_secret(subject);
-        let (fresh, _) = self.narrowed(proxy, exchange, token, None).await?;
+        let (fresh, _) = self
+            .narrowed(proxy, exchange, token, again.headers(), None)
+            .await?;
         forward::set_credential(
             again.headers_mut(),
             &self.route,
@@ -499,7 +502,7 @@ impl RouteRuntime {
                 return Ok(none);
             }
             None if self.route.on_missing_token == MissingTokenPolicy::ClientCredentials => {
-                let entry = Box::pin(self.own_token(proxy, exchange)).await?;
+                let entry = Box::pin(self.own_token(proxy, exchange, headers)).await?;
                 return Ok(Credential {
                     value: Some(entry.authorization.clone()),
                     retry: None,
@@ -513,7 +516,9 @@ impl RouteRuntime {
             Some(token) => token,
         };
         // Steps 3 to 6: expiry pre-check, cache or exchange, validation.
-        let (entry, key) = self.narrowed(proxy, exchange, token, recent).await?;
+        let (entry, key) = self
+            .narrowed(proxy, exchange, token, headers, recent)
+            .await?;
         Ok(Credential {
             value: Some(entry.authorization.clone()),
             retry: self

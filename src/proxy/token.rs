@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::bearer::unix_now;
 
-use http::HeaderValue;
-use tracing::Instrument as _;
+use http::{HeaderMap, HeaderValue};
 
 use super::{Proxy, RouteExchange, RouteRuntime};
 use crate::bearer::{self, BearerToken};
@@ -25,10 +24,11 @@ impl RouteRuntime {
         &self,
         proxy: &Proxy,
         exchange: &RouteExchange,
+        headers: &HeaderMap,
     ) -> Result<Arc<Entry>, ProxyError> {
         let key = exchange.keys.key(OWN_TOKEN_MARKER, "");
         let (remembered, now) = (None, Instant::now());
-        self.lookup(proxy, exchange, key, None, None, remembered, now)
+        self.lookup(proxy, exchange, key, None, None, headers, remembered, now)
             .await
     }
 
@@ -40,6 +40,7 @@ impl RouteRuntime {
         proxy: &Proxy,
         exchange: &RouteExchange,
         token: BearerToken<'_>,
+        headers: &HeaderMap,
         recent: Option<&mut Option<Recent>>,
     ) -> Result<(Arc<Entry>, Key), ProxyError> {
         let actor = exchange.client.actor_digest();
@@ -72,6 +73,7 @@ impl RouteRuntime {
                 key,
                 Some(token.expose()),
                 subject_exp,
+                headers,
                 usable,
                 now,
             )
@@ -138,6 +140,7 @@ impl RouteRuntime {
         key: Key,
         subject: Option<&str>,
         subject_exp: Option<u64>,
+        headers: &HeaderMap,
         remembered: Option<Arc<Entry>>,
         now: Instant,
     ) -> Result<Arc<Entry>, ProxyError> {
@@ -148,7 +151,8 @@ impl RouteRuntime {
                     .cache
                     .get_or_exchange(key, || {
                         let audited = self.audit.enabled;
-                        new_entry(&exchange.client, &self.route, subject, subject_exp, audited)
+                        let (client, route) = (&exchange.client, &self.route);
+                        new_entry(client, route, subject, subject_exp, Some(headers), audited)
                     })
                     .await
             }
@@ -215,6 +219,7 @@ impl RouteRuntime {
                 &route,
                 subject.as_ref().map(|s| s.expose()),
                 subject_exp,
+                None,
                 audited,
             )
             .await
@@ -248,29 +253,29 @@ fn note_lookup(result: Result<&(Arc<Entry>, Lookup), &ProxyError>) {
 const OWN_TOKEN_MARKER: &[u8] = b"client_credentials";
 
 /// One exchange, turned into a cache entry with its lifetime (step 5 of the request
-/// flow); with `audited`, the entry keeps what audit events say about it.
+/// flow); with `audited`, the entry keeps what audit events say about it. `app_headers`:
+/// the request's, whose trace the exchange joins (none for a background refresh).
 async fn new_entry(
     client: &ExchangeClient,
     route: &Route,
     subject_token: Option<&str>,
     subject_exp: Option<u64>,
+    app_headers: Option<&HeaderMap>,
     audited: bool,
 ) -> Result<Arc<Entry>, exchange::Error> {
     let Some(params) = route.exchange.as_ref() else {
         return Err(exchange::Error::BadResponse("route has no exchange".into()));
     };
     let started = Instant::now();
-    let span = crate::telemetry::context::exchange_span(&params.authority);
+    let trace = crate::telemetry::context::ExchangeTrace::start(&params.authority, app_headers);
     let call = async {
         match subject_token {
             Some(subject) => client.exchange(subject, params).await,
             None => client.client_credentials(params).await,
         }
     };
-    let result = call.instrument(span.clone()).await;
-    let outcome = result.as_ref().map_or_else(|e| e.code().as_str(), |_| "ok");
-    crate::telemetry::context::finish_exchange(&span, outcome);
-    drop(span);
+    let result = trace.around(call).await;
+    trace.finish(result.as_ref().map_or_else(|e| e.code().as_str(), |_| "ok"));
     let issued = result?;
     let latency = started.elapsed();
     let (now, now_unix) = (Instant::now(), unix_now());

@@ -8,7 +8,8 @@
 //!
 //! With tracing off the spans are never created (no layer wants them), the app's
 //! `traceparent` and `tracestate` reach the upstream untouched with its other headers,
-//! and the app's context, when valid, is what the token request carries.
+//! and the app's context, when valid, is what the token request carries: the request
+//! headers are parsed for it only when an exchange happens.
 //!
 //! Span attributes: `tokex.route`, `http.request.method`, `http.response.status_code`,
 //! `tokex.outcome`, `tokex.cache`, `tokex.ttl_left_s`, and `tokex.authority` on exchange
@@ -30,19 +31,15 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 /// The target of tokex's trace spans: only the span layer takes them, the log never.
 pub const SPANS: &str = "tokex::spans";
 
-/// Parsed once: looked up on every request.
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-
 /// The trace of one request from the app, from its arrival to its response.
 pub struct RequestTrace {
     span: tracing::Span,
-    /// With tracing off: the app's valid context, for the token request.
-    app: Option<Context>,
 }
 
 impl RequestTrace {
     /// Opens the request's server span as a child of the app's context in `headers`, and
     /// puts the span's `traceparent` in `headers` in place of the app's, for the upstream.
+    /// With tracing off, `headers` are not looked at.
     pub fn start(headers: &mut HeaderMap) -> Self {
         let span = tracing::info_span!(
             target: SPANS,
@@ -56,26 +53,16 @@ impl RequestTrace {
             "tokex.cache" = Empty,
             "tokex.ttl_left_s" = Empty,
         );
-        if span.is_disabled() {
-            let app = headers
-                .contains_key(&TRACEPARENT)
-                .then(|| extract(headers))
-                .filter(|cx| cx.span().span_context().is_valid());
-            return Self { span, app };
+        if !span.is_disabled() {
+            let _ = span.set_parent(extract(headers));
+            inject(&span.context(), headers);
         }
-        let _ = span.set_parent(extract(headers));
-        inject(&span.context(), headers);
-        Self { span, app: None }
+        Self { span }
     }
 
-    /// Runs `work` (the rest of the request) in the request's span, or with tracing off
-    /// in the app's context.
+    /// Runs `work` (the rest of the request) in the request's span.
     pub async fn around<F: Future>(&self, work: F) -> F::Output {
-        match &self.app {
-            _ if !self.span.is_disabled() => work.instrument(self.span.clone()).await,
-            Some(app) => work.with_context(app.clone()).await,
-            None => work.await,
-        }
+        run_in(&self.span, None, work).await
     }
 
     /// Records how the request ended: `outcome` is `ok` or the `tokex-error` code.
@@ -96,26 +83,55 @@ impl RequestTrace {
     }
 }
 
-/// An exchange's client span, under the span it is opened in (the request's, or none
-/// for a background refresh, which then starts its own trace).
-pub fn exchange_span(authority: &str) -> tracing::Span {
-    tracing::info_span!(
-        target: SPANS,
-        "tokex exchange",
-        otel.kind = "client",
-        otel.status_code = Empty,
-        "tokex.authority" = authority,
-        "tokex.outcome" = Empty,
-    )
+/// The trace of one exchange: a client span under the span it is opened in (the
+/// request's, or none for a background refresh, which then starts its own trace).
+pub struct ExchangeTrace {
+    span: tracing::Span,
+    /// With tracing off: the app's valid context, for the token request.
+    app: Option<Context>,
 }
 
-/// Records an exchange's outcome (`ok` or the error code) on its span.
-pub fn finish_exchange(span: &tracing::Span, outcome: &str) {
-    span.record("tokex.outcome", outcome);
-    span.record(
-        "otel.status_code",
-        if outcome == "ok" { "ok" } else { "error" },
-    );
+impl ExchangeTrace {
+    /// `app_headers`: the request's, read only with tracing off (and only now, on a
+    /// cache miss, so a request served from the cache never parses them).
+    pub fn start(authority: &str, app_headers: Option<&HeaderMap>) -> Self {
+        let span = tracing::info_span!(
+            target: SPANS,
+            "tokex exchange",
+            otel.kind = "client",
+            otel.status_code = Empty,
+            "tokex.authority" = authority,
+            "tokex.outcome" = Empty,
+        );
+        let app = match app_headers {
+            Some(headers) if span.is_disabled() => {
+                Some(extract(headers)).filter(|cx| cx.span().span_context().is_valid())
+            }
+            _ => None,
+        };
+        Self { span, app }
+    }
+
+    /// Runs the token request in the exchange's span, or in the app's context.
+    pub async fn around<F: Future>(&self, work: F) -> F::Output {
+        run_in(&self.span, self.app.as_ref(), work).await
+    }
+
+    /// Records the outcome (`ok` or the error code) and ends the span.
+    pub fn finish(self, outcome: &str) {
+        self.span.record("tokex.outcome", outcome);
+        let status = if outcome == "ok" { "ok" } else { "error" };
+        self.span.record("otel.status_code", status);
+    }
+}
+
+/// `work` in `span` when tracing is on, else in the app's context when there is one.
+async fn run_in<F: Future>(span: &tracing::Span, app: Option<&Context>, work: F) -> F::Output {
+    match app {
+        _ if !span.is_disabled() => work.instrument(span.clone()).await,
+        Some(app) => work.with_context(app.clone()).await,
+        None => work.await,
+    }
 }
 
 /// Records a token lookup on the request span it runs in: hit or miss, and the
@@ -172,33 +188,31 @@ mod tests {
             .collect()
     }
 
-    /// With tracing off, the app's valid context is what outgoing requests carry, and
-    /// its headers are left as they came; a malformed or uppercase `traceparent` is not
-    /// passed on.
+    /// With tracing off, the app's valid context is what the token request carries, and
+    /// the request's headers are left as they came; a malformed or uppercase
+    /// `traceparent` is not passed on.
     #[tokio::test]
     async fn without_tracing_the_app_context_is_carried() {
         let mut app = headers(&[("traceparent", APP), ("tracestate", "vendor=1")]);
-        let trace = RequestTrace::start(&mut app);
-        assert_eq!(app[TRACEPARENT], APP);
-        let sent = trace
-            .around(async {
-                let mut out = HeaderMap::new();
-                inject_current(&mut out);
-                out
-            })
-            .await;
-        assert_eq!(sent[TRACEPARENT], APP);
+        let _request = RequestTrace::start(&mut app);
+        assert_eq!(app.len(), 2);
+        assert_eq!(app["traceparent"], APP);
+        let to_as = |app: HeaderMap| async move {
+            let trace = ExchangeTrace::start("main", Some(&app));
+            let mut out = HeaderMap::new();
+            trace.around(async { inject_current(&mut out) }).await;
+            out
+        };
+        let sent = to_as(app).await;
+        assert_eq!(sent["traceparent"], APP);
         assert_eq!(sent["tracestate"], "vendor=1");
         for bad in [
             "junk",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
         ] {
-            let mut app = headers(&[("traceparent", bad), ("tracestate", "vendor=1")]);
-            let trace = RequestTrace::start(&mut app);
-            let mut out = HeaderMap::new();
-            trace.around(async { inject_current(&mut out) }).await;
-            assert!(out.is_empty(), "{bad}: {out:?}");
+            let sent = to_as(headers(&[("traceparent", bad), ("tracestate", "vendor=1")])).await;
+            assert!(sent.is_empty(), "{bad}: {sent:?}");
         }
     }
 
@@ -209,6 +223,6 @@ mod tests {
         Headers(&mut h).set("tracestate", String::new());
         Headers(&mut h).set("traceparent", APP.into());
         assert_eq!(h.len(), 1);
-        assert_eq!(h[TRACEPARENT], APP);
+        assert_eq!(h["traceparent"], APP);
     }
 }
