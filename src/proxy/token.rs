@@ -131,7 +131,8 @@ impl RouteRuntime {
     /// The cache lookup shared by user and own tokens: one exchange for all concurrent
     /// misses, then counting, refresh-ahead, the audit event and the span attributes.
     /// `remembered`: an entry the connection remembered and found still usable at `now`,
-    /// a hit without asking the cache; refresh-ahead is judged at `now` too.
+    /// a hit without asking the cache; refresh-ahead is judged at `now` too. `headers`:
+    /// the request's, whose trace context an exchange carries when tracing is off.
     #[allow(clippy::too_many_arguments)]
     async fn lookup(
         &self,
