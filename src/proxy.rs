@@ -230,12 +230,7 @@ impl Proxy {
             Err(e) if e.abort => return Err(Stalled(runtime.config.timeouts.body_idle)),
             Err(e) => e.to_response(),
         };
-        let outcome = response
-            .headers()
-            .get(crate::error::TOKEX_ERROR)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("ok");
-        trace.finish(name, &method, response.status().as_u16(), outcome);
+        trace.finish(name, &method, &response);
         Ok(response)
     }
 
