@@ -163,6 +163,7 @@ pub async fn run(path: &Path) -> ExitCode {
         "listening"
     );
     server::run(proxy, listeners, shutdown).await;
+    crate::telemetry::export::shutdown().await;
     ExitCode::SUCCESS
 }
 

@@ -27,8 +27,8 @@
 //! - [`admin`]: `/healthz`, `/readyz` and `/metrics`.
 //! - [`audit`]: one structured event per exchange and refusal.
 //! - [`metrics`]: lock-free Prometheus series.
-//! - [`otel`]: OpenTelemetry spans over OTLP, W3C trace context.
-//! - [`telemetry`]: log setup.
+//! - [`telemetry`]: the log, the audit file and traces: tokex's spans, W3C trace context
+//!   in and out, OTLP export configured by `tracing:` and `OTEL_*`.
 //! - [`tls`]: rustls client configs (a base set of roots plus `ca_file`s).
 //! - [`sts`]: the embedded authorization server (realms, policy, token exchange).
 //! - [`cli`]: the `tokex` commands.
@@ -52,7 +52,6 @@ pub mod idle;
 pub mod jwt;
 pub mod metrics;
 pub mod oauth;
-pub mod otel;
 pub mod proxy;
 pub mod resilience;
 pub mod routing;

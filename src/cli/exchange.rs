@@ -65,10 +65,7 @@ pub async fn exchange(path: &Path, route_name: &str) -> ExitCode {
         eprintln!("invalid_token: the subject token has expired");
         return ExitCode::from(EXIT_RUNTIME);
     }
-    match client
-        .exchange(token.expose(), params, &Default::default())
-        .await
-    {
+    match client.exchange(token.expose(), params).await {
         Ok(issued) => {
             let issued_exp = crate::jwt::unverified_exp(issued.access_token.expose());
             let bounds = crate::cache::Bounds {

@@ -65,10 +65,11 @@ pub(super) fn render(file: &FileConfig, config: &Config, base: &Path) -> Result<
             cache_hits: config.audit.cache_hits,
             file: file.audit.file.as_ref().map(&path),
         },
+        // As written: a key left out comes from its `OTEL_*` variable at start.
         tracing: config.tracing.as_ref().map(|t| PrintedTracing {
-            otlp_endpoint: text(&t.otlp_endpoint),
+            otlp_endpoint: t.otlp_endpoint.as_deref().map(text),
             sampling: t.sampling,
-            service_name: text(&t.service_name),
+            service_name: t.service_name.as_deref().map(text),
         }),
         tls: PrintedTls {
             roots: roots(config.tls.roots),

@@ -71,15 +71,16 @@ pub enum Roots {
     WebpkiAndSystem,
 }
 
-/// Optional: OpenTelemetry traces over OTLP/HTTP (off without this section).
+/// Optional: OpenTelemetry traces over OTLP/HTTP, on with this section or an
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`. A key written here wins over its `OTEL_*` variable.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileTracing {
-    /// OTLP/HTTP base URL; spans are POSTed to `{otlp_endpoint}/v1/traces` as JSON.
-    pub otlp_endpoint: HttpUrl,
-    /// Ratio (0 to 1) of new traces to record; default 0.1. Traces the app sampled are always followed.
+    /// OTLP/HTTP base URL; spans are POSTed to `{otlp_endpoint}/v1/traces`. Default: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT`, then `http://localhost:4318`.
+    pub otlp_endpoint: Option<HttpUrl>,
+    /// Ratio (0 to 1) of new traces to record; traces the app sampled are always followed. Default: `OTEL_TRACES_SAMPLER`, then 0.1.
     pub sampling: Option<f64>,
-    /// Default `tokex`.
+    /// The `service.name` resource attribute. Default: `OTEL_SERVICE_NAME`, then `tokex`.
     pub service_name: Option<Text>,
 }
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 use serde_saphyr::{Location, Spanned};
 
 use super::file::FileConfig;
-use super::model::{AuditSettings, CacheConfig, Config, Limits, OtelSettings, Route, Timeouts};
+use super::model::{AuditSettings, CacheConfig, Config, Limits, Route, Timeouts, TracingSettings};
 use super::values::PathText;
 use sources::Sources;
 
@@ -136,17 +136,16 @@ fn build(file: &FileConfig, mut sources: Sources) -> Result<Config, Invalid> {
     let tracing = match &file.tracing {
         None => None,
         Some(t) => {
-            let sampling = t.sampling.unwrap_or(0.1);
-            if !(0.0..=1.0).contains(&sampling) {
+            if t.sampling.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
                 return Err(nowhere("tracing.sampling must be between 0 and 1"));
             }
-            Some(OtelSettings {
-                otlp_endpoint: t.otlp_endpoint.0.as_str().trim_end_matches('/').to_string(),
-                sampling,
-                service_name: t
-                    .service_name
+            Some(TracingSettings {
+                otlp_endpoint: t
+                    .otlp_endpoint
                     .as_ref()
-                    .map_or_else(|| "tokex".to_string(), |n| n.0.clone()),
+                    .map(|u| u.0.as_str().trim_end_matches('/').to_string()),
+                sampling: t.sampling,
+                service_name: t.service_name.as_ref().map(|n| n.0.clone()),
             })
         }
     };

@@ -118,9 +118,12 @@ pub(super) struct PrintedAudit {
 
 #[derive(Serialize)]
 pub(super) struct PrintedTracing {
-    pub(super) otlp_endpoint: String,
-    pub(super) sampling: f64,
-    pub(super) service_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) otlp_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) sampling: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) service_name: Option<String>,
 }
 
 #[derive(Serialize)]
