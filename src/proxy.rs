@@ -30,10 +30,13 @@ use crate::idle::{Stalled, Watch, within, within_on};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::routing;
 use crate::session::Session;
-use crate::upstream::{Sent, Upstream, UpstreamBody};
+use crate::upstream::{Sent, UpstreamBody};
 
+mod destination;
 mod passthrough;
 mod token;
+
+use destination::{Chosen, RouteUpstream};
 
 static NEXT_ROUTE_ID: AtomicU64 = AtomicU64::new(0);
 
@@ -77,7 +80,7 @@ struct RouteRuntime {
     id: u64,
     route: Arc<Route>,
     audit: crate::config::model::AuditSettings,
-    upstream: Upstream,
+    upstream: RouteUpstream,
     exchange: Option<RouteExchange>,
     metrics: RouteMetrics,
 }
@@ -301,7 +304,7 @@ impl Runtime {
         let (to_upstream, to_app) = (watch("to_upstream"), watch("to_app"));
         let mut routes = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
-            let upstream = Upstream::new(route, &config.timeouts, to_upstream.clone())
+            let upstream = RouteUpstream::new(route, &config.timeouts, to_upstream.clone())
                 .map_err(|e| BuildError::UpstreamTls(route.name.clone(), e))?;
             let exchange = match &route.exchange {
                 None => None,
@@ -384,6 +387,15 @@ impl RouteRuntime {
         path: Option<String>,
         session: &Arc<Session>,
     ) -> Result<Response<Body>, ProxyError> {
+        // Where it goes, before any token work: a route without upstream first checks
+        // that the app's `Host` is where the app connected.
+        let upstream = match self.upstream.named() {
+            Some(named) => named,
+            None => {
+                let within = runtime.config.timeouts.upstream_connect;
+                Box::pin(self.upstream.original(&req, session, within)).await?
+            }
+        };
         // Steps 2 to 6: the token to inject, with the connection's memory of its last lookup.
         let mut recent = session.take_recent();
         let authorized = self
@@ -398,7 +410,7 @@ impl RouteRuntime {
         let rewrite = forward::Rewrite {
             route: &self.route,
             path,
-            host: self.upstream.host().clone(),
+            host: upstream.host.clone(),
             token: authorized.value,
             upgrade: switch.clone(),
         };
@@ -407,13 +419,17 @@ impl RouteRuntime {
         let again = authorized
             .retry
             .and_then(|retry| Some((retry, crate::upstream::replayable(&upstream_req)?)));
-        let mut sent = self.send(upstream_req, session, switch.is_some()).await?;
+        let mut sent = self
+            .send(&upstream, upstream_req, session, switch.is_some())
+            .await?;
         if let Some(((key, subject), again)) = again
             && sent.response.status() == StatusCode::UNAUTHORIZED
         {
             // Rare, and a future the size of a whole exchange: boxed, off the hot path.
-            sent =
-                Box::pin(self.retry_with_fresh_token(proxy, again, key, &subject, session)).await?;
+            sent = Box::pin(
+                self.retry_with_fresh_token(proxy, &upstream, again, key, &subject, session),
+            )
+            .await?;
         }
         if let Some(app_side) = app_side
             && sent.response.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -426,11 +442,12 @@ impl RouteRuntime {
     /// Sends to the upstream; the route's `timeout` bounds the wait for response headers.
     async fn send(
         &self,
+        upstream: &Chosen<'_>,
         req: Request<UpstreamBody>,
         session: &Session,
         switch: bool,
     ) -> Result<Sent, ProxyError> {
-        let sent = std::pin::pin!(self.upstream.send(req, session.connections(), switch));
+        let sent = std::pin::pin!(upstream.send(req, session.connections(), switch));
         let mut timer = session.take_timer();
         let sent = within_on(timer.as_mut(), self.route.timeout, sent).await;
         session.keep_timer(timer);
@@ -446,6 +463,7 @@ impl RouteRuntime {
     async fn retry_with_fresh_token(
         &self,
         proxy: &Proxy,
+        upstream: &Chosen<'_>,
         mut again: Request<UpstreamBody>,
         key: crate::cache::Key,
         subject: &crate::secret::Secret,
@@ -468,7 +486,7 @@ impl RouteRuntime {
             &self.route,
             fresh.authorization.clone(),
         );
-        self.send(again, session, false).await
+        self.send(upstream, again, session, false).await
     }
 
     /// Steps 2 to 6: where the subject token is, what to do without one, and the

@@ -190,7 +190,7 @@ fn route(r: &Route, written: &FileRoute, path: &impl Fn(&PathText) -> String) ->
         name: text(&r.name),
         matcher,
         strip_prefix: r.strip_prefix,
-        upstream: text(&r.upstream.url),
+        upstream: r.upstream.as_ref().map(|u| text(&u.url)),
         ca_file: written.ca_file.as_ref().map(|f| path(&f.value)),
         on_missing_token: missing_token_policy(r.on_missing_token),
         exchange: exchange(r),

@@ -105,8 +105,10 @@ pub struct FileRoute {
     pub matcher: FileMatch,
     #[serde(default)]
     pub strip_prefix: bool,
-    #[schemars(with = "HttpUrl")]
-    pub upstream: Spanned<HttpUrl>,
+    /// Left out on a route for redirected connections: the request goes to the address
+    /// the app was connecting to, and only when its `Host` resolves there.
+    #[schemars(with = "Option<HttpUrl>")]
+    pub upstream: Option<Spanned<HttpUrl>>,
     #[schemars(with = "Option<PathText>")]
     pub ca_file: Option<Spanned<PathText>>,
     #[serde(default)]

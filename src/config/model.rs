@@ -231,7 +231,9 @@ pub struct Route {
     /// Only for redirected connections: where the app was connecting.
     pub destination: Option<DestinationMatch>,
     pub strip_prefix: bool,
-    pub upstream: UpstreamUrl,
+    /// `None`: the original destination of a redirected connection, for a request whose
+    /// `Host` resolves to it (the route then takes only redirected connections).
+    pub upstream: Option<UpstreamUrl>,
     pub ca_file: Option<Watched<CaBundle>>,
     pub on_missing_token: MissingTokenPolicy,
     pub exchange: Option<ExchangeParams>,

@@ -113,17 +113,27 @@ fn build(file: &FileConfig, mut sources: Sources) -> Result<Config, Invalid> {
             &timeouts,
             &mut sources,
         )?;
-        if route::points_at(&r.upstream, listen) {
+        if let (Some(up), Some(written)) = (&r.upstream, &spanned.value.upstream)
+            && route::points_at(up, listen)
+        {
             return Err(at(
-                &spanned.value.upstream,
+                written,
                 format!(
                     "routes[{i}].upstream: {} is tokex's own listener; requests would loop",
-                    r.upstream.url
+                    up.url
                 ),
             ));
         }
         if let (Some(d), None) = (&spanned.value.matcher.destination, &file.transparent) {
             return Err(transparent::needs_section(d, &format!("routes[{i}]")));
+        }
+        if r.upstream.is_none() && file.transparent.is_none() {
+            return Err(at(
+                spanned,
+                format!(
+                    "routes[{i}].upstream is required: only redirected connections (the `transparent` section) have an original destination to forward to"
+                ),
+            ));
         }
         if routes.iter().any(|o| o.name == r.name) {
             return Err(at(

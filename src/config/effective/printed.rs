@@ -74,7 +74,8 @@ pub(super) struct PrintedRoute {
     #[serde(rename = "match")]
     pub(super) matcher: Ordered<String>,
     pub(super) strip_prefix: bool,
-    pub(super) upstream: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) upstream: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) ca_file: Option<String>,
     pub(super) on_missing_token: MissingTokenPolicy,
