@@ -14,9 +14,9 @@ use std::path::Path;
 
 use super::file::{self, AuthMethod, FileAuth, FileAuthority, FileConfig, FileRoute};
 use super::model::{Authority, Config, MissingTokenPolicy, Roots, Route, SubjectSource, Unmatched};
-use super::values::{PathText, format_duration};
 use crate::secret::REDACTED;
 use printed::*;
+use tokex_common::values::{PathText, format_duration};
 
 /// `config` (loaded from `file`, whose directory is `base`) in the file's YAML format.
 pub(super) fn render(file: &FileConfig, config: &Config, base: &Path) -> Result<String, String> {

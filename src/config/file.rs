@@ -2,7 +2,7 @@
 //!
 //! Nothing here is used by the proxy directly; [`super::validate`] turns it into the
 //! validated model, [`super::model`]. Every struct denies unknown keys, and values that
-//! can be checked on their own are checked while parsing (see [`super::values`]) so
+//! can be checked on their own are checked while parsing (see [`tokex_common::values`]) so
 //! errors carry a location.
 
 use std::collections::BTreeMap;
@@ -18,7 +18,7 @@ mod transparent;
 pub use authority::{AuthMethod, FileActorToken, FileAuth, FileAuthority, FileBreaker};
 pub use transparent::{FileTransparent, Unmatched};
 
-use super::values::{Addr, Dur, HttpUrl, PathText, Text};
+use tokex_common::values::{Addr, Dur, HttpUrl, PathText, Text};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

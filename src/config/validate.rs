@@ -17,41 +17,17 @@ mod transparent;
 mod trust;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_saphyr::{Location, Spanned};
-
 use super::file::FileConfig;
 use super::model::{AuditSettings, CacheConfig, Config, Limits, Route, Timeouts, TracingSettings};
-use super::values::PathText;
 use sources::Sources;
 
 pub(super) use authority::assertion_audience;
 
-/// A validation failure at a place in the file.
-#[derive(Debug)]
-pub struct Invalid {
-    pub location: Option<Location>,
-    pub message: String,
-}
-
-/// A failure at the value `span` holds.
-pub(crate) fn at<T>(span: &Spanned<T>, message: impl Into<String>) -> Invalid {
-    Invalid {
-        location: Some(span.referenced),
-        message: message.into(),
-    }
-}
-
-/// A failure of no one place: of values that are not written, or of several together.
-pub(crate) fn nowhere(message: impl Into<String>) -> Invalid {
-    Invalid {
-        location: None,
-        message: message.into(),
-    }
-}
+pub use tokex_common::located::{Invalid, at, nowhere, resolve};
 
 /// Checks a parsed file and builds the model; relative paths resolve against `base`.
 pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Invalid> {
@@ -207,15 +183,5 @@ fn absolute_uri(v: &str) -> Result<String, String> {
     match url::Url::parse(v) {
         Ok(_) => Ok(v.to_string()),
         Err(_) => Err(format!("`{v}` is not an absolute URI")),
-    }
-}
-
-/// `p` as written if absolute, else relative to `base` (the directory of the file that
-/// names it).
-pub(crate) fn resolve(base: &Path, p: &PathText) -> PathBuf {
-    if p.0.is_absolute() {
-        p.0.clone()
-    } else {
-        base.join(&p.0)
     }
 }

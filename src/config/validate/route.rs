@@ -120,7 +120,7 @@ fn missing_token_policy(p: file::MissingTokenPolicy) -> MissingTokenPolicy {
     }
 }
 
-fn upstream(u: &Spanned<crate::config::values::HttpUrl>) -> Result<UpstreamUrl, String> {
+fn upstream(u: &Spanned<tokex_common::values::HttpUrl>) -> Result<UpstreamUrl, String> {
     let url = &u.value.0;
     if url.query().is_some() {
         return Err("a query string is not allowed".into());
@@ -173,7 +173,7 @@ pub(super) fn points_at(upstream: &UpstreamUrl, listen: SocketAddr) -> bool {
 }
 
 fn parse_host_match(raw: &str) -> Result<HostMatch, String> {
-    if crate::config::offline::unresolved(raw) {
+    if tokex_common::offline::unresolved(raw) {
         return Ok(HostMatch {
             host: raw.to_string(),
             port: None,
