@@ -133,21 +133,22 @@ echo "kubernetes-validate --strict against ${k8s_versions[*]}: ok"
 
 step "alert rules: promtool check rules and promtool test rules"
 # promtool from Debian's prometheus package. Only promtool is wanted, so where it is not on
-# PATH the package is unpacked into target/prometheus-deb instead of installed (installing it
-# would also start a Prometheus server on a machine with systemd).
+# PATH the package is unpacked and promtool kept in target/promtool, rather than installed
+# (installing it would also start a Prometheus server on a machine with systemd).
 promtool=$(command -v promtool || true)
 if [ -z "$promtool" ]; then
-  deb=target/prometheus-deb
-  if [ ! -x "$deb/usr/bin/promtool" ]; then
+  deb=target/promtool
+  if [ ! -x "$deb/promtool" ]; then
     command -v apt-get > /dev/null || { echo "apt-get is required to fetch promtool (Debian's prometheus package)" >&2; exit 1; }
     apt-get update -q > /dev/null
-    rm -rf "$deb" && mkdir -p "$deb/download"
-    (cd "$deb/download" && apt-get download -q prometheus > /dev/null 2>&1) \
+    rm -rf "$deb" && mkdir -p "$deb/unpacked"
+    (cd "$deb" && apt-get download -q prometheus > /dev/null 2>&1) \
       || { echo "apt-get download prometheus failed" >&2; exit 1; }
-    dpkg-deb -x "$deb"/download/prometheus_*.deb "$deb"
-    rm -rf "$deb/download"
+    dpkg-deb -x "$deb"/prometheus_*.deb "$deb/unpacked"
+    mv "$deb/unpacked/usr/bin/promtool" "$deb/promtool"
+    rm -rf "$deb/unpacked" "$deb"/prometheus_*.deb
   fi
-  promtool=$deb/usr/bin/promtool
+  promtool=$deb/promtool
 fi
 "$promtool" --version 2>&1 | sed -n 1p
 "$promtool" check rules deploy/helm/tokex/files/prometheus-rules.yaml
