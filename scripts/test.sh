@@ -9,12 +9,14 @@ step() { printf '\n==> %s\n' "$*"; }
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "module dependency cycles (scripts/module-cycles.py)"
+step "module dependency cycles (scripts/module-cycles.py), in each library of the workspace"
 python3 scripts/module-cycles.py --self-test > /dev/null
-python3 scripts/module-cycles.py src
+for crate_src in src crates/common/src crates/sts/src; do
+  python3 scripts/module-cycles.py "$crate_src"
+done
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo build (tokex binary for the shipped-config checks)"
 cargo build --locked --bin tokex
@@ -196,5 +198,5 @@ step "interop: Keycloak from Maven Central into target/keycloak-<version> (reuse
 TOKEX_KEYCLOAK_HOME=$(scripts/keycloak.sh)
 export TOKEX_KEYCLOAK_HOME
 
-step "cargo test"
-cargo test --locked --all-targets
+step "cargo test (every crate of the workspace)"
+cargo test --workspace --locked --all-targets

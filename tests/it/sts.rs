@@ -1103,14 +1103,14 @@ async fn a_realm_may_trust_a_realm_that_sorts_before_it() {
 #[test]
 fn shipped_sts_example_loads() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sts-example.yaml");
-    let config = tokex::sts::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let config = tokex_sts::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.listen, "127.0.0.1:8400".parse().unwrap());
     assert!(config.realms.contains_key("client") && config.realms.contains_key("backend"));
     let backend = &config.realms["backend"];
     assert!(!backend.policy.scope_mapping.is_empty());
     assert!(!backend.policy.claim_rules.is_empty());
     assert!(!backend.trust.is_empty());
-    let sts = tokex::sts::Sts::new(config, "http://127.0.0.1:8400").unwrap();
+    let sts = tokex_sts::Sts::new(config, "http://127.0.0.1:8400").unwrap();
     assert_eq!(
         sts.token_endpoint("backend").as_deref(),
         Some("http://127.0.0.1:8400/realms/backend/token")
