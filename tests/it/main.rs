@@ -11,6 +11,7 @@ mod errors;
 mod exchange_command;
 mod interop;
 mod keycloak;
+mod monitoring;
 mod observability;
 mod operations;
 mod otlp_collector;
