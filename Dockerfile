@@ -31,6 +31,7 @@ FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY crates ./crates
 # The cache mounts keep the crate registry and incremental target dir between builds; the
 # binary is copied out of the cached target dir within the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

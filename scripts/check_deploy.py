@@ -16,6 +16,19 @@
         Every config key path in `tokex schema` (`routes[].exchange.scope`,
         `authorities.<name>.auth.method`, ...) appears, in backticks, in REFERENCE.md.
 
+    check_deploy.py chart-schema --tokex BIN [--write] VALUES.SCHEMA.JSON
+        The chart's values schema carries `tokex schema` as $defs.tokexConfig (the keys the
+        chart sets itself, listen, admin and transparent, removed; routes optional, as the
+        chart defaults it), so `helm lint` refuses a misspelt config key as it refuses a
+        misspelt chart value. Fails when that copy differs from `tokex schema`; --write
+        rewrites it.
+
+    check_deploy.py monitoring --models DIR --rules RULES.yaml --dashboard DASHBOARD.json RENDERED.yaml...
+        The chart's monitoring objects: every PodMonitor and PrometheusRule validates against
+        the prometheus-operator CRD schemas (the npm models installed in DIR, run with node);
+        the PodMonitor selects the sidecar label on the tokex-admin port; the PrometheusRule
+        carries RULES.yaml as it is and the dashboard ConfigMap DASHBOARD.json as it is.
+
     check_deploy.py manifests --tokex BIN --work DIR RENDERED.yaml...
         For every workload in the rendered manifests that runs tokex, checks what the schema
         cannot: tokex is a native sidecar; its config is a ConfigMap mounted as a directory
@@ -28,7 +41,8 @@
         `transparent` section, the app may instead call its upstreams directly, and the pod
         must run `tokex init` from the tokex-init image just before the sidecar, on the same
         ConfigMap, as root with the capabilities it needs and nothing else, with the sidecar as
-        transparent.proxy_uid and no other container as that uid.
+        transparent.proxy_uid and no other container as that uid. The pod carries the label
+        the PodMonitor selects, and tokex's termination message falls back to its log.
         Then runs `tokex check` on every tokex config in a ConfigMap, with the credential files
         it names re-rooted under DIR and filled with placeholders (generated PEM for keys and
         certificates) and `${NAME}` variables set to placeholders.
@@ -62,6 +76,8 @@ import check_transparent  # noqa: E402  (after the line above, on purpose)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = "/etc/tokex/tokex.yaml"  # the image's CMD
+# Every pod that runs tokex carries it; the chart's PodMonitor selects by it (tokex.podLabels).
+SIDECAR_LABEL = ("tokex.io/sidecar", "true")
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
 
 
@@ -200,6 +216,88 @@ def docs(tokex, reference):
         fail(f"{reference} does not document these config keys of `tokex schema`:\n  "
              + "\n  ".join(missing))
     print(f"{reference}: all {len(paths)} config keys of `tokex schema` documented")
+
+
+# --------------------------------------------------------------------------------------------
+# chart-schema
+# --------------------------------------------------------------------------------------------
+
+CHART_SET_KEYS = ("listen", "admin", "transparent")  # values.ports, adminBindAddress, transparent
+
+
+def chart_config_schema(tokex_schema):
+    """`tokex schema` as the chart's `config` value: nested under $defs.tokexConfig, so its
+    own references point into that subtree."""
+    import json
+    text = json.dumps(tokex_schema).replace('"#/$defs/', '"#/$defs/tokexConfig/$defs/')
+    schema = json.loads(text)
+    for key in ("$schema", "title", "required"):
+        schema.pop(key, None)
+    for key in CHART_SET_KEYS:
+        schema["properties"].pop(key, None)
+    schema["description"] = ("The tokex config (docs/configuration.md), from `tokex schema`; "
+                             "listen, admin and transparent come from other values.")
+    return schema
+
+
+def chart_schema(tokex, path, write):
+    import json
+    out = subprocess.run([tokex, "schema"], check=True, stdout=subprocess.PIPE, text=True).stdout
+    want = chart_config_schema(json.loads(out))
+    values = json.loads(Path(path).read_text())
+    if values["$defs"].get("tokexConfig") == want:
+        print(f"{path}: $defs.tokexConfig matches `tokex schema`")
+        return
+    if not write:
+        fail(f"{path}: $defs.tokexConfig differs from `tokex schema`; run\n  python3 "
+             f"scripts/check_deploy.py chart-schema --tokex {tokex} --write {path}")
+    values["$defs"]["tokexConfig"] = want
+    Path(path).write_text(json.dumps(values, indent=2) + "\n")
+    print(f"{path}: $defs.tokexConfig rewritten from `tokex schema`")
+
+
+# --------------------------------------------------------------------------------------------
+# monitoring
+# --------------------------------------------------------------------------------------------
+
+
+def monitoring(models, rules, dashboard, files):
+    import json
+    problems, custom = [], []
+    want_rules = yaml.safe_load(Path(rules).read_text())
+    want_dashboard = json.loads(Path(dashboard).read_text())
+    seen = {"PodMonitor": 0, "PrometheusRule": 0, "dashboard": 0}
+    for f in files:
+        for d in load_docs(f):
+            kind, name = d.get("kind"), (d.get("metadata") or {}).get("name")
+            label = f"{Path(f).name} {kind}/{name}"
+            if kind in ("PodMonitor", "PrometheusRule"):
+                seen[kind] += 1
+                custom.append([label, d])
+            if kind == "PodMonitor":
+                spec = d.get("spec") or {}
+                if (spec.get("selector") or {}).get("matchLabels") != dict([SIDECAR_LABEL]):
+                    problems.append(f"{label}: selects {spec.get('selector')}, not the sidecar "
+                                    f"label {SIDECAR_LABEL[0]}: \"{SIDECAR_LABEL[1]}\"")
+                ports = [e.get("port") for e in spec.get("podMetricsEndpoints") or []]
+                if ports != ["tokex-admin"]:
+                    problems.append(f"{label}: scrapes ports {ports}, not tokex-admin")
+            elif kind == "PrometheusRule" and d.get("spec") != want_rules:
+                problems.append(f"{label}: spec is not {rules} as it is")
+            elif kind == "ConfigMap" and "tokex.json" in (d.get("data") or {}):
+                seen["dashboard"] += 1
+                if json.loads(d["data"]["tokex.json"]) != want_dashboard:
+                    problems.append(f"{label}: tokex.json is not {dashboard} as it is")
+    problems += [f"no {k} in the rendered monitoring objects" for k, n in seen.items() if not n]
+    r = subprocess.run(["node", "validate.mjs"], input=json.dumps(custom),
+                       stdout=subprocess.PIPE, text=True, cwd=models)
+    print(r.stdout, end="")
+    if r.returncode != 0:
+        problems.append("the prometheus-operator CRD schemas refuse the objects above")
+    if problems:
+        fail(f"{len(problems)} problem(s):\n  " + "\n  ".join(problems))
+    print(f"check_deploy: {seen['PodMonitor']} PodMonitor(s), {seen['PrometheusRule']} "
+          f"PrometheusRule(s), {seen['dashboard']} dashboard ConfigMap(s): all ok")
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,6 +445,17 @@ def pod_spec(doc):
     return (spec.get("template") or {}).get("spec")
 
 
+def pod_template(doc):
+    """The object whose metadata labels the pods: the workload itself for a Pod."""
+    kind = doc.get("kind")
+    spec = doc.get("spec") or {}
+    if kind == "Pod":
+        return doc
+    if kind == "CronJob":
+        return ((spec.get("jobTemplate") or {}).get("spec") or {}).get("template") or {}
+    return spec.get("template") or {}
+
+
 def is_tokex(container):
     image = str(container.get("image", ""))
     return container.get("name") == "tokex" or re.search(r"(^|/)tokex(:|@|$)", image) is not None
@@ -423,6 +532,15 @@ def check_workload(doc, pod, configmaps, source):
     if any(is_tokex(c) for c in mains):
         problems.append(f"{name}: tokex is in `containers`; run it as a native sidecar "
                         "(initContainers with restartPolicy: Always)")
+    pod_labels = ((pod_template(doc).get("metadata") or {}).get("labels") or {})
+    if sidecars and pod_labels.get(SIDECAR_LABEL[0]) != SIDECAR_LABEL[1]:
+        problems.append(f"{name}: the pod template lacks the label {SIDECAR_LABEL[0]}: "
+                        f"\"{SIDECAR_LABEL[1]}\" (the PodMonitor finds tokex's pods by it)")
+    for c in sidecars + [i for i in inits if check_transparent.is_tokex_init(i)]:
+        if c.get("terminationMessagePolicy") != "FallbackToLogsOnError":
+            problems.append(f"{name} initContainers[{c.get('name')}]: terminationMessagePolicy "
+                            "must be FallbackToLogsOnError (a config error shows in kubectl "
+                            "describe)")
     for c in sidecars:
         where = f"{name} initContainers[{c.get('name')}]"
         if c.get("restartPolicy") != "Always":
@@ -593,6 +711,14 @@ def main(argv):
         versions()
     elif len(argv) == 4 and argv[0] == "docs" and argv[1] == "--tokex":
         docs(argv[2], argv[3])
+    elif len(argv) in (4, 5) and argv[0] == "chart-schema" and argv[1] == "--tokex":
+        if len(argv) == 5 and argv[3] != "--write":
+            print(__doc__, file=sys.stderr)
+            sys.exit(1)
+        chart_schema(argv[2], argv[-1], len(argv) == 5)
+    elif (len(argv) >= 8 and argv[0] == "monitoring" and argv[1] == "--models"
+          and argv[3] == "--rules" and argv[5] == "--dashboard"):
+        monitoring(argv[2], argv[4], argv[6], argv[7:])
     elif len(argv) >= 6 and argv[0] == "manifests" and argv[1] == "--tokex" and argv[3] == "--work":
         manifests(argv[2], argv[4], argv[5:])
     else:

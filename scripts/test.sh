@@ -9,17 +9,28 @@ step() { printf '\n==> %s\n' "$*"; }
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "module dependency cycles (scripts/module-cycles.py)"
+step "module dependency cycles (scripts/module-cycles.py), in each library of the workspace"
 python3 scripts/module-cycles.py --self-test > /dev/null
-python3 scripts/module-cycles.py src
+for crate_src in src crates/common/src crates/sts/src; do
+  python3 scripts/module-cycles.py "$crate_src"
+done
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo build (tokex binary for the shipped-config checks)"
 cargo build --locked --bin tokex
 
 step "tokex check on every shipped config"
+# Every sidecar config names the schema for editors (yaml-language-server) on its first line.
+for f in config/*.yaml deploy/kubernetes/tokex.yaml deploy/kubernetes/transparent/tokex.yaml; do
+  case "$(basename "$f")" in sts*.yaml) continue ;; esac
+  ref=$(sed -n '1s/^# yaml-language-server: \$schema=//p' "$f")
+  if [ -z "$ref" ] || [ "$(realpath -m "$(dirname "$f")/$ref")" != "$PWD/docs/tokex.schema.json" ]; then
+    echo "$f: the first line must be # yaml-language-server: \$schema=<relative path to docs/tokex.schema.json>" >&2
+    exit 1
+  fi
+done
 for f in config/*.yaml; do
   # sts*.yaml are `tokex sts` configs, not sidecar configs: `tokex check` does
   # not apply; tests/it/sts.rs (shipped_sts_example_loads) loads and builds them instead.
@@ -75,12 +86,76 @@ mkdir -p "$out/charts" && cp -r deploy/helm/examples/orders "$out/charts/orders"
 mkdir -p "$out/charts/orders/charts" && cp -r deploy/helm/tokex "$out/charts/orders/charts/tokex"
 "$tools/bin/helm" lint --quiet --strict --kube-version "${k8s_versions[0]}" "$out/charts/orders"
 "${helm[@]}" template orders "$out/charts/orders" --set tokex.checksumConfig=true > "$out/helm-example-orders.yaml"
+# values.schema.json refuses unknown values at every level, the tokex config's keys included
+# (from `tokex schema`): a misspelt key fails the lint instead of rendering as if absent.
+"$tools/venv/bin/python" scripts/check_deploy.py chart-schema --tokex target/debug/tokex deploy/helm/tokex/values.schema.json
+refused() { # CHART ARGS...: `helm lint --strict` must fail, and on the unknown value
+  if "$tools/bin/helm" lint --strict --kube-version "${k8s_versions[0]}" "$@" > "$out/refused.log" 2>&1; then
+    echo "helm lint $* accepted a misspelt value" >&2
+    exit 1
+  fi
+  grep -q "Additional property" "$out/refused.log" || { cat "$out/refused.log" >&2; exit 1; }
+  echo "helm lint --strict refuses $*"
+}
+refused deploy/helm/tokex --set serviceAccountToken.enable=true
+refused deploy/helm/tokex --set config.cache.max_tll=1m
+refused "$out/charts/orders" --set replica=3
+refused "$out/charts/orders" --set tokex.serviceAccountToken.enable=true
+# The monitoring objects. The dashboard's ConfigMap joins the manifests kubernetes-validate
+# checks; PodMonitor and PrometheusRule are custom resources it has no schema for, so they go
+# to the prometheus-operator CRD schemas (an npm package, run with node) instead.
+monitoring_values=deploy/helm/tokex/ci/monitoring.yaml
+"$tools/bin/helm" lint --quiet --strict --kube-version "${k8s_versions[0]}" -f "$monitoring_values" deploy/helm/tokex
+"${helm[@]}" template tokex deploy/helm/tokex -f "$monitoring_values" \
+  --show-only templates/grafana-dashboard.yaml > "$out/helm-monitoring-dashboard.yaml"
+crds="$tools/rendered-crds"
+rm -rf "$crds" && mkdir -p "$crds"
+"${helm[@]}" template tokex deploy/helm/tokex -f "$monitoring_values" \
+  --show-only templates/podmonitor.yaml --show-only templates/prometheusrule.yaml > "$crds/helm-monitoring.yaml"
+command -v node > /dev/null || { echo "node is required for the CRD schema checks" >&2; exit 1; }
+models="$tools/crd-validate"
+want=$(cat scripts/crd-validate/package.json scripts/crd-validate/package-lock.json | sha256sum | cut -d' ' -f1)
+if [ ! -d "$models/node_modules" ] || [ "$(cat "$models/.lock.sha256" 2> /dev/null)" != "$want" ]; then
+  rm -rf "$models" && mkdir -p "$models"
+  cp scripts/crd-validate/package.json scripts/crd-validate/package-lock.json "$models/"
+  (cd "$models" && npm ci --silent --no-audit --no-fund)
+  echo "$want" > "$models/.lock.sha256"
+fi
+cp scripts/crd-validate/validate.mjs "$models/"
+"$tools/venv/bin/python" scripts/check_deploy.py monitoring --models "$models" \
+  --rules deploy/helm/tokex/files/prometheus-rules.yaml --dashboard deploy/helm/tokex/files/grafana-dashboard.json \
+  "$crds/helm-monitoring.yaml" "$out/helm-monitoring-dashboard.yaml"
+cp deploy/kubernetes/networkpolicy.example.yaml "$out/networkpolicy-example.yaml"
 echo "rendered: $(cd "$out" && ls ./*.yaml | xargs)"
 validate_args=()
 for v in "${k8s_versions[@]}"; do validate_args+=(-k "$v"); done
 "$tools/venv/bin/kubernetes-validate" --strict --quiet "${validate_args[@]}" "$out"/*.yaml
 echo "kubernetes-validate --strict against ${k8s_versions[*]}: ok"
 "$tools/venv/bin/python" scripts/check_deploy.py manifests --tokex target/debug/tokex --work "$out/check" "$out"/*.yaml
+
+step "alert rules: promtool check rules and promtool test rules"
+# promtool from Debian's prometheus package. Only promtool is wanted, so where it is not on
+# PATH the package is unpacked and promtool kept in target/promtool, rather than installed
+# (installing it would also start a Prometheus server on a machine with systemd).
+promtool=$(command -v promtool || true)
+if [ -z "$promtool" ]; then
+  deb=target/promtool
+  if [ ! -x "$deb/promtool" ]; then
+    command -v apt-get > /dev/null || { echo "apt-get is required to fetch promtool (Debian's prometheus package)" >&2; exit 1; }
+    apt-get update -q > /dev/null
+    rm -rf "$deb" && mkdir -p "$deb/unpacked"
+    (cd "$deb" && apt-get download -q prometheus > /dev/null 2>&1) \
+      || { echo "apt-get download prometheus failed" >&2; exit 1; }
+    dpkg-deb -x "$deb"/prometheus_*.deb "$deb/unpacked"
+    mv "$deb/unpacked/usr/bin/promtool" "$deb/promtool"
+    rm -rf "$deb/unpacked" "$deb"/prometheus_*.deb
+  fi
+  promtool=$deb/promtool
+fi
+"$promtool" --version 2>&1 | sed -n 1p
+"$promtool" check rules deploy/helm/tokex/files/prometheus-rules.yaml
+# The chart's PrometheusRule carries this very file (check_deploy.py monitoring, above).
+"$promtool" test rules deploy/monitoring/tests/*.test.yaml
 
 step "fuzz: every cargo-fuzz target for FUZZ_SECONDS (default 30) each"
 scripts/fuzz.sh
@@ -134,5 +209,5 @@ step "interop: Keycloak from Maven Central into target/keycloak-<version> (reuse
 TOKEX_KEYCLOAK_HOME=$(scripts/keycloak.sh)
 export TOKEX_KEYCLOAK_HOME
 
-step "cargo test"
-cargo test --locked --all-targets
+step "cargo test (every crate of the workspace)"
+cargo test --workspace --locked --all-targets

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config;
-use crate::proxy::Proxy;
-use crate::server::{self, Listeners};
-use crate::telemetry::LogFormat;
+use tokex::config;
+use tokex::proxy::Proxy;
+use tokex::server::{self, Listeners};
+use tokex::telemetry::LogFormat;
 
 mod exchange;
 mod init;
@@ -128,7 +128,7 @@ pub async fn run(path: &Path) -> ExitCode {
     };
     let (listen, admin) = (config.listen, config.admin);
     let transparent = config.transparent.as_ref().map(|t| (t.listen, t.proxy_uid));
-    if let Err(e) = crate::telemetry::set_audit_file(config.audit_file.as_deref()) {
+    if let Err(e) = tokex::telemetry::set_audit_file(config.audit_file.as_deref()) {
         eprintln!("{}: cannot open audit.file: {e}", path.display());
         return ExitCode::from(EXIT_CONFIG);
     }
@@ -163,13 +163,14 @@ pub async fn run(path: &Path) -> ExitCode {
         "listening"
     );
     server::run(proxy, listeners, shutdown).await;
+    tokex::telemetry::export::shutdown().await;
     ExitCode::SUCCESS
 }
 
 /// The redirect exempts only `proxy_uid`: running as another uid, tokex's own upstream
 /// connections would come back to it.
 fn warn_unless_running_as(proxy_uid: u32) {
-    let uid = crate::transparent::effective_uid();
+    let uid = tokex::transparent::effective_uid();
     if let Some(uid) = uid.filter(|uid| *uid != proxy_uid) {
         tracing::warn!(
             uid,
@@ -221,7 +222,7 @@ fn reload_on_sighup(proxy: Arc<Proxy>) -> impl Future<Output = ()> + Send + 'sta
 
 /// `tokex sts`: the embedded authorization server until SIGTERM or Ctrl-C.
 pub async fn sts(path: &Path) -> ExitCode {
-    let config = match crate::sts::config::load(path) {
+    let config = match tokex_sts::config::load(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
@@ -242,7 +243,7 @@ pub async fn sts(path: &Path) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    let sts = match crate::sts::Sts::new(config, &base) {
+    let sts = match tokex_sts::Sts::new(config, &base) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{}: {e}", path.display());

@@ -14,38 +14,19 @@
 mod effective;
 pub mod file;
 pub mod model;
-mod offline;
 pub mod validate;
-pub mod values;
-mod yaml;
 
-pub(crate) use yaml::from_yaml;
+pub use tokex_common::located::{ConfigError, MAX_CONFIG_BYTES};
+pub use tokex_common::values;
+pub(crate) use tokex_common::yaml::from_yaml;
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::credentials::ReadError;
+use tokex_common::credentials::ReadError;
+use tokex_common::located::{located, read, unreadable};
+use tokex_common::{offline, yaml};
 
 pub use model::{Authority, CacheSettings, ClientAuth, Config, ExchangeParams, Route};
-
-/// A config that could not be loaded, with where the problem is.
-#[derive(Debug, thiserror::Error)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub line: Option<u64>,
-    pub column: Option<u64>,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:", self.file.display())?;
-        if let (Some(line), Some(col)) = (self.line, self.column) {
-            write!(f, "{line}:{col}:")?;
-        }
-        write!(f, " {}", self.message)
-    }
-}
 
 /// The JSON Schema of the config file (`tokex schema`), generated from the file model
 /// so editors can validate `tokex.yaml`.
@@ -136,46 +117,6 @@ pub fn transparent_section(path: &Path) -> Result<Option<model::Transparent>, Co
 /// What an empty config file is told.
 const EMPTY: &str =
     "the file is empty: a config needs at least `routes` (`routes: []` is the smallest)";
-
-/// Reads a YAML file into `T` with located errors; shared with the embedded STS config.
-pub(crate) fn load_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = read(path)?;
-    if yaml::is_blank(&text) {
-        return Err(located(path, None, "the file is empty".into()));
-    }
-    from_yaml(&text).map_err(|(loc, msg)| located(path, loc, msg))
-}
-
-/// The largest config file tokex reads. Real ones are a few KiB (a thousand routes are
-/// about 200 KiB), and parsing costs some 25 times the file's size in memory at its peak:
-/// a hostile 4 MiB file would take about 100 MiB, enough to get a sidecar killed on reload.
-pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
-
-/// A config file's text, read within [`MAX_CONFIG_BYTES`].
-fn read(path: &Path) -> Result<String, ConfigError> {
-    let bytes = crate::credentials::read_bounded(path, MAX_CONFIG_BYTES)
-        .map_err(|e| unreadable(path, e))?;
-    String::from_utf8(bytes).map_err(|_| located(path, None, "the file is not UTF-8 text".into()))
-}
-
-fn unreadable(path: &Path, e: ReadError) -> ConfigError {
-    located(path, None, format!("cannot read config: {e}"))
-}
-
-/// A [`ConfigError`] at `location`; the message is [`yaml::bounded`], so no error echoes
-/// more than a few dozen characters of what the file holds.
-pub(crate) fn located(
-    path: &Path,
-    location: Option<serde_saphyr::Location>,
-    message: String,
-) -> ConfigError {
-    ConfigError {
-        file: path.to_path_buf(),
-        line: location.map(|l| l.line()),
-        column: location.map(|l| l.column()),
-        message: yaml::bounded(&message),
-    }
-}
 
 #[cfg(test)]
 mod tests {

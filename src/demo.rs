@@ -24,9 +24,9 @@ use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
 use crate::cli::{EXIT_CONFIG, EXIT_RUNTIME};
-use crate::proxy::Proxy;
-use crate::server::{self, Listeners};
-use crate::sts::{self, Sts};
+use tokex::proxy::Proxy;
+use tokex::server::{self, Listeners};
+use tokex_sts::Sts;
 
 const STS_CONFIG: &str = "
 realms:
@@ -112,7 +112,7 @@ async fn start(listen: SocketAddr) -> Result<Running, Failure> {
         "http://{}",
         sts_listener.local_addr().map_err(|e| runtime(&e))?
     );
-    let sts_config = sts::config::parse(STS_CONFIG, Path::new("demo-sts.yaml"))
+    let sts_config = tokex_sts::config::parse(STS_CONFIG, Path::new("demo-sts.yaml"))
         .map_err(|e| (EXIT_CONFIG, e.to_string()))?;
     let sts = Sts::new(sts_config, &base).map_err(|e| runtime(&e))?;
     let mut tasks = vec![tokio::spawn(
@@ -169,7 +169,7 @@ routes:
         admin = listeners.admin_addr().map_err(|e| runtime(&e))?,
         actor = actor_file.display(),
     );
-    let config = crate::config::parse(&yaml, &dir.0.join("tokex.yaml"))
+    let config = tokex::config::parse(&yaml, &dir.0.join("tokex.yaml"))
         .map_err(|e| (EXIT_CONFIG, e.to_string()))?;
     let proxy = Proxy::new(config).map_err(|e| runtime(&e))?;
 
@@ -201,7 +201,7 @@ routes:
 
 fn http_client() -> Result<reqwest::Client, Failure> {
     let builder =
-        crate::tls::reqwest_builder(None, None).map_err(|e| (EXIT_RUNTIME, e.to_string()))?;
+        tokex::tls::reqwest_builder(None, None).map_err(|e| (EXIT_RUNTIME, e.to_string()))?;
     builder.build().map_err(|e| (EXIT_RUNTIME, e.to_string()))
 }
 
@@ -209,7 +209,7 @@ fn http_client() -> Result<reqwest::Client, Failure> {
 async fn mint(endpoint: &str, client: &str, secret: &str, scope: &str) -> Result<String, Failure> {
     let http = http_client()?;
     let mut form = vec![
-        ("grant_type", crate::oauth::GRANT_TYPE_CLIENT_CREDENTIALS),
+        ("grant_type", tokex::oauth::GRANT_TYPE_CLIENT_CREDENTIALS),
         ("audience", "backend"),
     ];
     if !scope.is_empty() {
@@ -269,8 +269,8 @@ async fn echo_upstream(listener: TcpListener) {
             continue;
         };
         let svc = service_fn(|req: Request<Incoming>| async move {
-            let token = crate::bearer::extract(req.headers()).ok().flatten();
-            let claims = token.and_then(|t| crate::jwt::unverified_claims(t.expose()));
+            let token = tokex::bearer::extract(req.headers()).ok().flatten();
+            let claims = token.and_then(|t| tokex::jwt::unverified_claims(t.expose()));
             let body = json!({ "path": req.uri().path(), "received_token_claims": claims });
             let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
             r.headers_mut().insert(
@@ -288,7 +288,7 @@ async fn echo_upstream(listener: TcpListener) {
 }
 
 fn report(user_token: &str, answer: &Value, sidecar: SocketAddr) -> String {
-    let subject = crate::jwt::unverified_claims(user_token).unwrap_or_default();
+    let subject = tokex::jwt::unverified_claims(user_token).unwrap_or_default();
     let exchanged: Map<String, Value> = answer["received_token_claims"]
         .as_object()
         .cloned()

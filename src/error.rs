@@ -23,6 +23,7 @@ pub const TOKEX_ERROR: HeaderName = HeaderName::from_static("tokex-error");
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Code {
     NoRoute,
+    Misdirected,
     Unsupported,
     MissingToken,
     InvalidRequest,
@@ -39,8 +40,9 @@ pub enum Code {
 
 impl Code {
     /// Every code, for tests and documentation.
-    pub const ALL: [Code; 13] = [
+    pub const ALL: [Code; 14] = [
         Code::NoRoute,
+        Code::Misdirected,
         Code::Unsupported,
         Code::MissingToken,
         Code::InvalidRequest,
@@ -58,6 +60,7 @@ impl Code {
     pub fn as_str(self) -> &'static str {
         match self {
             Code::NoRoute => "no_route",
+            Code::Misdirected => "misdirected_request",
             Code::Unsupported => "unsupported",
             Code::MissingToken => "missing_token",
             Code::InvalidRequest => "invalid_request",
@@ -76,6 +79,7 @@ impl Code {
     pub fn status(self) -> StatusCode {
         match self {
             Code::NoRoute => StatusCode::NOT_FOUND,
+            Code::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             Code::MissingToken | Code::InvalidToken => StatusCode::UNAUTHORIZED,
             Code::InvalidRequest => StatusCode::BAD_REQUEST,
@@ -219,8 +223,9 @@ mod tests {
     /// The error table, row by row: status, code and challenge.
     #[test]
     fn status_table() {
-        let rows: [(Code, u16, &str, Option<&str>); 13] = [
+        let rows: [(Code, u16, &str, Option<&str>); 14] = [
             (Code::NoRoute, 404, "no_route", None),
+            (Code::Misdirected, 421, "misdirected_request", None),
             (Code::Unsupported, 405, "unsupported", None),
             (Code::MissingToken, 401, "missing_token", Some("Bearer")),
             (

@@ -107,59 +107,6 @@ impl From<&Error> for ProxyError {
     }
 }
 
-/// W3C trace context (traceparent, tracestate) carried from the app's request to the
-/// authorization server, so its spans join the app's trace.
-#[derive(Clone, Default)]
-pub struct TraceContext {
-    /// The caller's span; a malformed `traceparent` is dropped, not passed on.
-    parent: Option<crate::otel::SpanContext>,
-    tracestate: Option<HeaderValue>,
-    /// With tracing on: the exporter, to record the exchange as a span.
-    otel: Option<Arc<crate::otel::Otel>>,
-}
-
-impl TraceContext {
-    /// The context of a request.
-    pub fn of(headers: &http::HeaderMap, otel: Option<Arc<crate::otel::Otel>>) -> Self {
-        let parent = crate::otel::SpanContext::from_headers(headers);
-        let tracestate = parent.and(headers.get("tracestate")).cloned();
-        Self {
-            parent,
-            tracestate,
-            otel,
-        }
-    }
-
-    /// With tracing on, a client span for the exchange under the request's span, and the
-    /// context the AS should see (naming that span).
-    pub fn exchange_span(&self) -> Option<(crate::otel::Span, TraceContext)> {
-        let span = self
-            .otel
-            .as_ref()?
-            .span_under(self.parent?, "tokex exchange");
-        let for_as = TraceContext {
-            parent: Some(span.context),
-            tracestate: self.tracestate.clone(),
-            otel: None,
-        };
-        Some((span, for_as))
-    }
-
-    pub fn finish(&self, span: crate::otel::Span, error: bool) {
-        if let Some(otel) = &self.otel {
-            otel.finish(span, error);
-        }
-    }
-
-    /// The headers the AS request carries.
-    fn headers(&self) -> [(&'static str, Option<HeaderValue>); 2] {
-        [
-            ("traceparent", self.parent.map(|p| p.traceparent())),
-            ("tracestate", self.tracestate.clone()),
-        ]
-    }
-}
-
 /// Why a client for an authority could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -309,18 +256,13 @@ impl ExchangeClient {
         &self,
         subject_token: &str,
         params: &ExchangeParams,
-        trace: &TraceContext,
     ) -> Result<Issued, Error> {
-        self.call(Some(subject_token), params, trace).await
+        self.call(Some(subject_token), params).await
     }
 
     /// tokex's own token (`client_credentials`), for requests that act for no user.
-    pub async fn client_credentials(
-        &self,
-        params: &ExchangeParams,
-        trace: &TraceContext,
-    ) -> Result<Issued, Error> {
-        self.call(None, params, trace).await
+    pub async fn client_credentials(&self, params: &ExchangeParams) -> Result<Issued, Error> {
+        self.call(None, params).await
     }
 
     /// One grant at the authority, behind the breaker, with budgeted retries.
@@ -328,7 +270,6 @@ impl ExchangeClient {
         &self,
         subject_token: Option<&str>,
         params: &ExchangeParams,
-        trace: &TraceContext,
     ) -> Result<Issued, Error> {
         let Ok(_permit) = self.permits.try_acquire() else {
             let refused = Err(Error::Overloaded);
@@ -368,8 +309,7 @@ impl ExchangeClient {
                     },
                     None => wire::Grant::ClientCredentials,
                 };
-                let one =
-                    tokio::time::timeout(a.attempt_timeout, self.attempt(grant, params, trace));
+                let one = tokio::time::timeout(a.attempt_timeout, self.attempt(grant, params));
                 let result = one.await.unwrap_or_else(|_| Err(timed_out()));
                 match &result {
                     Err(e)
@@ -420,7 +360,6 @@ impl ExchangeClient {
         &self,
         grant: wire::Grant<'_>,
         params: &ExchangeParams,
-        trace: &TraceContext,
     ) -> Result<Issued, Error> {
         let a = &self.authority;
         let authentication = a
@@ -447,11 +386,10 @@ impl ExchangeClient {
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")
             .body(form.to_string());
-        for (name, value) in trace.headers() {
-            if let Some(v) = value {
-                request = request.header(name, v);
-            }
-        }
+        // The exchange span this runs in (or the app's context) is the AS's parent.
+        let mut trace = http::HeaderMap::new();
+        crate::telemetry::context::inject_current(&mut trace);
+        request = request.headers(trace);
         if let Some(basic) = basic {
             let mut value = HeaderValue::from_str(basic.expose())
                 .map_err(|_| Error::BadResponse("client credentials are not header-safe".into()))?;

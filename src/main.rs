@@ -3,7 +3,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tokex::cli::{self, Cli, Command};
+mod cli;
+mod demo;
+
+use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     // Usage errors exit 1 like any bad input (clap's own default is 2, which here
@@ -34,7 +37,7 @@ fn main() -> ExitCode {
             Command::Run(c) => cli::run(&c.config).await,
             Command::Check(c) => cli::check(c),
             Command::Exchange { config, route } => cli::exchange(&config.config, route).await,
-            Command::Demo { listen } => tokex::demo::run(*listen).await,
+            Command::Demo { listen } => demo::run(*listen).await,
             Command::Sts(c) => cli::sts(&c.config).await,
             Command::Init(args) => cli::init(args),
             Command::ProbeConnect { addr } => {

@@ -3,7 +3,8 @@
 //! function that turns errors into error responses, records metrics and logs once;
 //! [`RouteRuntime::forward`] is the inner one that reads as the numbered steps and uses
 //! `?`. Steps 3 to 6 (cache, exchange, refresh, and their audit and span records) live
-//! in [`token`].
+//! in [`token`]. A request's server span ([`crate::telemetry::RequestTrace`]) is the one
+//! the rest of the request runs in; what runs under it finds it there.
 //!
 //! Every request from the app comes here, whatever its protocol, its upstream's scheme
 //! or its connection's history, so every route feature applies to all of them.
@@ -29,11 +30,14 @@ use crate::idle::{Stalled, Watch, within, within_on};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::routing;
 use crate::session::Session;
-use crate::upstream::{Sent, Upstream, UpstreamBody};
+use crate::upstream::{Sent, UpstreamBody};
 
+mod destination;
 mod fleet;
 mod passthrough;
 mod token;
+
+use destination::{Chosen, RouteUpstream};
 
 static NEXT_ROUTE_ID: AtomicU64 = AtomicU64::new(0);
 
@@ -46,8 +50,8 @@ pub enum BuildError {
     UpstreamTls(String, #[source] rustls::Error),
     #[error("creating the token cache: {0}")]
     Cache(String),
-    #[error("starting the trace exporter: {0}")]
-    Tracing(String),
+    #[error(transparent)]
+    Tracing(#[from] crate::telemetry::export::Error),
 }
 
 /// The proxy: the current config snapshot plus state that outlives reloads.
@@ -64,17 +68,12 @@ pub struct Proxy {
 pub struct Runtime {
     pub config: Arc<Config>,
     routes: Vec<RouteRuntime>,
-    /// The span exporter, when `tracing` is configured.
-    otel: Option<Arc<crate::otel::Otel>>,
+    /// The trace exporter this config's requests export to, while tracing is on. Kept
+    /// here so a replaced one flushes only after this config's last request.
+    tracing: Option<Arc<crate::telemetry::Export>>,
     /// `timeouts.body_idle` for request bodies (app to upstream) and responses.
     to_upstream: Watch,
     to_app: Watch,
-}
-
-/// A request's tracing: the exporter and the request's server span.
-struct Traced {
-    otel: Arc<crate::otel::Otel>,
-    span: crate::otel::Span,
 }
 
 struct RouteRuntime {
@@ -82,7 +81,7 @@ struct RouteRuntime {
     id: u64,
     route: Arc<Route>,
     audit: crate::config::model::AuditSettings,
-    upstream: Upstream,
+    upstream: RouteUpstream,
     exchange: Option<RouteExchange>,
     metrics: RouteMetrics,
 }
@@ -103,7 +102,8 @@ impl Proxy {
         let permits = Arc::new(Semaphore::new(
             config.limits.max_concurrent_exchanges as usize,
         ));
-        let runtime = Runtime::build(Arc::new(config), &cache, &metrics, &permits)?;
+        let runtime = Runtime::build(Arc::new(config), &cache, &metrics, &permits, None)?;
+        crate::telemetry::export::activate(runtime.tracing.clone());
         Ok(Arc::new(Self {
             state: ArcSwap::from_pointee(runtime),
             unrouted: RouteMetrics::unrouted(&metrics),
@@ -116,7 +116,15 @@ impl Proxy {
 
     /// Swaps in a new config atomically; in-flight requests finish on the old one.
     pub fn reload(&self, config: Config) -> Result<(), BuildError> {
-        let runtime = Runtime::build(Arc::new(config), &self.cache, &self.metrics, &self.permits)?;
+        let current = self.state.load();
+        let runtime = Runtime::build(
+            Arc::new(config),
+            &self.cache,
+            &self.metrics,
+            &self.permits,
+            current.tracing.as_ref(),
+        )?;
+        crate::telemetry::export::activate(runtime.tracing.clone());
         self.state.store(Arc::new(runtime));
         Ok(())
     }
@@ -194,17 +202,6 @@ impl Proxy {
         let started = clock::now();
         let runtime = self.state.load_full();
         let method = req.method().clone();
-        // With tracing on, the request gets a server span, and everything downstream
-        // (upstream, exchange) sees it as the parent.
-        let traced = runtime.otel.as_ref().map(|otel| {
-            let span = otel.request_span(req.headers());
-            req.headers_mut()
-                .insert("traceparent", span.context.traceparent());
-            Traced {
-                otel: otel.clone(),
-                span,
-            }
-        });
         let destination = session.destination();
         let routed =
             forward::request_framing(req.headers()).and_then(|()| runtime.route(&req, destination));
@@ -214,18 +211,14 @@ impl Proxy {
         {
             return Ok(self.pass_through(&runtime, req, destination, started).await);
         }
+        let trace = crate::telemetry::RequestTrace::start(req.headers_mut());
         let (route, result) = match routed {
             Err(e) => (None, Err(e)),
             Ok((index, path)) => {
                 let route = &runtime.routes[index];
-                let forwarded = std::pin::pin!(route.forward(
-                    self,
-                    &runtime,
-                    req,
-                    path,
-                    traced.as_ref(),
-                    session
-                ));
+                let forwarded = std::pin::pin!(route.forward(self, &runtime, req, path, session));
+                // By reference: moving the request's whole future into the span's costs a copy.
+                let forwarded = std::pin::pin!(trace.around(forwarded));
                 let result = match route.route.deadline {
                     None => forwarded.await,
                     Some(deadline) => within(deadline, forwarded).await.unwrap_or_else(|| {
@@ -250,19 +243,7 @@ impl Proxy {
             Err(e) if e.abort => return Err(Stalled(runtime.config.timeouts.body_idle)),
             Err(e) => e.to_response().map(Either::Right),
         };
-        let status = response.status().as_u16();
-        if let Some(Traced { otel, span }) = traced {
-            span.set("tokex.route", name);
-            span.set("http.request.method", method.as_str());
-            span.set("http.response.status_code", status);
-            let outcome = response
-                .headers()
-                .get(crate::error::TOKEX_ERROR)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("ok");
-            span.set("tokex.outcome", outcome);
-            otel.finish(span, status >= 500);
-        }
+        trace.finish(name, &method, &response);
         Ok(response)
     }
 
@@ -311,7 +292,10 @@ impl Runtime {
         cache: &TokenCache,
         metrics: &Arc<Metrics>,
         permits: &Arc<Semaphore>,
+        tracing: Option<&Arc<crate::telemetry::Export>>,
     ) -> Result<Self, BuildError> {
+        let env = crate::telemetry::export::Environment::process();
+        let tracing = crate::telemetry::Export::for_config(config.tracing.as_ref(), env, tracing)?;
         let mut clients = std::collections::BTreeMap::new();
         for (name, authority) in &config.authorities {
             let client = ExchangeClient::new(authority.clone(), permits.clone(), metrics.clone())?;
@@ -329,7 +313,7 @@ impl Runtime {
             .map(|s| crate::cache::shared::SharedCache::new(s, metrics));
         let mut routes = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
-            let upstream = Upstream::new(route, &config.timeouts, to_upstream.clone())
+            let upstream = RouteUpstream::new(route, &config.timeouts, to_upstream.clone())
                 .map_err(|e| BuildError::UpstreamTls(route.name.clone(), e))?;
             let exchange = match &route.exchange {
                 None => None,
@@ -374,16 +358,10 @@ impl Runtime {
                 metrics,
             });
         }
-        let otel = match &config.tracing {
-            None => None,
-            Some(settings) => Some(Arc::new(
-                crate::otel::Otel::start(settings.clone()).map_err(BuildError::Tracing)?,
-            )),
-        };
         Ok(Self {
             config,
             routes,
-            otel,
+            tracing,
             to_upstream,
             to_app,
         })
@@ -423,13 +401,21 @@ impl RouteRuntime {
         runtime: &Runtime,
         mut req: Request<Incoming>,
         path: Option<String>,
-        traced: Option<&Traced>,
         session: &Arc<Session>,
     ) -> Result<Response<Body>, ProxyError> {
+        // Where it goes, before any token work: a route without upstream first checks
+        // that the app's `Host` is where the app connected.
+        let upstream = match self.upstream.named() {
+            Some(named) => named,
+            None => {
+                let within = runtime.config.timeouts.upstream_connect;
+                Box::pin(self.upstream.original(&req, session, within)).await?
+            }
+        };
         // Steps 2 to 6: the token to inject, with the connection's memory of its last lookup.
         let mut recent = session.take_recent();
         let authorized = self
-            .authorize(proxy, req.headers(), traced, Some(&mut recent))
+            .authorize(proxy, req.headers(), Some(&mut recent))
             .await;
         session.keep_recent(recent);
         let authorized = authorized?;
@@ -440,7 +426,7 @@ impl RouteRuntime {
         let rewrite = forward::Rewrite {
             route: &self.route,
             path,
-            host: self.upstream.host().clone(),
+            host: upstream.host.clone(),
             token: authorized.value,
             upgrade: switch.clone(),
         };
@@ -449,14 +435,17 @@ impl RouteRuntime {
         let again = authorized
             .retry
             .and_then(|retry| Some((retry, crate::upstream::replayable(&upstream_req)?)));
-        let mut sent = self.send(upstream_req, session, switch.is_some()).await?;
+        let mut sent = self
+            .send(&upstream, upstream_req, session, switch.is_some())
+            .await?;
         if let Some(((key, subject), again)) = again
             && sent.response.status() == StatusCode::UNAUTHORIZED
         {
             // Rare, and a future the size of a whole exchange: boxed, off the hot path.
-            sent =
-                Box::pin(self.retry_with_fresh_token(proxy, again, key, &subject, traced, session))
-                    .await?;
+            sent = Box::pin(
+                self.retry_with_fresh_token(proxy, &upstream, again, key, &subject, session),
+            )
+            .await?;
         }
         if let Some(app_side) = app_side
             && sent.response.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -469,11 +458,12 @@ impl RouteRuntime {
     /// Sends to the upstream; the route's `timeout` bounds the wait for response headers.
     async fn send(
         &self,
+        upstream: &Chosen<'_>,
         req: Request<UpstreamBody>,
         session: &Session,
         switch: bool,
     ) -> Result<Sent, ProxyError> {
-        let sent = std::pin::pin!(self.upstream.send(req, session.connections(), switch));
+        let sent = std::pin::pin!(upstream.send(req, session.connections(), switch));
         let mut timer = session.take_timer();
         let sent = within_on(timer.as_mut(), self.route.timeout, sent).await;
         session.keep_timer(timer);
@@ -489,10 +479,10 @@ impl RouteRuntime {
     async fn retry_with_fresh_token(
         &self,
         proxy: &Proxy,
+        upstream: &Chosen<'_>,
         mut again: Request<UpstreamBody>,
         key: crate::cache::Key,
         subject: &crate::secret::Secret,
-        traced: Option<&Traced>,
         session: &Session,
     ) -> Result<Sent, ProxyError> {
         let Some(exchange) = &self.exchange else {
@@ -505,14 +495,14 @@ impl RouteRuntime {
         proxy.cache.invalidate(&key).await;
         let token = bearer::BearerToken::from_secret(subject);
         let (fresh, _) = self
-            .narrowed(proxy, exchange, token, again.headers(), traced, None)
+            .narrowed(proxy, exchange, token, again.headers(), None)
             .await?;
         forward::replace_token(
             again.headers_mut(),
             &self.route,
             fresh.authorization.clone(),
         );
-        self.send(again, session, false).await
+        self.send(upstream, again, session, false).await
     }
 
     /// Steps 2 to 6: where the subject token is, what to do without one, and the
@@ -521,7 +511,6 @@ impl RouteRuntime {
         &self,
         proxy: &Proxy,
         headers: &HeaderMap,
-        traced: Option<&Traced>,
         recent: Option<&mut Option<Recent>>,
     ) -> Result<Authorized, ProxyError> {
         let none = Authorized {
@@ -548,7 +537,7 @@ impl RouteRuntime {
                 return Ok(none);
             }
             None if self.route.on_missing_token == MissingTokenPolicy::ClientCredentials => {
-                let entry = Box::pin(self.own_token(proxy, exchange, headers, traced)).await?;
+                let entry = Box::pin(self.own_token(proxy, exchange, headers)).await?;
                 return Ok(Authorized {
                     value: Some(entry.authorization.clone()),
                     retry: None,
@@ -563,7 +552,7 @@ impl RouteRuntime {
         };
         // Steps 3 to 6: expiry pre-check, cache or exchange, validation.
         let (entry, key) = self
-            .narrowed(proxy, exchange, token, headers, traced, recent)
+            .narrowed(proxy, exchange, token, headers, recent)
             .await?;
         Ok(Authorized {
             value: Some(entry.authorization.clone()),

@@ -178,10 +178,13 @@ fn dot_free_start(raw: &str) -> &str {
 
 /// Whether `route` takes `t`. An omitted match key matches anything.
 pub fn matches(route: &Route, t: &Target<'_>) -> bool {
-    // A route that names a destination takes only redirected connections bound there.
-    let destination = route
-        .destination
-        .is_none_or(|d| t.destination.is_some_and(|a| d.contains(a)));
+    // A route that names a destination takes only redirected connections bound there; one
+    // without an upstream forwards to the destination, so it needs one too.
+    let destination = match (&route.destination, &route.upstream) {
+        (None, Some(_)) => true,
+        (None, None) => t.destination.is_some(),
+        (Some(d), _) => t.destination.is_some_and(|a| d.contains(a)),
+    };
     destination
         && host_matches(route.host.as_ref(), t)
         && route
@@ -209,7 +212,8 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 /// upstream URL's own path in front. `None` when that is the app's own, unchanged.
 pub fn upstream_path(route: &Route, t: &Target<'_>) -> Option<String> {
     let stripped = route.strip_prefix && route.path_prefix.is_some();
-    if route.upstream.base_path.is_empty() && !stripped && t.raw_path.is_none() {
+    let base_path = route.upstream.as_ref().map_or("", |u| u.base_path.as_str());
+    if base_path.is_empty() && !stripped && t.raw_path.is_none() {
         return None;
     }
     let mut path: &str = &t.path;
@@ -220,10 +224,9 @@ pub fn upstream_path(route: &Route, t: &Target<'_>) -> Option<String> {
             .strip_prefix(prefix.trim_end_matches('/'))
             .unwrap_or(path);
     }
-    let mut out = String::with_capacity(
-        route.upstream.base_path.len() + path.len() + 1 + t.query.map_or(0, str::len),
-    );
-    out.push_str(&route.upstream.base_path);
+    let mut out =
+        String::with_capacity(base_path.len() + path.len() + 1 + t.query.map_or(0, str::len));
+    out.push_str(base_path);
     if !path.starts_with('/') {
         out.push('/');
     }
@@ -407,6 +410,27 @@ transparent: {}
         .unwrap_err()
         .to_string();
         assert!(err.contains("needs the transparent section"), "{err}");
+    }
+
+    /// A route without upstream forwards to the destination, so it takes only redirected
+    /// connections; an explicit request goes on to the next route.
+    #[test]
+    fn routes_without_upstream_take_only_redirected_connections() {
+        let text = "routes:
+  - {name: original, match: {host: api.internal}, exchange: none}
+  - {name: named, match: {host: api.internal}, upstream: 'http://c', exchange: none}
+transparent: {}
+";
+        let r = crate::config::parse(text, Path::new("t.yaml"))
+            .unwrap()
+            .routes;
+        let at = |dst: Option<&str>| {
+            let mut t = t(Some("api.internal"), None, "/");
+            t.destination = dst.map(|d| d.parse().unwrap());
+            find(&r, |r| &**r, &t).unwrap().map(|i| r[i].name.as_str())
+        };
+        assert_eq!(at(Some("10.0.0.5:80")), Some("original"));
+        assert_eq!(at(None), Some("named"));
     }
 
     #[test]

@@ -31,6 +31,8 @@ struct State {
     recent: Option<Recent>,
     /// The timer for the upstream's response headers, reused request after request.
     timer: Option<Pin<Box<Sleep>>>,
+    /// A `Host` found to resolve to this redirected connection's destination.
+    host_checked: Option<Box<str>>,
 }
 
 impl Session {
@@ -74,6 +76,16 @@ impl Session {
 
     pub fn keep_timer(&self, timer: Pin<Box<Sleep>>) {
         self.state().timer = Some(timer);
+    }
+
+    /// Whether `host` was found to resolve to this connection's destination: an app
+    /// connection nearly always sends one `Host`, which is then looked up once.
+    pub fn host_checked(&self, host: &str) -> bool {
+        self.state().host_checked.as_deref() == Some(host)
+    }
+
+    pub fn note_host_checked(&self, host: &str) {
+        self.state().host_checked = Some(host.into());
     }
 
     /// The upstream connections this app connection has finished with, for its next

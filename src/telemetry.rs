@@ -1,9 +1,19 @@
+//! What tokex tells operators besides metrics: the log, the audit file and traces, all
+//! through one `tracing` subscriber.
+//!
 //! Logging: structured `tracing` output on stderr, as text or JSON lines, with the level
 //! from `RUST_LOG` (default `info`). No token or secret is ever a field value: they live
 //! in types whose Debug and Display print a placeholder.
 //!
 //! Audit events (`tokex::audit`, see [`crate::audit`]) go to the log like any event, or,
 //! when `audit.file` is configured, to that file alone as JSON lines.
+//!
+//! Traces: tokex's spans ([`context`]) go to the OpenTelemetry layer alone, and only
+//! while an exporter ([`export`]) is in force; otherwise no layer wants them and opening
+//! one costs a filter check.
+//!
+//! - [`context`]: the request and exchange spans, W3C trace context in and out.
+//! - [`export`]: the OTLP exporter, its settings from `tracing:` and `OTEL_*`, reloads.
 
 use std::fs::File;
 use std::io::{LineWriter, Write};
@@ -18,6 +28,12 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
 use crate::audit;
+
+pub mod context;
+pub mod export;
+
+pub use context::{RequestTrace, SPANS};
+pub use export::Export;
 
 /// Log output format (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -41,8 +57,16 @@ pub fn init(format: LogFormat) {
         .ok()
         .and_then(|v| v.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
-    // While audit events go to their own file they stay out of the log.
-    let not_filed = filter_fn(|m| m.target() != audit::TARGET || audit_sink().load().is_none());
+    let _ = subscriber(format, env).try_init();
+}
+
+/// The log at `env`'s levels in `format`, the audit file, and the span layer.
+fn subscriber(format: LogFormat, env: Targets) -> impl tracing::Subscriber + Send + Sync {
+    // While audit events go to their own file they stay out of the log. Trace spans
+    // never enter it: the log would pay for every request's span.
+    let not_filed = filter_fn(|m| {
+        m.target() != SPANS && (m.target() != audit::TARGET || audit_sink().load().is_none())
+    });
     // Colour only on a terminal: log files and `kubectl logs` must not get escape codes.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer()
@@ -53,10 +77,25 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
     };
     let audit_file = AuditFile.with_filter(filter_fn(|m| m.target() == audit::TARGET));
-    let _ = Registry::default()
+    Registry::default()
+        .with(spans().with_filter(filter_fn(|m| m.target() == SPANS && export::on())))
         .with(log.with_filter(env.and(not_filed)))
         .with(audit_file)
-        .try_init();
+}
+
+/// The layer that turns tokex's spans into OpenTelemetry spans of the exporter in force:
+/// their own attributes only (no code locations, threads or timings), and their context
+/// current while they are entered, which outgoing requests propagate.
+fn spans<S>() -> tracing_opentelemetry::OpenTelemetryLayer<S, export::CurrentTracer>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(export::CurrentTracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
 }
 
 /// Sends audit events to `path` (appending), or back to the log with `None`.
@@ -140,6 +179,20 @@ fn rfc3339_now() -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// With no exporter in force tokex's spans are never created, even with the log at
+    /// `trace`, which takes every other span: a request pays a filter check for its span.
+    #[test]
+    fn spans_are_not_created_without_an_exporter() {
+        assert!(!export::on());
+        let all = Targets::new().with_default(tracing::Level::TRACE);
+        tracing::subscriber::with_default(subscriber(LogFormat::Text, all), || {
+            assert!(tracing::info_span!(target: SPANS, "probe").is_disabled());
+            assert!(!tracing::info_span!("any other").is_disabled());
+        });
+    }
+
     /// The timestamp has RFC 3339 shape and today's year.
     #[test]
     fn timestamp_shape() {

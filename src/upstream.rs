@@ -27,9 +27,11 @@ use crate::error::{Code, ProxyError};
 use crate::idle::{IdleBody, Stall, Watch};
 
 mod connect;
+mod original;
 mod pool;
 
 use connect::{Connected, Tls};
+pub use original::{OriginalDestinations, host_resolves_to};
 pub use pool::{Idle, Kept, Shared};
 
 /// Request bodies to the upstream: the app's, streamed, or none at all (a request
@@ -76,11 +78,50 @@ enum Failed {
 }
 
 impl Upstream {
+    /// A route's named upstream, trusting the platform's roots and the route's `ca_file`.
     pub fn new(route: &Route, timeouts: &Timeouts, watch: Watch) -> Result<Self, rustls::Error> {
-        let up = &route.upstream;
-        let https = up.scheme == Scheme::HTTPS;
+        let Some(up) = &route.upstream else {
+            return Err(rustls::Error::General(
+                "the route forwards to original destinations".into(),
+            ));
+        };
+        let ca = route.ca_file.clone();
+        let generation = ca.as_ref().map_or(0, |c| c.generation());
+        let tls = Tls::new(generation, ca.as_ref().map(|c| c.current()).as_deref())?;
+        Self::with_tls(
+            &up.scheme,
+            &up.authority,
+            ca,
+            Arc::new(tls),
+            timeouts,
+            watch,
+        )
+    }
+
+    /// A plain HTTP upstream at an address (a redirected connection's destination);
+    /// `tls` is never used, and shared so that each address does not build its own.
+    pub(crate) fn at_address(
+        addr: std::net::SocketAddr,
+        tls: Arc<Tls>,
+        timeouts: &Timeouts,
+        watch: Watch,
+    ) -> Result<Self, rustls::Error> {
+        let authority = Authority::try_from(addr.to_string())
+            .map_err(|_| rustls::Error::General(format!("invalid address {addr}")))?;
+        Self::with_tls(&Scheme::HTTP, &authority, None, tls, timeouts, watch)
+    }
+
+    fn with_tls(
+        scheme: &Scheme,
+        authority: &Authority,
+        ca: Option<Watched<CaBundle>>,
+        tls: Arc<Tls>,
+        timeouts: &Timeouts,
+        watch: Watch,
+    ) -> Result<Self, rustls::Error> {
+        let https = *scheme == Scheme::HTTPS;
         // `Authority::host` keeps an IPv6 literal's brackets; the socket wants none.
-        let host = up.authority.host().trim_matches(['[', ']']).to_string();
+        let host = authority.host().trim_matches(['[', ']']).to_string();
         let server_name = if https {
             Some(
                 rustls_pki_types::ServerName::try_from(host.clone())
@@ -89,26 +130,20 @@ impl Upstream {
         } else {
             None
         };
-        let ca = route.ca_file.clone();
-        let generation = ca.as_ref().map_or(0, |c| c.generation());
-        let tls = Tls::new(generation, ca.as_ref().map(|c| c.current()).as_deref())?;
-        let host_field = http::HeaderValue::from_str(host_of(&up.authority, &up.scheme))
+        let host_field = http::HeaderValue::from_str(host_of(authority, scheme))
             .map_err(|_| rustls::Error::General("invalid upstream authority".into()))?;
         Ok(Self {
             host: host_field,
             target: connect::Target {
-                port: up
-                    .authority
-                    .port_u16()
-                    .unwrap_or(if https { 443 } else { 80 }),
+                port: authority.port_u16().unwrap_or(if https { 443 } else { 80 }),
                 host,
                 server_name,
                 timeout: timeouts.upstream_connect,
                 watch,
             },
-            scheme: up.scheme.clone(),
-            authority: up.authority.clone(),
-            tls: ArcSwap::from_pointee(tls),
+            scheme: scheme.clone(),
+            authority: authority.clone(),
+            tls: ArcSwap::new(tls),
             ca,
             shared: Arc::default(),
             idle_limit: timeouts.idle,

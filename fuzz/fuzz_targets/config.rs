@@ -57,7 +57,11 @@ fn loaded(config: &Config) {
             );
         }
         assert!(!route.strip_prefix || route.path_prefix.is_some());
-        assert!(!route.upstream.base_path.ends_with('/'));
+        // A route without upstream (redirected connections only) needs the transparent section.
+        assert!(route.upstream.is_some() || config.transparent.is_some());
+        if let Some(up) = &route.upstream {
+            assert!(!up.base_path.ends_with('/'));
+        }
         let c = &route.cache;
         assert!(c.max_ttl.is_zero() || c.early_expiry < c.max_ttl);
     }

@@ -112,13 +112,13 @@ fn routed(routes: &[Arc<Route>], t: &Target<'_>) {
     }
     let Some(i) = found else { return };
     let route = &routes[i];
-    let base = &route.upstream.base_path;
+    let base = route.upstream.as_ref().map_or("", |u| u.base_path.as_str());
     match routing::upstream_path(route, t) {
         None => assert!(base.is_empty() && !route.strip_prefix && t.raw_path.is_none()),
         Some(out) => {
             let path = out.split_once('?').map_or(out.as_str(), |(p, _)| p);
             assert!(
-                path.strip_prefix(base.as_str())
+                path.strip_prefix(base)
                     .is_some_and(|rest| rest.starts_with('/')),
                 "{out:?} is not under {base:?}"
             );

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::{EXIT_CONFIG, EXIT_RUNTIME};
-use crate::config::{self, model::Config};
-use crate::exchange::ExchangeClient;
-use crate::metrics::Metrics;
+use tokex::config::{self, model::Config};
+use tokex::exchange::ExchangeClient;
+use tokex::metrics::Metrics;
 
 /// Runs the exchange of `route_name` for the subject token on stdin.
 pub async fn exchange(path: &Path, route_name: &str) -> ExitCode {
@@ -59,19 +59,16 @@ pub async fn exchange(path: &Path, route_name: &str) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let now = crate::clock::unix_now();
-    let subject_exp = crate::jwt::unverified_exp(token.expose());
+    let now = tokex::clock::unix_now();
+    let subject_exp = tokex::jwt::unverified_exp(token.expose());
     if subject_exp.is_some_and(|exp| exp <= now) {
         eprintln!("invalid_token: the subject token has expired");
         return ExitCode::from(EXIT_RUNTIME);
     }
-    match client
-        .exchange(token.expose(), params, &Default::default())
-        .await
-    {
+    match client.exchange(token.expose(), params).await {
         Ok(issued) => {
-            let issued_exp = crate::jwt::unverified_exp(issued.access_token.expose());
-            let bounds = crate::cache::Bounds {
+            let issued_exp = tokex::jwt::unverified_exp(issued.access_token.expose());
+            let bounds = tokex::cache::Bounds {
                 now_unix: now,
                 expires_in: issued.expires_in,
                 issued_exp,
@@ -83,8 +80,8 @@ pub async fn exchange(path: &Path, route_name: &str) -> ExitCode {
                 "issued_token_type": issued.issued_token_type,
                 "expires_in": issued.expires_in,
                 "scope": issued.scope,
-                "cache_ttl_seconds": crate::cache::lifetime(bounds, &route.cache).as_secs(),
-                "claims": crate::jwt::unverified_claims(issued.access_token.expose()),
+                "cache_ttl_seconds": tokex::cache::lifetime(bounds, &route.cache).as_secs(),
+                "claims": tokex::jwt::unverified_claims(issued.access_token.expose()),
             });
             println!(
                 "{}",
@@ -94,7 +91,7 @@ pub async fn exchange(path: &Path, route_name: &str) -> ExitCode {
         }
         Err(e) => {
             // The error's text carries the AS's error_description, tokens cut out.
-            let p = crate::error::ProxyError::from(&e);
+            let p = tokex::error::ProxyError::from(&e);
             eprintln!("{}: {e}", p.code.as_str());
             ExitCode::from(EXIT_RUNTIME)
         }
@@ -116,7 +113,7 @@ fn routes_that_exchange(config: &Config) -> String {
 }
 
 /// The subject token on stdin: the token alone, not an `Authorization` value.
-fn read_subject() -> Result<crate::secret::Secret, &'static str> {
+fn read_subject() -> Result<tokex::secret::Secret, &'static str> {
     let mut input = String::new();
     if std::io::stdin().read_to_string(&mut input).is_err() || input.trim().is_empty() {
         return Err("expected a subject token on stdin");
@@ -131,5 +128,5 @@ fn read_subject() -> Result<crate::secret::Secret, &'static str> {
                     `Authorization: Bearer ` in a request",
         );
     }
-    Ok(crate::secret::Secret::new(token))
+    Ok(tokex::secret::Secret::new(token))
 }

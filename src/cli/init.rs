@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::{ConfigArg, EXIT_CONFIG, EXIT_RUNTIME};
-use crate::config;
-use crate::transparent::backend::{self, Backend};
-use crate::transparent::check;
+use tokex::config;
+use tokex::transparent::backend::{self, Backend};
+use tokex::transparent::check;
 
 #[derive(Debug, Args)]
 pub struct InitArgs {

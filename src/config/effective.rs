@@ -14,9 +14,9 @@ use std::path::Path;
 
 use super::file::{self, AuthMethod, FileAuth, FileAuthority, FileConfig, FileRoute};
 use super::model::{Authority, Config, MissingTokenPolicy, Roots, Route, SubjectSource, Unmatched};
-use super::values::{PathText, format_duration};
 use crate::secret::REDACTED;
 use printed::*;
+use tokex_common::values::{PathText, format_duration};
 
 /// `config` (loaded from `file`, whose directory is `base`) in the file's YAML format.
 pub(super) fn render(file: &FileConfig, config: &Config, base: &Path) -> Result<String, String> {
@@ -71,10 +71,11 @@ pub(super) fn render(file: &FileConfig, config: &Config, base: &Path) -> Result<
             cache_hits: config.audit.cache_hits,
             file: file.audit.file.as_ref().map(&path),
         },
+        // As written: a key left out comes from its `OTEL_*` variable at start.
         tracing: config.tracing.as_ref().map(|t| PrintedTracing {
-            otlp_endpoint: text(&t.otlp_endpoint),
+            otlp_endpoint: t.otlp_endpoint.as_deref().map(text),
             sampling: t.sampling,
-            service_name: text(&t.service_name),
+            service_name: t.service_name.as_deref().map(text),
         }),
         tls: PrintedTls {
             roots: roots(config.tls.roots),
@@ -195,7 +196,7 @@ fn route(r: &Route, written: &FileRoute, path: &impl Fn(&PathText) -> String) ->
         name: text(&r.name),
         matcher,
         strip_prefix: r.strip_prefix,
-        upstream: text(&r.upstream.url),
+        upstream: r.upstream.as_ref().map(|u| text(&u.url)),
         ca_file: written.ca_file.as_ref().map(|f| path(&f.value)),
         on_missing_token: missing_token_policy(r.on_missing_token),
         exchange: exchange(r),

@@ -2,7 +2,7 @@
 //!
 //! Nothing here is used by the proxy directly; [`super::validate`] turns it into the
 //! validated model, [`super::model`]. Every struct denies unknown keys, and values that
-//! can be checked on their own are checked while parsing (see [`super::values`]) so
+//! can be checked on their own are checked while parsing (see [`tokex_common::values`]) so
 //! errors carry a location.
 
 use std::collections::BTreeMap;
@@ -20,7 +20,7 @@ pub use authority::{AuthMethod, FileActorToken, FileAuth, FileAuthority, FileBre
 pub use shared::{FileFleetLock, FileSharedCache};
 pub use transparent::{FileTransparent, Unmatched};
 
-use super::values::{Addr, Dur, HttpUrl, PathText, Text};
+use tokex_common::values::{Addr, Dur, HttpUrl, PathText, Text};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -73,15 +73,16 @@ pub enum Roots {
     WebpkiAndSystem,
 }
 
-/// Optional: OpenTelemetry traces over OTLP/HTTP (off without this section).
+/// Optional: OpenTelemetry traces over OTLP/HTTP, on with this section or an
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`. A key written here wins over its `OTEL_*` variable.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileTracing {
-    /// OTLP/HTTP base URL; spans are POSTed to `{otlp_endpoint}/v1/traces` as JSON.
-    pub otlp_endpoint: HttpUrl,
-    /// Ratio (0 to 1) of new traces to record; default 0.1. Traces the app sampled are always followed.
+    /// OTLP/HTTP base URL; spans are POSTed to `{otlp_endpoint}/v1/traces`. Default: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT`, then `http://localhost:4318`.
+    pub otlp_endpoint: Option<HttpUrl>,
+    /// Ratio (0 to 1) of new traces to record; traces the app sampled are always followed. Default: `OTEL_TRACES_SAMPLER`, then 0.1.
     pub sampling: Option<f64>,
-    /// Default `tokex`.
+    /// The `service.name` resource attribute. Default: `OTEL_SERVICE_NAME`, then `tokex`.
     pub service_name: Option<Text>,
 }
 
@@ -106,8 +107,10 @@ pub struct FileRoute {
     pub matcher: FileMatch,
     #[serde(default)]
     pub strip_prefix: bool,
-    #[schemars(with = "HttpUrl")]
-    pub upstream: Spanned<HttpUrl>,
+    /// Left out on a route for redirected connections: the request goes to the address
+    /// the app was connecting to, and only when its `Host` resolves there.
+    #[schemars(with = "Option<HttpUrl>")]
+    pub upstream: Option<Spanned<HttpUrl>>,
     #[schemars(with = "Option<PathText>")]
     pub ca_file: Option<Spanned<PathText>>,
     #[serde(default)]

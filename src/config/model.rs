@@ -31,7 +31,7 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub audit: AuditSettings,
-    pub tracing: Option<OtelSettings>,
+    pub tracing: Option<TracingSettings>,
     pub tls: TlsSettings,
     /// Transparent interception, when the config has the section.
     pub transparent: Option<Transparent>,
@@ -52,14 +52,16 @@ pub struct AuditSettings {
     pub cache_hits: bool,
 }
 
-/// Tracing settings (`tracing:` in the config).
+/// The `tracing` section as written: each key left out is taken from its `OTEL_*`
+/// variable when the exporter starts, or from tokex's default (`crate::telemetry`
+/// resolves them), so a reload compares what the file says.
 #[derive(Debug, Clone, PartialEq)]
-pub struct OtelSettings {
-    /// OTLP/HTTP base URL, e.g. `http://127.0.0.1:4318`.
-    pub otlp_endpoint: String,
+pub struct TracingSettings {
+    /// OTLP/HTTP base URL without a trailing `/`, e.g. `http://127.0.0.1:4318`.
+    pub otlp_endpoint: Option<String>,
     /// Ratio of new traces recorded; a trace the app sampled is always followed.
-    pub sampling: f64,
-    pub service_name: String,
+    pub sampling: Option<f64>,
+    pub service_name: Option<String>,
 }
 
 /// The `tls` section as it applies: which base set of roots, and the files that add to or
@@ -230,7 +232,9 @@ pub struct Route {
     /// Only for redirected connections: where the app was connecting.
     pub destination: Option<DestinationMatch>,
     pub strip_prefix: bool,
-    pub upstream: UpstreamUrl,
+    /// `None`: the original destination of a redirected connection, for a request whose
+    /// `Host` resolves to it (the route then takes only redirected connections).
+    pub upstream: Option<UpstreamUrl>,
     pub ca_file: Option<Watched<CaBundle>>,
     pub on_missing_token: MissingTokenPolicy,
     pub exchange: Option<ExchangeParams>,

@@ -19,41 +19,17 @@ mod transparent;
 mod trust;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_saphyr::{Location, Spanned};
-
 use super::file::FileConfig;
-use super::model::{AuditSettings, CacheConfig, Config, Limits, OtelSettings, Route, Timeouts};
-use super::values::PathText;
+use super::model::{AuditSettings, CacheConfig, Config, Limits, Route, Timeouts, TracingSettings};
 use sources::Sources;
 
 pub(super) use authority::assertion_audience;
 
-/// A validation failure at a place in the file.
-#[derive(Debug)]
-pub struct Invalid {
-    pub location: Option<Location>,
-    pub message: String,
-}
-
-/// A failure at the value `span` holds.
-pub(crate) fn at<T>(span: &Spanned<T>, message: impl Into<String>) -> Invalid {
-    Invalid {
-        location: Some(span.referenced),
-        message: message.into(),
-    }
-}
-
-/// A failure of no one place: of values that are not written, or of several together.
-pub(crate) fn nowhere(message: impl Into<String>) -> Invalid {
-    Invalid {
-        location: None,
-        message: message.into(),
-    }
-}
+pub use tokex_common::located::{Invalid, at, nowhere, resolve};
 
 /// Checks a parsed file and builds the model; relative paths resolve against `base`.
 pub fn validate(file: &FileConfig, base: &Path) -> Result<Config, Invalid> {
@@ -115,17 +91,27 @@ fn build(file: &FileConfig, mut sources: Sources) -> Result<Config, Invalid> {
             &timeouts,
             &mut sources,
         )?;
-        if route::points_at(&r.upstream, listen) {
+        if let (Some(up), Some(written)) = (&r.upstream, &spanned.value.upstream)
+            && route::points_at(up, listen)
+        {
             return Err(at(
-                &spanned.value.upstream,
+                written,
                 format!(
                     "routes[{i}].upstream: {} is tokex's own listener; requests would loop",
-                    r.upstream.url
+                    up.url
                 ),
             ));
         }
         if let (Some(d), None) = (&spanned.value.matcher.destination, &file.transparent) {
             return Err(transparent::needs_section(d, &format!("routes[{i}]")));
+        }
+        if r.upstream.is_none() && file.transparent.is_none() {
+            return Err(at(
+                spanned,
+                format!(
+                    "routes[{i}].upstream is required: only redirected connections (the `transparent` section) have an original destination to forward to"
+                ),
+            ));
         }
         if routes.iter().any(|o| o.name == r.name) {
             return Err(at(
@@ -138,17 +124,16 @@ fn build(file: &FileConfig, mut sources: Sources) -> Result<Config, Invalid> {
     let tracing = match &file.tracing {
         None => None,
         Some(t) => {
-            let sampling = t.sampling.unwrap_or(0.1);
-            if !(0.0..=1.0).contains(&sampling) {
+            if t.sampling.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
                 return Err(nowhere("tracing.sampling must be between 0 and 1"));
             }
-            Some(OtelSettings {
-                otlp_endpoint: t.otlp_endpoint.0.as_str().trim_end_matches('/').to_string(),
-                sampling,
-                service_name: t
-                    .service_name
+            Some(TracingSettings {
+                otlp_endpoint: t
+                    .otlp_endpoint
                     .as_ref()
-                    .map_or_else(|| "tokex".to_string(), |n| n.0.clone()),
+                    .map(|u| u.0.as_str().trim_end_matches('/').to_string()),
+                sampling: t.sampling,
+                service_name: t.service_name.as_ref().map(|n| n.0.clone()),
             })
         }
     };
@@ -202,15 +187,5 @@ fn absolute_uri(v: &str) -> Result<String, String> {
     match url::Url::parse(v) {
         Ok(_) => Ok(v.to_string()),
         Err(_) => Err(format!("`{v}` is not an absolute URI")),
-    }
-}
-
-/// `p` as written if absolute, else relative to `base` (the directory of the file that
-/// names it).
-pub(crate) fn resolve(base: &Path, p: &PathText) -> PathBuf {
-    if p.0.is_absolute() {
-        p.0.clone()
-    } else {
-        base.join(&p.0)
     }
 }

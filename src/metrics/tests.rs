@@ -69,3 +69,39 @@ fn process_series() {
         "{start} vs {now}"
     );
 }
+
+/// The last-reload gauge stays 0 from a refused config until the next good one, which
+/// sets it back to 1; the success timestamp moves only with a good one.
+#[test]
+fn last_reload_gauge_follows_the_last_result() {
+    let m = Metrics::default();
+    let gauge = |text: &str, name: &str| -> i64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} in:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    let loaded_at = gauge(
+        &m.render(0),
+        "tokex_config_last_reload_success_timestamp_seconds",
+    );
+    m.config_last_success.set(loaded_at - 100);
+    m.config_loaded(false);
+    let text = m.render(0);
+    assert_eq!(gauge(&text, "tokex_config_last_reload_successful"), 0);
+    assert_eq!(
+        gauge(&text, "tokex_config_last_reload_success_timestamp_seconds"),
+        loaded_at - 100,
+        "a refused config is no success"
+    );
+    m.config_loaded(false);
+    assert_eq!(
+        gauge(&m.render(0), "tokex_config_last_reload_successful"),
+        0
+    );
+    m.config_loaded(true);
+    let text = m.render(0);
+    assert_eq!(gauge(&text, "tokex_config_last_reload_successful"), 1);
+    assert!(gauge(&text, "tokex_config_last_reload_success_timestamp_seconds") >= loaded_at);
+}

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use http::HeaderMap;
+
 use super::RouteExchange;
 use super::token::{OWN_TOKEN_MARKER, new_entry};
 use crate::cache::Entry;
@@ -13,18 +15,19 @@ use crate::config::Route;
 use crate::exchange;
 
 impl RouteExchange {
-    /// A new entry for `subject` (`None`: tokex's own token) on `route`. `newer_than`,
-    /// for a refresh: a shared entry counts only if it outlives the one being replaced.
+    /// A new entry for `subject` (`None`: tokex's own token) on `route`; `app_headers` as
+    /// for [`new_entry`]. `newer_than`, for a refresh: a shared entry counts only if it
+    /// outlives the one being replaced.
     pub(super) async fn fill(
         &self,
         route: &Route,
         audited: bool,
         subject: Option<&str>,
         subject_exp: Option<u64>,
-        trace: exchange::TraceContext,
+        app_headers: Option<&HeaderMap>,
         newer_than: Option<Instant>,
     ) -> Result<Arc<Entry>, exchange::Error> {
-        let exchanged = || new_entry(&self.client, route, subject, subject_exp, trace, audited);
+        let exchanged = || new_entry(&self.client, route, subject, subject_exp, app_headers, audited);
         let Some(shared) = &self.shared else {
             return exchanged().await;
         };

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
 
-use super::{Proxy, RouteExchange, RouteRuntime, Traced};
+use super::{Proxy, RouteExchange, RouteRuntime};
 use crate::bearer::BearerToken;
 use crate::cache::{self, Entry, Key, Lookup, Recent};
 use crate::clock::{self, Instant, unix_now};
@@ -25,14 +25,11 @@ impl RouteRuntime {
         proxy: &Proxy,
         exchange: &RouteExchange,
         headers: &HeaderMap,
-        traced: Option<&Traced>,
     ) -> Result<Arc<Entry>, ProxyError> {
         let key = exchange.keys.key(OWN_TOKEN_MARKER, "");
         let (remembered, now) = (None, clock::now());
-        self.lookup(
-            proxy, exchange, key, None, None, headers, traced, remembered, now,
-        )
-        .await
+        self.lookup(proxy, exchange, key, None, None, headers, remembered, now)
+            .await
     }
 
     /// The narrowed token for `token`: from the cache, or from one exchange shared by
@@ -44,7 +41,6 @@ impl RouteRuntime {
         exchange: &RouteExchange,
         token: BearerToken<'_>,
         headers: &HeaderMap,
-        traced: Option<&Traced>,
         recent: Option<&mut Option<Recent>>,
     ) -> Result<(Arc<Entry>, Key), ProxyError> {
         let actor = exchange.client.actor_digest();
@@ -78,7 +74,6 @@ impl RouteRuntime {
                 Some(token.expose()),
                 subject_exp,
                 headers,
-                traced,
                 usable,
                 now,
             )
@@ -137,7 +132,8 @@ impl RouteRuntime {
     /// The cache lookup shared by user and own tokens: one exchange for all concurrent
     /// misses, then counting, refresh-ahead, the audit event and the span attributes.
     /// `remembered`: an entry the connection remembered and found still usable at `now`,
-    /// a hit without asking the cache; refresh-ahead is judged at `now` too.
+    /// a hit without asking the cache; refresh-ahead is judged at `now` too. `headers`:
+    /// the request's, whose trace context an exchange carries when tracing is off.
     #[allow(clippy::too_many_arguments)]
     async fn lookup(
         &self,
@@ -147,11 +143,9 @@ impl RouteRuntime {
         subject: Option<&str>,
         subject_exp: Option<u64>,
         headers: &HeaderMap,
-        traced: Option<&Traced>,
         remembered: Option<Arc<Entry>>,
         now: Instant,
     ) -> Result<Arc<Entry>, ProxyError> {
-        let trace = || exchange::TraceContext::of(headers, traced.map(|t| t.otel.clone()));
         let result = match remembered {
             Some(entry) => Ok((entry, Lookup::Hit)),
             None => {
@@ -159,14 +153,15 @@ impl RouteRuntime {
                     .cache
                     .get_or_exchange(key, || {
                         let audited = self.audit.enabled;
-                        exchange.fill(&self.route, audited, subject, subject_exp, trace(), None)
+                        let (route, headers) = (&self.route, Some(headers));
+                        exchange.fill(route, audited, subject, subject_exp, headers, None)
                     })
                     .await
             }
         };
         let result = self.account(proxy, exchange, key, subject, subject_exp, result, now);
         self.audit(proxy, subject, subject.is_none(), result.as_ref());
-        note_lookup(traced, result.as_ref());
+        note_lookup(result.as_ref());
         result.map(|(entry, _)| entry)
     }
 
@@ -224,14 +219,7 @@ impl RouteRuntime {
             let subject = subject.as_ref().map(|s| s.expose());
             let newer_than = Some(old.expires_at);
             match exchange
-                .fill(
-                    &route,
-                    audited,
-                    subject,
-                    subject_exp,
-                    Default::default(),
-                    newer_than,
-                )
+                .fill(&route, audited, subject, subject_exp, None, newer_than)
                 .await
             {
                 Ok(entry) => {
@@ -250,16 +238,12 @@ impl RouteRuntime {
 }
 
 /// Records the cache outcome and the token's time left on the request span.
-fn note_lookup(traced: Option<&Traced>, result: Result<&(Arc<Entry>, Lookup), &ProxyError>) {
-    if let (Some(t), Ok((entry, lookup))) = (traced, result) {
-        t.span.set("tokex.cache", lookup.as_str());
-        t.span.set(
-            "tokex.ttl_left_s",
-            entry
-                .expires_at
-                .saturating_duration_since(clock::now())
-                .as_secs(),
-        );
+fn note_lookup(result: Result<&(Arc<Entry>, Lookup), &ProxyError>) {
+    if let Ok((entry, lookup)) = result
+        && crate::telemetry::export::on()
+    {
+        let left = entry.expires_at.saturating_duration_since(clock::now());
+        crate::telemetry::context::note_lookup(lookup.as_str(), left.as_secs());
     }
 }
 
@@ -267,33 +251,29 @@ fn note_lookup(traced: Option<&Traced>, result: Result<&(Arc<Entry>, Lookup), &P
 pub(super) const OWN_TOKEN_MARKER: &[u8] = b"client_credentials";
 
 /// One exchange, turned into a cache entry with its lifetime (step 5 of the request
-/// flow); with `audited`, the entry keeps what audit events say about it.
+/// flow); with `audited`, the entry keeps what audit events say about it. `app_headers`:
+/// the request's, whose trace the exchange joins (none for a background refresh).
 pub(super) async fn new_entry(
     client: &ExchangeClient,
     route: &Route,
     subject_token: Option<&str>,
     subject_exp: Option<u64>,
-    trace: exchange::TraceContext,
+    app_headers: Option<&HeaderMap>,
     audited: bool,
 ) -> Result<Arc<Entry>, exchange::Error> {
     let Some(params) = route.exchange.as_ref() else {
         return Err(exchange::Error::BadResponse("route has no exchange".into()));
     };
     let started = clock::now();
-    let span = trace.exchange_span();
-    let for_as = span.as_ref().map_or(&trace, |(_, ctx)| ctx);
-    let result = match subject_token {
-        Some(subject) => client.exchange(subject, params, for_as).await,
-        None => client.client_credentials(params, for_as).await,
+    let trace = crate::telemetry::context::ExchangeTrace::start(&params.authority, app_headers);
+    let call = async {
+        match subject_token {
+            Some(subject) => client.exchange(subject, params).await,
+            None => client.client_credentials(params).await,
+        }
     };
-    if let Some((span, _)) = span {
-        span.set("tokex.authority", params.authority.as_str());
-        span.set(
-            "tokex.outcome",
-            result.as_ref().map_or_else(|e| e.code().as_str(), |_| "ok"),
-        );
-        trace.finish(span, result.is_err());
-    }
+    let result = trace.around(call).await;
+    trace.finish(result.as_ref().map_or_else(|e| e.code().as_str(), |_| "ok"));
     let issued = result?;
     let latency = started.elapsed();
     let (now, now_unix) = (clock::now(), unix_now());

@@ -188,7 +188,7 @@ tracing: { otlp_endpoint: http://127.0.0.1:4318 }
         "scope: read write lit$${eral}".into(),
         "early_expiry: 10s".into(),
         "roots: webpki".into(),
-        "sampling: 0.1".into(),
+        "tracing:\n  otlp_endpoint: http://127.0.0.1:4318".into(),
         "destination: \"[fd00::/8]:8080\"".into(),
         "listen: 127.0.0.1:15006".into(),
         "proxy_uid: 65532".into(),

@@ -48,7 +48,7 @@ async fn shutdown_drains_in_flight_requests() {
 
 /// A reload swaps routes for new requests. A reload of a broken file is refused with
 /// the file's line and key, counted and logged once (the file checks that follow do not
-/// try it again), and the old routes keep serving.
+/// try it again), and the old routes keep serving; the next good file clears the failure.
 #[tokio::test(start_paused = true)]
 async fn reload_swaps_routes_and_keeps_old_on_error() {
     let (as_, up) = (MockAs::start().await, Upstream::start().await);
@@ -108,4 +108,14 @@ async fn reload_swaps_routes_and_keeps_old_on_error() {
         200,
         "old config still serves"
     );
+
+    // The next good file clears the failure.
+    std::fs::write(
+        &path,
+        format!("listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n{renamed}"),
+    )
+    .unwrap();
+    tokex.proxy.reload_from_source().unwrap();
+    let m = tokex.metrics().await;
+    assert!(m.contains("tokex_config_last_reload_successful 1\n"), "{m}");
 }

@@ -60,6 +60,12 @@ routes:
     match: {{ destination: '{up}:9000' }}
     upstream: http://{up}:9000
     exchange: none
+  - name: by-name
+    match: {{ host: names.internal }}
+    exchange: {{ authority: backend, audience: orders-api }}
+  - name: moved
+    match: {{ host: moved.internal }}
+    exchange: {{ authority: backend, audience: a-api }}
 transparent:
   ports: {PORTS}
   exclude_cidrs: [169.254.169.254/32]
@@ -198,6 +204,11 @@ fn redirected_count(net: &Net) -> f64 {
 /// The whole transparent flow under one back end.
 fn transparent_flow(id: u8, backend: &str) {
     let mut net = upstream_side(id);
+    let moved = format!("10.251.{id}.3");
+    net.pod_hosts(&[
+        (&net.up_ip.clone(), "names.internal"),
+        (&moved, "moved.internal"),
+    ]);
     let config = net.write("tokex.yaml", &sidecar_yaml(&net, "passthrough"));
     let (code, out) = init(&net, &config, &["--check"]);
     assert_eq!(code, 2, "--check fails without rules: {out}");
@@ -259,6 +270,33 @@ fn transparent_flow(id: u8, backend: &str) {
         Value::Null,
         "route B exchanges nothing and forwards no token"
     );
+
+    // No upstream: back to where the app connected, because the Host resolves there.
+    let (status, echo, body) = app_get(
+        &net,
+        &format!("http://{up}:9001/named"),
+        &subject,
+        &["-H", "Host: names.internal"],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (echo["port"].as_u64(), echo["host"].as_str()),
+        (Some(9001), Some("names.internal"))
+    );
+    let token = echo["authorization"].as_str().unwrap();
+    assert_eq!(
+        claims(token.strip_prefix("Bearer ").unwrap())["aud"],
+        "orders-api"
+    );
+    // A Host that resolves elsewhere: refused before any token work, sent nowhere.
+    let (status, _, body) = app_get(
+        &net,
+        &format!("http://{up}:9001/moved"),
+        &subject,
+        &["-H", "Host: moved.internal"],
+    );
+    assert_eq!(status, 421, "{body}");
+    assert!(body.contains("misdirected_request"), "{body}");
 
     // No route: passed through untouched, the app's own Authorization included.
     let (status, echo, _) = app_get(&net, &format!("http://{up}:9001/free"), &subject, &[]);

@@ -120,6 +120,18 @@ impl Net {
         }
     }
 
+    /// Names the pod's resolver knows: `ip netns exec` mounts `/etc/netns/<pod>/hosts`
+    /// over `/etc/hosts` for what runs in the pod (removed with the namespaces).
+    pub fn pod_hosts(&self, entries: &[(&str, &str)]) {
+        let dir = Path::new("/etc/netns").join(&self.pod);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut text = String::from("127.0.0.1 localhost\n::1 localhost\n");
+        for (addr, name) in entries {
+            text.push_str(&format!("{addr} {name}\n"));
+        }
+        std::fs::write(dir.join("hosts"), text).unwrap();
+    }
+
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.dir.path().join(name);
         std::fs::write(&path, text).unwrap();
@@ -145,6 +157,7 @@ impl Drop for Net {
         }
         for ns in [&self.pod, &self.up] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
         }
     }
 }

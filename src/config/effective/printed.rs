@@ -74,7 +74,8 @@ pub(super) struct PrintedRoute {
     #[serde(rename = "match")]
     pub(super) matcher: Ordered<String>,
     pub(super) strip_prefix: bool,
-    pub(super) upstream: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) upstream: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) ca_file: Option<String>,
     pub(super) on_missing_token: MissingTokenPolicy,
@@ -134,9 +135,12 @@ pub(super) struct PrintedAudit {
 
 #[derive(Serialize)]
 pub(super) struct PrintedTracing {
-    pub(super) otlp_endpoint: String,
-    pub(super) sampling: f64,
-    pub(super) service_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) otlp_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) sampling: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) service_name: Option<String>,
 }
 
 #[derive(Serialize)]

@@ -10,12 +10,12 @@ use super::sources::Sources;
 use super::{Invalid, absolute_uri, at};
 use crate::config::file::{AuthMethod, FileAuth};
 use crate::config::model::ClientAuth;
-use crate::config::values::PathText;
 use crate::credentials::assertion::{AssertionKey, parse_alg, parse_assertion};
 use crate::credentials::certs::parse_identity;
 use crate::credentials::{Watched, parse_secret};
 use crate::oauth::CLIENT_ASSERTION_TYPE_JWT_BEARER;
 use crate::secret::Secret;
+use tokex_common::values::PathText;
 
 pub(super) fn client_auth(
     auth: &FileAuth,

@@ -9,10 +9,10 @@ use super::sources::Sources;
 use super::{Invalid, absolute_uri, at};
 use crate::config::file::FileAuthority;
 use crate::config::model::{Actor, ActorToken, Authority, BreakerSettings};
-use crate::config::offline;
-use crate::config::values::format_duration;
 use crate::credentials::parse_secret;
 use crate::oauth::TOKEN_TYPE_JWT;
+use tokex_common::offline;
+use tokex_common::values::format_duration;
 
 pub(super) fn authority(
     name: &str,

@@ -7,7 +7,7 @@ use serde_saphyr::Spanned;
 use super::{Invalid, at, nowhere};
 use crate::config::file::{FileCache, FileCacheOverride};
 use crate::config::model::CacheSettings;
-use crate::config::values::{Dur, format_duration};
+use tokex_common::values::{Dur, format_duration};
 
 /// Written when a key is not set, so an error about its value does not read as a typo.
 const DEFAULT_NOTE: &str = "the default when it is not set";
@@ -61,7 +61,7 @@ fn check_cache(
 ) -> Result<(), Invalid> {
     if s.early_expiry < s.max_ttl
         || s.max_ttl.is_zero()
-        || !crate::config::offline::comparable(&[s.early_expiry, s.max_ttl])
+        || !tokex_common::offline::comparable(&[s.early_expiry, s.max_ttl])
     {
         return Ok(());
     }

@@ -9,8 +9,8 @@ use serde_saphyr::Spanned;
 
 use super::{Invalid, absolute_uri, at};
 use crate::config::model::{Authority, ExchangeParams, Inject, SubjectSource};
-use crate::config::values::Text;
 use crate::oauth::{TOKEN_TYPE_ACCESS_TOKEN, normalize_scope};
+use tokex_common::values::Text;
 
 pub(super) fn exchange_params(
     spec: &crate::config::file::FileExchangeSpec,
@@ -43,7 +43,7 @@ pub(super) fn exchange_params(
     let opt = |v: &Option<Spanned<Text>>, key: &str, check: fn(&str) -> Result<String, String>| {
         v.as_ref()
             .map(|s| match &s.value.0 {
-                unknown if crate::config::offline::unresolved(unknown) => Ok(unknown.clone()),
+                unknown if tokex_common::offline::unresolved(unknown) => Ok(unknown.clone()),
                 known => check(known).map_err(|m| at(s, format!("{path}.exchange.{key}: {m}"))),
             })
             .transpose()

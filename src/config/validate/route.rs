@@ -65,8 +65,20 @@ pub(super) fn route(
             format!("{path}.strip_prefix needs match.path_prefix"),
         ));
     }
-    let upstream =
-        upstream(&r.upstream).map_err(|m| at(&r.upstream, format!("{path}.upstream: {m}")))?;
+    let upstream = match &r.upstream {
+        Some(u) => Some(upstream(u).map_err(|m| at(u, format!("{path}.upstream: {m}")))?),
+        // The original destination is reached over plain HTTP: tokex never terminates an
+        // app's TLS, so there is no certificate to check.
+        None if r.ca_file.is_some() => {
+            return Err(at(
+                spanned,
+                format!(
+                    "{path}.ca_file needs an https upstream; a route without upstream forwards plain HTTP to the original destination"
+                ),
+            ));
+        }
+        None => None,
+    };
     let ca_file = super::trust::ca_bundle(r.ca_file.as_ref(), &format!("{path}.ca_file"), sources)?;
     let on_missing_token = missing_token_policy(r.on_missing_token);
     if on_missing_token == MissingTokenPolicy::ClientCredentials
@@ -108,7 +120,7 @@ fn missing_token_policy(p: file::MissingTokenPolicy) -> MissingTokenPolicy {
     }
 }
 
-fn upstream(u: &Spanned<crate::config::values::HttpUrl>) -> Result<UpstreamUrl, String> {
+fn upstream(u: &Spanned<tokex_common::values::HttpUrl>) -> Result<UpstreamUrl, String> {
     let url = &u.value.0;
     if url.query().is_some() {
         return Err("a query string is not allowed".into());
@@ -161,7 +173,7 @@ pub(super) fn points_at(upstream: &UpstreamUrl, listen: SocketAddr) -> bool {
 }
 
 fn parse_host_match(raw: &str) -> Result<HostMatch, String> {
-    if crate::config::offline::unresolved(raw) {
+    if tokex_common::offline::unresolved(raw) {
         return Ok(HostMatch {
             host: raw.to_string(),
             port: None,
@@ -238,6 +250,29 @@ mod tests {
         );
         assert!(parse_host_match("a.b:99999").is_err());
         assert!(parse_host_match("bad host").is_err());
+    }
+
+    /// A route may leave out `upstream` only where connections are redirected, and then
+    /// takes no `ca_file`: the original destination is reached over plain HTTP.
+    #[test]
+    fn upstream_is_left_out_only_for_redirected_connections() {
+        let cfg = |route: &str, transparent: bool| {
+            let section = if transparent { "transparent: {}\n" } else { "" };
+            let text = format!("routes:\n  - {{name: a, {route}exchange: none}}\n{section}");
+            crate::config::parse(&text, Path::new("t.yaml")).map_err(|e| e.to_string())
+        };
+        let err = cfg("", false).unwrap_err();
+        assert!(
+            err.contains("t.yaml:2:5") && err.contains("routes[0].upstream is required"),
+            "{err}"
+        );
+        let config = cfg("", true).unwrap();
+        assert!(config.routes[0].upstream.is_none());
+        let err = cfg("ca_file: ca.pem, ", true).unwrap_err();
+        assert!(
+            err.contains("routes[0].ca_file needs an https upstream"),
+            "{err}"
+        );
     }
 
     /// A route whose upstream is tokex's own listener is refused: it would loop.

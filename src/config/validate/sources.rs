@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::trust::Trust;
-use crate::config::values::PathText;
 use crate::credentials::{Poll, Watched};
+use tokex_common::values::PathText;
 
 /// What validation reads besides the file, and what it registers for the rotation poller.
 /// Offline it reads none of it.
@@ -37,7 +37,7 @@ impl Sources {
         if self.offline {
             return None;
         }
-        crate::config::values::env_var(name)
+        tokex_common::values::env_var(name)
     }
 
     /// The operating system's certificate store.

@@ -17,9 +17,9 @@ use super::sources::Sources;
 use super::{Invalid, at, nowhere};
 use crate::config::file::{self, FileTls};
 use crate::config::model::{Roots, TlsSettings};
-use crate::config::values::PathText;
 use crate::credentials::certs::{BaseRoots, CaBundle, parse_ca};
 use crate::credentials::{MAX_FILE_BYTES, Watched, read_bounded};
+use tokex_common::values::PathText;
 
 /// What every bundle starts from.
 #[derive(Default)]

@@ -1,7 +1,5 @@
 //! The embedded authorization server (`tokex sts`) in-process.
 
-use std::sync::Arc;
-
 use tokio::net::TcpListener;
 
 use super::{Got, Task, client, got};
@@ -9,7 +7,6 @@ use super::{Got, Task, client, got};
 /// `tokex sts` in-process on an ephemeral port, configured from YAML (without `listen`).
 pub struct StsServer {
     pub base: String,
-    pub sts: Arc<tokex::sts::Sts>,
     _task: Task,
 }
 
@@ -17,13 +14,12 @@ impl StsServer {
     pub async fn start(yaml: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let config = tokex::sts::config::parse(yaml, std::path::Path::new("sts.yaml"))
+        let config = tokex_sts::config::parse(yaml, std::path::Path::new("sts.yaml"))
             .unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-        let sts = tokex::sts::Sts::new(config, &base).unwrap();
-        let task = tokio::spawn(sts.clone().serve(listener, std::future::pending()));
+        let sts = tokex_sts::Sts::new(config, &base).unwrap();
+        let task = tokio::spawn(sts.serve(listener, std::future::pending()));
         Self {
             base,
-            sts,
             _task: Task(task),
         }
     }

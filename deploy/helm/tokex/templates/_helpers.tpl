@@ -9,6 +9,8 @@ each template with your chart's root context `.`:
                         redirect: the item right before tokex.sidecar (else empty)
   tokex.sidecar         the native sidecar container: one item for `initContainers`
   tokex.volumes         the volumes they mount: items for `volumes`
+  tokex.podLabels       the label that marks a pod running tokex, which the PodMonitor selects:
+                        items for the pod template's `metadata.labels`
   tokex.podAnnotations  `checksum/config` when checksumConfig is true (else empty)
   tokex.appEnv          HTTP_PROXY / NO_PROXY env items for the app container (empty in
                         transparent mode)
@@ -110,6 +112,8 @@ must run before the sidecar takes that port; its output is the check result
   image: {{ printf "%s:%s" ($t.initImage.repository | default (printf "%s-init" $v.image.repository)) ($t.initImage.tag | default $v.image.tag | default (include "tokex.appVersion" .)) | quote }}
   imagePullPolicy: {{ $t.initImage.pullPolicy | default $v.image.pullPolicy }}
   args: ["init", "--config", "/etc/tokex/tokex.yaml"]
+  # The check's last lines become the termination message `kubectl describe pod` shows.
+  terminationMessagePolicy: FallbackToLogsOnError
   {{- with $t.initResources }}
   resources:
     {{- toYaml . | nindent 4 }}
@@ -136,6 +140,9 @@ must run before the sidecar takes that port; its output is the check result
   # Native sidecar (Kubernetes 1.29+): started before the app containers, stopped after them.
   restartPolicy: Always
   args: ["run", "--config", "/etc/tokex/tokex.yaml", "--log-format", {{ $v.logFormat | quote }}]
+  # A config that does not load exits 1 with the error as the last log lines: they become
+  # the termination message `kubectl describe pod` shows.
+  terminationMessagePolicy: FallbackToLogsOnError
   env:
     - name: RUST_LOG
       value: {{ $v.logLevel | quote }}
@@ -213,6 +220,14 @@ must run before the sidecar takes that port; its output is the check result
 {{- with $v.extraVolumes }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{/*
+The label of every pod that runs tokex, whoever adds the sidecar (these templates, the
+kustomize base, by hand): the PodMonitor and the dashboard find tokex's pods by it.
+*/}}
+{{- define "tokex.podLabels" -}}
+tokex.io/sidecar: "true"
 {{- end -}}
 
 {{/* Pod annotations: checksum/config when checksumConfig is true, else nothing. */}}

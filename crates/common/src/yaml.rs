@@ -7,7 +7,7 @@ use serde_saphyr::{Error, Location};
 /// Parses `text` into `T`; on error, the location and a message prefixed with the key
 /// path (`routes[0].cache.max_ttl`) that serde_path_to_error tracked, because the
 /// parser's own message only names the value.
-pub(crate) fn from_yaml<T: serde::de::DeserializeOwned>(
+pub fn from_yaml<T: serde::de::DeserializeOwned>(
     text: &str,
 ) -> Result<T, (Option<Location>, String)> {
     let mut key_path = None;
@@ -31,7 +31,7 @@ pub(crate) fn from_yaml<T: serde::de::DeserializeOwned>(
 }
 
 /// Whether `text` holds no YAML content at all: only blank lines, comments and markers.
-pub(crate) fn is_blank(text: &str) -> bool {
+pub fn is_blank(text: &str) -> bool {
     text.lines().map(str::trim).all(|l| {
         l.is_empty() || l.starts_with('#') || l == "---" || l == "..." || l.starts_with("%YAML")
     })
@@ -145,7 +145,7 @@ const MESSAGE_KEEP: usize = 360;
 /// backticked value past a few dozen characters, a run without spaces past a hundred, and
 /// the whole message past a few hundred. A hostile or broken file then cannot turn one
 /// log line or terminal line into megabytes.
-pub(crate) fn bounded(message: &str) -> String {
+pub fn bounded(message: &str) -> String {
     let mut out = String::with_capacity(message.len().min(MESSAGE_KEEP + 8));
     let mut quote: Option<char> = None;
     let (mut quoted_len, mut word_len, mut total) = (0usize, 0usize, 0usize);

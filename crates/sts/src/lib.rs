@@ -1,5 +1,7 @@
-//! The embedded authorization server: several realms in one process, each with
-//! its issuer, signing key, JWKS, RFC 8414 metadata and token endpoint.
+//! The authorization server embedded in tokex (`tokex sts`, `tokex demo`, and the
+//! tests' authorization server): several realms in one process, each with its issuer,
+//! signing key, JWKS, RFC 8414 metadata and token endpoint. A crate of its own, so the
+//! sidecar's library holds no signing keys and no token endpoint.
 //!
 //! Layout: [`config`] is the YAML model, [`keys`] the signing keys, [`verify`] the trust
 //! relationships, [`policy`] scope mapping, claim rules and delegation, [`grant`] the
@@ -9,6 +11,7 @@
 //!   form `/.well-known/oauth-authorization-server/realms/{name}`)
 //! - `GET  /realms/{name}/jwks`
 //! - `POST /realms/{name}/token`
+#![forbid(unsafe_code)]
 
 pub mod config;
 pub mod grant;
@@ -35,7 +38,7 @@ use tokio::net::TcpListener;
 use self::config::{RealmConfig, StsConfig, TrustSource};
 use self::keys::{KeyError, SigningKey};
 use self::verify::{Keys, Trusted};
-use crate::oauth::{GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_TOKEN_EXCHANGE};
+use tokex_common::oauth::{GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_TOKEN_EXCHANGE};
 
 /// Largest token request body accepted.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -69,7 +72,7 @@ pub struct Realm {
 impl Realm {
     /// Records an assertion `jti`; false if it was already used.
     fn remember_jti(&self, client: &str, jti: &str, exp: u64) -> bool {
-        let now = crate::clock::unix_now();
+        let now = tokex_common::clock::unix_now();
         let Ok(mut seen) = self.jtis.lock() else {
             return false;
         };
@@ -91,7 +94,7 @@ impl Sts {
             .public_url
             .clone()
             .unwrap_or_else(|| base_url.trim_end_matches('/').to_string());
-        let http = crate::tls::reqwest_builder(None, None)?
+        let http = tokex_common::tls::reqwest_builder(None, None)?
             .timeout(Duration::from_secs(5))
             .build()?;
         let mut keys = BTreeMap::new();

@@ -15,7 +15,7 @@ use subtle::ConstantTimeEq;
 use super::config::{ClientConfig, Grant};
 use super::policy::{self, RESERVED};
 use super::{Realm, Sts, verify};
-use crate::oauth::{
+use tokex_common::oauth::{
     CLIENT_ASSERTION_TYPE_JWT_BEARER, GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_TOKEN_EXCHANGE,
     TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT,
 };
@@ -380,7 +380,7 @@ struct Issue<'a> {
 
 /// Signs an RFC 9068 access token and builds the RFC 8693 §2.2.1 response.
 fn issue(realm: &Realm, i: Issue<'_>) -> Result<Value, OAuthError> {
-    let now = crate::clock::unix_now();
+    let now = tokex_common::clock::unix_now();
     let exp = (now + realm.config.token_ttl.as_secs()).min(i.exp_cap.unwrap_or(u64::MAX));
     let mut jti = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut jti)

@@ -14,7 +14,7 @@ thread_local! {
 }
 
 /// Runs `f` (the parse of one file) with `${NAME}` left unresolved.
-pub(super) fn scope<R>(f: impl FnOnce() -> R) -> R {
+pub fn scope<R>(f: impl FnOnce() -> R) -> R {
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
@@ -27,24 +27,24 @@ pub(super) fn scope<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Whether an offline check is parsing.
-pub(super) fn active() -> bool {
+pub fn active() -> bool {
     OFFLINE.get()
 }
 
 /// Whether `value` holds a `${NAME}` left unresolved by an offline check, so it cannot
 /// be checked.
-pub(super) fn unresolved(value: &str) -> bool {
+pub fn unresolved(value: &str) -> bool {
     active() && value.contains("${")
 }
 
 /// What an unresolved duration stands in as: no written duration has nanoseconds, so
 /// comparisons can tell it apart.
-pub(super) const DURATION: Duration = Duration::from_nanos(1);
+pub const DURATION: Duration = Duration::from_nanos(1);
 
 /// Whether a comparison of `durations` means anything, i.e. none is unresolved.
-pub(super) fn comparable(durations: &[Duration]) -> bool {
+pub fn comparable(durations: &[Duration]) -> bool {
     !durations.contains(&DURATION)
 }
 
 /// What an unresolved URL stands in as (`.invalid` never resolves, RFC 2606).
-pub(super) const URL: &str = "https://unresolved.invalid/";
+pub const URL: &str = "https://unresolved.invalid/";

@@ -21,7 +21,7 @@ pub struct Text(pub String);
 impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(d)?;
-        if super::offline::active() {
+        if crate::offline::active() {
             // Validated as written; an unset variable is not an error offline.
             return expand_env(&raw, |name| Some(format!("${{{name}}}")))
                 .map(Text)
@@ -35,8 +35,8 @@ impl<'de> Deserialize<'de> for Text {
 
 /// The environment variable `name`: the one place the config reads the environment
 /// (never during an offline check).
-pub(super) fn env_var(name: &str) -> Option<String> {
-    if super::offline::active() {
+pub fn env_var(name: &str) -> Option<String> {
+    if crate::offline::active() {
         return None;
     }
     std::env::var(name).ok()
@@ -85,8 +85,8 @@ pub struct Dur(pub Duration);
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let Text(raw) = Text::deserialize(d)?;
-        if super::offline::unresolved(&raw) {
-            return Ok(Dur(super::offline::DURATION));
+        if crate::offline::unresolved(&raw) {
+            return Ok(Dur(crate::offline::DURATION));
         }
         parse_duration(&raw).map(Dur).map_err(D::Error::custom)
     }
@@ -131,8 +131,8 @@ pub struct HttpUrl(pub url::Url);
 impl<'de> Deserialize<'de> for HttpUrl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let Text(raw) = Text::deserialize(d)?;
-        if super::offline::unresolved(&raw) {
-            return parse_http_url(super::offline::URL)
+        if crate::offline::unresolved(&raw) {
+            return parse_http_url(crate::offline::URL)
                 .map(HttpUrl)
                 .map_err(D::Error::custom);
         }
@@ -254,7 +254,7 @@ pub struct Addr(pub SocketAddr);
 impl<'de> Deserialize<'de> for Addr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let Text(raw) = Text::deserialize(d)?;
-        if super::offline::unresolved(&raw) {
+        if crate::offline::unresolved(&raw) {
             return Ok(Addr(([127, 0, 0, 1], 0).into()));
         }
         raw.parse().map(Addr).map_err(|_| {

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
-use crate::oauth::scope_tokens;
+use tokex_common::oauth::scope_tokens;
 
 /// A realm's exchange policy.
 #[derive(Debug, Clone, Default)]

@@ -11,10 +11,10 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::policy::{ClaimRule, ClaimTest, ClaimsTransform, Policy};
-use crate::config::validate::{Invalid, at, resolve};
-use crate::config::values::{Addr, Dur, HttpUrl, PathText, Text};
-use crate::config::{ConfigError, located};
-use crate::secret::Secret;
+use tokex_common::located::{ConfigError, located};
+use tokex_common::located::{Invalid, at, resolve};
+use tokex_common::secret::Secret;
+use tokex_common::values::{Addr, Dur, HttpUrl, PathText, Text};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,7 +165,7 @@ pub struct ClientConfig {
 
 /// Loads and validates an STS config file.
 pub fn load(path: &Path) -> Result<StsConfig, ConfigError> {
-    let file: FileSts = crate::config::load_yaml(path)?;
+    let file: FileSts = tokex_common::located::load_yaml(path)?;
     let base = path.parent().unwrap_or(Path::new("."));
     validate(file, base).map_err(|e| located(path, e.location, e.message))
 }
@@ -173,7 +173,7 @@ pub fn load(path: &Path) -> Result<StsConfig, ConfigError> {
 /// Parses config text (for the demo and tests, which build configs in memory).
 pub fn parse(text: &str, path: &Path) -> Result<StsConfig, ConfigError> {
     let file: FileSts =
-        crate::config::from_yaml(text).map_err(|(loc, msg)| located(path, loc, msg))?;
+        tokex_common::yaml::from_yaml(text).map_err(|(loc, msg)| located(path, loc, msg))?;
     let base = path.parent().unwrap_or(Path::new("."));
     validate(file, base).map_err(|e| located(path, e.location, e.message))
 }
@@ -362,7 +362,7 @@ fn client(
 
 fn read_file_secret(path: &Path) -> Result<Secret, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    crate::credentials::parse_secret(path, &bytes)
+    tokex_common::credentials::parse_secret(path, &bytes)
 }
 
 fn read_jwks(path: &Path) -> Result<JwkSet, String> {

@@ -13,7 +13,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
-use crate::clock::Instant;
+use tokex_common::clock::Instant;
 
 /// Where an issuer's verification keys come from.
 pub enum Keys {
@@ -142,7 +142,7 @@ impl Keys {
                 let set = fetch_jwks(http, url).await?;
                 let found = from_set(&set, kid, alg);
                 *cached.lock().map_err(|_| "key cache poisoned")? =
-                    Some((crate::clock::now(), set));
+                    Some((tokex_common::clock::now(), set));
                 found
             }
         }
@@ -225,8 +225,8 @@ async fn fetch_jwks(http: &reqwest::Client, url: &str) -> Result<JwkSet, String>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sts::config::SigningAlg;
-    use crate::sts::keys::SigningKey;
+    use crate::config::SigningAlg;
+    use crate::keys::SigningKey;
 
     fn realm_key() -> SigningKey {
         SigningKey::load_or_generate(SigningAlg::ES256, None, None).unwrap()
@@ -253,7 +253,7 @@ mod tests {
     }
 
     fn now() -> u64 {
-        crate::clock::unix_now()
+        tokex_common::clock::unix_now()
     }
 
     /// A token from a trusted issuer verifies; wrong iss, aud, expiry, nbf, key or an
@@ -261,7 +261,7 @@ mod tests {
     #[tokio::test]
     async fn trust_checks() {
         let key = realm_key();
-        let http = crate::tls::reqwest_builder(None, None)
+        let http = tokex_common::tls::reqwest_builder(None, None)
             .unwrap()
             .build()
             .unwrap();
