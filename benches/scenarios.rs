@@ -7,6 +7,10 @@
 //!   (about six minutes).
 //! - `reload_latency`: p50 and p99 latency through tokex on cached keys, without and with a
 //!   config reload every 100 ms.
+//! - `fleet`: N = 1, 2 and 5 replicas, each asked for every key, without and with a shared
+//!   cache on a real `redis-server`: AS calls and p99 latency; then the latency of a local
+//!   hit, a shared hit (local miss, Redis hit) and an exchange (the mock AS answers after
+//!   5 ms).
 //!
 //! `cargo bench --bench scenarios` runs both, optimized as the numbers need;
 //! `cargo bench --bench scenarios -- outage` runs the ones whose name contains `outage`.
@@ -26,6 +30,7 @@ mod support {
     mod mock_as;
     mod modes;
     mod raw;
+    mod redis_server;
     mod scripted;
     mod serve;
     mod spawn;
@@ -39,6 +44,7 @@ mod support {
     pub use mock_as::*;
     pub use modes::*;
     pub use raw::*;
+    pub use redis_server::*;
     pub use scripted::*;
     pub use serve::*;
     pub use spawn::*;
@@ -83,9 +89,12 @@ fn main() {
         }
     };
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
-    let scenarios: [(&str, Scenario); 2] = [
+    let scenarios: [(&str, Scenario); 3] = [
         ("outage", |s| Box::pin(outage_with_cached_keys(s))),
         ("reload_latency", |s| Box::pin(latency_during_reloads(s))),
+        ("fleet", |s| {
+            Box::pin(fleet_with_and_without_shared_cache(s))
+        }),
     ];
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -256,4 +265,111 @@ async fn latency_during_reloads(size: &Size) {
         "latency with {reloads} reloads: {nr} requests, p50 {p50r:?}, p99 {p99r:?}; p99 added {:?}",
         p99r.saturating_sub(p99)
     );
+}
+
+/// N replicas behind a load balancer that sends every key to every replica: AS calls and
+/// p99 latency without and with the shared cache; then what each kind of lookup costs.
+async fn fleet_with_and_without_shared_cache(size: &Size) {
+    let keys = size.keys;
+    for replicas in [1, 2, 5] {
+        for shared in [false, true] {
+            let (redis, as_, up) = (
+                Redis::start().await,
+                MockAs::start().await,
+                Upstream::start().await,
+            );
+            as_.on(|req, n| issue(req, n).delayed(Duration::from_millis(5)));
+            let dir = tempfile::tempdir().unwrap();
+            let yaml = fleet_config(&as_, &up, &redis, dir.path(), shared);
+            let mut fleet = Vec::new();
+            for _ in 0..replicas {
+                fleet.push(Tokex::start(&yaml).await);
+            }
+            let c = client();
+            let mut latencies = Vec::new();
+            for k in 0..keys {
+                for replica in &fleet {
+                    latencies.push(timed(&c, replica, &format!("key-{k}")).await);
+                }
+            }
+            latencies.sort();
+            println!(
+                "fleet: {replicas} replicas, shared cache {}: {keys} keys, each asked of every replica: \
+                 AS calls {}, p50 {:?}, p99 {:?}",
+                if shared { "on " } else { "off" },
+                as_.count(),
+                percentile(&latencies, 0.5),
+                percentile(&latencies, 0.99)
+            );
+        }
+    }
+    let (redis, as_, up) = (
+        Redis::start().await,
+        MockAs::start().await,
+        Upstream::start().await,
+    );
+    as_.on(|req, n| issue(req, n).delayed(Duration::from_millis(5)));
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = fleet_config(&as_, &up, &redis, dir.path(), true);
+    let (writer, c) = (Tokex::start(&yaml).await, client());
+    let (mut local, mut exchanged) = (Vec::new(), Vec::new());
+    for k in 0..keys {
+        exchanged.push(timed(&c, &writer, &format!("lookup-{k}")).await);
+        local.push(timed(&c, &writer, &format!("lookup-{k}")).await);
+    }
+    let reader = Tokex::start(&yaml).await;
+    let before = as_.count();
+    let mut shared = Vec::new();
+    for k in 0..keys {
+        shared.push(timed(&c, &reader, &format!("lookup-{k}")).await);
+    }
+    let shared_misses = as_.count() - before;
+    for l in [&mut local, &mut shared, &mut exchanged] {
+        l.sort();
+    }
+    println!(
+        "lookups, p50 (p99): local hit {:?} ({:?}), shared hit {:?} ({:?}), exchange {:?} ({:?}); \
+         {shared_misses} of {keys} shared lookups missed",
+        percentile(&local, 0.5),
+        percentile(&local, 0.99),
+        percentile(&shared, 0.5),
+        percentile(&shared, 0.99),
+        percentile(&exchanged, 0.5),
+        percentile(&exchanged, 0.99)
+    );
+}
+
+/// The tests' config with, when `shared`, a shared cache at `redis` under a fresh key.
+fn fleet_config(
+    as_: &MockAs,
+    up: &Upstream,
+    redis: &Redis,
+    dir: &std::path::Path,
+    shared: bool,
+) -> String {
+    let mut yaml = config(as_, &up.url());
+    if shared {
+        let keys = key_file(dir, &[[42u8; 32]]);
+        yaml.push_str(&format!(
+            "cache:\n  shared:\n    url: {}\n    key_file: {}\n",
+            redis.url(),
+            keys.display()
+        ));
+    }
+    yaml
+}
+
+/// One request for `token`, which must succeed, and how long it took.
+async fn timed(c: &reqwest::Client, tokex: &Tokex, token: &str) -> Duration {
+    let t = Instant::now();
+    let r = c
+        .get(tokex.url("/"))
+        .header("host", "echo.internal")
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.bytes().await;
+    t.elapsed()
 }

@@ -338,6 +338,10 @@ def credential_paths(cfg):
             out.append((f"routes[{i}].ca_file", r["ca_file"], "ca"))
     if (cfg.get("tls") or {}).get("ca_file"):
         out.append(("tls.ca_file", cfg["tls"]["ca_file"], "ca"))
+    shared = (cfg.get("cache") or {}).get("shared") or {}
+    for key, kind in (("key_file", "fleet-key"), ("password_file", "text"), ("ca_file", "ca")):
+        if shared.get(key):
+            out.append((f"cache.shared.{key}", shared[key], kind))
     return out
 
 
@@ -368,6 +372,8 @@ class Placeholders:
     def content(self, kind, label):
         if kind == "text":
             return f"placeholder-{label}\n".encode()
+        if kind == "fleet-key":
+            return base64.b64encode(b"placeholder shared-cache key 32B") + b"\n"
         if kind in ("cert", "ca", "cert-key"):
             pem = self._cert()
             return pem["cert-key" if kind == "cert-key" else "cert"]

@@ -191,6 +191,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 nft --version && iptables-legacy --version && iptables-nft --version
 
+step "shared cache: redis-server (Debian package)"
+# tests/it/shared_cache starts its own redis-server on a loopback port for each test; it
+# fails rather than skips without one.
+if ! command -v redis-server > /dev/null; then
+  command -v apt-get > /dev/null || { echo "apt-get is required to install redis-server" >&2; exit 1; }
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q > /dev/null
+  apt-get install -y -q --no-install-recommends redis-server > /dev/null
+fi
+redis-server --version
+
 step "interop: Keycloak from Maven Central into target/keycloak-<version> (reused while its pin is unchanged)"
 # tests/it/keycloak runs a real Keycloak (tests/interop/keycloak-dist.txt pins the version and
 # checksum); a missing Java or curl, a failed download, a checksum mismatch or a failed build

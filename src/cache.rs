@@ -5,6 +5,9 @@
 //! memory cannot be tested against a guessed token. Each entry expires at its own
 //! lifetime ([`lifetime`]); moka coalesces concurrent misses for one key into one call.
 //!
+//! Behind it, optionally, a second level shared by a workload's replicas ([`shared`]):
+//! a local miss asks it before the authority.
+//!
 //! An entry's bound is an instant on tokex's clock ([`crate::clock`]), checked on every
 //! read. moka also evicts the entry at that bound, but on its own clock, which a test
 //! cannot pause: the check on read is what keeps a token from being served late, and
@@ -23,6 +26,7 @@ use crate::clock::{self, Instant};
 use crate::config::CacheSettings;
 
 mod recent;
+pub mod shared;
 
 pub use recent::Recent;
 
@@ -41,6 +45,11 @@ pub struct Entry {
     /// What the exchange produced, for audit events; kept only while auditing (a cache
     /// holds many entries, and most deployments audit nothing).
     pub record: Option<Box<crate::audit::ExchangeRecord>>,
+    /// May be written to the shared cache: set only for tokens that any replica may
+    /// send, never for tokens bound to a sender (DPoP, a client certificate).
+    pub shareable: bool,
+    /// Read from the shared cache rather than exchanged here.
+    pub from_shared: bool,
     refreshing: AtomicBool,
     /// Set once the cache has let go of this entry (invalidated, or replaced by a
     /// refresh): a connection that remembers it ([`Recent`]) must look again.
@@ -58,6 +67,8 @@ impl Entry {
             expires_at,
             refresh_at,
             record: None,
+            shareable: false,
+            from_shared: false,
             refreshing: AtomicBool::new(false),
             retired: AtomicBool::new(false),
         }
@@ -66,6 +77,12 @@ impl Entry {
     /// Attaches what the exchange produced.
     pub fn with_record(mut self, record: crate::audit::ExchangeRecord) -> Self {
         self.record = Some(Box::new(record));
+        self
+    }
+
+    /// Marks a token any replica may send, so the shared cache may hold it.
+    pub fn shareable(mut self) -> Self {
+        self.shareable = true;
         self
     }
 
@@ -122,33 +139,53 @@ pub fn refresh_at(now: Instant, ttl: Duration, s: &CacheSettings) -> Option<Inst
 }
 
 /// Builds keys for one route: the route's fields are hashed once, each request adds
-/// only the subject token.
+/// only the subject token. The encoded fields are kept too, so the shared cache can name
+/// an entry by the same material under its own key.
 #[derive(Clone)]
-pub struct KeyBuilder(hmac::Context);
+pub struct KeyBuilder {
+    ctx: hmac::Context,
+    fields: Arc<[u8]>,
+}
 
 impl KeyBuilder {
     /// Starts from `fields`, each length-prefixed so no two field lists collide.
     pub fn new(secret: &hmac::Key, fields: &[&str]) -> Self {
-        let mut ctx = hmac::Context::with_key(secret);
+        let mut encoded = Vec::new();
         for f in fields {
-            ctx.update(&(f.len() as u64).to_be_bytes());
-            ctx.update(f.as_bytes());
+            encoded.extend_from_slice(&(f.len() as u64).to_be_bytes());
+            encoded.extend_from_slice(f.as_bytes());
         }
-        Self(ctx)
+        let mut ctx = hmac::Context::with_key(secret);
+        ctx.update(&encoded);
+        Self {
+            ctx,
+            fields: encoded.into(),
+        }
     }
 
     /// The key for `subject_token` under the actor identified by `actor` (its digest,
     /// or empty), so a rotated actor never reuses another's tokens.
     pub fn key(&self, actor: &[u8], subject_token: &str) -> Key {
-        let mut ctx = self.0.clone();
-        ctx.update(&(actor.len() as u64).to_be_bytes());
-        ctx.update(actor);
-        ctx.update(&(subject_token.len() as u64).to_be_bytes());
-        ctx.update(subject_token.as_bytes());
-        let mut key = [0u8; 32];
-        key.copy_from_slice(ctx.sign().as_ref());
-        key
+        finish(self.ctx.clone(), actor, subject_token)
     }
+
+    /// [`KeyBuilder::key`]'s material keyed with `secret` instead of this process's key.
+    pub fn key_under(&self, secret: &hmac::Key, actor: &[u8], subject_token: &str) -> Key {
+        let mut ctx = hmac::Context::with_key(secret);
+        ctx.update(&self.fields);
+        finish(ctx, actor, subject_token)
+    }
+}
+
+/// Adds the request's part of a key's material and signs it.
+fn finish(mut ctx: hmac::Context, actor: &[u8], subject_token: &str) -> Key {
+    ctx.update(&(actor.len() as u64).to_be_bytes());
+    ctx.update(actor);
+    ctx.update(&(subject_token.len() as u64).to_be_bytes());
+    ctx.update(subject_token.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(ctx.sign().as_ref());
+    key
 }
 
 /// Hashing for cache keys: they are already HMAC outputs, uniform and unpredictable
@@ -217,14 +254,25 @@ impl Expiry<Key, Arc<Entry>> for PerEntry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
     Hit,
+    /// A local miss that another replica's exchange answered, through the shared cache.
+    Shared,
     Miss,
 }
 
 impl Lookup {
+    /// What a lookup that had to fill the entry found.
+    fn of_new(entry: &Entry) -> Self {
+        match entry.from_shared {
+            true => Lookup::Shared,
+            false => Lookup::Miss,
+        }
+    }
+
     /// The label audit events and spans use.
     pub fn as_str(self) -> &'static str {
         match self {
             Lookup::Hit => "hit",
+            Lookup::Shared => "shared",
             Lookup::Miss => "miss",
         }
     }
@@ -289,13 +337,13 @@ impl TokenCache {
     {
         for _ in 0..2 {
             let entry = self.inner.entry(key).or_try_insert_with(exchange()).await?;
-            let lookup = if entry.is_fresh() {
-                Lookup::Miss
-            } else {
-                Lookup::Hit
-            };
+            let fresh = entry.is_fresh();
             let value = entry.into_value();
-            if lookup == Lookup::Miss || value.expires_at > clock::now() {
+            let lookup = match fresh {
+                true => Lookup::of_new(&value),
+                false => Lookup::Hit,
+            };
+            if fresh || value.expires_at > clock::now() {
                 return Ok((value, lookup));
             }
             self.inner.invalidate(&key).await;
@@ -303,7 +351,10 @@ impl TokenCache {
         // Two stale entries in a row: exchange without the cache rather than serve one.
         exchange()
             .await
-            .map(|v| (v, Lookup::Miss))
+            .map(|v| {
+                let lookup = Lookup::of_new(&v);
+                (v, lookup)
+            })
             .map_err(Arc::new)
     }
 

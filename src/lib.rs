@@ -15,7 +15,8 @@
 //! - [`bearer`]: the subject token from `Authorization` (RFC 6750), a header or a cookie.
 //! - [`client_auth`]: how tokex authenticates to token endpoints.
 //! - [`exchange`]: the RFC 8693 client and wire format.
-//! - [`cache`]: narrowed tokens under keyed-hash keys with per-entry lifetimes.
+//! - [`cache`]: narrowed tokens under keyed-hash keys with per-entry lifetimes, and the
+//!   encrypted level a workload's replicas share on Redis.
 //! - [`forward`]: header hygiene, the upstream request, the relayed response, protocol
 //!   switches.
 //! - [`upstream`]: connections to upstreams: kept, pooled, multiplexed or new; a

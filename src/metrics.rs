@@ -8,6 +8,7 @@
 
 mod process;
 mod route;
+pub mod shared;
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Metric, Registry};
 
 pub use route::RouteMetrics;
+pub use shared::SharedCacheMetrics;
 
 use crate::config::model::{Authority, ClientAuth};
 use crate::credentials::expiry::not_after;
@@ -105,6 +107,7 @@ pub struct Metrics {
     credential_expiry: Family<Gauge>,
     pub body_stalls: Family<Counter>,
     pub redirected: Family<Counter>,
+    pub shared_cache: SharedCacheMetrics,
 }
 
 impl Default for Metrics {
@@ -221,6 +224,7 @@ impl Default for Metrics {
                 &["protocol", "outcome"],
                 counter,
             ),
+            shared_cache: SharedCacheMetrics::register(&mut r),
             registry: Registry::default(),
         };
         r.register(

@@ -33,6 +33,7 @@ use crate::session::Session;
 use crate::upstream::{Sent, UpstreamBody};
 
 mod destination;
+mod fleet;
 mod passthrough;
 mod token;
 
@@ -85,9 +86,12 @@ struct RouteRuntime {
     metrics: RouteMetrics,
 }
 
+#[derive(Clone)]
 struct RouteExchange {
     client: Arc<ExchangeClient>,
     keys: KeyBuilder,
+    /// The second cache level, when configured and this authority's tokens may be shared.
+    shared: Option<Arc<crate::cache::shared::SharedCache>>,
 }
 
 impl Proxy {
@@ -302,6 +306,11 @@ impl Runtime {
             stalls: metrics.body_stalls.series(&[direction]),
         };
         let (to_upstream, to_app) = (watch("to_upstream"), watch("to_app"));
+        let shared = config
+            .cache
+            .shared
+            .as_ref()
+            .map(|s| crate::cache::shared::SharedCache::new(s, metrics));
         let mut routes = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
             let upstream = RouteUpstream::new(route, &config.timeouts, to_upstream.clone())
@@ -329,7 +338,14 @@ impl Runtime {
                         &p.requested_token_type,
                         p.inject.scheme.as_deref().unwrap_or(""),
                     ]);
-                    Some(RouteExchange { client, keys })
+                    let shared = shared
+                        .clone()
+                        .filter(|_| crate::cache::shared::may_share(a));
+                    Some(RouteExchange {
+                        client,
+                        keys,
+                        shared,
+                    })
                 }
             };
             let metrics = RouteMetrics::new(metrics, &route.name);

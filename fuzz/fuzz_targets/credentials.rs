@@ -1,5 +1,5 @@
 //! The credential-file parsers: client secrets and assertions, `private_key_jwt` keys for
-//! every algorithm, CA bundles and client identities (the whole input serves as both the
+//! every algorithm, the shared cache's key files, CA bundles and client identities (the whole input serves as both the
 //! certificate and the key file, as one PEM holding both would). None panics; what they
 //! accept is usable; what they refuse is described without the file's key material.
 #![no_main]
@@ -9,6 +9,7 @@ use std::path::Path;
 use libfuzzer_sys::fuzz_target;
 use tokex::credentials::assertion::{AssertionKey, parse_alg, parse_assertion};
 use tokex::credentials::certs::{parse_ca, parse_identity};
+use tokex::credentials::fleet_keys::{MAX_KEYS, MIN_KEY_BYTES, parse_fleet_keys};
 use tokex::credentials::parse_secret;
 
 const PATH: &str = "/run/secrets/fuzzed";
@@ -26,6 +27,14 @@ fuzz_target!(|data: &[u8]| {
     match parse_assertion(path, data) {
         Ok(a) => assert!(!a.expose().is_empty()),
         Err(e) => assert_described(&e, data, Secret::Whole),
+    }
+    match parse_fleet_keys(path, data) {
+        Ok(keys) => {
+            let n = keys.all().len();
+            assert!((1..=MAX_KEYS).contains(&n));
+            assert!(keys.all().iter().all(|k| k.expose().len() >= MIN_KEY_BYTES));
+        }
+        Err(e) => assert_described(&e, data, Secret::Pem),
     }
     match parse_ca(path, data) {
         Ok(bundle) => assert!(!bundle.certs.is_empty()),

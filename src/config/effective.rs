@@ -41,6 +41,12 @@ pub(super) fn render(file: &FileConfig, config: &Config, base: &Path) -> Result<
         cache: PrintedCache {
             max_entries: config.cache.max_entries,
             lifetimes: cache(&config.cache.defaults),
+            shared: config
+                .cache
+                .shared
+                .as_ref()
+                .zip(file.cache.shared.as_ref())
+                .map(|(m, w)| shared(m, &w.value, &path)),
         },
         timeouts: Ordered::from([
             ("upstream_connect", dur(config.timeouts.upstream_connect)),
@@ -263,6 +269,28 @@ fn cache(c: &super::model::CacheSettings) -> Ordered<String> {
         ("early_expiry", dur(c.early_expiry)),
         ("refresh_ahead", dur(c.refresh_ahead)),
     ])
+}
+
+fn shared(
+    m: &super::model::SharedCacheSettings,
+    written: &file::FileSharedCache,
+    path: &impl Fn(&PathText) -> String,
+) -> PrintedShared {
+    let file = |f: &Option<serde_saphyr::Spanned<PathText>>| f.as_ref().map(|f| path(&f.value));
+    PrintedShared {
+        url: text(&m.url),
+        key_file: path(&written.key_file.value),
+        password_file: file(&written.password_file),
+        ca_file: file(&written.ca_file),
+        timeout: dur(m.timeout),
+        lock: m
+            .lock
+            .map(|l| Ordered::from([("poll_interval", dur(l.poll_interval))])),
+        circuit_breaker: PrintedBreaker {
+            failures: m.circuit_breaker.failures,
+            open_for: dur(m.circuit_breaker.open_for),
+        },
+    }
 }
 
 fn dur(d: std::time::Duration) -> String {

@@ -13,9 +13,11 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
 mod authority;
+mod shared;
 mod transparent;
 
 pub use authority::{AuthMethod, FileActorToken, FileAuth, FileAuthority, FileBreaker};
+pub use shared::{FileFleetLock, FileSharedCache};
 pub use transparent::{FileTransparent, Unmatched};
 
 use tokex_common::values::{Addr, Dur, HttpUrl, PathText, Text};
@@ -245,6 +247,9 @@ pub struct FileCache {
     #[schemars(with = "Option<Dur>")]
     pub early_expiry: Option<Spanned<Dur>>,
     pub refresh_ahead: Option<Dur>,
+    /// Optional: a second level on Redis or Valkey, shared by a workload's replicas.
+    #[schemars(with = "Option<FileSharedCache>")]
+    pub shared: Option<Spanned<FileSharedCache>>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

@@ -16,6 +16,7 @@ use ipnet::IpNet;
 
 use crate::credentials::assertion::AssertionKey;
 use crate::credentials::certs::{CaBundle, ClientIdentity};
+use crate::credentials::fleet_keys::FleetKeys;
 use crate::credentials::{Poll, Watched};
 use crate::secret::Secret;
 
@@ -320,6 +321,35 @@ impl Inject {
 pub struct CacheConfig {
     pub max_entries: u64,
     pub defaults: CacheSettings,
+    /// The second level shared by a workload's replicas (`cache.shared`).
+    pub shared: Option<SharedCacheSettings>,
+}
+
+/// A Redis or Valkey server that a workload's replicas share exchanged tokens through.
+#[derive(Debug)]
+pub struct SharedCacheSettings {
+    /// The URL as written (it holds no password).
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    /// `rediss://`: TLS, verified against `ca_file` and the `tls` section's roots.
+    pub tls: bool,
+    pub db: i64,
+    pub username: Option<String>,
+    pub password: Option<Watched<Secret>>,
+    /// `None`: the webpki roots alone.
+    pub ca_file: Option<Watched<CaBundle>>,
+    pub keys: Watched<FleetKeys>,
+    /// Bounds each lookup, lock and write, connecting included.
+    pub timeout: Duration,
+    pub lock: Option<FleetLock>,
+    pub circuit_breaker: BreakerSettings,
+}
+
+/// The fleet-wide single flight (`cache.shared.lock`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetLock {
+    pub poll_interval: Duration,
 }
 
 /// The lifetime rules of step 5 of the request flow, per route.

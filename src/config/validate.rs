@@ -4,14 +4,16 @@
 //! rotation). Each failure names its place in the file.
 //!
 //! Layout: `authority` (with `auth` for client authentication), `route` (with `params` for
-//! a route's exchange parameters), `cache`, `trust` (TLS roots) and `transparent`
-//! (interception); `sources` is what they read besides the file.
+//! a route's exchange parameters), `cache` (with `shared` for the shared level), `trust`
+//! (TLS roots) and `transparent` (interception); `sources` is what they read besides the
+//! file.
 
 mod auth;
 mod authority;
 mod cache;
 mod params;
 mod route;
+mod shared;
 mod sources;
 mod transparent;
 mod trust;
@@ -139,6 +141,7 @@ fn build(file: &FileConfig, mut sources: Sources) -> Result<Config, Invalid> {
         .admin
         .map_or_else(|| ([127, 0, 0, 1], 15000).into(), |a| a.0);
     let transparent = transparent::transparent(file.transparent.as_ref(), listen, admin)?;
+    let shared = shared::shared_cache(file.cache.shared.as_ref(), &mut sources)?;
     Ok(Config {
         listen,
         admin,
@@ -147,6 +150,7 @@ fn build(file: &FileConfig, mut sources: Sources) -> Result<Config, Invalid> {
         cache: CacheConfig {
             max_entries: file.cache.max_entries.unwrap_or(100_000),
             defaults: cache,
+            shared,
         },
         timeouts,
         limits,

@@ -100,6 +100,11 @@ pub struct Issued {
     pub issued_token_type: String,
     pub expires_in: Option<u64>,
     pub scope: Option<String>,
+    /// Usable only by the client it was issued to: a `DPoP` (RFC 9449) or other
+    /// proof-of-possession `token_type`, or a JWT with a `cnf` claim (RFC 7800), such as
+    /// a certificate-bound token (RFC 8705 §3). Such a token is never shared with other
+    /// replicas.
+    pub sender_constrained: bool,
 }
 
 impl Issued {
@@ -247,11 +252,17 @@ fn validate_success(
             Some(granted)
         }
     };
+    let sender_constrained = !raw
+        .token_type
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("bearer") || t.eq_ignore_ascii_case("n_a"))
+        || crate::jwt::has_confirmation(&token);
     Ok(Issued {
         access_token: Secret::new(token),
         issued_token_type: issued_type,
         expires_in,
         scope,
+        sender_constrained,
     })
 }
 
@@ -460,6 +471,33 @@ mod tests {
         p.inject.header = http::HeaderName::from_static("x-token");
         let issued = parse_response(200, body.as_bytes(), &p).unwrap();
         assert_eq!(issued.access_token.expose(), "abc,def");
+        assert!(!issued.sender_constrained, "N_A is not bound to a sender");
+    }
+
+    /// A DPoP or unknown `token_type`, or a JWT with `cnf`, is bound to its sender;
+    /// a Bearer token without `cnf` is not.
+    #[test]
+    fn sender_constrained_tokens_are_marked() {
+        let body = |token: &str, token_type: &str| {
+            format!(
+                r#"{{"access_token":"{token}","issued_token_type":"{TOKEN_TYPE_ACCESS_TOKEN}","token_type":"{token_type}"}}"#
+            )
+        };
+        let mut own_header = params(None);
+        own_header.inject.scheme = None;
+        let constrained = |b: String, p: &ExchangeParams| {
+            parse_response(200, b.as_bytes(), p)
+                .unwrap()
+                .sender_constrained
+        };
+        assert!(!constrained(body("t", "Bearer"), &params(None)));
+        assert!(constrained(body("t", "DPoP"), &own_header));
+        assert!(constrained(body("t", "pop"), &own_header));
+        let bound = format!(
+            "e30.{}.sig",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"cnf":{"x5t#S256":"x"}}"#)
+        );
+        assert!(constrained(body(&bound, "Bearer"), &params(None)));
     }
 
     /// Each malformed success body is refused as a bad exchange response.

@@ -107,7 +107,8 @@ impl RouteRuntime {
         own_token: bool,
         result: Result<&(Arc<Entry>, Lookup), &ProxyError>,
     ) {
-        if !self.audit.enabled || matches!(result, Ok((_, Lookup::Hit)) if !self.audit.cache_hits) {
+        let hit = matches!(result, Ok((_, Lookup::Hit | Lookup::Shared)));
+        if !self.audit.enabled || hit && !self.audit.cache_hits {
             return;
         }
         let described =
@@ -152,8 +153,8 @@ impl RouteRuntime {
                     .cache
                     .get_or_exchange(key, || {
                         let audited = self.audit.enabled;
-                        let (client, route) = (&exchange.client, &self.route);
-                        new_entry(client, route, subject, subject_exp, Some(headers), audited)
+                        let (route, headers) = (&self.route, Some(headers));
+                        exchange.fill(route, audited, subject, subject_exp, headers, None)
                     })
                     .await
             }
@@ -178,12 +179,12 @@ impl RouteRuntime {
         now: Instant,
     ) -> Result<(Arc<Entry>, Lookup), ProxyError> {
         match result {
-            Ok((entry, Lookup::Hit)) => {
+            Ok((entry, lookup @ (Lookup::Hit | Lookup::Shared))) => {
                 self.metrics.hit();
                 if entry.claim_refresh(now) {
                     self.refresh(proxy, exchange, key, subject, subject_exp, entry.clone());
                 }
-                Ok((entry, Lookup::Hit))
+                Ok((entry, lookup))
             }
             Ok((entry, Lookup::Miss)) => {
                 self.metrics.miss();
@@ -208,22 +209,18 @@ impl RouteRuntime {
     ) {
         // The one place a subject token is copied: the refresh outlives the request.
         let subject = subject.map(crate::secret::Secret::new);
-        let (cache, client, route, audited) = (
+        let (cache, exchange, route, audited) = (
             proxy.cache.clone(),
-            exchange.client.clone(),
+            exchange.clone(),
             self.route.clone(),
             self.audit.enabled,
         );
         tokio::spawn(async move {
-            match new_entry(
-                &client,
-                &route,
-                subject.as_ref().map(|s| s.expose()),
-                subject_exp,
-                None,
-                audited,
-            )
-            .await
+            let subject = subject.as_ref().map(|s| s.expose());
+            let newer_than = Some(old.expires_at);
+            match exchange
+                .fill(&route, audited, subject, subject_exp, None, newer_than)
+                .await
             {
                 Ok(entry) => {
                     cache.insert(key, entry).await;
@@ -251,12 +248,12 @@ fn note_lookup(result: Result<&(Arc<Entry>, Lookup), &ProxyError>) {
 }
 
 /// Fills the actor slot of the cache key for tokex's own token (see `own_token`).
-const OWN_TOKEN_MARKER: &[u8] = b"client_credentials";
+pub(super) const OWN_TOKEN_MARKER: &[u8] = b"client_credentials";
 
 /// One exchange, turned into a cache entry with its lifetime (step 5 of the request
 /// flow); with `audited`, the entry keeps what audit events say about it. `app_headers`:
 /// the request's, whose trace the exchange joins (none for a background refresh).
-async fn new_entry(
+pub(super) async fn new_entry(
     client: &ExchangeClient,
     route: &Route,
     subject_token: Option<&str>,
@@ -300,7 +297,10 @@ async fn new_entry(
     let mut value = HeaderValue::from_str(&text)
         .map_err(|_| exchange::Error::BadResponse("access_token is not header-safe".into()))?;
     value.set_sensitive(true);
-    let entry = Entry::new(value, now + ttl, cache::refresh_at(now, ttl, &route.cache));
+    let mut entry = Entry::new(value, now + ttl, cache::refresh_at(now, ttl, &route.cache));
+    if !issued.sender_constrained {
+        entry = entry.shareable();
+    }
     Ok(Arc::new(match audited {
         true => entry.with_record(crate::audit::ExchangeRecord::new(
             issued.access_token.expose(),

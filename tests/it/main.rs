@@ -19,6 +19,7 @@ mod own_token;
 mod recent;
 mod relay;
 mod resilience;
+mod shared_cache;
 mod stalls;
 mod sts;
 mod support;

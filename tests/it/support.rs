@@ -18,6 +18,7 @@
 //! - [`sts`]: the embedded authorization server in-process ([`StsServer`]).
 //! - [`app`]: the app's HTTP client and what it gets back ([`Got`]).
 //! - [`raw`]: raw app connections ([`App`]) and a message reader.
+//! - [`redis_server`]: a real `redis-server` for the shared cache ([`Redis`]).
 //! - [`modes`]: HTTP/1.1 or h2c from the app, http or https upstream ([`each_mode!`]).
 //! - [`wait`]: waiting on a condition, on the real clock or on paused time.
 
@@ -25,6 +26,7 @@ mod app;
 mod mock_as;
 mod modes;
 mod raw;
+mod redis_server;
 mod scripted;
 mod serve;
 mod spawn;
@@ -39,6 +41,7 @@ pub use mock_as::*;
 pub(crate) use modes::each_mode;
 pub use modes::*;
 pub use raw::*;
+pub use redis_server::*;
 pub use scripted::*;
 pub use serve::*;
 pub use spawn::*;

@@ -1,6 +1,6 @@
 //! Credential files that rotate without a restart: client secrets, private keys,
 //! client assertions (projected service-account tokens), client certificates, actor
-//! tokens and CA bundles.
+//! tokens, CA bundles and the shared cache's keys.
 //!
 //! Each file is read and validated at load. Afterwards [`poll_all`] compares every
 //! file's identity (device, inode, size, mtime, following symlinks, so Kubernetes'
@@ -11,11 +11,13 @@
 //!
 //! What each file holds is parsed here as well, each parser proving that what it accepts
 //! is usable: [`parse_secret`] for text, [`assertion`] for client assertions and the keys
-//! that sign them, [`certs`] for CA bundles and client identities; [`expiry`] dates them.
+//! that sign them, [`certs`] for CA bundles and client identities, [`fleet_keys`] for the
+//! shared cache's keys; [`expiry`] dates them.
 
 pub mod assertion;
 pub mod certs;
 pub mod expiry;
+pub mod fleet_keys;
 
 use std::fmt;
 use std::os::unix::fs::MetadataExt;

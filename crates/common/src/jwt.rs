@@ -18,6 +18,12 @@ pub fn unverified_exp(token: &str) -> Option<u64> {
         .or_else(|| exp.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
 }
 
+/// Whether a JWT carries a confirmation claim (`cnf`, RFC 7800): a key or certificate
+/// (RFC 8705 §3.1, RFC 9449 §6.1) that whoever sends it must prove to hold.
+pub fn has_confirmation(token: &str) -> bool {
+    unverified_claims(token).is_some_and(|claims| claims.contains_key("cnf"))
+}
+
 /// The claims of a compact JWS/JWT payload, unverified. Used for `exp` and for the
 /// diagnostic output of `tokex exchange` and `tokex demo`.
 pub fn unverified_claims(token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
@@ -55,5 +61,15 @@ mod tests {
         assert_eq!(unverified_exp("a.b"), None);
         assert_eq!(unverified_exp("a.!!!.c"), None);
         assert_eq!(unverified_exp(&format!("{}.x", jwt(r#"{"exp":1}"#))), None);
+    }
+
+    /// A `cnf` claim, whatever it confirms, marks a token bound to its holder.
+    #[test]
+    fn confirmation_claims() {
+        let jwt = |payload: &str| format!("e30.{}.sig", URL_SAFE_NO_PAD.encode(payload));
+        assert!(has_confirmation(&jwt(r#"{"cnf":{"x5t#S256":"abc"}}"#)));
+        assert!(has_confirmation(&jwt(r#"{"cnf":{"jkt":"abc"}}"#)));
+        assert!(!has_confirmation(&jwt(r#"{"sub":"x"}"#)));
+        assert!(!has_confirmation("opaque-token"));
     }
 }

@@ -4,7 +4,8 @@
 //! and `Display` print a fixed placeholder and its `Serialize` writes the same, so a
 //! secret cannot reach a log line, a metric, an error body or `tokex check` output by
 //! accident. Code that must use the value calls [`Secret::expose`], which is
-//! easy to grep for.
+//! easy to grep for. Key material that is bytes rather than text is a [`SecretBytes`],
+//! which prints the same placeholder.
 
 use std::fmt;
 
@@ -52,6 +53,28 @@ impl Serialize for Secret {
     }
 }
 
+/// Key material that never prints: bytes, where [`Secret`] holds text.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretBytes(Box<[u8]>);
+
+impl SecretBytes {
+    /// Wraps key material.
+    pub fn new(value: impl Into<Box<[u8]>>) -> Self {
+        Self(value.into())
+    }
+
+    /// The bytes themselves, for the one place that derives keys from them.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +94,12 @@ mod tests {
             format!("\"{REDACTED}\"")
         );
         assert_eq!(s.expose(), "hunter2-very-secret");
+        let bytes = SecretBytes::new(*b"hunter2-bytes");
+        assert_eq!(format!("{bytes:?}"), REDACTED);
+        assert_eq!(
+            format!("{:?}", vec![bytes.clone()]),
+            format!("[{REDACTED}]")
+        );
+        assert_eq!(bytes.expose(), b"hunter2-bytes");
     }
 }

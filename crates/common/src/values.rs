@@ -160,6 +160,93 @@ pub fn parse_http_url(raw: &str) -> Result<url::Url, String> {
     Ok(url)
 }
 
+/// A Redis or Valkey URL: `redis://` or `rediss://` (TLS), a host, an optional port (6379)
+/// and database number (`/0`), and at most a user name: a password in the URL would be
+/// printed wherever the URL is, so it comes from a file instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisUrl {
+    /// As written.
+    pub text: String,
+    pub tls: bool,
+    pub host: url::Host,
+    pub port: u16,
+    pub db: i64,
+    pub username: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RedisUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Text(raw) = Text::deserialize(d)?;
+        if super::offline::unresolved(&raw) {
+            return parse_redis_url("rediss://unresolved.invalid/").map_err(D::Error::custom);
+        }
+        parse_redis_url(&raw).map_err(D::Error::custom)
+    }
+}
+
+/// Parses and checks a `redis://` or `rediss://` URL.
+pub fn parse_redis_url(raw: &str) -> Result<RedisUrl, String> {
+    let bad = |why: &str| format!("invalid Redis URL `{}`: {why}", without_userinfo(raw));
+    let url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+    let tls = match url.scheme() {
+        "rediss" => true,
+        "redis" => false,
+        _ => return Err(bad("scheme must be rediss (TLS) or redis")),
+    };
+    // `redis` is not a scheme the URL standard knows, so its host is left as text; an
+    // address written there is still an address.
+    let host = match url.host() {
+        Some(url::Host::Domain("")) | None => return Err(bad("a host is required")),
+        Some(url::Host::Domain(d)) => match d.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(ip)) => url::Host::Ipv4(ip),
+            Ok(std::net::IpAddr::V6(ip)) => url::Host::Ipv6(ip),
+            Err(_) => url::Host::Domain(d.to_string()),
+        },
+        Some(h) => h.to_owned(),
+    };
+    if url.password().is_some() {
+        return Err(bad(
+            "a password does not belong in a URL; put it in password_file",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("a query or fragment is not allowed"));
+    }
+    let db = match url.path().trim_start_matches('/') {
+        "" => 0,
+        n => n
+            .parse::<u16>()
+            .map_err(|_| bad("the path is a database number, such as /0"))?,
+    };
+    let username = match url.username() {
+        "" => None,
+        // What the URL holds is percent-encoded; a plain name needs no decoding.
+        u if u.contains('%') => return Err(bad("write the user name without escapes")),
+        u => Some(u.to_string()),
+    };
+    Ok(RedisUrl {
+        text: raw.to_string(),
+        tls,
+        host,
+        port: url.port().unwrap_or(6379),
+        db: i64::from(db),
+        username,
+    })
+}
+
+/// `raw` with whatever stands before an `@` in its authority replaced, so an error about
+/// a URL that holds a password does not print it.
+fn without_userinfo(raw: &str) -> String {
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return raw.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}{}", crate::secret::REDACTED, &rest[at..]),
+        None => raw.to_string(),
+    }
+}
+
 /// A socket address such as `127.0.0.1:15001`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Addr(pub SocketAddr);
@@ -240,6 +327,48 @@ mod tests {
         assert!(expand_env("${1BAD}", env).is_err());
     }
 
+    /// Redis URLs take a host, port, database and user name, and refuse passwords,
+    /// other schemes, queries and paths that are not a database number.
+    #[test]
+    fn redis_urls() {
+        let u = parse_redis_url("rediss://tokex@redis.svc:6380/2").unwrap();
+        assert_eq!(
+            (
+                u.tls,
+                u.host.to_string(),
+                u.port,
+                u.db,
+                u.username.as_deref()
+            ),
+            (true, "redis.svc".into(), 6380, 2, Some("tokex"))
+        );
+        let plain = parse_redis_url("redis://127.0.0.1").unwrap();
+        assert_eq!(
+            (plain.tls, plain.port, plain.db, plain.username),
+            (false, 6379, 0, None)
+        );
+        assert_eq!(plain.host, url::Host::<String>::Ipv4([127, 0, 0, 1].into()));
+        let v6 = parse_redis_url("redis://[::1]:7000").unwrap();
+        assert_eq!(
+            (v6.host, v6.port),
+            (url::Host::Ipv6(std::net::Ipv6Addr::LOCALHOST), 7000)
+        );
+        for bad in [
+            "https://redis.svc",
+            "rediss://:hunter2@redis.svc",
+            "rediss://u:hunter2@redis.svc",
+            "rediss://:hunter2@",
+            "rediss://redis.svc/x",
+            "rediss://redis.svc/0?protocol=resp3",
+            "rediss://",
+            "redis.svc:6379",
+        ] {
+            let err = parse_redis_url(bad).unwrap_err();
+            assert!(err.starts_with("invalid Redis URL"), "{bad}: {err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
     /// Only absolute http(s) URLs with a host and no userinfo or fragment pass.
     #[test]
     fn urls() {
@@ -281,6 +410,10 @@ string_schema!(Addr, "SocketAddr", { "description": "IP:PORT", "examples": ["127
 string_schema!(HttpUrl, "HttpUrl", {
     "description": "an absolute http or https URL without credentials or fragment",
     "pattern": format!("^(https?://|.*{ENV_REF})")
+});
+string_schema!(RedisUrl, "RedisUrl", {
+    "description": "a rediss:// (TLS) or redis:// URL with a host and optional port and database number, without a password",
+    "pattern": format!("^(rediss?://|.*{ENV_REF})")
 });
 string_schema!(Dur, "Duration", {
     "description": "a whole number and a unit: 250ms, 30s, 5m, 1h",

@@ -107,6 +107,22 @@ pub(super) struct PrintedCache {
     pub(super) max_entries: u64,
     #[serde(flatten)]
     pub(super) lifetimes: Ordered<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) shared: Option<PrintedShared>,
+}
+
+#[derive(Serialize)]
+pub(super) struct PrintedShared {
+    pub(super) url: String,
+    pub(super) key_file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) password_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) ca_file: Option<String>,
+    pub(super) timeout: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) lock: Option<Ordered<String>>,
+    pub(super) circuit_breaker: PrintedBreaker,
 }
 
 #[derive(Serialize)]

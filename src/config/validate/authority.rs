@@ -135,7 +135,7 @@ fn secure_transport(url: &url::Url) -> bool {
     }
 }
 
-fn breaker(
+pub(super) fn breaker(
     b: Option<&crate::config::file::FileBreaker>,
     path: &str,
 ) -> Result<BreakerSettings, String> {

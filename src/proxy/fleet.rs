@@ -1,0 +1,50 @@
+//! The token for a local miss, from the fleet or the authority: with a shared cache, what
+//! another replica already exchanged (or, under the fleet lock, is exchanging) is used,
+//! and what this replica exchanges is written back; without one, the exchange alone.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+
+use super::RouteExchange;
+use super::token::{OWN_TOKEN_MARKER, new_entry};
+use crate::cache::Entry;
+use crate::cache::shared::Name;
+use crate::clock::Instant;
+use crate::config::Route;
+use crate::exchange;
+
+impl RouteExchange {
+    /// A new entry for `subject` (`None`: tokex's own token) on `route`; `app_headers` as
+    /// for [`new_entry`]. `newer_than`, for a refresh: a shared entry counts only if it
+    /// outlives the one being replaced.
+    pub(super) async fn fill(
+        &self,
+        route: &Route,
+        audited: bool,
+        subject: Option<&str>,
+        subject_exp: Option<u64>,
+        app_headers: Option<&HeaderMap>,
+        newer_than: Option<Instant>,
+    ) -> Result<Arc<Entry>, exchange::Error> {
+        let exchanged = || new_entry(&self.client, route, subject, subject_exp, app_headers, audited);
+        let Some(shared) = &self.shared else {
+            return exchanged().await;
+        };
+        let digest = self.client.actor_digest();
+        let actor = match (subject, &digest) {
+            (None, _) => OWN_TOKEN_MARKER,
+            (Some(_), Some(d)) => &d[..],
+            (Some(_), None) => &[][..],
+        };
+        let name = Name {
+            keys: &self.keys,
+            actor,
+            subject: subject.unwrap_or(""),
+        };
+        let wait = self.client.authority().timeout;
+        shared
+            .fill(name, &route.cache, wait, newer_than, exchanged)
+            .await
+    }
+}
