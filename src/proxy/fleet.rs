@@ -27,7 +27,16 @@ impl RouteExchange {
         app_headers: Option<&HeaderMap>,
         newer_than: Option<Instant>,
     ) -> Result<Arc<Entry>, exchange::Error> {
-        let exchanged = || new_entry(&self.client, route, subject, subject_exp, app_headers, audited);
+        let exchanged = || {
+            new_entry(
+                &self.client,
+                route,
+                subject,
+                subject_exp,
+                app_headers,
+                audited,
+            )
+        };
         let Some(shared) = &self.shared else {
             return exchanged().await;
         };
