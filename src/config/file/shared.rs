@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::FileBreaker;
-use crate::config::values::{Dur, PathText, RedisUrl};
+use tokex_common::values::{Dur, PathText, RedisUrl};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

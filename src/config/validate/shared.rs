@@ -9,9 +9,9 @@ use super::sources::Sources;
 use super::{Invalid, at};
 use crate::config::file::FileSharedCache;
 use crate::config::model::{FleetLock, SharedCacheSettings};
-use crate::config::values::{Dur, RedisUrl};
 use crate::credentials::fleet_keys::parse_fleet_keys;
 use crate::credentials::parse_secret;
+use tokex_common::values::{Dur, RedisUrl};
 
 const PATH: &str = "cache.shared";
 
