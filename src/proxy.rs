@@ -406,10 +406,11 @@ impl RouteRuntime {
         // Where it goes, before any token work: a route without upstream first checks
         // that the app's `Host` is where the app connected.
         let upstream = match self.upstream.named() {
-            Some(named) => named,
-            None => {
+            Ok(named) => named,
+            Err(ups) => {
                 let within = runtime.config.timeouts.upstream_connect;
-                Box::pin(self.upstream.original(&req, session, within)).await?
+                // The lookup's future is large: boxed, off the named upstreams' path.
+                Box::pin(destination::original(ups, &req, session, within)).await?
             }
         };
         // Steps 2 to 6: the token to inject, with the connection's memory of its last lookup.

@@ -20,7 +20,7 @@ use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 
-use crate::config::model::{Route, Timeouts};
+use crate::config::model::{Timeouts, UpstreamUrl};
 use crate::credentials::Watched;
 use crate::credentials::certs::CaBundle;
 use crate::error::{Code, ProxyError};
@@ -78,14 +78,14 @@ enum Failed {
 }
 
 impl Upstream {
-    /// A route's named upstream, trusting the platform's roots and the route's `ca_file`.
-    pub fn new(route: &Route, timeouts: &Timeouts, watch: Watch) -> Result<Self, rustls::Error> {
-        let Some(up) = &route.upstream else {
-            return Err(rustls::Error::General(
-                "the route forwards to original destinations".into(),
-            ));
-        };
-        let ca = route.ca_file.clone();
+    /// A route's named upstream `up`, trusting the platform's roots and the route's
+    /// `ca_file`.
+    pub fn new(
+        up: &UpstreamUrl,
+        ca: Option<Watched<CaBundle>>,
+        timeouts: &Timeouts,
+        watch: Watch,
+    ) -> Result<Self, rustls::Error> {
         let generation = ca.as_ref().map_or(0, |c| c.generation());
         let tls = Tls::new(generation, ca.as_ref().map(|c| c.current()).as_deref())?;
         Self::with_tls(

@@ -50,8 +50,8 @@ impl RouteUpstream {
         timeouts: &Timeouts,
         watch: Watch,
     ) -> Result<Self, rustls::Error> {
-        Ok(match route.upstream {
-            Some(_) => Self::Named(Upstream::new(route, timeouts, watch)?),
+        Ok(match &route.upstream {
+            Some(up) => Self::Named(Upstream::new(up, route.ca_file.clone(), timeouts, watch)?),
             None => Self::Original(OriginalDestinations::new(timeouts, watch)?),
         })
     }
@@ -63,61 +63,61 @@ impl RouteUpstream {
         }
     }
 
-    /// The named upstream, with no work at all: `None` for a route without one.
-    pub(super) fn named(&self) -> Option<Chosen<'_>> {
+    /// The named upstream, with no work at all; for a route without one, the
+    /// destinations [`original`] chooses among.
+    pub(super) fn named(&self) -> Result<Chosen<'_>, &OriginalDestinations> {
         match self {
-            Self::Named(up) => Some(Chosen {
+            Self::Named(up) => Ok(Chosen {
                 host: up.host().clone(),
                 upstream: Held::Named(up),
             }),
-            Self::Original(_) => None,
+            Self::Original(ups) => Err(ups),
         }
     }
+}
 
-    /// The original destination of `session`, if the request's `Host` resolves to it
-    /// (looked up within `within`, once per app connection and `Host`).
-    pub(super) async fn original(
-        &self,
-        req: &Request<Incoming>,
-        session: &Session,
-        within: Duration,
-    ) -> Result<Chosen<'_>, ProxyError> {
-        let Self::Original(ups) = self else {
-            return self.named().ok_or_else(|| unreachable_route("no upstream"));
-        };
-        // Routing gives a route without upstream only redirected connections.
-        let destination = session
-            .destination()
-            .ok_or_else(|| unreachable_route("the connection was not redirected"))?;
-        let host = req
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .ok_or_else(|| misdirected().because("the request has no Host"))?;
-        if !session.host_checked(host) {
-            if !host_resolves_to(host, destination.ip(), within).await {
-                return Err(misdirected().because(format!(
-                    "Host {host} does not resolve to {}, where the app connected",
-                    destination.ip()
-                )));
-            }
-            session.note_host_checked(host);
+/// The original destination of `session`, if the request's `Host` resolves to it
+/// (looked up within `within`, once per app connection and `Host`).
+pub(super) async fn original<'a>(
+    ups: &OriginalDestinations,
+    req: &Request<Incoming>,
+    session: &Session,
+    within: Duration,
+) -> Result<Chosen<'a>, ProxyError> {
+    // Routing gives a route without upstream only redirected connections.
+    let destination = session.destination().ok_or_else(|| {
+        misdirected().because(
+            "the connection was not redirected: a route without upstream forwards only redirected connections",
+        )
+    })?;
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .ok_or_else(|| misdirected().because("the request has no Host"))?;
+    if !session.host_checked(host) {
+        if !host_resolves_to(host, destination.ip(), within).await {
+            return Err(misdirected().because(format!(
+                "Host {host} does not resolve to {}, where the app connected",
+                destination.ip()
+            )));
         }
-        let upstream = ups.at(destination).map_err(|e| {
-            ProxyError::new(
-                Code::UpstreamUnavailable,
-                "the original destination could not be reached",
-            )
-            .because(e.to_string())
-        })?;
-        let host = HeaderValue::from_str(host)
-            .map_err(|_| misdirected().because("the Host is not a valid header value"))?;
-        Ok(Chosen {
-            upstream: Held::Original(upstream),
-            host,
-        })
+        session.note_host_checked(host);
     }
+    let upstream = ups.at(destination).map_err(|e| {
+        ProxyError::new(
+            Code::UpstreamUnavailable,
+            "the original destination could not be reached",
+        )
+        .because(e.to_string())
+    })?;
+    let host = HeaderValue::from_str(host)
+        .map_err(|_| misdirected().because("the Host is not a valid header value"))?;
+    Ok(Chosen {
+        upstream: Held::Original(upstream),
+        host,
+    })
 }
 
 fn misdirected() -> ProxyError {
@@ -125,10 +125,4 @@ fn misdirected() -> ProxyError {
         Code::Misdirected,
         "the request's Host does not name the address the app connected to; its token stays here",
     )
-}
-
-fn unreachable_route(why: &str) -> ProxyError {
-    misdirected().because(format!(
-        "{why}: a route without upstream forwards only redirected connections"
-    ))
 }
