@@ -12,7 +12,9 @@
 //! the request goes on as without a shared cache. A value that does not open, or is past
 //! the bound it carries, is ignored. Tokens bound to a sender are never written.
 
+mod counters;
 mod link;
+mod lock;
 mod seal;
 
 use std::future::Future;
@@ -29,7 +31,8 @@ use crate::config::CacheSettings;
 use crate::config::model::{Authority, ClientAuth, FleetLock, SharedCacheSettings};
 use crate::credentials::Watched;
 use crate::credentials::fleet_keys::FleetKeys;
-use crate::metrics::{Counter, Histogram, Metrics, shared as labels};
+use crate::metrics::Metrics;
+use counters::Counters;
 pub use link::Failure;
 use link::Link;
 use seal::Keyring;
@@ -178,54 +181,6 @@ impl SharedCache {
         Read::Missing
     }
 
-    /// Tries the fleet lock: `Some(Some(token))` taken, `Some(None)` another replica holds
-    /// it, `None` no answer. It expires after `wait`, should its holder die.
-    async fn acquire(&self, lock_name: &str, wait: Duration) -> Option<Option<String>> {
-        let token = lock_token()?;
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(lock_name)
-            .arg(&token)
-            .arg("NX")
-            .arg("PX")
-            .arg(millis(wait).max(1));
-        match self.command(&cmd, Op::Lock).await? {
-            Value::Okay => Some(Some(token)),
-            Value::Nil => Some(None),
-            _ => {
-                self.counters.error(Failure::Reply).inc();
-                None
-            }
-        }
-    }
-
-    /// Polls for the token another replica is exchanging, until `wait` has passed.
-    async fn await_other(
-        &self,
-        wanted: &Wanted<'_>,
-        wait: Duration,
-        poll: Duration,
-    ) -> Option<Arc<Entry>> {
-        let deadline = clock::now() + wait;
-        loop {
-            let next = clock::now() + poll;
-            if next >= deadline {
-                break;
-            }
-            tokio::time::sleep_until(next).await;
-            match self.read(wanted).await {
-                Read::Found(entry) => {
-                    self.counters.filled.inc();
-                    self.counters.hits.inc();
-                    return Some(entry);
-                }
-                Read::Missing => {}
-                Read::Unavailable => break,
-            }
-        }
-        self.counters.gave_up.inc();
-        None
-    }
-
     /// Writes `entry` under `name` for the fleet, unless it is bound to a sender or has
     /// no life left, then releases the lock if this replica held it; in the background,
     /// so the request does not wait for the server.
@@ -277,13 +232,6 @@ impl SharedCache {
         }
     }
 
-    /// Deletes the lock if it is still this replica's.
-    async fn release(&self, lock_name: &str, token: &str) {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(RELEASE).arg(1).arg(lock_name).arg(token);
-        let _ = self.command(&cmd, Op::Unlock).await;
-    }
-
     /// Sends `cmd`, timing the answer or counting the failure.
     async fn command(&self, cmd: &redis::Cmd, op: Op) -> Option<Value> {
         let started = clock::now();
@@ -308,11 +256,6 @@ pub fn may_share(authority: &Authority) -> bool {
     !matches!(authority.auth, ClientAuth::TlsClientAuth { .. })
 }
 
-/// Deletes KEYS[1] only if it holds ARGV[1]: a lock that expired and was taken by another
-/// replica is not this one's to release.
-const RELEASE: &str =
-    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0";
-
 /// What one fill looks for.
 struct Wanted<'a> {
     keyring: &'a Keyring,
@@ -325,6 +268,9 @@ impl Wanted<'_> {
     /// The entry a value read under name `index` holds, or why it is not used. Its life
     /// is what its bound leaves, and never more than this route's `max_ttl`.
     fn open(&self, index: usize, sealed: &[u8]) -> Result<Entry, Ignored> {
+        if sealed.len() > seal::MAX_SEALED {
+            return Err(Ignored::Unusable);
+        }
         let opened = self
             .keyring
             .open(index, &self.names[index], sealed)
@@ -345,7 +291,7 @@ impl Wanted<'_> {
     }
 }
 
-/// Why a value read was not used: the `reason` label, in [`labels::IGNORED`]'s order.
+/// Why a value read was not used: the `reason` label, in [`crate::metrics::shared::IGNORED`]'s order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ignored {
     Undecryptable,
@@ -353,68 +299,13 @@ enum Ignored {
     Unusable,
 }
 
-/// What a command was for: the `operation` label, in [`labels::OPERATIONS`]'s order.
+/// What a command was for: the `operation` label, in [`crate::metrics::shared::OPERATIONS`]'s order.
 #[derive(Clone, Copy)]
 enum Op {
     Read,
     Write,
     Lock,
     Unlock,
-}
-
-/// The series the shared cache counts into, resolved once.
-struct Counters {
-    hits: Counter,
-    misses: Counter,
-    writes: Counter,
-    errors: Vec<Counter>,
-    ignored: Vec<Counter>,
-    duration: Vec<Histogram>,
-    filled: Counter,
-    gave_up: Counter,
-}
-
-impl Counters {
-    fn new(metrics: &Metrics) -> Self {
-        let m = &metrics.shared_cache;
-        let all = |family: &crate::metrics::Family<Counter>, values: &[&str]| {
-            values.iter().map(|v| family.series(&[v])).collect()
-        };
-        let [filled, gave_up] = labels::LOCK_WAITS;
-        Self {
-            hits: m.hits.clone(),
-            misses: m.misses.clone(),
-            writes: m.writes.clone(),
-            errors: all(&m.errors, &labels::ERRORS),
-            ignored: all(&m.ignored, &labels::IGNORED),
-            duration: labels::OPERATIONS
-                .iter()
-                .map(|op| m.duration.series(&[op]))
-                .collect(),
-            filled: m.lock_waits.series(&[filled]),
-            gave_up: m.lock_waits.series(&[gave_up]),
-        }
-    }
-
-    fn error(&self, failure: Failure) -> &Counter {
-        let index = labels::ERRORS
-            .iter()
-            .position(|k| *k == failure.kind())
-            .unwrap_or(0);
-        &self.errors[index]
-    }
-
-    fn ignored(&self, reason: Ignored) -> &Counter {
-        &self.ignored[reason as usize]
-    }
-}
-
-/// A random lock value, so only its holder releases a lock.
-fn lock_token() -> Option<String> {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 16];
-    ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
-    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn millis(d: Duration) -> u64 {

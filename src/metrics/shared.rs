@@ -47,7 +47,7 @@ impl SharedCacheMetrics {
             ignored: Family::register(
                 r,
                 "tokex_shared_cache_ignored",
-                "Values read from the shared cache and not used, by reason: undecryptable (tampered, or under a key this replica lacks), expired (past the bound it carries) or unusable (not a header value).",
+                "Values read from the shared cache and not used, by reason: undecryptable (tampered, or under a key this replica lacks), expired (past the bound it carries) or unusable (not a header value, or longer than 17 KiB).",
                 &["reason"],
                 counter,
             ),

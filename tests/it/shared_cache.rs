@@ -1,8 +1,9 @@
 //! The shared cache against a real `redis-server`: replicas sharing exchanged tokens, what
 //! Redis gets to see, and Redis failing in every way while requests go on.
 //!
-//! Each replica is a tokex of its own, in-process, with its own local cache. These tests
-//! run on the real clock: Redis is another process, and paused time would move past a
+//! The replicas of a fleet are `tokex run` processes ([`TokexProcess`]), as in a
+//! deployment; a test of one replica against a failing Redis runs it in-process. These
+//! tests run on the real clock: Redis is another process, and paused time would move past a
 //! command's timeout while Redis answers. Waits are for conditions (a metric, a count),
 //! with a deadline.
 
@@ -47,12 +48,12 @@ fn metric(metrics: &str, series: &str) -> f64 {
 }
 
 /// `series` on `tokex` now.
-async fn read_metric(tokex: &Tokex, series: &str) -> f64 {
+async fn read_metric(tokex: &impl Sidecar, series: &str) -> f64 {
     metric(&tokex.metrics().await, series)
 }
 
 /// Waits until `tokex` has written `n` tokens to the shared cache.
-async fn written(tokex: &Tokex, n: f64) {
+async fn written(tokex: &impl Sidecar, n: f64) {
     eventually(&format!("{n} writes to the shared cache"), async || {
         read_metric(tokex, "tokex_shared_cache_writes_total").await >= n
     })
@@ -60,7 +61,7 @@ async fn written(tokex: &Tokex, n: f64) {
 }
 
 /// A request for `token` through `tokex`: it must succeed; the token the upstream saw.
-async fn narrowed(tokex: &Tokex, up: &Upstream, token: &str) -> String {
+async fn narrowed(tokex: &impl Sidecar, up: &Upstream, token: &str) -> String {
     let got = get(tokex, "echo.internal", "/", Some(token)).await;
     assert_eq!(got.status, 200, "{got:?}");
     up.seen()

@@ -28,6 +28,10 @@ const SALT: &[u8] = b"tokex shared cache";
 const NAMES: &[u8] = b"tokex shared cache v1 names";
 const VALUES: &[u8] = b"tokex shared cache v1 values";
 const NONCE: usize = aead::NONCE_LEN;
+/// The longest value written or opened. tokex takes no issued token over 16 KiB from an
+/// authority, so a value it sealed stays under this; a longer one, which only someone
+/// with write access to the server can have put there, is refused before any work on it.
+pub const MAX_SEALED: usize = 17 * 1024;
 
 /// The keys derived from a key file, newest first.
 pub struct Keyring {
@@ -89,6 +93,9 @@ impl Keyring {
     /// `value` with its bound, sealed under the newest key for `name`.
     pub fn seal(&self, name: &str, bound_ms: u64, value: &[u8]) -> Option<Vec<u8>> {
         let key = self.keys.first()?;
+        if 1 + NONCE + 8 + value.len() + aead::MAX_TAG_LEN > MAX_SEALED {
+            return None;
+        }
         let mut nonce = [0u8; NONCE];
         SystemRandom::new().fill(&mut nonce).ok()?;
         let mut out = Vec::with_capacity(1 + NONCE + 8 + value.len() + aead::MAX_TAG_LEN);
@@ -112,6 +119,9 @@ impl Keyring {
     /// is not a value that key sealed for that name.
     pub fn open(&self, index: usize, name: &str, sealed: &[u8]) -> Option<Opened> {
         let key = self.keys.get(index)?;
+        if sealed.len() > MAX_SEALED {
+            return None;
+        }
         let (&version, rest) = sealed.split_first()?;
         if version != VERSION || rest.len() < NONCE {
             return None;

@@ -109,3 +109,26 @@ async fn refused_values_say_why() {
         .unwrap();
     assert_eq!(wanted.open(0, &broken).err(), Some(Ignored::Unusable));
 }
+
+/// The largest token an authority may issue still goes to the fleet; a value beyond the
+/// cap is neither written nor opened, so a filled-up server costs a replica no decryption.
+#[tokio::test(start_paused = true)]
+async fn values_past_the_size_cap_are_neither_written_nor_read() {
+    let (ring, settings) = (keyring(), lifetimes(Duration::from_secs(600)));
+    let names = names(&ring);
+    let wanted = Wanted {
+        keyring: &ring,
+        names: &names,
+        lifetimes: &settings,
+        newer_than: None,
+    };
+    let bound = bound_in(Duration::from_secs(60));
+    let largest = format!("Bearer {}", "t".repeat(16 * 1024));
+    let sealed = ring.seal(&names[0], bound, largest.as_bytes()).unwrap();
+    assert!(wanted.open(0, &sealed).is_ok());
+    let past = "t".repeat(seal::MAX_SEALED);
+    assert!(ring.seal(&names[0], bound, past.as_bytes()).is_none());
+    let mut padded = sealed.clone();
+    padded.resize(seal::MAX_SEALED + 1, 0);
+    assert_eq!(wanted.open(0, &padded).err(), Some(Ignored::Unusable));
+}

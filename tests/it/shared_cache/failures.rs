@@ -1,19 +1,27 @@
 //! Redis failing: killed under traffic, paused past `timeout`, or something that is not
 //! Redis at all. Every request the AS can serve succeeds, none waits much longer than
 //! `timeout` for Redis, the breaker opens, and all of it is counted.
-
-use std::time::{Duration, Instant};
+//!
+//! What bounds a request's wait is tokex's own: the route's `deadline` (tokex's whole part
+//! of a request) would answer 504 to a request left waiting on a Redis that never answers,
+//! and the timeouts are counted, so the tests measure no time themselves.
 
 use super::*;
 
-/// Sends `n` requests with fresh subjects; each must succeed within `within`.
-async fn fresh_requests(tokex: &Tokex, up: &Upstream, tag: &str, n: usize, within: Duration) {
+/// Sends `n` requests with fresh subjects; each must succeed.
+async fn fresh_requests(tokex: &Tokex, up: &Upstream, tag: &str, n: usize) {
     for i in 0..n {
-        let started = Instant::now();
         narrowed(tokex, up, &format!("{tag}-{i}")).await;
-        let took = started.elapsed();
-        assert!(took < within, "request {tag}-{i} took {took:?}");
     }
+}
+
+/// [`shared_config`] with [`BREAKER`] and a route `deadline` far above `timeout` plus a
+/// loopback exchange, and far below a pause or a dead server's wait.
+fn failing_config(as_: &MockAs, up: &Upstream, url: &str, keys: &std::path::Path) -> String {
+    with_route_lines(
+        &shared_config(as_, up, url, keys, BREAKER),
+        "    deadline: 1s\n",
+    )
 }
 
 const BREAKER: &str = "timeout: 100ms\ncircuit_breaker: { failures: 3, open_for: 1s }";
@@ -29,11 +37,11 @@ async fn redis_killed_under_traffic() {
     );
     let dir = tempfile::tempdir().unwrap();
     let keys = key_file(dir.path(), &random_keys::<1>());
-    let tokex = Tokex::start(&shared_config(&as_, &up, &redis.url(), &keys, BREAKER)).await;
-    fresh_requests(&tokex, &up, "before", 3, Duration::from_secs(1)).await;
+    let tokex = Tokex::start(&failing_config(&as_, &up, &redis.url(), &keys)).await;
+    fresh_requests(&tokex, &up, "before", 3).await;
     written(&tokex, 3.0).await;
     redis.kill();
-    fresh_requests(&tokex, &up, "after", 10, Duration::from_secs(1)).await;
+    fresh_requests(&tokex, &up, "after", 10).await;
     narrowed(&tokex, &up, "before-0").await;
     assert_eq!(
         as_.count(),
@@ -71,13 +79,12 @@ async fn redis_paused_past_the_timeout() {
     );
     let dir = tempfile::tempdir().unwrap();
     let keys = key_file(dir.path(), &random_keys::<1>());
-    let tokex = Tokex::start(&shared_config(&as_, &up, &redis.url(), &keys, BREAKER)).await;
-    fresh_requests(&tokex, &up, "warm", 1, Duration::from_secs(1)).await;
+    let tokex = Tokex::start(&failing_config(&as_, &up, &redis.url(), &keys)).await;
+    fresh_requests(&tokex, &up, "warm", 1).await;
     written(&tokex, 1.0).await;
     redis.signal("STOP");
-    // One lookup of 100 ms at most, an exchange on loopback, and scheduling on a busy
-    // machine; Redis itself would have kept them waiting for good.
-    fresh_requests(&tokex, &up, "paused", 8, Duration::from_secs(1)).await;
+    // Redis itself would keep them waiting for good; `timeout` ends each lookup.
+    fresh_requests(&tokex, &up, "paused", 8).await;
     let metrics = tokex.metrics().await;
     let timeouts = metric(
         &metrics,
@@ -94,7 +101,7 @@ async fn redis_paused_past_the_timeout() {
         read_metric(&tokex, "tokex_shared_cache_breaker_open").await == 0.0
     })
     .await;
-    let other = Tokex::start(&shared_config(&as_, &up, &redis.url(), &keys, BREAKER)).await;
+    let other = Tokex::start(&failing_config(&as_, &up, &redis.url(), &keys)).await;
     written(&tokex, 2.0).await;
     let before = as_.count();
     narrowed(&other, &up, &format!("resumed-{n}")).await;
@@ -129,8 +136,8 @@ async fn a_server_answering_garbage() {
     let dir = tempfile::tempdir().unwrap();
     let keys = key_file(dir.path(), &random_keys::<1>());
     let url = format!("redis://127.0.0.1:{port}/0");
-    let tokex = Tokex::start(&shared_config(&as_, &up, &url, &keys, BREAKER)).await;
-    fresh_requests(&tokex, &up, "garbage", 6, Duration::from_secs(1)).await;
+    let tokex = Tokex::start(&failing_config(&as_, &up, &url, &keys)).await;
+    fresh_requests(&tokex, &up, "garbage", 6).await;
     assert_eq!(as_.count(), 6);
     let metrics = tokex.metrics().await;
     let failed: f64 = ["io", "connect", "reply", "timeout", "breaker_open"]

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use super::*;
 
-/// With 2 and then 5 replicas, a key exchanged on one is served by all the others with
-/// no further AS call (each has its own, empty local cache), and a replica started later
-/// serves it warm.
+/// With 2 and then 5 replica processes, with the fleet lock and without, a key exchanged
+/// on one is served by all the others with no further AS call (each has its own, empty
+/// local cache), and a replica started later serves it warm.
 #[tokio::test]
 async fn one_exchange_per_key_across_the_fleet() {
-    for replicas in [2, 5] {
+    for (replicas, lock) in [(2, false), (2, true), (5, false), (5, true)] {
         let (redis, as_, up) = (
             Redis::start().await,
             MockAs::start().await,
@@ -19,11 +19,9 @@ async fn one_exchange_per_key_across_the_fleet() {
         );
         let dir = tempfile::tempdir().unwrap();
         let keys = key_file(dir.path(), &random_keys::<1>());
-        let yaml = shared_config(&as_, &up, &redis.url(), &keys, "");
-        let mut fleet = Vec::new();
-        for _ in 0..replicas {
-            fleet.push(Tokex::start(&yaml).await);
-        }
+        let extra = if lock { "lock: {}" } else { "" };
+        let yaml = shared_config(&as_, &up, &redis.url(), &keys, extra);
+        let fleet = start_fleet(replicas, &yaml).await;
         for (i, subject) in ["subject-a", "subject-b"].iter().enumerate() {
             let first = narrowed(&fleet[i], &up, subject).await;
             written(&fleet[i], 1.0).await;
@@ -31,28 +29,28 @@ async fn one_exchange_per_key_across_the_fleet() {
                 assert_eq!(narrowed(replica, &up, subject).await, first);
             }
         }
-        assert_eq!(as_.count(), 2, "{replicas} replicas: one exchange per key");
-        let hits: f64 = {
-            let mut sum = 0.0;
-            for replica in &fleet {
-                sum += read_metric(replica, "tokex_shared_cache_hits_total").await;
-            }
-            sum
-        };
-        assert_eq!(hits, 2.0 * (replicas as f64 - 1.0), "the others read Redis");
-        let late = Tokex::start(&yaml).await;
+        let setup = format!("{replicas} replicas, lock {lock}");
+        assert_eq!(as_.count(), 2, "{setup}: one exchange per key");
+        let mut hits = 0.0;
+        for replica in &fleet {
+            hits += read_metric(replica, "tokex_shared_cache_hits_total").await;
+        }
+        assert_eq!(
+            hits,
+            2.0 * (replicas as f64 - 1.0),
+            "{setup}: the others read Redis"
+        );
+        let late = TokexProcess::start(&yaml).await;
         narrowed(&late, &up, "subject-a").await;
         narrowed(&late, &up, "subject-b").await;
-        assert_eq!(as_.count(), 2, "a later replica starts warm");
-        assert_eq!(
-            read_metric(&late, "tokex_shared_cache_hits_total").await,
-            2.0
-        );
+        assert_eq!(as_.count(), 2, "{setup}: a later replica starts warm");
+        let late_hits = read_metric(&late, "tokex_shared_cache_hits_total").await;
+        assert_eq!(late_hits, 2.0, "{setup}");
     }
 }
 
-/// With the fleet lock, five replicas missing one key at the same moment make one
-/// exchange: one takes the lock, the others wait for its token. Without the lock the
+/// With the fleet lock, five replica processes missing one key at the same moment make
+/// one exchange: one takes the lock, the others wait for its token. Without the lock the
 /// replicas that miss before the first token is written each exchange (the AS takes 600 ms,
 /// far longer than their lookups).
 #[tokio::test]
@@ -72,10 +70,7 @@ async fn the_fleet_lock_makes_concurrent_misses_one_exchange() {
             ""
         };
         let yaml = shared_config(&as_, &up, &redis.url(), &keys, extra);
-        let mut fleet = Vec::new();
-        for _ in 0..5 {
-            fleet.push(Tokex::start(&yaml).await);
-        }
+        let fleet = start_fleet(5, &yaml).await;
         let all = fleet
             .iter()
             .map(|replica| get(replica, "echo.internal", "/", Some("subject-together")));
@@ -99,6 +94,11 @@ async fn the_fleet_lock_makes_concurrent_misses_one_exchange() {
             );
         }
     }
+}
+
+/// `n` replica processes on `yaml`, started side by side.
+async fn start_fleet(n: usize, yaml: &str) -> Vec<TokexProcess> {
+    futures_util::future::join_all((0..n).map(|_| TokexProcess::start(yaml))).await
 }
 
 /// `rediss://` to a TLS-only Redis whose certificate a test CA signed, trusted through

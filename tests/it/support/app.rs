@@ -3,7 +3,7 @@
 
 use http::HeaderMap;
 
-use super::Tokex;
+use super::Sidecar;
 
 /// A plain HTTP client that reads no proxy variables and follows no redirects.
 pub fn client() -> reqwest::Client {
@@ -41,7 +41,7 @@ impl Got {
 }
 
 /// GET `path` on tokex with `Host: host` and, if given, `Authorization: Bearer token`.
-pub async fn get(tokex: &Tokex, host: &str, path: &str, token: Option<&str>) -> Got {
+pub async fn get(tokex: &impl Sidecar, host: &str, path: &str, token: Option<&str>) -> Got {
     let mut req = client().get(tokex.url(path)).header("host", host);
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));

@@ -7,7 +7,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use super::{
-    ChannelBody, Got, MockAs, Seen, Tokex, Upstream, app_builder, client, config, got,
+    ChannelBody, Got, MockAs, Seen, Sidecar, Tokex, Upstream, app_builder, client, config, got,
     with_route_lines,
 };
 

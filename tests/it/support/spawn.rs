@@ -1,7 +1,10 @@
 //! The tokex binary in a subprocess, with its stderr collected.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use super::Sidecar;
 
 /// A `tokex` process with its stderr collected.
 pub struct Spawned {
@@ -64,11 +67,16 @@ pub async fn spawn_tokex<S: AsRef<std::ffi::OsStr>>(
 impl Spawned {
     /// The address after `listen=` on the ready line.
     pub fn listen(&self) -> String {
+        self.field("listen")
+    }
+
+    /// The value after `name=` on the ready line.
+    pub fn field(&self, name: &str) -> String {
         let after = self
             .ready
-            .split("listen=")
+            .split(&format!("{name}="))
             .nth(1)
-            .unwrap_or_else(|| panic!("no listen= in {}", self.ready));
+            .unwrap_or_else(|| panic!("no {name}= in {}", self.ready));
         after.split_whitespace().next().unwrap().to_string()
     }
 
@@ -95,5 +103,48 @@ impl Spawned {
                 .unwrap();
         }
         status
+    }
+}
+
+/// `tokex run` as a process of its own, on ephemeral ports, with its config in a temp dir:
+/// what a replica of a workload is.
+pub struct TokexProcess {
+    /// Kept for the process's life: dropping it kills the process.
+    _process: Spawned,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl TokexProcess {
+    /// Starts `tokex run` on `yaml` (without `listen`/`admin`, which are added) and waits
+    /// until it listens.
+    pub async fn start(yaml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokex.yaml");
+        std::fs::write(
+            &path,
+            format!("listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n{yaml}"),
+        )
+        .unwrap();
+        let args = [std::ffi::OsStr::new("run"), "-c".as_ref(), path.as_os_str()];
+        let process = spawn_tokex(&args, &[("RUST_LOG", "info")], "listening").await;
+        let addr = process.listen().parse().unwrap();
+        let admin = process.field("admin").parse().unwrap();
+        Self {
+            _process: process,
+            addr,
+            admin,
+            _dir: dir,
+        }
+    }
+}
+
+impl Sidecar for TokexProcess {
+    fn proxy_addr(&self) -> SocketAddr {
+        self.addr
+    }
+    fn admin_addr(&self) -> SocketAddr {
+        self.admin
     }
 }

@@ -57,10 +57,6 @@ impl Tokex {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
     /// Stops accepting and waits for the drain.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
@@ -80,10 +76,40 @@ impl Tokex {
             .map(|l| l.rsplit(' ').next().unwrap().parse::<usize>().unwrap())
             .sum()
     }
+}
 
-    pub async fn metrics(&self) -> String {
+impl Sidecar for Tokex {
+    fn proxy_addr(&self) -> SocketAddr {
+        self.addr
+    }
+    fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+}
+
+impl<T: Sidecar> Sidecar for Arc<T> {
+    fn proxy_addr(&self) -> SocketAddr {
+        (**self).proxy_addr()
+    }
+    fn admin_addr(&self) -> SocketAddr {
+        (**self).admin_addr()
+    }
+}
+
+/// A running tokex, in-process or a process of its own: where the app and the admin
+/// client reach it.
+pub trait Sidecar {
+    fn proxy_addr(&self) -> SocketAddr;
+    fn admin_addr(&self) -> SocketAddr;
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.proxy_addr())
+    }
+
+    /// What `/metrics` serves now.
+    async fn metrics(&self) -> String {
         client()
-            .get(format!("http://{}/metrics", self.admin))
+            .get(format!("http://{}/metrics", self.admin_addr()))
             .send()
             .await
             .unwrap()
