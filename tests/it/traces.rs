@@ -11,19 +11,6 @@ use crate::support::*;
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const APP_SPAN: &str = "00f067aa0ba902b7";
 
-/// `tokex run` with `yaml` (listen and admin added) and `env`, until it is terminated.
-async fn spawn(yaml: &str, env: &[(&str, &str)]) -> (Spawned, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokex.yaml");
-    std::fs::write(
-        &path,
-        format!("listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n{yaml}"),
-    )
-    .unwrap();
-    let args = [std::ffi::OsStr::new("run"), "-c".as_ref(), path.as_os_str()];
-    (spawn_tokex(&args, env, "listening").await, dir)
-}
-
 /// One request through tokex with the app's `traceparent` (sampled) and `tracestate`.
 async fn send(tokex: &Spawned, subject: &str) -> u16 {
     client()
@@ -75,8 +62,9 @@ async fn otel_environment_alone_exports_spans_and_propagates_context() {
         ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
         ("OTEL_TRACES_SAMPLER_ARG", "0"),
     ];
-    let (mut tokex, _dir) = spawn(&config(&as_, &up.url()), &env).await;
-    assert_eq!(send(&tokex, "subject-TOKEN-otel").await, 200);
+    let mut replica = TokexProcess::start_with(&config(&as_, &up.url()), &env).await;
+    let tokex = &mut replica.process;
+    assert_eq!(send(tokex, "subject-TOKEN-otel").await, 200);
     // The SDK batches every 5 s: the spans arrive now only if shutdown flushes them.
     assert!(tokex.terminate().await.success(), "{}", tokex.log());
     let spans = collector
@@ -157,7 +145,8 @@ async fn tracing_section_wins_over_the_environment() {
         ("OTEL_SERVICE_NAME", "from-env"),
         ("OTEL_TRACES_SAMPLER", "always_off"),
     ];
-    let (mut tokex, _dir) = spawn(&yaml, &env).await;
+    let mut replica = TokexProcess::start_with(&yaml, &env).await;
+    let tokex = &mut replica.process;
     let r = client()
         .get(format!("http://{}/x", tokex.listen()))
         .header("host", "echo.internal")
@@ -193,8 +182,9 @@ async fn sdk_disabled_turns_tracing_off() {
         config(&as_, &up.url()),
         collector.endpoint()
     );
-    let (mut tokex, _dir) = spawn(&yaml, &[("OTEL_SDK_DISABLED", "true")]).await;
-    assert_eq!(send(&tokex, "subject-TOKEN-off").await, 200);
+    let mut replica = TokexProcess::start_with(&yaml, &[("OTEL_SDK_DISABLED", "true")]).await;
+    let tokex = &mut replica.process;
+    assert_eq!(send(tokex, "subject-TOKEN-off").await, 200);
     assert!(tokex.terminate().await.success(), "{}", tokex.log());
     assert!(collector.posts().is_empty(), "exported while disabled");
     let app = format!("00-{TRACE}-{APP_SPAN}-01");

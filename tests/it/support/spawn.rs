@@ -109,8 +109,8 @@ impl Spawned {
 /// `tokex run` as a process of its own, on ephemeral ports, with its config in a temp dir:
 /// what a replica of a workload is.
 pub struct TokexProcess {
-    /// Kept for the process's life: dropping it kills the process.
-    _process: Spawned,
+    /// Dropping it kills the process.
+    pub process: Spawned,
     addr: SocketAddr,
     admin: SocketAddr,
     _dir: tempfile::TempDir,
@@ -120,6 +120,11 @@ impl TokexProcess {
     /// Starts `tokex run` on `yaml` (without `listen`/`admin`, which are added) and waits
     /// until it listens.
     pub async fn start(yaml: &str) -> Self {
+        Self::start_with(yaml, &[("RUST_LOG", "info")]).await
+    }
+
+    /// [`TokexProcess::start`] with the environment `env`.
+    pub async fn start_with(yaml: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokex.yaml");
         std::fs::write(
@@ -128,11 +133,11 @@ impl TokexProcess {
         )
         .unwrap();
         let args = [std::ffi::OsStr::new("run"), "-c".as_ref(), path.as_os_str()];
-        let process = spawn_tokex(&args, &[("RUST_LOG", "info")], "listening").await;
+        let process = spawn_tokex(&args, env, "listening").await;
         let addr = process.listen().parse().unwrap();
         let admin = process.field("admin").parse().unwrap();
         Self {
-            _process: process,
+            process,
             addr,
             admin,
             _dir: dir,
