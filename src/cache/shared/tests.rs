@@ -28,6 +28,16 @@ fn names(keyring: &Keyring) -> Vec<String> {
     })
 }
 
+/// What a plain fill (no refresh) of `names` looks for.
+fn wanted<'a>(ring: &'a Keyring, names: &'a [String], settings: &'a CacheSettings) -> Wanted<'a> {
+    Wanted {
+        keyring: ring,
+        names,
+        lifetimes: settings,
+        newer_than: None,
+    }
+}
+
 fn bound_in(d: Duration) -> u64 {
     millis(clock::unix_time() + d)
 }
@@ -37,12 +47,7 @@ fn bound_in(d: Duration) -> u64 {
 async fn an_entry_lives_until_the_bound_it_carries() {
     let (ring, settings) = (keyring(), lifetimes(Duration::from_secs(600)));
     let names = names(&ring);
-    let wanted = Wanted {
-        keyring: &ring,
-        names: &names,
-        lifetimes: &settings,
-        newer_than: None,
-    };
+    let wanted = wanted(&ring, &names, &settings);
     let sealed = ring
         .seal(&names[0], bound_in(Duration::from_secs(120)), b"Bearer t")
         .unwrap();
@@ -62,12 +67,7 @@ async fn an_entry_lives_until_the_bound_it_carries() {
 async fn a_readers_max_ttl_caps_the_life() {
     let (ring, settings) = (keyring(), lifetimes(Duration::from_secs(60)));
     let names = names(&ring);
-    let wanted = Wanted {
-        keyring: &ring,
-        names: &names,
-        lifetimes: &settings,
-        newer_than: None,
-    };
+    let wanted = wanted(&ring, &names, &settings);
     let sealed = ring
         .seal(&names[0], bound_in(Duration::from_secs(3600)), b"Bearer t")
         .unwrap();
@@ -81,12 +81,7 @@ async fn a_readers_max_ttl_caps_the_life() {
 async fn refused_values_say_why() {
     let (ring, settings) = (keyring(), lifetimes(Duration::from_secs(600)));
     let names = names(&ring);
-    let wanted = Wanted {
-        keyring: &ring,
-        names: &names,
-        lifetimes: &settings,
-        newer_than: None,
-    };
+    let wanted = wanted(&ring, &names, &settings);
     let sealed = ring
         .seal(&names[0], bound_in(Duration::from_secs(10)), b"Bearer t")
         .unwrap();
@@ -116,12 +111,7 @@ async fn refused_values_say_why() {
 async fn values_past_the_size_cap_are_neither_written_nor_read() {
     let (ring, settings) = (keyring(), lifetimes(Duration::from_secs(600)));
     let names = names(&ring);
-    let wanted = Wanted {
-        keyring: &ring,
-        names: &names,
-        lifetimes: &settings,
-        newer_than: None,
-    };
+    let wanted = wanted(&ring, &names, &settings);
     let bound = bound_in(Duration::from_secs(60));
     let largest = format!("Bearer {}", "t".repeat(16 * 1024));
     let sealed = ring.seal(&names[0], bound, largest.as_bytes()).unwrap();
