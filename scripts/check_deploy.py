@@ -662,9 +662,13 @@ def manifests(tokex, work, files):
     work.mkdir(parents=True)
     placeholders = Placeholders(work)
     problems, seen, workloads = [], set(), 0
-    for f in files:
+    loaded = [(f, load_docs(f)) for f in files]
+    # The files are one set of manifests: a pod may mount a ConfigMap another file holds
+    # (the injection webhook's golden pods keep theirs beside them).
+    every_configmap = {d["metadata"]["name"]: d for _, docs in loaded for d in docs
+                       if d.get("kind") == "ConfigMap"}
+    for f, docs in loaded:
         source = Path(f).name
-        docs = load_docs(f)
         configmaps = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "ConfigMap"}
         to_check = []
         for d in docs:
@@ -675,7 +679,7 @@ def manifests(tokex, work, files):
                        (pod.get("containers") or [])):
                 continue
             workloads += 1
-            p, configs = check_workload(d, pod, configmaps, source)
+            p, configs = check_workload(d, pod, every_configmap, source)
             problems += p
             to_check += configs
         # Every tokex config in a ConfigMap, also one no workload in this file mounts.
