@@ -523,7 +523,9 @@ def volume_provides(volume, rel, problems, where):
 def check_workload(doc, pod, configmaps, source):
     """Policy checks for one workload; returns (problems, [(label, text, cfg)] configs it uses)."""
     problems, configs = [], []
-    name = f"{source} {doc['kind']}/{doc['metadata']['name']}"
+    # A Pod as the API server admits it may carry only generateName (a ReplicaSet's).
+    meta = doc.get("metadata") or {}
+    name = f"{source} {doc['kind']}/{meta.get('name') or meta.get('generateName')}"
     inits = pod.get("initContainers") or []
     mains = pod.get("containers") or []
     # `tokex init` from the sidecar image is not a sidecar; check_transparent reports it.
