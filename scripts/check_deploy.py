@@ -523,7 +523,9 @@ def volume_provides(volume, rel, problems, where):
 def check_workload(doc, pod, configmaps, source):
     """Policy checks for one workload; returns (problems, [(label, text, cfg)] configs it uses)."""
     problems, configs = [], []
-    name = f"{source} {doc['kind']}/{doc['metadata']['name']}"
+    # A Pod as the API server admits it may carry only generateName (a ReplicaSet's).
+    meta = doc.get("metadata") or {}
+    name = f"{source} {doc['kind']}/{meta.get('name') or meta.get('generateName')}"
     inits = pod.get("initContainers") or []
     mains = pod.get("containers") or []
     # `tokex init` from the sidecar image is not a sidecar; check_transparent reports it.
@@ -662,9 +664,13 @@ def manifests(tokex, work, files):
     work.mkdir(parents=True)
     placeholders = Placeholders(work)
     problems, seen, workloads = [], set(), 0
-    for f in files:
+    loaded = [(f, load_docs(f)) for f in files]
+    # The files are one set of manifests: a pod may mount a ConfigMap another file holds
+    # (the injection webhook's golden pods keep theirs beside them).
+    every_configmap = {d["metadata"]["name"]: d for _, docs in loaded for d in docs
+                       if d.get("kind") == "ConfigMap"}
+    for f, docs in loaded:
         source = Path(f).name
-        docs = load_docs(f)
         configmaps = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "ConfigMap"}
         to_check = []
         for d in docs:
@@ -675,7 +681,7 @@ def manifests(tokex, work, files):
                        (pod.get("containers") or [])):
                 continue
             workloads += 1
-            p, configs = check_workload(d, pod, configmaps, source)
+            p, configs = check_workload(d, pod, every_configmap, source)
             problems += p
             to_check += configs
         # Every tokex config in a ConfigMap, also one no workload in this file mounts.

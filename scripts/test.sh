@@ -24,7 +24,7 @@ cargo build --locked --bin tokex
 step "tokex check on every shipped config"
 # Every sidecar config names the schema for editors (yaml-language-server) on its first line.
 for f in config/*.yaml deploy/kubernetes/tokex.yaml deploy/kubernetes/transparent/tokex.yaml; do
-  case "$(basename "$f")" in sts*.yaml) continue ;; esac
+  case "$(basename "$f")" in sts*.yaml|inject*.yaml) continue ;; esac
   ref=$(sed -n '1s/^# yaml-language-server: \$schema=//p' "$f")
   if [ -z "$ref" ] || [ "$(realpath -m "$(dirname "$f")/$ref")" != "$PWD/docs/tokex.schema.json" ]; then
     echo "$f: the first line must be # yaml-language-server: \$schema=<relative path to docs/tokex.schema.json>" >&2
@@ -35,9 +35,13 @@ for f in config/*.yaml; do
   # sts*.yaml are `tokex sts` configs, not sidecar configs: `tokex check` does
   # not apply; tests/it/sts.rs (shipped_sts_example_loads) loads and builds them instead.
   case "$(basename "$f")" in sts*.yaml) echo "skip $f (STS config, checked by cargo test)"; continue ;; esac
+  # inject*.yaml configure the `tokex inject` webhook, which checks them itself.
+  case "$(basename "$f")" in inject*.yaml) echo "skip $f (webhook config, checked below)"; continue ;; esac
   echo "tokex check $f"
   target/debug/tokex check --config "$f" > /dev/null
 done
+echo "tokex inject --check config/inject-example.yaml"
+target/debug/tokex inject --check --config config/inject-example.yaml
 
 step "deploy: hadolint, kustomize and helm rendering, kubernetes-validate, tokex check of the manifests, config reference"
 # Tools in target/deploy-lint, reused while deploy/requirements-lint.txt is unchanged: hadolint

@@ -15,8 +15,10 @@ use tokex::telemetry::LogFormat;
 
 mod exchange;
 mod init;
+mod inject;
 pub use exchange::exchange;
 pub use init::{InitArgs, init};
+pub use inject::{InjectArgs, inject};
 
 /// Exit code for a bad config or bad usage.
 pub const EXIT_CONFIG: u8 = 1;
@@ -66,6 +68,8 @@ pub enum Command {
     ProbeConnect { addr: std::net::SocketAddr },
     /// Run the embedded authorization server.
     Sts(ConfigArg),
+    /// Run the Kubernetes admission webhook that injects the tokex sidecar into pods.
+    Inject(InjectArgs),
     /// Print the JSON Schema of the config file, for editors.
     Schema,
 }

@@ -40,6 +40,7 @@ fn main() -> ExitCode {
             Command::Demo { listen } => demo::run(*listen).await,
             Command::Sts(c) => cli::sts(&c.config).await,
             Command::Init(args) => cli::init(args),
+            Command::Inject(args) => cli::inject(args).await,
             Command::ProbeConnect { addr } => {
                 tokex::transparent::check::probe_connect(*addr);
                 ExitCode::SUCCESS
