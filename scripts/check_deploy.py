@@ -30,7 +30,7 @@
         the PodMonitor selects the sidecar label on the tokex-admin port; the PrometheusRule
         carries RULES.yaml as it is and the dashboard ConfigMap DASHBOARD.json as it is.
 
-    check_deploy.py injector --models DIR --builtin OUT_DIR RENDERED.yaml...
+    check_deploy.py injector --models DIR --builtin OUT_DIR --tokex BIN RENDERED.yaml...
         Each file is one rendering of the tokex-injector chart (scripts/check_injector.py):
         the MutatingWebhookConfiguration calls the release's Service on /inject, whose port
         leads to inject.yaml's listen port; its failurePolicy is inject.yaml's failure_policy;
@@ -47,6 +47,7 @@
         cert-manager CRD schemas (npm models in DIR, run with node); at least one rendering
         must have them. Every other object is written to OUT_DIR/<file name> for
         kubernetes-validate.
+        `tokex inject --check` accepts every inject.yaml the rendering carries.
 
     check_deploy.py manifests --tokex BIN --work DIR RENDERED.yaml...
         For every workload in the rendered manifests that runs tokex, checks what the schema
@@ -346,7 +347,28 @@ def crd_valid(models, custom):
 # --------------------------------------------------------------------------------------------
 
 
-def injector(models, builtin, files):
+def inject_check(tokex, docs, source, work):
+    """`tokex inject --check` on every inject.yaml the rendering's ConfigMaps carry, so the
+    chart cannot write a config the webhook refuses."""
+    problems, checked = [], 0
+    for cm in (d for d in docs if d.get("kind") == "ConfigMap"):
+        text = (cm.get("data") or {}).get("inject.yaml")
+        if text is None:
+            continue
+        path = Path(work) / f"{Path(source).stem}-{cm['metadata']['name']}-inject.yaml"
+        path.write_text(text)
+        r = subprocess.run([tokex, "inject", "--check", "--config", str(path)],
+                           capture_output=True, text=True)
+        checked += 1
+        if r.returncode != 0:
+            problems.append(f"{source} ConfigMap/{cm['metadata']['name']}: tokex inject --check: "
+                            f"{(r.stderr or r.stdout).strip()}")
+    if not checked:
+        problems.append(f"{source}: no ConfigMap carries inject.yaml")
+    return problems
+
+
+def injector(models, builtin, tokex, files):
     builtin = Path(builtin)
     builtin.mkdir(parents=True, exist_ok=True)
     problems, custom = [], []
@@ -358,6 +380,7 @@ def injector(models, builtin, files):
             rest = [d for d in docs if d not in ours]
             (builtin / Path(f).name).write_text(yaml.safe_dump_all(rest, sort_keys=False))
             p, summary = check_injector.problems_of(docs, Path(f).name, pem_dir)
+            p += inject_check(tokex, docs, Path(f).name, pem_dir)
             problems += p
             if not p:
                 print(f"ok  {Path(f).name}: {summary}")
@@ -536,13 +559,8 @@ def is_tokex(container):
     return container.get("name") == "tokex" or re.search(r"(^|/)tokex(:|@|$)", image) is not None
 
 
-def resolve_port(container, port):
-    if isinstance(port, int):
-        return port
-    for p in container.get("ports") or []:
-        if p.get("name") == port:
-            return p.get("containerPort")
-    return None
+# A port by number or by the name a container declares; the injector check reads ports alike.
+resolve_port = check_injector.resolve_port
 
 
 def config_path(container):
@@ -812,9 +830,9 @@ def main(argv):
     elif (len(argv) >= 8 and argv[0] == "monitoring" and argv[1] == "--models"
           and argv[3] == "--rules" and argv[5] == "--dashboard"):
         monitoring(argv[2], argv[4], argv[6], argv[7:])
-    elif (len(argv) >= 6 and argv[0] == "injector" and argv[1] == "--models"
-          and argv[3] == "--builtin"):
-        injector(argv[2], argv[4], argv[5:])
+    elif (len(argv) >= 8 and argv[0] == "injector" and argv[1] == "--models"
+          and argv[3] == "--builtin" and argv[5] == "--tokex"):
+        injector(argv[2], argv[4], argv[6], argv[7:])
     elif len(argv) >= 6 and argv[0] == "manifests" and argv[1] == "--tokex" and argv[3] == "--work":
         manifests(argv[2], argv[4], argv[5:])
     else:

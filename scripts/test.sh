@@ -11,7 +11,7 @@ cargo fmt --all -- --check
 
 step "module dependency cycles (scripts/module-cycles.py), in each library of the workspace"
 python3 scripts/module-cycles.py --self-test > /dev/null
-for crate_src in src crates/common/src crates/sts/src; do
+for crate_src in src crates/common/src crates/sts/src crates/inject/src; do
   python3 scripts/module-cycles.py "$crate_src"
 done
 
@@ -146,7 +146,7 @@ for values in "$injector_chart"/ci/*-values.yaml; do
 done
 refused "$injector_chart" --set webhook.failurPolicy=Ignore
 refused "$injector_chart" --set tls.certManager.issuerRef.nmae=internal-ca
-"$tools/venv/bin/python" scripts/check_deploy.py injector --models "$models" --builtin "$out" "$injector_renders"/*.yaml
+"$tools/venv/bin/python" scripts/check_deploy.py injector --models "$models" --builtin "$out" --tokex target/debug/tokex "$injector_renders"/*.yaml
 cp deploy/kubernetes/networkpolicy.example.yaml "$out/networkpolicy-example.yaml"
 echo "rendered: $(cd "$out" && ls ./*.yaml | xargs)"
 validate_args=()

@@ -11,8 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokex_common::credentials::certs::parse_certified_key;
 use tokex_common::credentials::{Poll, Polled, Watched};
 
 /// The serving certificate in force, and how many changes of its files were seen.
@@ -35,7 +34,7 @@ impl ServingCert {
     pub fn load(cert_file: &Path, key_file: &Path) -> Result<Self, String> {
         let (cert_path, key_path) = (cert_file.to_path_buf(), key_file.to_path_buf());
         let pair = Watched::load(vec![cert_path.clone(), key_path.clone()], move |c| {
-            parse(&cert_path, &c[0], &key_path, &c[1])
+            parse_certified_key(&cert_path, &c[0], &key_path, &c[1])
         })?;
         Ok(Self {
             pair,
@@ -72,32 +71,6 @@ impl ResolvesServerCert for ServingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.pair.current())
     }
-}
-
-/// A certificate chain and its key, proven to belong together.
-fn parse(
-    cert_path: &Path,
-    cert_pem: &[u8],
-    key_path: &Path,
-    key_pem: &[u8],
-) -> Result<CertifiedKey, String> {
-    let certs = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("invalid PEM in {}: {e}", cert_path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} contains no certificates", cert_path.display()));
-    }
-    let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|e| format!("no private key in {}: {e}", key_path.display()))?;
-    let provider = rustls::crypto::ring::default_provider();
-    let pair = CertifiedKey::from_der(certs, key, &provider).map_err(|e| {
-        format!(
-            "{} and {} are not a certificate and its key: {e}",
-            cert_path.display(),
-            key_path.display()
-        )
-    })?;
-    Ok(pair)
 }
 
 /// The server config: TLS 1.2 and 1.3 from ring, h2 and HTTP/1.1 by ALPN, the certificate

@@ -81,6 +81,42 @@ pub fn parse_identity(
     key_path: &Path,
     key_pem: &[u8],
 ) -> Result<ClientIdentity, String> {
+    let (certs, key) = parse_chain_and_key(cert_path, cert_pem, key_path, key_pem)?;
+    // What rustls checks when a client config is built with this identity: a key it can
+    // sign with, matching the certificate.
+    certified(
+        certs.clone(),
+        key.clone_key(),
+        (cert_path, key_path),
+        "do not form a client identity",
+    )?;
+    Ok(ClientIdentity { certs, key })
+}
+
+/// Parses a certificate chain and its key, proven to belong together: what a server
+/// presents.
+pub fn parse_certified_key(
+    cert_path: &Path,
+    cert_pem: &[u8],
+    key_path: &Path,
+    key_pem: &[u8],
+) -> Result<CertifiedKey, String> {
+    let (certs, key) = parse_chain_and_key(cert_path, cert_pem, key_path, key_pem)?;
+    certified(
+        certs,
+        key,
+        (cert_path, key_path),
+        "are not a certificate and its key",
+    )
+}
+
+/// A non-empty certificate chain and a private key (PKCS#8, PKCS#1 or SEC1), unchecked.
+fn parse_chain_and_key(
+    cert_path: &Path,
+    cert_pem: &[u8],
+    key_path: &Path,
+    key_pem: &[u8],
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
     let certs = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("invalid PEM in {}: {e}", cert_path.display()))?;
@@ -89,15 +125,23 @@ pub fn parse_identity(
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem)
         .map_err(|e| format!("no private key in {}: {e}", key_path.display()))?;
-    // What rustls checks when a client config is built with this identity: a key it can
-    // sign with, matching the certificate.
+    Ok((certs, key))
+}
+
+/// The pair as rustls signs with it: a key it supports that matches the certificate;
+/// else `(cert_path, key_path)` and what they `fail` to be.
+fn certified(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    (cert_path, key_path): (&Path, &Path),
+    fail: &str,
+) -> Result<CertifiedKey, String> {
     let provider = rustls::crypto::ring::default_provider();
-    CertifiedKey::from_der(certs.clone(), key.clone_key(), &provider).map_err(|e| {
+    CertifiedKey::from_der(certs, key, &provider).map_err(|e| {
         format!(
-            "{} and {} do not form a client identity: {e}",
+            "{} and {} {fail}: {e}",
             cert_path.display(),
             key_path.display()
         )
-    })?;
-    Ok(ClientIdentity { certs, key })
+    })
 }
