@@ -327,17 +327,24 @@ impl Runtime {
                         ))
                     })?;
                     let a = client.authority();
-                    let keys = cache.key_builder(&[
-                        &a.name,
+                    let extras = p.extra_params.len().to_string();
+                    let mut fields = vec![
+                        &*a.name,
                         &a.token_endpoint,
                         &a.client_id,
+                        p.grant.as_str(),
                         &p.subject_token_type,
                         p.audience.as_deref().unwrap_or(""),
                         p.resource.as_deref().unwrap_or(""),
                         p.scope.as_deref().unwrap_or(""),
                         &p.requested_token_type,
                         p.inject.scheme.as_deref().unwrap_or(""),
-                    ]);
+                        &extras,
+                    ];
+                    for (name, value) in &p.extra_params {
+                        fields.extend([name.as_str(), value.as_str()]);
+                    }
+                    let keys = cache.key_builder(&fields);
                     let shared = shared
                         .clone()
                         .filter(|_| crate::cache::shared::may_share(a));

@@ -9,6 +9,7 @@ mod diagnostics;
 mod effective;
 mod errors;
 mod exchange_command;
+mod grants;
 mod interop;
 mod keycloak;
 mod monitoring;

@@ -94,12 +94,14 @@ pub(super) enum PrintedExchange {
     Spec(Ordered<PrintedValue>),
 }
 
-/// One exchange parameter: a string, or a small map (`subject_token_from`, `inject`).
+/// One exchange parameter: a string, a small map (`subject_token_from`, `inject`), or
+/// the named `extra_params`.
 #[derive(Serialize)]
 #[serde(untagged)]
 pub(super) enum PrintedValue {
     Text(String),
     Map(Ordered<String>),
+    Named(std::collections::BTreeMap<String, String>),
 }
 
 #[derive(Serialize)]
