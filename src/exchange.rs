@@ -498,7 +498,7 @@ fn timed_out() -> Error {
 
 /// A reqwest error in words: its kind and the chain of its sources (connection refused,
 /// the TLS verifier's complaint), leaving out reqwest's own message, which repeats the URL.
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

@@ -114,7 +114,7 @@ fn authority(
     path: &impl Fn(&PathText) -> String,
 ) -> PrintedAuthority {
     PrintedAuthority {
-        token_endpoint: text(&a.token_endpoint),
+        token_endpoint: a.discover.is_none().then(|| text(&a.token_endpoint)),
         allow_insecure_http: a.allow_insecure_http,
         issuer: a.issuer.as_deref().map(text),
         client_id: text(&a.client_id),

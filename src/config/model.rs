@@ -151,6 +151,11 @@ fn canonical(ip: IpAddr) -> IpAddr {
 pub struct Authority {
     pub name: String,
     pub token_endpoint: String,
+    /// Configured by issuer alone: the URL whose metadata names the token endpoint
+    /// (empty until [`crate::discovery`] fills it in).
+    pub discover: Option<url::Url>,
+    /// `token_endpoint_auth_methods_supported` of discovered metadata.
+    pub discovered_auth_methods: Vec<String>,
     /// A plain `http` token endpoint off loopback was explicitly allowed.
     pub allow_insecure_http: bool,
     pub issuer: Option<String>,

@@ -28,6 +28,7 @@ use super::model::{AuditSettings, CacheConfig, Config, Limits, Route, Timeouts, 
 use sources::Sources;
 
 pub(super) use authority::assertion_audience;
+pub(crate) use authority::secure_transport;
 
 pub use tokex_common::located::{Invalid, at, nowhere, resolve};
 

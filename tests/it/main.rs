@@ -6,6 +6,7 @@ mod credentials;
 mod data_path;
 mod desync;
 mod diagnostics;
+mod discovery;
 mod effective;
 mod errors;
 mod exchange_command;

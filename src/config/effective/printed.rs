@@ -36,7 +36,9 @@ pub(super) struct PrintedTransparent {
 
 #[derive(Serialize)]
 pub(super) struct PrintedAuthority {
-    pub(super) token_endpoint: String,
+    /// Absent: read from the issuer's metadata when tokex runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) token_endpoint: Option<String>,
     pub(super) allow_insecure_http: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) issuer: Option<String>,
