@@ -219,7 +219,7 @@ async fn latency_during_reloads(size: &Size) {
                             format!("listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n{variant}"),
                         )
                         .unwrap();
-                        tokex.proxy.reload_from_source().unwrap();
+                        tokex.proxy.reload_from_source().await.unwrap();
                         // The reload rate is the scenario's input.
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }

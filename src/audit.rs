@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::config::ExchangeParams;
+use crate::config::model::Grant;
 
 /// The tracing target of audit events.
 pub const TARGET: &str = "tokex::audit";
@@ -93,7 +94,11 @@ impl Event<'_> {
             target: TARGET,
             route = self.route,
             authority = p.map(|p| p.authority.as_str()),
-            grant = if self.own_token { "client_credentials" } else { "token_exchange" },
+            grant = match p.map(|p| p.grant) {
+                _ if self.own_token => "client_credentials",
+                Some(Grant::JwtBearer) => "jwt_bearer",
+                _ => "token_exchange",
+            },
             subject_sub = s.and_then(|s| s.sub.as_deref()),
             subject_iss = s.and_then(|s| s.iss.as_deref()),
             subject_fingerprint = s.and_then(|s| s.fingerprint.as_deref()),

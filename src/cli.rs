@@ -130,6 +130,13 @@ pub async fn run(path: &Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let config = match tokex::discovery::resolve(config, None, |_| {}).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let (listen, admin) = (config.listen, config.admin);
     let transparent = config.transparent.as_ref().map(|t| (t.listen, t.proxy_uid));
     if let Err(e) = tokex::telemetry::set_audit_file(config.audit_file.as_deref()) {
@@ -219,7 +226,7 @@ fn reload_on_sighup(proxy: Arc<Proxy>) -> impl Future<Output = ()> + Send + 'sta
             return;
         };
         while hup.recv().await.is_some() {
-            let _ = proxy.reload_from_source();
+            let _ = proxy.reload_from_source().await;
         }
     }
 }

@@ -111,6 +111,20 @@ impl ClientAuth {
         })
     }
 
+    /// The method's name in RFC 8414 `token_endpoint_auth_methods_supported` (the IANA
+    /// registry): a ready-made assertion is a `private_key_jwt` one to the AS.
+    pub fn method_name(&self) -> &'static str {
+        match self {
+            ClientAuth::ClientSecretBasic { .. } => "client_secret_basic",
+            ClientAuth::ClientSecretPost { .. } => "client_secret_post",
+            ClientAuth::PrivateKeyJwt { .. } | ClientAuth::ClientAssertion { .. } => {
+                "private_key_jwt"
+            }
+            ClientAuth::TlsClientAuth { .. } => "tls_client_auth",
+            ClientAuth::None => "none",
+        }
+    }
+
     /// The client certificate to present, for `tls_client_auth`.
     pub fn identity(&self) -> Option<&Watched<ClientIdentity>> {
         match self {

@@ -1,4 +1,5 @@
-//! The RFC 8693 client: one exchange at one authority (steps 4 and 6 of the request flow).
+//! The token client: one exchange at one authority (steps 4 and 6 of the request flow), by
+//! RFC 8693 token exchange or the RFC 7523 §2.1 jwt-bearer grant.
 //!
 //! One `reqwest` client per authority, built for this purpose only: its own trust roots,
 //! no redirects (a 3xx from a token endpoint is an error, not a hint), no proxy variables,
@@ -16,7 +17,7 @@ use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use tokio::sync::Semaphore;
 
 use crate::clock;
-use crate::config::model::{Authority, ExchangeParams};
+use crate::config::model::{Authority, ExchangeParams, Grant};
 use crate::error::{Code, ProxyError};
 use crate::metrics::{Counter, Gauge, Histogram, Metrics, seconds};
 use crate::resilience::{Admit, Breaker, RetryBudget};
@@ -302,12 +303,13 @@ impl ExchangeClient {
         let attempts = async {
             let mut attempt = 0;
             loop {
-                let grant = match subject_token {
-                    Some(subject_token) => wire::Grant::Exchange {
+                let grant = match (subject_token, params.grant) {
+                    (Some(subject_token), Grant::TokenExchange) => wire::Grant::Exchange {
                         subject_token,
                         actor: actor.as_ref().map(|(t, ty)| (&t.token, *ty)),
                     },
-                    None => wire::Grant::ClientCredentials,
+                    (Some(assertion), Grant::JwtBearer) => wire::Grant::JwtBearer { assertion },
+                    (None, _) => wire::Grant::ClientCredentials,
                 };
                 let one = tokio::time::timeout(a.attempt_timeout, self.attempt(grant, params));
                 let result = one.await.unwrap_or_else(|_| Err(timed_out()));
@@ -434,8 +436,8 @@ impl ExchangeClient {
                 oauth_error,
             });
         }
-        let client_credentials = matches!(grant, wire::Grant::ClientCredentials);
-        let parsed = wire::parse_grant_response(status, &body, params, client_credentials);
+        let parsed =
+            wire::parse_grant_response(status, &body, params, grant.issued_type_optional());
         match parsed.map_err(|e| scrub(e, &grant, &authentication)) {
             Err(Error::Refused { oauth_error, .. }) if oauth_error == "temporarily_unavailable" => {
                 Err(Error::Unavailable {
@@ -468,12 +470,8 @@ fn scrub(
         return e;
     };
     let mut sent: Vec<&str> = Vec::with_capacity(3);
-    if let wire::Grant::Exchange {
-        subject_token,
-        actor,
-    } = grant
-    {
-        sent.push(subject_token);
+    sent.extend(grant.subject());
+    if let wire::Grant::Exchange { actor, .. } = grant {
         sent.extend(actor.map(|(t, _)| t.expose()));
     }
     sent.extend(authentication.secret());
@@ -500,7 +498,7 @@ fn timed_out() -> Error {
 
 /// A reqwest error in words: its kind and the chain of its sources (connection refused,
 /// the TLS verifier's complaint), leaving out reqwest's own message, which repeats the URL.
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

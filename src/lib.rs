@@ -15,6 +15,7 @@
 //! - [`bearer`]: the subject token from `Authorization` (RFC 6750), a header or a cookie.
 //! - [`client_auth`]: how tokex authenticates to token endpoints.
 //! - [`exchange`]: the RFC 8693 client and wire format.
+//! - [`discovery`]: RFC 8414 / OpenID metadata, for authorities configured by issuer alone.
 //! - [`cache`]: narrowed tokens under keyed-hash keys with per-entry lifetimes, and the
 //!   encrypted level a workload's replicas share on Redis.
 //! - [`forward`]: header hygiene, the upstream request, the relayed response, protocol
@@ -46,6 +47,7 @@ pub mod bearer;
 pub mod cache;
 pub mod client_auth;
 pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod exchange;
 pub mod forward;

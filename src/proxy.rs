@@ -132,7 +132,7 @@ impl Proxy {
     /// Re-reads the config file this proxy was loaded from (SIGHUP or a change to the
     /// file). The new file is validated whole; on any error the running config stays in
     /// force. Counted in `tokex_config_reloads_total`.
-    pub fn reload_from_source(&self) -> Result<(), String> {
+    pub async fn reload_from_source(&self) -> Result<(), String> {
         let current = self.config();
         // The file poller compares the file with the running config's view of it. A
         // failed reload leaves that config running: without this, the poller would try
@@ -142,14 +142,23 @@ impl Proxy {
         }
         let result = match current.source.as_ref().and_then(|s| s.paths().first()) {
             None => Err("this config was not loaded from a file".to_string()),
-            Some(path) => crate::config::load(path)
-                .map_err(|e| e.to_string())
-                .and_then(|c| {
-                    if c.listen != current.listen || c.admin != current.admin {
-                        tracing::warn!("listen and admin addresses change only on restart");
-                    }
-                    self.reload(c).map_err(|e| e.to_string())
-                }),
+            Some(path) => match crate::config::load(path) {
+                Err(e) => Err(e.to_string()),
+                Ok(c) => {
+                    let kept = |name: &str| {
+                        self.metrics.discovery_failures.series(&[name]).inc();
+                    };
+                    crate::discovery::resolve(c, Some(&current), kept)
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|c| {
+                            if c.listen != current.listen || c.admin != current.admin {
+                                tracing::warn!("listen and admin addresses change only on restart");
+                            }
+                            self.reload(c).map_err(|e| e.to_string())
+                        })
+                }
+            },
         };
         match &result {
             Ok(()) => {
@@ -298,6 +307,8 @@ impl Runtime {
         let tracing = crate::telemetry::Export::for_config(config.tracing.as_ref(), env, tracing)?;
         let mut clients = std::collections::BTreeMap::new();
         for (name, authority) in &config.authorities {
+            // At 0 from the first scrape, like the authority's exchange series.
+            metrics.discovery_failures.series(&[name]);
             let client = ExchangeClient::new(authority.clone(), permits.clone(), metrics.clone())?;
             clients.insert(name.clone(), Arc::new(client));
         }
@@ -327,17 +338,24 @@ impl Runtime {
                         ))
                     })?;
                     let a = client.authority();
-                    let keys = cache.key_builder(&[
-                        &a.name,
+                    let extras = p.extra_params.len().to_string();
+                    let mut fields = vec![
+                        &*a.name,
                         &a.token_endpoint,
                         &a.client_id,
+                        p.grant.as_str(),
                         &p.subject_token_type,
                         p.audience.as_deref().unwrap_or(""),
                         p.resource.as_deref().unwrap_or(""),
                         p.scope.as_deref().unwrap_or(""),
                         &p.requested_token_type,
                         p.inject.scheme.as_deref().unwrap_or(""),
-                    ]);
+                        &extras,
+                    ];
+                    for (name, value) in &p.extra_params {
+                        fields.extend([name.as_str(), value.as_str()]);
+                    }
+                    let keys = cache.key_builder(&fields);
                     let shared = shared
                         .clone()
                         .filter(|_| crate::cache::shared::may_share(a));

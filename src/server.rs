@@ -205,7 +205,7 @@ async fn poll_credentials(proxy: Arc<Proxy>) {
             crate::credentials::Poll::poll(s) != crate::credentials::Polled::Unchanged
         });
         if changed {
-            let _ = proxy.reload_from_source();
+            let _ = proxy.reload_from_source().await;
         }
         proxy.sweep_idle_upstreams();
     }

@@ -8,7 +8,7 @@
 mod oracle;
 
 use libfuzzer_sys::fuzz_target;
-use tokex::config::model::{ExchangeParams, Inject, SubjectSource};
+use tokex::config::model::{ExchangeParams, Grant, Inject, SubjectSource};
 use tokex::exchange::Error;
 use tokex::exchange::wire::{self, Issued};
 use tokex::oauth::{TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT};
@@ -43,6 +43,7 @@ fuzz_target!(|data: &[u8]| {
 fn params(flags: &str) -> ExchangeParams {
     ExchangeParams {
         authority: "as".into(),
+        grant: Grant::TokenExchange,
         audience: Some("payments".into()),
         resource: None,
         scope: flags.contains('s').then(|| REQUESTED_SCOPE.into()),
@@ -51,6 +52,7 @@ fn params(flags: &str) -> ExchangeParams {
             true => TOKEN_TYPE_JWT.into(),
             false => TOKEN_TYPE_ACCESS_TOKEN.into(),
         },
+        extra_params: Vec::new(),
         subject_token_from: SubjectSource::Authorization,
         inject: Inject {
             header: http::header::AUTHORIZATION,

@@ -20,6 +20,13 @@ pub async fn exchange(path: &Path, route_name: &str) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let config = match tokex::discovery::resolve(config, None, |_| {}).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let Some(route) = config.routes.iter().find(|r| r.name == route_name) else {
         eprintln!(
             "{}: no route named `{route_name}`; {}",

@@ -13,7 +13,9 @@ mod printed;
 use std::path::Path;
 
 use super::file::{self, AuthMethod, FileAuth, FileAuthority, FileConfig, FileRoute};
-use super::model::{Authority, Config, MissingTokenPolicy, Roots, Route, SubjectSource, Unmatched};
+use super::model::{
+    Authority, Config, Grant, MissingTokenPolicy, Roots, Route, SubjectSource, Unmatched,
+};
 use crate::secret::REDACTED;
 use printed::*;
 use tokex_common::values::{PathText, format_duration};
@@ -112,7 +114,7 @@ fn authority(
     path: &impl Fn(&PathText) -> String,
 ) -> PrintedAuthority {
     PrintedAuthority {
-        token_endpoint: text(&a.token_endpoint),
+        token_endpoint: a.discover.is_none().then(|| text(&a.token_endpoint)),
         allow_insecure_http: a.allow_insecure_http,
         issuer: a.issuer.as_deref().map(text),
         client_id: text(&a.client_id),
@@ -234,11 +236,23 @@ fn exchange(r: &Route) -> PrintedExchange {
         }
     };
     put("authority", Some(&e.authority));
+    put("grant", Some(e.grant.as_str()));
     put("audience", e.audience.as_deref());
     put("resource", e.resource.as_deref());
     put("scope", e.scope.as_deref());
-    put("subject_token_type", Some(&e.subject_token_type));
-    put("requested_token_type", Some(&e.requested_token_type));
+    // jwt-bearer fixes both types, and refuses them written.
+    if e.grant == Grant::TokenExchange {
+        put("subject_token_type", Some(&e.subject_token_type));
+        put("requested_token_type", Some(&e.requested_token_type));
+    }
+    if !e.extra_params.is_empty() {
+        let extra = e
+            .extra_params
+            .iter()
+            .map(|(k, v)| (k.clone(), text(v)))
+            .collect();
+        spec.insert("extra_params", PrintedValue::Named(extra));
+    }
     let from = match &e.subject_token_from {
         SubjectSource::Authorization => ("header", "Authorization".to_string()),
         SubjectSource::Header(h) => ("header", h.as_str().to_string()),

@@ -150,6 +150,16 @@ pub enum MissingTokenPolicy {
     ClientCredentials,
 }
 
+/// The grant of a route's exchange.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileGrant {
+    /// RFC 8693 token exchange.
+    TokenExchange,
+    /// RFC 7523 §2.1, the subject token as the assertion.
+    JwtBearer,
+}
+
 /// `exchange: none`, or the exchange parameters of a route.
 #[derive(Debug)]
 pub enum FileExchange {
@@ -172,6 +182,14 @@ pub struct FileExchangeSpec {
     pub subject_token_type: Option<Spanned<Text>>,
     #[schemars(with = "Option<Text>")]
     pub requested_token_type: Option<Spanned<Text>>,
+    /// `token-exchange` (RFC 8693, the default) or `jwt-bearer` (RFC 7523 §2.1: the
+    /// subject token is sent as the `assertion`).
+    #[schemars(with = "Option<FileGrant>")]
+    pub grant: Option<Spanned<FileGrant>>,
+    /// Form parameters added to the token request as written, e.g.
+    /// `requested_token_use: on_behalf_of`; never one that tokex sets itself.
+    #[schemars(with = "Option<BTreeMap<String, Text>>")]
+    pub extra_params: Option<BTreeMap<String, Spanned<Text>>>,
     pub subject_token_from: Option<FileSource>,
     pub inject: Option<FileInject>,
 }

@@ -151,6 +151,11 @@ fn canonical(ip: IpAddr) -> IpAddr {
 pub struct Authority {
     pub name: String,
     pub token_endpoint: String,
+    /// Configured by issuer alone: the URL whose metadata names the token endpoint
+    /// (empty until [`crate::discovery`] fills it in).
+    pub discover: Option<url::Url>,
+    /// `token_endpoint_auth_methods_supported` of discovered metadata.
+    pub discovered_auth_methods: Vec<String>,
     /// A plain `http` token endpoint off loopback was explicitly allowed.
     pub allow_insecure_http: bool,
     pub issuer: Option<String>,
@@ -276,17 +281,42 @@ pub struct UpstreamUrl {
     pub base_path: String,
 }
 
-/// The RFC 8693 §2.1 parameters of a route's exchange.
+/// The parameters of a route's exchange: RFC 8693 §2.1, or RFC 7523 §2.1 for `jwt-bearer`.
 #[derive(Debug)]
 pub struct ExchangeParams {
     pub authority: String,
+    pub grant: Grant,
     pub audience: Option<String>,
     pub resource: Option<String>,
     pub scope: Option<String>,
     pub subject_token_type: String,
     pub requested_token_type: String,
+    /// Form parameters sent after tokex's own (`extra_params`), sorted by name; none of
+    /// them is one tokex sets.
+    pub extra_params: Vec<(String, String)>,
     pub subject_token_from: SubjectSource,
     pub inject: Inject,
+}
+
+/// The grant a route's exchange uses (`exchange.grant`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// RFC 8693 token exchange.
+    TokenExchange,
+    /// RFC 7523 §2.1: the subject token is the `assertion`; the response is an RFC 6749
+    /// §5.1 access token response. Microsoft Entra's on-behalf-of flow is this grant
+    /// with `requested_token_use=on_behalf_of`.
+    JwtBearer,
+}
+
+impl Grant {
+    /// As the config writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grant::TokenExchange => "token-exchange",
+            Grant::JwtBearer => "jwt-bearer",
+        }
+    }
 }
 
 /// Where a route reads the subject token; the source is removed before forwarding.

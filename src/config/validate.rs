@@ -28,6 +28,7 @@ use super::model::{AuditSettings, CacheConfig, Config, Limits, Route, Timeouts, 
 use sources::Sources;
 
 pub(super) use authority::assertion_audience;
+pub(crate) use authority::secure_transport;
 
 pub use tokex_common::located::{Invalid, at, nowhere, resolve};
 
@@ -77,6 +78,13 @@ fn build(file: &FileConfig, mut sources: Sources) -> Result<Config, Invalid> {
     let listen = file
         .listen
         .map_or_else(|| ([127, 0, 0, 1], 15001).into(), |a| a.0);
+    // From the file, not the model: offline, actor tokens are not read.
+    let delegating: Vec<&str> = file
+        .authorities
+        .iter()
+        .filter(|(_, a)| a.value.actor_token.is_some())
+        .map(|(name, _)| name.as_str())
+        .collect();
     let mut routes: Vec<Arc<Route>> = Vec::with_capacity(file.routes.len());
     for (i, spanned) in file.routes.iter().enumerate() {
         let route_cache = match &spanned.value.cache {
@@ -86,7 +94,7 @@ fn build(file: &FileConfig, mut sources: Sources) -> Result<Config, Invalid> {
         let r = route::route(
             i,
             spanned,
-            &authorities,
+            (&authorities, &delegating),
             &route_cache,
             &timeouts,
             &mut sources,

@@ -1,5 +1,6 @@
-//! The RFC 8693 wire format: encoding the request (§2.1) and judging the response
-//! (§2.2.1 success, §2.2.2 / RFC 6749 §5.2 error). Pure functions, tested with bodies
+//! The token request's wire format: encoding the request (RFC 8693 §2.1, RFC 7523 §2.1,
+//! RFC 6749 §4.4) and judging the response (RFC 8693 §2.2.1 / RFC 6749 §5.1 success,
+//! RFC 8693 §2.2.2 / RFC 6749 §5.2 error). Pure functions, tested with bodies
 //! recorded from real servers' quirks.
 
 use serde::Deserialize;
@@ -7,7 +8,10 @@ use serde::Deserialize;
 use super::Error;
 use crate::client_auth::Authentication;
 use crate::config::model::ExchangeParams;
-use crate::oauth::{GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_TOKEN_EXCHANGE, normalize_scope};
+use crate::oauth::{
+    GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_JWT_BEARER, GRANT_TYPE_TOKEN_EXCHANGE,
+    normalize_scope,
+};
 use crate::secret::Secret;
 
 /// Largest AS response body tokex reads; a token response is a few KiB at most.
@@ -33,8 +37,27 @@ pub enum Grant<'a> {
         subject_token: &'a str,
         actor: Option<(&'a Secret, &'a str)>,
     },
+    /// RFC 7523 §2.1: the caller's JWT as the authorization grant.
+    JwtBearer { assertion: &'a str },
     /// RFC 6749 §4.4: tokex's own token, for requests that act for no user.
     ClientCredentials,
+}
+
+impl Grant<'_> {
+    /// The caller's token this grant carries, if any.
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            Grant::Exchange { subject_token, .. } => Some(subject_token),
+            Grant::JwtBearer { assertion } => Some(assertion),
+            Grant::ClientCredentials => None,
+        }
+    }
+
+    /// Whether the response is an RFC 6749 §5.1 one, which need not name the issued
+    /// token's type (RFC 8693 §2.2.1 requires `issued_token_type`).
+    pub fn issued_type_optional(&self) -> bool {
+        !matches!(self, Grant::Exchange { .. })
+    }
 }
 
 /// The form body (`application/x-www-form-urlencoded`, so `+ / =` in tokens are
@@ -56,6 +79,10 @@ pub fn encode_request(input: &ExchangeInput<'_>) -> (String, Option<Secret>) {
                     .append_pair("actor_token_type", token_type);
             }
         }
+        Grant::JwtBearer { assertion } => {
+            form.append_pair("grant_type", GRANT_TYPE_JWT_BEARER)
+                .append_pair("assertion", assertion);
+        }
         Grant::ClientCredentials => {
             form.append_pair("grant_type", GRANT_TYPE_CLIENT_CREDENTIALS);
         }
@@ -67,6 +94,12 @@ pub fn encode_request(input: &ExchangeInput<'_>) -> (String, Option<Secret>) {
     ] {
         if let Some(v) = value {
             form.append_pair(name, v);
+        }
+    }
+    // The route's extra parameters belong to its exchange, not to tokex's own token.
+    if input.grant.subject().is_some() {
+        for (name, value) in &p.extra_params {
+            form.append_pair(name, value);
         }
     }
     let basic = match input.authentication {
@@ -160,16 +193,16 @@ pub fn parse_response(status: u16, body: &[u8], params: &ExchangeParams) -> Resu
     parse_grant_response(status, body, params, false)
 }
 
-/// As [`parse_response`]; a `client_credentials` response (RFC 6749 §5.1) need not
-/// carry `issued_token_type`.
+/// As [`parse_response`]; a `client_credentials` or `jwt-bearer` response (RFC 6749 §5.1)
+/// need not carry `issued_token_type` (`issued_type_optional`).
 pub fn parse_grant_response(
     status: u16,
     body: &[u8],
     params: &ExchangeParams,
-    client_credentials: bool,
+    issued_type_optional: bool,
 ) -> Result<Issued, Error> {
     match status {
-        200 => validate_success(body, params, client_credentials),
+        200 => validate_success(body, params, issued_type_optional),
         400..=499 if status != 429 => Err(parse_error(status, body)),
         _ => Err(Error::BadResponse(format!("unexpected status {status}"))),
     }
@@ -178,7 +211,7 @@ pub fn parse_grant_response(
 fn validate_success(
     body: &[u8],
     params: &ExchangeParams,
-    client_credentials: bool,
+    issued_type_optional: bool,
 ) -> Result<Issued, Error> {
     let bad = |m: &str| Error::BadResponse(m.to_string());
     let raw: RawSuccess =
@@ -197,7 +230,7 @@ fn validate_success(
     }
     let issued_type = match raw.issued_token_type {
         Some(t) => t,
-        None if client_credentials => params.requested_token_type.clone(),
+        None if issued_type_optional => params.requested_token_type.clone(),
         None => return Err(bad("issued_token_type missing")),
     };
     if issued_type != params.requested_token_type {
@@ -318,11 +351,13 @@ mod tests {
     fn params(scope: Option<&str>) -> ExchangeParams {
         ExchangeParams {
             authority: "as".into(),
+            grant: crate::config::model::Grant::TokenExchange,
             audience: Some("payments".into()),
             resource: Some("https://payments.example/".into()),
             scope: scope.map(String::from),
             subject_token_type: TOKEN_TYPE_ACCESS_TOKEN.into(),
             requested_token_type: TOKEN_TYPE_ACCESS_TOKEN.into(),
+            extra_params: Vec::new(),
             subject_token_from: crate::config::model::SubjectSource::Authorization,
             inject: crate::config::model::Inject {
                 header: http::header::AUTHORIZATION,
@@ -407,6 +442,44 @@ mod tests {
             ]
         );
         assert_eq!(pairs[0].1, "client_credentials");
+    }
+
+    /// A jwt-bearer request carries the assertion and the extra parameters, never a
+    /// token-exchange field; tokex's own client_credentials token leaves the extras out.
+    #[test]
+    fn jwt_bearer_encoding() {
+        let mut p = params(Some("https://graph.microsoft.com/.default"));
+        p.audience = None;
+        p.resource = None;
+        p.extra_params = vec![("requested_token_use".into(), "on_behalf_of".into())];
+        let post = Authentication::Post(Secret::new("pw"));
+        let input = ExchangeInput {
+            grant: Grant::JwtBearer {
+                assertion: "h.p+.s",
+            },
+            params: &p,
+            client_id: "app",
+            authentication: &post,
+        };
+        let (form, _) = encode_request(&input);
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(form.as_bytes())
+            .into_owned()
+            .collect();
+        let expected = [
+            ("grant_type", GRANT_TYPE_JWT_BEARER),
+            ("assertion", "h.p+.s"),
+            ("scope", "https://graph.microsoft.com/.default"),
+            ("requested_token_use", "on_behalf_of"),
+            ("client_id", "app"),
+            ("client_secret", "pw"),
+        ];
+        let got: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (&**k, &**v)).collect();
+        assert_eq!(got, expected);
+        let (form, _) = encode_request(&ExchangeInput {
+            grant: Grant::ClientCredentials,
+            ..input
+        });
+        assert!(!form.contains("requested_token_use"), "{form}");
     }
 
     /// A client_credentials response need not name issued_token_type; an exchange must.

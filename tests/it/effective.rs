@@ -64,7 +64,8 @@ fn shipped_configs_round_trip() {
     round_trip(&path, &[]);
 }
 
-/// A config with every kind of key: the output has each default filled in, inline and
+/// A config with every kind of key (a jwt-bearer route with extra parameters among them,
+/// printed without the token types it refuses): the output has each default filled in, inline and
 /// `${NAME}` secrets as the placeholder, credential files as absolute paths, and a literal
 /// `${` still literal; it round-trips.
 #[test]
@@ -139,6 +140,16 @@ routes:
     upstream: http://127.0.0.1:9
     on_missing_token: client_credentials
     exchange: { authority: jwt, audience: api }
+  - name: obo
+    match: { host: graph.internal }
+    upstream: https://graph.example
+    exchange:
+      authority: file
+      grant: jwt-bearer
+      scope: https://graph.example/.default
+      extra_params:
+        requested_token_use: on_behalf_of
+        tenant: lit$${eral}
   - name: none
     match: { host: status.internal }
     upstream: http://status.example
@@ -193,6 +204,10 @@ tracing: { otlp_endpoint: http://127.0.0.1:4318 }
         "listen: 127.0.0.1:15006".into(),
         "proxy_uid: 65532".into(),
         "unmatched: reject".into(),
+        "grant: jwt-bearer".into(),
+        "grant: token-exchange".into(),
+        "    extra_params:\n      requested_token_use: on_behalf_of\n      tenant: lit$${eral}"
+            .into(),
     ] {
         assert!(out.contains(&expected), "no `{expected}` in:\n{out}");
     }

@@ -89,7 +89,7 @@ routes:\n",
         Some("exchange_denied")
     );
     std::fs::write(tokex.dir.path().join("tokex.yaml"), "routes: [ oops").unwrap();
-    assert!(tokex.proxy.reload_from_source().is_err());
+    assert!(tokex.proxy.reload_from_source().await.is_err());
     tokex.metrics().await
 }
 

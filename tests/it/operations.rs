@@ -86,7 +86,7 @@ async fn reload_swaps_routes_and_keeps_old_on_error() {
         "routes: [ {name: broken, upstream: 'ftp://x', exchange: none} ]\n",
     )
     .unwrap();
-    let err = tokex.proxy.reload_from_source().unwrap_err();
+    let err = tokex.proxy.reload_from_source().await.unwrap_err();
     assert!(
         err.contains("tokex.yaml:1:") && err.contains("routes[0].upstream"),
         "{err}"
@@ -115,7 +115,7 @@ async fn reload_swaps_routes_and_keeps_old_on_error() {
         format!("listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n{renamed}"),
     )
     .unwrap();
-    tokex.proxy.reload_from_source().unwrap();
+    tokex.proxy.reload_from_source().await.unwrap();
     let m = tokex.metrics().await;
     assert!(m.contains("tokex_config_last_reload_successful 1\n"), "{m}");
 }

@@ -277,7 +277,7 @@ async fn reloads_under_load_fail_no_request() {
             format!("listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\n{variant}"),
         )
         .unwrap();
-        tokex.proxy.reload_from_source().unwrap();
+        tokex.proxy.reload_from_source().await.unwrap();
         // Two more requests per client: at least one of them began after the reload.
         let at_reload = progress();
         eventually("every client served after the reload", async || {

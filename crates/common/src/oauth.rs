@@ -1,7 +1,7 @@
 //! The OAuth 2.0 vocabulary both sides of a token request share: the sidecar's exchange
 //! client and client authentication, and the embedded STS.
 //!
-//! Grant types (RFC 6749 §4.4, RFC 8693 §2.1), token type identifiers (RFC 8693 §3), the
+//! Grant types (RFC 6749 §4.4, RFC 8693 §2.1, RFC 7523 §2.1), token type identifiers (RFC 8693 §3), the
 //! JWT client assertion type (RFC 7523 §2.2), scope syntax (RFC 6749 §3.3) and error code
 //! syntax (RFC 6749 §5.2).
 
@@ -10,6 +10,9 @@ pub const GRANT_TYPE_CLIENT_CREDENTIALS: &str = "client_credentials";
 
 /// RFC 8693 §2.1 `grant_type`.
 pub const GRANT_TYPE_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
+/// RFC 7523 §2.1 `grant_type`: a JWT presented as an authorization grant.
+pub const GRANT_TYPE_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// RFC 8693 §3 token type identifiers.
 pub const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";

@@ -36,7 +36,9 @@ pub(super) struct PrintedTransparent {
 
 #[derive(Serialize)]
 pub(super) struct PrintedAuthority {
-    pub(super) token_endpoint: String,
+    /// Absent: read from the issuer's metadata when tokex runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) token_endpoint: Option<String>,
     pub(super) allow_insecure_http: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) issuer: Option<String>,
@@ -94,12 +96,14 @@ pub(super) enum PrintedExchange {
     Spec(Ordered<PrintedValue>),
 }
 
-/// One exchange parameter: a string, or a small map (`subject_token_from`, `inject`).
+/// One exchange parameter: a string, a small map (`subject_token_from`, `inject`), or
+/// the named `extra_params`.
 #[derive(Serialize)]
 #[serde(untagged)]
 pub(super) enum PrintedValue {
     Text(String),
     Map(Ordered<String>),
+    Named(std::collections::BTreeMap<String, String>),
 }
 
 #[derive(Serialize)]

@@ -10,12 +10,14 @@ use tokex_common::values::{Dur, HttpUrl, PathText, Text};
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileAuthority {
-    #[schemars(with = "HttpUrl")]
-    pub token_endpoint: Spanned<HttpUrl>,
+    /// Left out: read from the `issuer`'s RFC 8414 / OpenID metadata at start and reload.
+    #[schemars(with = "Option<HttpUrl>")]
+    pub token_endpoint: Option<Spanned<HttpUrl>>,
     /// Allow a plain `http` token endpoint on a non-loopback host.
     #[serde(default)]
     pub allow_insecure_http: bool,
-    pub issuer: Option<Text>,
+    #[schemars(with = "Option<Text>")]
+    pub issuer: Option<Spanned<Text>>,
     pub client_id: Text,
     pub auth: FileAuth,
     pub actor_token: Option<FileActorToken>,

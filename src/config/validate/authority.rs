@@ -12,7 +12,7 @@ use crate::config::model::{Actor, ActorToken, Authority, BreakerSettings};
 use crate::credentials::parse_secret;
 use crate::oauth::TOKEN_TYPE_JWT;
 use tokex_common::offline;
-use tokex_common::values::format_duration;
+use tokex_common::values::{Text, format_duration};
 
 pub(super) fn authority(
     name: &str,
@@ -24,18 +24,32 @@ pub(super) fn authority(
     if a.client_id.0.is_empty() {
         return Err(at(spanned, format!("{path}.client_id must not be empty")));
     }
-    let endpoint = &a.token_endpoint.value.0;
-    if !a.allow_insecure_http && !secure_transport(endpoint) {
-        return Err(at(
-            &a.token_endpoint,
-            format!(
-                "{path}.token_endpoint: `{endpoint}` is plain http to a host that is not loopback: \
-                 client secrets and subject tokens would cross the network in clear; use https \
-                 (or set allow_insecure_http: true on this authority)"
-            ),
-        ));
-    }
-    let issuer = a.issuer.as_ref().map(|t| t.0.clone());
+    let discover = match (&a.token_endpoint, &a.issuer) {
+        (Some(endpoint), _) => {
+            let url = &endpoint.value.0;
+            if !a.allow_insecure_http && !secure_transport(url) {
+                return Err(at(
+                    endpoint,
+                    format!(
+                        "{path}.token_endpoint: `{url}` is plain http to a host that is not loopback: \
+                         client secrets and subject tokens would cross the network in clear; use https \
+                         (or set allow_insecure_http: true on this authority)"
+                    ),
+                ));
+            }
+            None
+        }
+        (None, Some(issuer)) => Some(issuer_url(issuer, a.allow_insecure_http, &path)?),
+        (None, None) => {
+            return Err(at(
+                spanned,
+                format!(
+                    "{path}: give token_endpoint, or issuer to read it from the authority's metadata"
+                ),
+            ));
+        }
+    };
+    let issuer = a.issuer.as_ref().map(|t| t.value.0.clone());
     let audience = assertion_audience(a);
     if audience.is_empty() {
         return Err(at(
@@ -101,7 +115,13 @@ pub(super) fn authority(
     };
     Ok(Authority {
         name: name.to_string(),
-        token_endpoint: endpoint.to_string(),
+        // Filled in from the metadata (crate::discovery) before the config runs.
+        token_endpoint: a
+            .token_endpoint
+            .as_ref()
+            .map_or_else(String::new, |e| e.value.0.to_string()),
+        discover,
+        discovered_auth_methods: Vec::new(),
         allow_insecure_http: a.allow_insecure_http,
         issuer,
         client_id: a.client_id.0.clone(),
@@ -120,12 +140,43 @@ pub(super) fn authority(
 /// else the token endpoint URL, which RFC 7523 §3 names. `auth.audience` covers an AS that
 /// expects something else.
 pub(in crate::config) fn assertion_audience(a: &FileAuthority) -> String {
-    let explicit = a.auth.audience.as_ref().or(a.issuer.as_ref());
-    explicit.map_or_else(|| a.token_endpoint.value.0.to_string(), |t| t.0.clone())
+    let explicit = a
+        .auth
+        .audience
+        .as_ref()
+        .or(a.issuer.as_ref().map(|i| &i.value));
+    let endpoint = a.token_endpoint.as_ref().map(|e| e.value.0.to_string());
+    // Validation requires an issuer where there is no endpoint.
+    explicit.map_or_else(|| endpoint.unwrap_or_default(), |t| t.0.clone())
+}
+
+/// RFC 8414 §2: an issuer to discover from is an `https` URL (or `http` on loopback, as
+/// token endpoints) with no query or fragment.
+fn issuer_url(issuer: &Spanned<Text>, insecure: bool, path: &str) -> Result<url::Url, Invalid> {
+    let raw = &issuer.value.0;
+    let bad = |m: String| at(issuer, format!("{path}.issuer: {m}"));
+    if offline::unresolved(raw) {
+        return url::Url::parse("https://unresolved.invalid/").map_err(|e| bad(e.to_string()));
+    }
+    let url = url::Url::parse(raw).map_err(|_| bad(format!("`{raw}` is not a URL")))?;
+    if !matches!(url.scheme(), "https" | "http")
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(bad(format!(
+            "`{raw}` must be an https URL without query or fragment (RFC 8414 §2)"
+        )));
+    }
+    if !insecure && !secure_transport(&url) {
+        return Err(bad(format!(
+            "`{raw}` is plain http to a host that is not loopback; use https (or set allow_insecure_http: true)"
+        )));
+    }
+    Ok(url)
 }
 
 /// `https`, or `http` that never leaves the machine: 127.0.0.0/8, `::1` or `localhost`.
-fn secure_transport(url: &url::Url) -> bool {
+pub(crate) fn secure_transport(url: &url::Url) -> bool {
     match url.host() {
         _ if url.scheme() == "https" => true,
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),

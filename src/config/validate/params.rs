@@ -1,6 +1,6 @@
-//! A route's RFC 8693 §2.1 exchange parameters: audience and resource (RFC 8707), scope
-//! (RFC 6749 §3.3), token types, where the subject token comes from and where the issued
-//! one goes.
+//! A route's exchange parameters: the grant (RFC 8693 §2.1 token exchange or RFC 7523 §2.1
+//! jwt-bearer), audience and resource (RFC 8707), scope (RFC 6749 §3.3), token types, extra
+//! form parameters, where the subject token comes from and where the issued one goes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,14 +8,16 @@ use std::sync::Arc;
 use serde_saphyr::Spanned;
 
 use super::{Invalid, absolute_uri, at};
-use crate::config::model::{Authority, ExchangeParams, Inject, SubjectSource};
-use crate::oauth::{TOKEN_TYPE_ACCESS_TOKEN, normalize_scope};
+use crate::config::file::{FileExchangeSpec, FileGrant};
+use crate::config::model::{Authority, ExchangeParams, Grant, Inject, SubjectSource};
+use crate::oauth::{TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT, normalize_scope};
 use tokex_common::values::Text;
 
 pub(super) fn exchange_params(
-    spec: &crate::config::file::FileExchangeSpec,
+    spec: &FileExchangeSpec,
     path: &str,
     authorities: &BTreeMap<String, Arc<Authority>>,
+    delegating: &[&str],
 ) -> Result<ExchangeParams, Invalid> {
     let authority = spec.authority.value.0.clone();
     if !authorities.contains_key(&authority) {
@@ -32,7 +34,16 @@ pub(super) fn exchange_params(
             ),
         ));
     }
-    if spec.audience.is_none() && spec.resource.is_none() {
+    let grant = grant(spec, path, delegating.contains(&authority.as_str()))?;
+    if grant == Grant::JwtBearer && spec.scope.is_none() && spec.resource.is_none() {
+        return Err(at(
+            &spec.authority,
+            format!(
+                "{path}.exchange: give scope and/or resource, so the issued token is narrowed to the target"
+            ),
+        ));
+    }
+    if grant == Grant::TokenExchange && spec.audience.is_none() && spec.resource.is_none() {
         return Err(at(
             &spec.authority,
             format!(
@@ -48,16 +59,32 @@ pub(super) fn exchange_params(
             })
             .transpose()
     };
-    let token_type = |v: &Option<Spanned<Text>>, key: &str| {
-        opt(v, key, absolute_uri).map(|t| t.unwrap_or_else(|| TOKEN_TYPE_ACCESS_TOKEN.to_string()))
+    let token_type = |v: &Option<Spanned<Text>>, key: &str, default: &str| {
+        opt(v, key, absolute_uri).map(|t| t.unwrap_or_else(|| default.to_string()))
+    };
+    // A jwt-bearer assertion is a JWT (RFC 7523 §2.1) and its response an RFC 6749 §5.1
+    // access token response; neither type is configurable there.
+    let subject_default = match grant {
+        Grant::TokenExchange => TOKEN_TYPE_ACCESS_TOKEN,
+        Grant::JwtBearer => TOKEN_TYPE_JWT,
     };
     Ok(ExchangeParams {
         authority,
+        grant,
         audience: opt(&spec.audience, "audience", non_empty)?,
         resource: opt(&spec.resource, "resource", resource_uri)?,
         scope: opt(&spec.scope, "scope", normalize_scope)?,
-        subject_token_type: token_type(&spec.subject_token_type, "subject_token_type")?,
-        requested_token_type: token_type(&spec.requested_token_type, "requested_token_type")?,
+        subject_token_type: token_type(
+            &spec.subject_token_type,
+            "subject_token_type",
+            subject_default,
+        )?,
+        requested_token_type: token_type(
+            &spec.requested_token_type,
+            "requested_token_type",
+            TOKEN_TYPE_ACCESS_TOKEN,
+        )?,
+        extra_params: extra_params(spec.extra_params.as_ref(), path)?,
         subject_token_from: subject_source(spec.subject_token_from.as_ref()).map_err(|m| {
             at(
                 &spec.authority,
@@ -67,6 +94,114 @@ pub(super) fn exchange_params(
         inject: inject(spec.inject.as_ref())
             .map_err(|m| at(&spec.authority, format!("{path}.exchange.inject: {m}")))?,
     })
+}
+
+/// The grant, and the refusal of what only token exchange has: a jwt-bearer request
+/// carries one JWT and nothing else of the caller's (RFC 7523 §2.1 defines no audience,
+/// token types or actor).
+fn grant(spec: &FileExchangeSpec, path: &str, delegating: bool) -> Result<Grant, Invalid> {
+    let Some(g) = &spec.grant else {
+        return Ok(Grant::TokenExchange);
+    };
+    if g.value == FileGrant::TokenExchange {
+        return Ok(Grant::TokenExchange);
+    }
+    let only_exchange = [
+        (
+            "audience",
+            &spec.audience,
+            "for jwt-bearer give scope and/or resource",
+        ),
+        (
+            "subject_token_type",
+            &spec.subject_token_type,
+            "the assertion is always a JWT",
+        ),
+        (
+            "requested_token_type",
+            &spec.requested_token_type,
+            "jwt-bearer issues an access token",
+        ),
+    ];
+    for (key, value, hint) in only_exchange {
+        if let Some(v) = value {
+            return Err(at(
+                v,
+                format!(
+                    "{path}.exchange.{key}: a token-exchange parameter, not sent with grant jwt-bearer ({hint})"
+                ),
+            ));
+        }
+    }
+    if delegating {
+        return Err(at(
+            g,
+            format!(
+                "{path}.exchange.grant: jwt-bearer has no actor token, but authority `{}` sets actor_token",
+                spec.authority.value.0
+            ),
+        ));
+    }
+    Ok(Grant::JwtBearer)
+}
+
+/// The form parameters tokex writes itself; `extra_params` may not repeat or replace one.
+pub(super) const OWN_PARAMS: [&str; 14] = [
+    "grant_type",
+    "subject_token",
+    "subject_token_type",
+    "actor_token",
+    "actor_token_type",
+    "requested_token_type",
+    "audience",
+    "resource",
+    "scope",
+    "assertion",
+    "client_id",
+    "client_secret",
+    "client_assertion",
+    "client_assertion_type",
+];
+
+/// `extra_params`: names are RFC 6749 §8.2 parameter names (`-`, `.`, `_`, digits,
+/// letters), none tokex sets; values are non-empty and free of control characters.
+pub(super) fn extra_params(
+    params: Option<&BTreeMap<String, Spanned<Text>>>,
+    path: &str,
+) -> Result<Vec<(String, String)>, Invalid> {
+    let mut out = Vec::new();
+    for (name, value) in params.into_iter().flatten() {
+        let key = format!("{path}.exchange.extra_params.{name}");
+        let name_ok = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+        if !name_ok {
+            return Err(at(
+                value,
+                format!(
+                    "{key}: `{name}` is not a form parameter name (letters, digits, `-`, `.`, `_`)"
+                ),
+            ));
+        }
+        if OWN_PARAMS.contains(&name.as_str()) {
+            return Err(at(
+                value,
+                format!(
+                    "{key}: tokex sets `{name}` itself; give it with its own key or not at all"
+                ),
+            ));
+        }
+        let v = &value.value.0;
+        if v.is_empty() || v.chars().any(char::is_control) {
+            return Err(at(
+                value,
+                format!("{key}: the value must be non-empty, without control characters"),
+            ));
+        }
+        out.push((name.clone(), v.clone()));
+    }
+    Ok(out)
 }
 
 /// Headers that can never carry or receive a token: connection-level or routing fields.

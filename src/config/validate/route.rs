@@ -17,7 +17,8 @@ use crate::config::model::{
 pub(super) fn route(
     i: usize,
     spanned: &Spanned<FileRoute>,
-    authorities: &BTreeMap<String, Arc<Authority>>,
+    // The authorities, and the names of those that send an actor token.
+    (authorities, delegating): (&BTreeMap<String, Arc<Authority>>, &[&str]),
     // The cache section with this route's overrides applied.
     cache: &CacheSettings,
     timeouts: &Timeouts,
@@ -93,7 +94,12 @@ pub(super) fn route(
     }
     let exchange = match &r.exchange {
         FileExchange::None => None,
-        FileExchange::Spec(spec) => Some(super::params::exchange_params(spec, &path, authorities)?),
+        FileExchange::Spec(spec) => Some(super::params::exchange_params(
+            spec,
+            &path,
+            authorities,
+            delegating,
+        )?),
     };
     Ok(Route {
         name,

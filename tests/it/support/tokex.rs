@@ -32,6 +32,9 @@ impl Tokex {
         let path = dir.path().join("tokex.yaml");
         std::fs::write(&path, &text).unwrap();
         let config = tokex::config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let config = tokex::discovery::resolve(config, None, |_| {})
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
         let proxy = Proxy::new(config).unwrap();
         let listeners = Listeners::bind(
             "127.0.0.1:0".parse().unwrap(),
