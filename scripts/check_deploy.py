@@ -770,8 +770,9 @@ def manifests(tokex, work, files):
     placeholders = Placeholders(work)
     problems, seen, workloads = [], set(), 0
     loaded = [(f, load_docs(f)) for f in files]
-    # The files are one set of manifests: a pod may mount a ConfigMap another file holds
-    # (the injection webhook's golden pods keep theirs beside them).
+    # A pod may mount a ConfigMap another file holds (the injection webhook's golden pods
+    # keep theirs beside them); its own file's wins, since renderings of one chart with
+    # other values name their ConfigMaps alike.
     every_configmap = {d["metadata"]["name"]: d for _, docs in loaded for d in docs
                        if d.get("kind") == "ConfigMap"}
     for f, docs in loaded:
@@ -786,7 +787,7 @@ def manifests(tokex, work, files):
                        (pod.get("containers") or [])):
                 continue
             workloads += 1
-            p, configs = check_workload(d, pod, every_configmap, source)
+            p, configs = check_workload(d, pod, {**every_configmap, **configmaps}, source)
             problems += p
             to_check += configs
         # Every tokex config in a ConfigMap, also one no workload in this file mounts.
