@@ -65,6 +65,8 @@ struct FileTrust {
     issuer: Option<Text>,
     jwks_url: Option<HttpUrl>,
     jwks_file: Option<Spanned<PathText>>,
+    /// Omitted: the issuer's tokens count only as authorization grants (jwt-bearer).
+    #[serde(default)]
     audiences: Vec<Text>,
 }
 
@@ -74,6 +76,8 @@ struct FileTrust {
 pub enum Grant {
     ClientCredentials,
     TokenExchange,
+    /// RFC 7523 §2.1: a JWT from a trusted issuer, addressed to this realm, as the grant.
+    JwtBearer,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,7 +143,8 @@ pub struct TrustConfig {
     pub source: TrustSource,
     /// Required unless the source is a realm (whose issuer is known).
     pub issuer: Option<String>,
-    /// A trusted token must be addressed to one of these.
+    /// A trusted subject or actor token must be addressed to one of these; none: the
+    /// issuer's tokens are accepted only as authorization grants addressed to the realm.
     pub audiences: Vec<String>,
 }
 
@@ -216,11 +221,8 @@ fn validate(file: FileSts, base: &Path) -> Result<StsConfig, Invalid> {
                     format!("{tp}.issuer is required with jwks_url or jwks_file"),
                 ));
             }
-            if v.audiences.is_empty() {
-                return Err(at(
-                    t,
-                    format!("{tp}.audiences must name at least one audience"),
-                ));
+            if v.audiences.iter().any(|a| a.0.is_empty()) {
+                return Err(at(t, format!("{tp}.audiences: an audience is never empty")));
             }
             trust.push(TrustConfig {
                 source,

@@ -1,10 +1,13 @@
 //! The token endpoint of a realm: client authentication (RFC 6749 §2.3, RFC 7523) and
-//! the grants: `client_credentials` and token exchange (RFC 8693 §2).
+//! the grants: `client_credentials`, token exchange (RFC 8693 §2) and the jwt-bearer
+//! authorization grant (RFC 7523 §2.1, in [`jwt_bearer`]).
 //!
 //! Errors follow RFC 6749 §5.2 and RFC 8693 §2.2.2: `invalid_request` for malformed,
 //! bad or untrusted subject/actor tokens, `invalid_target` for audiences or resources
 //! the client may not ask for, `invalid_scope`, `invalid_client` (401),
 //! `unauthorized_client`, `unsupported_grant_type`.
+
+mod jwt_bearer;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -16,8 +19,8 @@ use super::config::{ClientConfig, Grant};
 use super::policy::{self, RESERVED};
 use super::{Realm, Sts, verify};
 use tokex_common::oauth::{
-    CLIENT_ASSERTION_TYPE_JWT_BEARER, GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_TOKEN_EXCHANGE,
-    TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT,
+    CLIENT_ASSERTION_TYPE_JWT_BEARER, GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_JWT_BEARER,
+    GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT,
 };
 
 /// An OAuth error response.
@@ -93,10 +96,11 @@ pub async fn token(
     let grant = match grant_type {
         GRANT_TYPE_CLIENT_CREDENTIALS => Grant::ClientCredentials,
         GRANT_TYPE_TOKEN_EXCHANGE => Grant::TokenExchange,
+        GRANT_TYPE_JWT_BEARER => Grant::JwtBearer,
         _ => {
             return Err(err(
                 "unsupported_grant_type",
-                "supported: client_credentials, token exchange",
+                "supported: client_credentials, token exchange, jwt-bearer",
             ));
         }
     };
@@ -109,6 +113,7 @@ pub async fn token(
     match grant {
         Grant::ClientCredentials => client_credentials(realm, client, &form),
         Grant::TokenExchange => exchange(sts, realm, client, &form).await,
+        Grant::JwtBearer => jwt_bearer::grant(sts, realm, client, &form).await,
     }
 }
 

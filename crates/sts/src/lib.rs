@@ -38,7 +38,9 @@ use tokio::net::TcpListener;
 use self::config::{RealmConfig, StsConfig, TrustSource};
 use self::keys::{KeyError, SigningKey};
 use self::verify::{Keys, Trusted};
-use tokex_common::oauth::{GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_TOKEN_EXCHANGE};
+use tokex_common::oauth::{
+    GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_JWT_BEARER, GRANT_TYPE_TOKEN_EXCHANGE,
+};
 
 /// Largest token request body accepted.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -299,7 +301,7 @@ fn metadata(realm: &Realm) -> Value {
         "issuer": realm.issuer,
         "token_endpoint": format!("{}/token", realm.url),
         "jwks_uri": format!("{}/jwks", realm.url),
-        "grant_types_supported": [GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_TOKEN_EXCHANGE],
+        "grant_types_supported": [GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_TOKEN_EXCHANGE, GRANT_TYPE_JWT_BEARER],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "PS256", "EdDSA"],
         "response_types_supported": [],

@@ -57,6 +57,28 @@ pub async fn verify(
     token: &str,
     http: &reqwest::Client,
 ) -> Result<Verified, String> {
+    verify_for(trusted, token, http, None).await
+}
+
+/// Verifies an authorization grant (RFC 7523 §3): a token from a trusted issuer whose
+/// `aud` names this realm, one of `realm` (its issuer and token endpoint URL), whatever
+/// audiences the trust relationship accepts for subject tokens. A user's token for an
+/// API is no grant.
+pub async fn verify_grant(
+    trusted: &[Trusted],
+    token: &str,
+    http: &reqwest::Client,
+    realm: &[&str],
+) -> Result<Verified, String> {
+    verify_for(trusted, token, http, Some(realm)).await
+}
+
+async fn verify_for(
+    trusted: &[Trusted],
+    token: &str,
+    http: &reqwest::Client,
+    audiences: Option<&[&str]>,
+) -> Result<Verified, String> {
     let unverified: Map<String, Value> = jsonwebtoken::dangerous::insecure_decode_claims(token)
         .map_err(|_| "not a JWT".to_string())?;
     let iss = unverified
@@ -67,6 +89,11 @@ pub async fn verify(
         .iter()
         .find(|t| t.issuer == iss)
         .ok_or_else(|| format!("issuer {iss:.100} is not trusted"))?;
+    if audiences.is_none() && t.audiences.is_empty() {
+        return Err(format!(
+            "issuer {iss:.100} is trusted for authorization grants only"
+        ));
+    }
     let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed JWT header")?;
     let (alg, key) = t
         .keys
@@ -76,7 +103,10 @@ pub async fn verify(
     v.leeway = LEEWAY_SECS;
     v.validate_nbf = true;
     v.set_issuer(&[&t.issuer]);
-    v.set_audience(&t.audiences);
+    match audiences {
+        Some(realm) => v.set_audience(realm),
+        None => v.set_audience(&t.audiences),
+    }
     v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &v)
         .map_err(|e| format!("verification failed: {e}"))?;

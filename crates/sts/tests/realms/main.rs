@@ -5,6 +5,7 @@
 //! it (and itself, and a test IdP whose JWKS is a file), holding scope mappings and claim
 //! rules. Tokens are checked by decoding them; the JWKS test verifies the signature.
 
+mod chaining;
 mod client_auth;
 mod exchange;
 mod federation;
