@@ -85,6 +85,8 @@ pub struct Event<'a> {
 impl Event<'_> {
     pub fn emit(&self) {
         let p = self.params;
+        // A chain's first leg: where the grant the route's authority accepted came from.
+        let first = p.and_then(|p| p.first_leg.as_deref());
         let s = self.subject;
         let act = self
             .record
@@ -94,6 +96,8 @@ impl Event<'_> {
             target: TARGET,
             route = self.route,
             authority = p.map(|p| p.authority.as_str()),
+            first_authority = first.map(|l| l.authority.as_str()),
+            first_audience = first.and_then(|l| l.audience.as_deref()),
             grant = match p.map(|p| p.grant) {
                 _ if self.own_token => "client_credentials",
                 Some(Grant::JwtBearer) => "jwt_bearer",

@@ -50,6 +50,13 @@ pub enum Error {
     Overloaded,
     #[error("tokex cannot authenticate: {0}")]
     Misconfigured(String),
+    /// One leg of a chained exchange failed: which, and at which authority.
+    #[error("{leg} leg, at authority {authority}: {error}")]
+    Leg {
+        leg: &'static str,
+        authority: String,
+        error: Box<Error>,
+    },
 }
 
 fn said(description: &Option<String>) -> String {
@@ -59,6 +66,14 @@ fn said(description: &Option<String>) -> String {
 }
 
 impl Error {
+    /// The failure itself, without the leg of a chain it happened on.
+    pub fn cause(&self) -> &Error {
+        match self {
+            Error::Leg { error, .. } => error.cause(),
+            other => other,
+        }
+    }
+
     /// The error-table row for this failure.
     pub fn code(&self) -> Code {
         match self {
@@ -67,6 +82,7 @@ impl Error {
             Error::BadResponse(_) => Code::BadExchangeResponse,
             Error::Overloaded => Code::Overloaded,
             Error::Misconfigured(_) => Code::ExchangeMisconfigured,
+            Error::Leg { error, .. } => error.code(),
         }
     }
 
@@ -75,22 +91,28 @@ impl Error {
     }
 
     fn retry_after(&self) -> Option<u64> {
-        match self {
+        match self.cause() {
             Error::Unavailable { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
 }
 
+/// What the app is told about a failed exchange; the cause stays in the log.
+fn told(e: &Error) -> &'static str {
+    match e {
+        Error::Refused { .. } => "the authorization server refused the token exchange",
+        Error::Unavailable { .. } => "the authorization server is unavailable",
+        Error::BadResponse(_) => "the authorization server sent an unusable token response",
+        Error::Overloaded => "too many token exchanges in flight",
+        Error::Misconfigured(_) => "tokex cannot authenticate to the authorization server",
+        Error::Leg { error, .. } => told(error),
+    }
+}
+
 impl From<&Error> for ProxyError {
-    fn from(e: &Error) -> Self {
-        let description = match e {
-            Error::Refused { .. } => "the authorization server refused the token exchange",
-            Error::Unavailable { .. } => "the authorization server is unavailable",
-            Error::BadResponse(_) => "the authorization server sent an unusable token response",
-            Error::Overloaded => "too many token exchanges in flight",
-            Error::Misconfigured(_) => "tokex cannot authenticate to the authorization server",
-        };
+    fn from(whole: &Error) -> Self {
+        let e = whole.cause();
         let authority_error = match e {
             Error::Refused { oauth_error, .. } => Some(oauth_error.clone()),
             Error::Unavailable { oauth_error, .. } => oauth_error.clone(),
@@ -98,12 +120,12 @@ impl From<&Error> for ProxyError {
         };
         ProxyError {
             code: e.code(),
-            description: description.into(),
+            description: told(e).into(),
             authority_error,
             retry_after: e.retry_after(),
             abort: false,
             close: false,
-            cause: Some(e.to_string().into()),
+            cause: Some(whole.to_string().into()),
         }
     }
 }

@@ -32,6 +32,8 @@ use crate::routing;
 use crate::session::Session;
 use crate::upstream::{Sent, UpstreamBody};
 
+mod build;
+mod chain;
 mod destination;
 mod fleet;
 mod passthrough;
@@ -88,10 +90,13 @@ struct RouteRuntime {
 
 #[derive(Clone)]
 struct RouteExchange {
+    /// The route's authority; on a chain, the second leg's.
     client: Arc<ExchangeClient>,
     keys: KeyBuilder,
     /// The second cache level, when configured and this authority's tokens may be shared.
     shared: Option<Arc<crate::cache::shared::SharedCache>>,
+    /// On a chain, the first leg.
+    first: Option<Arc<chain::FirstLeg>>,
 }
 
 impl Proxy {
@@ -328,43 +333,7 @@ impl Runtime {
                 .map_err(|e| BuildError::UpstreamTls(route.name.clone(), e))?;
             let exchange = match &route.exchange {
                 None => None,
-                Some(p) => {
-                    // Validation guarantees the authority exists; a miss here is a bug we
-                    // still refuse to turn into a panic.
-                    let client = clients.get(&p.authority).cloned().ok_or_else(|| {
-                        BuildError::Cache(format!(
-                            "route {} names unknown authority {}",
-                            route.name, p.authority
-                        ))
-                    })?;
-                    let a = client.authority();
-                    let extras = p.extra_params.len().to_string();
-                    let mut fields = vec![
-                        &*a.name,
-                        &a.token_endpoint,
-                        &a.client_id,
-                        p.grant.as_str(),
-                        &p.subject_token_type,
-                        p.audience.as_deref().unwrap_or(""),
-                        p.resource.as_deref().unwrap_or(""),
-                        p.scope.as_deref().unwrap_or(""),
-                        &p.requested_token_type,
-                        p.inject.scheme.as_deref().unwrap_or(""),
-                        &extras,
-                    ];
-                    for (name, value) in &p.extra_params {
-                        fields.extend([name.as_str(), value.as_str()]);
-                    }
-                    let keys = cache.key_builder(&fields);
-                    let shared = shared
-                        .clone()
-                        .filter(|_| crate::cache::shared::may_share(a));
-                    Some(RouteExchange {
-                        client,
-                        keys,
-                        shared,
-                    })
-                }
+                Some(p) => Some(RouteExchange::build(route, p, &clients, cache, &shared)?),
             };
             let metrics = RouteMetrics::new(metrics, &route.name);
             routes.push(RouteRuntime {

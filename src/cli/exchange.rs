@@ -57,14 +57,22 @@ pub async fn exchange(path: &Path, route_name: &str) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let permits = Arc::new(tokio::sync::Semaphore::new(1));
-    let client = match ExchangeClient::new(authority.clone(), permits, Arc::new(Metrics::default()))
-    {
+    let client = match client_for(&config, &params.authority) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(EXIT_CONFIG);
         }
+    };
+    let first = match params.first_leg.as_deref() {
+        None => None,
+        Some(leg) => match client_for(&config, &leg.authority) {
+            Ok(c) => Some((c, leg)),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
     };
     let now = tokex::clock::unix_now();
     let subject_exp = tokex::jwt::unverified_exp(token.expose());
@@ -72,7 +80,18 @@ pub async fn exchange(path: &Path, route_name: &str) -> ExitCode {
         eprintln!("invalid_token: the subject token has expired");
         return ExitCode::from(EXIT_RUNTIME);
     }
-    match client.exchange(token.expose(), params).await {
+    // A chain: the first leg's grant is the second leg's assertion.
+    let grant = match &first {
+        None => None,
+        Some((first, leg)) => match first.exchange(token.expose(), leg).await {
+            Ok(grant) => Some(grant),
+            Err(e) => return failed(&e, "first leg: "),
+        },
+    };
+    let assertion = grant
+        .as_ref()
+        .map_or(token.expose(), |g| g.access_token.expose());
+    match client.exchange(assertion, params).await {
         Ok(issued) => {
             let issued_exp = tokex::jwt::unverified_exp(issued.access_token.expose());
             let bounds = tokex::cache::Bounds {
@@ -81,7 +100,7 @@ pub async fn exchange(path: &Path, route_name: &str) -> ExitCode {
                 issued_exp,
                 subject_exp,
             };
-            let report = serde_json::json!({
+            let mut report = serde_json::json!({
                 "route": route.name,
                 "authority": authority.name,
                 "issued_token_type": issued.issued_token_type,
@@ -90,19 +109,40 @@ pub async fn exchange(path: &Path, route_name: &str) -> ExitCode {
                 "cache_ttl_seconds": tokex::cache::lifetime(bounds, &route.cache).as_secs(),
                 "claims": tokex::jwt::unverified_claims(issued.access_token.expose()),
             });
+            if let (Some((first, _)), Some(grant)) = (&first, &grant) {
+                report["first_leg"] = serde_json::json!({
+                    "authority": first.authority().name,
+                    "issued_token_type": grant.issued_token_type,
+                    "expires_in": grant.expires_in,
+                    "claims": tokex::jwt::unverified_claims(grant.access_token.expose()),
+                });
+            }
             println!(
                 "{}",
                 serde_json::to_string_pretty(&report).unwrap_or_default()
             );
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            // The error's text carries the AS's error_description, tokens cut out.
-            let p = tokex::error::ProxyError::from(&e);
-            eprintln!("{}: {e}", p.code.as_str());
-            ExitCode::from(EXIT_RUNTIME)
-        }
+        Err(e) => failed(&e, if first.is_some() { "second leg: " } else { "" }),
     }
+}
+
+/// The error's text carries the AS's error_description, tokens cut out.
+fn failed(e: &tokex::exchange::Error, leg: &str) -> ExitCode {
+    let p = tokex::error::ProxyError::from(e);
+    eprintln!("{}: {leg}{e}", p.code.as_str());
+    ExitCode::from(EXIT_RUNTIME)
+}
+
+/// The exchange client for authority `name` of `config`.
+fn client_for(config: &Config, name: &str) -> Result<ExchangeClient, String> {
+    let authority = config
+        .authorities
+        .get(name)
+        .ok_or_else(|| format!("unknown authority {name}"))?;
+    let permits = Arc::new(tokio::sync::Semaphore::new(1));
+    ExchangeClient::new(authority.clone(), permits, Arc::new(Metrics::default()))
+        .map_err(|e| e.to_string())
 }
 
 /// The names a `--route` can take, for a mistyped one.

@@ -229,30 +229,13 @@ fn exchange(r: &Route) -> PrintedExchange {
     let Some(e) = &r.exchange else {
         return PrintedExchange::None("none");
     };
-    let mut spec = Ordered::default();
-    let mut put = |key, value: Option<&str>| {
-        if let Some(v) = value {
-            spec.insert(key, PrintedValue::Text(text(v)));
-        }
+    let mut spec = match e.first_leg.as_deref() {
+        None => leg(e, true),
+        Some(first) => Ordered::from([(
+            "chain",
+            PrintedValue::Legs(vec![leg(first, false), leg(e, false)]),
+        )]),
     };
-    put("authority", Some(&e.authority));
-    put("grant", Some(e.grant.as_str()));
-    put("audience", e.audience.as_deref());
-    put("resource", e.resource.as_deref());
-    put("scope", e.scope.as_deref());
-    // jwt-bearer fixes both types, and refuses them written.
-    if e.grant == Grant::TokenExchange {
-        put("subject_token_type", Some(&e.subject_token_type));
-        put("requested_token_type", Some(&e.requested_token_type));
-    }
-    if !e.extra_params.is_empty() {
-        let extra = e
-            .extra_params
-            .iter()
-            .map(|(k, v)| (k.clone(), text(v)))
-            .collect();
-        spec.insert("extra_params", PrintedValue::Named(extra));
-    }
     let from = match &e.subject_token_from {
         SubjectSource::Authorization => ("header", "Authorization".to_string()),
         SubjectSource::Header(h) => ("header", h.as_str().to_string()),
@@ -274,6 +257,36 @@ fn exchange(r: &Route) -> PrintedExchange {
     let inject = Ordered::from([("header", header), ("scheme", scheme)]);
     spec.insert("inject", PrintedValue::Map(inject));
     PrintedExchange::Spec(spec)
+}
+
+/// What one token request sends; `grant` only where the file may choose it (a chain's
+/// legs have theirs fixed).
+fn leg(e: &super::model::ExchangeParams, grant: bool) -> Ordered<PrintedValue> {
+    let mut spec = Ordered::default();
+    let mut put = |key, value: Option<&str>| {
+        if let Some(v) = value {
+            spec.insert(key, PrintedValue::Text(text(v)));
+        }
+    };
+    put("authority", Some(&e.authority));
+    put("grant", grant.then(|| e.grant.as_str()));
+    put("audience", e.audience.as_deref());
+    put("resource", e.resource.as_deref());
+    put("scope", e.scope.as_deref());
+    // jwt-bearer fixes both types, and refuses them written.
+    if e.grant == Grant::TokenExchange {
+        put("subject_token_type", Some(&e.subject_token_type));
+        put("requested_token_type", Some(&e.requested_token_type));
+    }
+    if !e.extra_params.is_empty() {
+        let extra = e
+            .extra_params
+            .iter()
+            .map(|(k, v)| (k.clone(), text(v)))
+            .collect();
+        spec.insert("extra_params", PrintedValue::Named(extra));
+    }
+    spec
 }
 
 fn cache(c: &super::model::CacheSettings) -> Ordered<String> {

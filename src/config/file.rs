@@ -13,10 +13,12 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
 mod authority;
+mod chain;
 mod shared;
 mod transparent;
 
 pub use authority::{AuthMethod, FileActorToken, FileAuth, FileAuthority, FileBreaker};
+pub use chain::FileLeg;
 pub use shared::{FileFleetLock, FileSharedCache};
 pub use transparent::{FileTransparent, Unmatched};
 
@@ -170,8 +172,13 @@ pub enum FileExchange {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileExchangeSpec {
-    #[schemars(with = "Text")]
-    pub authority: Spanned<Text>,
+    /// The authority of a one-step exchange; with `chain`, each leg names its own.
+    #[schemars(with = "Option<Text>")]
+    pub authority: Option<Spanned<Text>>,
+    /// Identity chaining across two authorities, instead of `authority` and the
+    /// parameters beside it: exactly two legs.
+    #[schemars(with = "Option<Vec<FileLeg>>")]
+    pub chain: Option<Spanned<Vec<FileLeg>>>,
     #[schemars(with = "Option<Text>")]
     pub audience: Option<Spanned<Text>>,
     #[schemars(with = "Option<Text>")]

@@ -296,6 +296,9 @@ pub struct ExchangeParams {
     pub extra_params: Vec<(String, String)>,
     pub subject_token_from: SubjectSource,
     pub inject: Inject,
+    /// With `exchange.chain`, these are the second leg's parameters (a jwt-bearer grant)
+    /// and this the first's: the token exchange whose JWT grant is the assertion.
+    pub first_leg: Option<Box<ExchangeParams>>,
 }
 
 /// The grant a route's exchange uses (`exchange.grant`).

@@ -11,6 +11,7 @@
 mod auth;
 mod authority;
 mod cache;
+mod chain;
 mod params;
 mod route;
 mod shared;

@@ -363,6 +363,7 @@ mod tests {
                 header: http::header::AUTHORIZATION,
                 scheme: Some("Bearer".into()),
             },
+            first_leg: None,
         }
     }
 

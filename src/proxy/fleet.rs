@@ -27,20 +27,42 @@ impl RouteExchange {
         app_headers: Option<&HeaderMap>,
         newer_than: Option<Instant>,
     ) -> Result<Arc<Entry>, exchange::Error> {
-        let exchanged = || {
-            new_entry(
-                &self.client,
-                route,
-                subject,
-                subject_exp,
-                app_headers,
-                audited,
-            )
+        let Some(params) = route.exchange.as_ref() else {
+            return Err(exchange::Error::BadResponse("route has no exchange".into()));
+        };
+        let exchanged = || async {
+            match (&self.first, subject) {
+                (Some(first), Some(subject)) => {
+                    let settings = &route.cache;
+                    self.chained(
+                        first,
+                        params,
+                        settings,
+                        audited,
+                        subject,
+                        subject_exp,
+                        app_headers,
+                    )
+                    .await
+                }
+                _ => {
+                    new_entry(
+                        &self.client,
+                        params,
+                        &route.cache,
+                        subject,
+                        subject_exp,
+                        app_headers,
+                        audited,
+                    )
+                    .await
+                }
+            }
         };
         let Some(shared) = &self.shared else {
             return exchanged().await;
         };
-        let digest = self.client.actor_digest();
+        let digest = self.actor_digest();
         let actor = match (subject, &digest) {
             (None, _) => OWN_TOKEN_MARKER,
             (Some(_), Some(d)) => &d[..],

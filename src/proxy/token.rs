@@ -11,7 +11,7 @@ use super::{Proxy, RouteExchange, RouteRuntime};
 use crate::bearer::BearerToken;
 use crate::cache::{self, Entry, Key, Lookup, Recent};
 use crate::clock::{self, Instant, unix_now};
-use crate::config::Route;
+use crate::config::{CacheSettings, ExchangeParams};
 use crate::error::{Code, ProxyError};
 use crate::exchange::{self, ExchangeClient};
 use crate::jwt;
@@ -43,7 +43,7 @@ impl RouteRuntime {
         headers: &HeaderMap,
         recent: Option<&mut Option<Recent>>,
     ) -> Result<(Arc<Entry>, Key), ProxyError> {
-        let actor = exchange.client.actor_digest();
+        let actor = exchange.actor_digest();
         let memory = recent
             .as_deref()
             .and_then(Option::as_ref)
@@ -250,20 +250,19 @@ fn note_lookup(result: Result<&(Arc<Entry>, Lookup), &ProxyError>) {
 /// Fills the actor slot of the cache key for tokex's own token (see `own_token`).
 pub(super) const OWN_TOKEN_MARKER: &[u8] = b"client_credentials";
 
-/// One exchange, turned into a cache entry with its lifetime (step 5 of the request
-/// flow); with `audited`, the entry keeps what audit events say about it. `app_headers`:
-/// the request's, whose trace the exchange joins (none for a background refresh).
+/// One exchange with `params` (a route's, or a chain's leg), turned into a cache entry
+/// with its lifetime under `settings` (step 5 of the request flow); with `audited`, the
+/// entry keeps what audit events say about it. `app_headers`: the request's, whose trace
+/// the exchange joins (none for a background refresh).
 pub(super) async fn new_entry(
     client: &ExchangeClient,
-    route: &Route,
+    params: &ExchangeParams,
+    settings: &CacheSettings,
     subject_token: Option<&str>,
     subject_exp: Option<u64>,
     app_headers: Option<&HeaderMap>,
     audited: bool,
 ) -> Result<Arc<Entry>, exchange::Error> {
-    let Some(params) = route.exchange.as_ref() else {
-        return Err(exchange::Error::BadResponse("route has no exchange".into()));
-    };
     let started = clock::now();
     let trace = crate::telemetry::context::ExchangeTrace::start(&params.authority, app_headers);
     let call = async {
@@ -289,7 +288,7 @@ pub(super) async fn new_entry(
         issued_exp,
         subject_exp,
     };
-    let ttl = cache::lifetime(bounds, &route.cache);
+    let ttl = cache::lifetime(bounds, settings);
     let text = match &params.inject.scheme {
         Some(scheme) => format!("{scheme} {}", issued.access_token.expose()),
         None => issued.access_token.expose().to_string(),
@@ -297,7 +296,7 @@ pub(super) async fn new_entry(
     let mut value = HeaderValue::from_str(&text)
         .map_err(|_| exchange::Error::BadResponse("access_token is not header-safe".into()))?;
     value.set_sensitive(true);
-    let mut entry = Entry::new(value, now + ttl, cache::refresh_at(now, ttl, &route.cache));
+    let mut entry = Entry::new(value, now + ttl, cache::refresh_at(now, ttl, settings));
     if !issued.sender_constrained {
         entry = entry.shareable();
     }

@@ -1,5 +1,6 @@
 //! Integration tests: tokex over real sockets with a real upstream and token endpoint.
 
+mod chaining;
 mod cli;
 mod config_file;
 mod credentials;

@@ -96,14 +96,16 @@ pub(super) enum PrintedExchange {
     Spec(Ordered<PrintedValue>),
 }
 
-/// One exchange parameter: a string, a small map (`subject_token_from`, `inject`), or
-/// the named `extra_params`.
+/// One exchange parameter: a string, a small map (`subject_token_from`, `inject`), the
+/// named `extra_params`, or a chain's legs.
 #[derive(Serialize)]
 #[serde(untagged)]
 pub(super) enum PrintedValue {
     Text(String),
     Map(Ordered<String>),
     Named(std::collections::BTreeMap<String, String>),
+    /// `chain`: each leg's parameters.
+    Legs(Vec<Ordered<PrintedValue>>),
 }
 
 #[derive(Serialize)]

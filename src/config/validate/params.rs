@@ -13,9 +13,86 @@ use crate::config::model::{Authority, ExchangeParams, Grant, Inject, SubjectSour
 use crate::oauth::{TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT, normalize_scope};
 use tokex_common::values::Text;
 
-pub(super) fn exchange_params(
+pub(super) fn exchange_params<T>(
     spec: &FileExchangeSpec,
     path: &str,
+    route: &Spanned<T>,
+    authorities: &BTreeMap<String, Arc<Authority>>,
+    delegating: &[&str],
+) -> Result<ExchangeParams, Invalid> {
+    let prefix = format!("{path}.exchange");
+    let (mut params, anchor) = match (&spec.chain, &spec.authority) {
+        (None, Some(authority)) => {
+            let leg = LegSpec::of_exchange(spec, authority);
+            (
+                leg_params(&leg, &prefix, authorities, delegating)?,
+                authority,
+            )
+        }
+        (Some(chain), None) => super::chain::params(chain, spec, &prefix, authorities, delegating)?,
+        (Some(_), Some(a)) => {
+            return Err(at(
+                a,
+                format!("{prefix}.authority: with `chain`, each leg names its own authority"),
+            ));
+        }
+        (None, None) => {
+            return Err(at(
+                route,
+                format!("{prefix}: give `authority` (one exchange) or `chain` (two legs)"),
+            ));
+        }
+    };
+    params.subject_token_from = subject_source(spec.subject_token_from.as_ref())
+        .map_err(|m| at(anchor, format!("{prefix}.subject_token_from: {m}")))?;
+    params.inject =
+        inject(spec.inject.as_ref()).map_err(|m| at(anchor, format!("{prefix}.inject: {m}")))?;
+    Ok(params)
+}
+
+/// One token request's parameters as written: a one-step exchange's, or a leg's.
+pub(super) struct LegSpec<'a> {
+    pub authority: &'a Spanned<Text>,
+    pub grant: GrantChoice<'a>,
+    pub audience: &'a Option<Spanned<Text>>,
+    pub resource: &'a Option<Spanned<Text>>,
+    pub scope: &'a Option<Spanned<Text>>,
+    pub subject_token_type: &'a Option<Spanned<Text>>,
+    pub requested_token_type: &'a Option<Spanned<Text>>,
+    pub requested_default: &'static str,
+    pub extra_params: Option<&'a BTreeMap<String, Spanned<Text>>>,
+}
+
+/// The grant as the file chooses it, or as the leg fixes it.
+pub(super) enum GrantChoice<'a> {
+    Written(Option<&'a Spanned<FileGrant>>),
+    /// The first leg of a chain: always a token exchange.
+    FirstLeg,
+    /// The second leg of a chain: always jwt-bearer.
+    SecondLeg,
+}
+
+impl<'a> LegSpec<'a> {
+    fn of_exchange(spec: &'a FileExchangeSpec, authority: &'a Spanned<Text>) -> Self {
+        Self {
+            authority,
+            grant: GrantChoice::Written(spec.grant.as_ref()),
+            audience: &spec.audience,
+            resource: &spec.resource,
+            scope: &spec.scope,
+            subject_token_type: &spec.subject_token_type,
+            requested_token_type: &spec.requested_token_type,
+            requested_default: TOKEN_TYPE_ACCESS_TOKEN,
+            extra_params: spec.extra_params.as_ref(),
+        }
+    }
+}
+
+/// The parameters of one token request at `prefix` (`routes[0].exchange`, or a leg's
+/// `routes[0].exchange.chain[1]`); the subject source and injection are the caller's.
+pub(super) fn leg_params(
+    spec: &LegSpec<'_>,
+    prefix: &str,
     authorities: &BTreeMap<String, Arc<Authority>>,
     delegating: &[&str],
 ) -> Result<ExchangeParams, Invalid> {
@@ -23,9 +100,9 @@ pub(super) fn exchange_params(
     if !authorities.contains_key(&authority) {
         let known: Vec<&str> = authorities.keys().map(String::as_str).collect();
         return Err(at(
-            &spec.authority,
+            spec.authority,
             format!(
-                "{path}.exchange.authority: unknown authority `{authority}` (configured: {})",
+                "{prefix}.authority: unknown authority `{authority}` (configured: {})",
                 if known.is_empty() {
                     "none".to_string()
                 } else {
@@ -34,20 +111,20 @@ pub(super) fn exchange_params(
             ),
         ));
     }
-    let grant = grant(spec, path, delegating.contains(&authority.as_str()))?;
+    let grant = grant(spec, prefix, delegating.contains(&authority.as_str()))?;
     if grant == Grant::JwtBearer && spec.scope.is_none() && spec.resource.is_none() {
         return Err(at(
-            &spec.authority,
+            spec.authority,
             format!(
-                "{path}.exchange: give scope and/or resource, so the issued token is narrowed to the target"
+                "{prefix}: give scope and/or resource, so the issued token is narrowed to the target"
             ),
         ));
     }
     if grant == Grant::TokenExchange && spec.audience.is_none() && spec.resource.is_none() {
         return Err(at(
-            &spec.authority,
+            spec.authority,
             format!(
-                "{path}.exchange: give audience and/or resource, so the issued token is narrowed to the target"
+                "{prefix}: give audience and/or resource, so the issued token is narrowed to the target"
             ),
         ));
     }
@@ -55,7 +132,7 @@ pub(super) fn exchange_params(
         v.as_ref()
             .map(|s| match &s.value.0 {
                 unknown if tokex_common::offline::unresolved(unknown) => Ok(unknown.clone()),
-                known => check(known).map_err(|m| at(s, format!("{path}.exchange.{key}: {m}"))),
+                known => check(known).map_err(|m| at(s, format!("{prefix}.{key}: {m}"))),
             })
             .transpose()
     };
@@ -71,55 +148,58 @@ pub(super) fn exchange_params(
     Ok(ExchangeParams {
         authority,
         grant,
-        audience: opt(&spec.audience, "audience", non_empty)?,
-        resource: opt(&spec.resource, "resource", resource_uri)?,
-        scope: opt(&spec.scope, "scope", normalize_scope)?,
+        audience: opt(spec.audience, "audience", non_empty)?,
+        resource: opt(spec.resource, "resource", resource_uri)?,
+        scope: opt(spec.scope, "scope", normalize_scope)?,
         subject_token_type: token_type(
-            &spec.subject_token_type,
+            spec.subject_token_type,
             "subject_token_type",
             subject_default,
         )?,
         requested_token_type: token_type(
-            &spec.requested_token_type,
+            spec.requested_token_type,
             "requested_token_type",
-            TOKEN_TYPE_ACCESS_TOKEN,
+            spec.requested_default,
         )?,
-        extra_params: extra_params(spec.extra_params.as_ref(), path)?,
-        subject_token_from: subject_source(spec.subject_token_from.as_ref()).map_err(|m| {
-            at(
-                &spec.authority,
-                format!("{path}.exchange.subject_token_from: {m}"),
-            )
-        })?,
-        inject: inject(spec.inject.as_ref())
-            .map_err(|m| at(&spec.authority, format!("{path}.exchange.inject: {m}")))?,
+        extra_params: extra_params(spec.extra_params, prefix)?,
+        subject_token_from: SubjectSource::Authorization,
+        inject: Inject {
+            header: http::header::AUTHORIZATION,
+            scheme: Some("Bearer".to_string()),
+        },
+        first_leg: None,
     })
 }
 
 /// The grant, and the refusal of what only token exchange has: a jwt-bearer request
 /// carries one JWT and nothing else of the caller's (RFC 7523 §2.1 defines no audience,
 /// token types or actor).
-fn grant(spec: &FileExchangeSpec, path: &str, delegating: bool) -> Result<Grant, Invalid> {
-    let Some(g) = &spec.grant else {
-        return Ok(Grant::TokenExchange);
+fn grant(spec: &LegSpec<'_>, prefix: &str, delegating: bool) -> Result<Grant, Invalid> {
+    let (anchor, why) = match &spec.grant {
+        GrantChoice::Written(None) | GrantChoice::FirstLeg => return Ok(Grant::TokenExchange),
+        GrantChoice::Written(Some(g)) if g.value == FileGrant::TokenExchange => {
+            return Ok(Grant::TokenExchange);
+        }
+        GrantChoice::Written(Some(g)) => (at(g, ""), "with grant jwt-bearer"),
+        GrantChoice::SecondLeg => (
+            at(spec.authority, ""),
+            "on the second leg, a jwt-bearer grant",
+        ),
     };
-    if g.value == FileGrant::TokenExchange {
-        return Ok(Grant::TokenExchange);
-    }
     let only_exchange = [
         (
             "audience",
-            &spec.audience,
+            spec.audience,
             "for jwt-bearer give scope and/or resource",
         ),
         (
             "subject_token_type",
-            &spec.subject_token_type,
+            spec.subject_token_type,
             "the assertion is always a JWT",
         ),
         (
             "requested_token_type",
-            &spec.requested_token_type,
+            spec.requested_token_type,
             "jwt-bearer issues an access token",
         ),
     ];
@@ -127,20 +207,22 @@ fn grant(spec: &FileExchangeSpec, path: &str, delegating: bool) -> Result<Grant,
         if let Some(v) = value {
             return Err(at(
                 v,
-                format!(
-                    "{path}.exchange.{key}: a token-exchange parameter, not sent with grant jwt-bearer ({hint})"
-                ),
+                format!("{prefix}.{key}: a token-exchange parameter, not sent {why} ({hint})"),
             ));
         }
     }
     if delegating {
-        return Err(at(
-            g,
-            format!(
-                "{path}.exchange.grant: jwt-bearer has no actor token, but authority `{}` sets actor_token",
+        let key = match spec.grant {
+            GrantChoice::SecondLeg => "authority",
+            _ => "grant",
+        };
+        return Err(Invalid {
+            message: format!(
+                "{prefix}.{key}: jwt-bearer has no actor token, but authority `{}` sets actor_token",
                 spec.authority.value.0
             ),
-        ));
+            ..anchor
+        });
     }
     Ok(Grant::JwtBearer)
 }
@@ -167,11 +249,11 @@ pub(super) const OWN_PARAMS: [&str; 14] = [
 /// letters), none tokex sets; values are non-empty and free of control characters.
 pub(super) fn extra_params(
     params: Option<&BTreeMap<String, Spanned<Text>>>,
-    path: &str,
+    prefix: &str,
 ) -> Result<Vec<(String, String)>, Invalid> {
     let mut out = Vec::new();
     for (name, value) in params.into_iter().flatten() {
-        let key = format!("{path}.exchange.extra_params.{name}");
+        let key = format!("{prefix}.extra_params.{name}");
         let name_ok = !name.is_empty()
             && name
                 .bytes()

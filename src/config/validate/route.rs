@@ -97,6 +97,7 @@ pub(super) fn route(
         FileExchange::Spec(spec) => Some(super::params::exchange_params(
             spec,
             &path,
+            spanned,
             authorities,
             delegating,
         )?),

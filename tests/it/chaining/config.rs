@@ -1,0 +1,101 @@
+//! What the config refuses about `exchange.chain`, each at FILE:LINE:COL with its key.
+
+use std::process::Command;
+
+#[test]
+fn chain_refusals_name_their_place() {
+    let head = "authorities:
+  a:
+    token_endpoint: https://a.example/token
+    client_id: c
+    auth: { method: none }
+  b:
+    token_endpoint: https://b.example/token
+    client_id: c
+    auth: { method: none }
+  delegating:
+    token_endpoint: https://d.example/token
+    client_id: c
+    auth: { method: none }
+    actor_token: { file: /nonexistent/actor.jwt }
+routes:
+  - name: r
+    upstream: https://r.example
+";
+    let legs = "chain: [{ authority: a, audience: x }, { authority: b, scope: s }]";
+    let beside = |extra: &str| format!("    exchange: {{ {extra}, {legs} }}\n");
+    // Each case: the route's exchange line, where in it the error points, the message.
+    let cases = [
+        (
+            "    exchange: { chain: [{ authority: a, audience: x }] }\n".to_string(),
+            "[{",
+            "routes[0].exchange.chain: give exactly two legs",
+        ),
+        (
+            "    exchange: { chain: [{ authority: a, audience: x }, { authority: a, scope: s }] }\n".into(),
+            "a, scope",
+            "routes[0].exchange.chain[1].authority: the legs name two authorities",
+        ),
+        (beside("authority: a"), "a,", "routes[0].exchange.authority: with `chain`, each leg names its own"),
+        (beside("scope: s"), "s,", "routes[0].exchange.scope: with `chain`, give it on the leg"),
+        (beside("grant: jwt-bearer"), "jwt-bearer", "routes[0].exchange.grant: with `chain`"),
+        (
+            "    exchange: { chain: [{ authority: a }, { authority: b, scope: s }] }\n".into(),
+            "a }",
+            "routes[0].exchange.chain[0]: give audience and/or resource",
+        ),
+        (
+            "    exchange: { chain: [{ authority: a, audience: x }, { authority: b, audience: y, scope: s }] }\n".into(),
+            "y,",
+            "routes[0].exchange.chain[1].audience: a token-exchange parameter, not sent on the second leg",
+        ),
+        (
+            "    exchange: { chain: [{ authority: a, audience: x }, { authority: b }] }\n".into(),
+            "b }",
+            "routes[0].exchange.chain[1]: give scope and/or resource",
+        ),
+        (
+            "    exchange: { chain: [{ authority: a, audience: x }, { authority: delegating, scope: s }] }\n".into(),
+            "delegating,",
+            "routes[0].exchange.chain[1].authority: jwt-bearer has no actor token",
+        ),
+        (
+            "    exchange: { chain: [{ authority: nope, audience: x }, { authority: b, scope: s }] }\n".into(),
+            "nope",
+            "routes[0].exchange.chain[0].authority: unknown authority `nope`",
+        ),
+        (
+            "    exchange: { chain: [{ authority: a, audience: x, extra_params: { scope: s } }, { authority: b, scope: s }] }\n".into(),
+            "s }",
+            "routes[0].exchange.chain[0].extra_params.scope: tokex sets `scope` itself",
+        ),
+        (
+            "    exchange: { chain: [{ authority: a, audience: x, grant: jwt-bearer }, { authority: b, scope: s }] }\n".into(),
+            "grant",
+            "routes[0].exchange.chain[0].grant: unknown field `grant`",
+        ),
+        (
+            "    exchange: { subject_token_from: { header: host }, chain: [{ authority: a, audience: x }, { authority: b, scope: s }] }\n".into(),
+            "a, audience",
+            "routes[0].exchange.subject_token_from: `host` cannot carry a token",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.yaml");
+    for (exchange, marker, expected) in cases {
+        let col = exchange.find(marker).unwrap() + 1;
+        std::fs::write(&path, format!("{head}{exchange}")).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_tokex"))
+            .args(["check", "--offline", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{exchange}: {stderr}");
+        let place = format!("{}:18:{col}: {expected}", path.display());
+        assert!(
+            stderr.starts_with(&place),
+            "{exchange}\nwanted {place}\n   got {stderr}"
+        );
+    }
+}
