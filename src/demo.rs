@@ -4,8 +4,10 @@
 //! trusts it and holds scope mappings and claim rules (`read:calendar` becomes
 //! `calendar.events.read`, admins get `write:documents`), an echo upstream that reports
 //! the claims of the token it received, and the sidecar routing
-//! `orders.internal` to it with tokex's own identity as actor. It sends one request,
-//! prints the subject and exchanged claims side by side, then serves until Ctrl-C.
+//! `orders.internal` to it with tokex's own identity as actor, and `orders-chained.internal`
+//! by identity chaining: a JWT grant from the client authority, presented to the backend
+//! with the jwt-bearer grant. It sends one request on each route, prints the subject and
+//! exchanged claims side by side, then serves until Ctrl-C.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -44,14 +46,22 @@ realms:
         client_secret: demo-orders-secret
         grants: [client_credentials]
         audiences: [backend]
+      tokex:                    # identity chaining, leg one: grants for the backend authority
+        client_secret: demo-tokex-client-secret
+        grants: [token_exchange]
+        audiences: ['BACKEND_ISSUER']
+    trust:
+      - { realm: client, audiences: [backend] }
+    claims:
+      copy: [email, group, department]
   backend:                      # the backend authority: internal services
     token_ttl: 10m
     trust:
       - { realm: client, audiences: [backend] }
     clients:
-      tokex:
+      tokex:                    # token exchange, and leg two of identity chaining
         client_secret: demo-tokex-secret
-        grants: [token_exchange]
+        grants: [token_exchange, jwt_bearer]
         audiences: [orders-api]
     scope_mapping:
       openid: [email, profile]
@@ -112,7 +122,9 @@ async fn start(listen: SocketAddr) -> Result<Running, Failure> {
         "http://{}",
         sts_listener.local_addr().map_err(|e| runtime(&e))?
     );
-    let sts_config = tokex_sts::config::parse(STS_CONFIG, Path::new("demo-sts.yaml"))
+    // The client realm addresses its grants to the backend realm by its issuer URL.
+    let sts_yaml = STS_CONFIG.replace("BACKEND_ISSUER", &format!("{base}/realms/backend"));
+    let sts_config = tokex_sts::config::parse(&sts_yaml, Path::new("demo-sts.yaml"))
         .map_err(|e| (EXIT_CONFIG, e.to_string()))?;
     let sts = Sts::new(sts_config, &base).map_err(|e| runtime(&e))?;
     let mut tasks = vec![tokio::spawn(
@@ -152,6 +164,16 @@ async fn start(listen: SocketAddr) -> Result<Running, Failure> {
         "listen: {sidecar_addr}
 admin: {admin}
 authorities:
+  client:
+    token_endpoint: {base}/realms/client/token
+    client_id: tokex
+    auth: {{ method: client_secret_basic, client_secret: demo-tokex-client-secret }}
+    actor_token: {{ file: {actor}, type: urn:ietf:params:oauth:token-type:jwt }}
+  backend-grants:               # the backend again, for the jwt-bearer leg: it takes no actor
+    token_endpoint: {base}/realms/backend/token
+    issuer: {base}/realms/backend
+    client_id: tokex
+    auth: {{ method: client_secret_basic, client_secret: demo-tokex-secret }}
   backend:
     token_endpoint: {base}/realms/backend/token
     client_id: tokex
@@ -165,6 +187,14 @@ routes:
       authority: backend
       audience: orders-api
       scope: email profile calendar.events.read write:documents read:analytics
+  - name: orders-chained
+    match: {{ host: orders-chained.internal }}
+    upstream: http://{upstream_addr}
+    exchange:
+      chain:
+        - authority: client
+        - authority: backend-grants
+          scope: email calendar.events.read
 ",
         admin = listeners.admin_addr().map_err(|e| runtime(&e))?,
         actor = actor_file.display(),
@@ -185,11 +215,12 @@ routes:
     let probe_task = tokio::spawn(server::run(proxy.clone(), probe, async {
         let _ = probe_stopped.await;
     }));
-    let answer = sample_request(probe_addr, &user_token).await;
+    let answer = sample_request(probe_addr, "orders.internal", &user_token).await;
+    let chained = sample_request(probe_addr, "orders-chained.internal", &user_token).await;
     let _ = stop_probe.send(());
     let _ = probe_task.await;
-    let answer = answer?;
-    let report = report(&user_token, &answer, sidecar_addr);
+    let (answer, chained) = (answer?, chained?);
+    let report = report(&user_token, &answer, &chained, sidecar_addr);
     Ok(Running {
         report,
         proxy,
@@ -239,11 +270,11 @@ async fn mint(endpoint: &str, client: &str, secret: &str, scope: &str) -> Result
         .ok_or_else(|| (EXIT_RUNTIME, format!("no token for {client}: {v}")))
 }
 
-async fn sample_request(addr: SocketAddr, token: &str) -> Result<Value, Failure> {
+async fn sample_request(addr: SocketAddr, host: &str, token: &str) -> Result<Value, Failure> {
     let http = http_client()?;
     let resp = http
         .get(format!("http://{addr}/orders/42"))
-        .header("host", "orders.internal")
+        .header("host", host)
         .bearer_auth(token)
         .send()
         .await
@@ -287,7 +318,7 @@ async fn echo_upstream(listener: TcpListener) {
     }
 }
 
-fn report(user_token: &str, answer: &Value, sidecar: SocketAddr) -> String {
+fn report(user_token: &str, answer: &Value, chained: &Value, sidecar: SocketAddr) -> String {
     let subject = tokex::jwt::unverified_claims(user_token).unwrap_or_default();
     let exchanged: Map<String, Value> = answer["received_token_claims"]
         .as_object()
@@ -305,7 +336,7 @@ fn report(user_token: &str, answer: &Value, sidecar: SocketAddr) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "tokex demo: one request through the sidecar, exchanged at the backend authority\n"
+        "tokex demo: requests through the sidecar, exchanged at the backend authority\n"
     );
     let row = |a: &str, b: &str, c: &str| format!("{a:<11} {b:<44} {c}\n");
     out.push_str(&row(
@@ -334,12 +365,30 @@ fn report(user_token: &str, answer: &Value, sidecar: SocketAddr) -> String {
     );
     let _ = writeln!(
         out,
-        "The sidecar is listening on {sidecar}. Try it (Ctrl-C to stop):\n"
+        "Across authorities (route orders-chained): the client authority exchanged the same \
+         token for a JWT grant addressed to the backend authority, which the backend took with \
+         the jwt-bearer grant (identity chaining; the grant carried the actor):\n"
     );
+    let chained = chained["received_token_claims"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let two = |a: &str, b: &str| format!("{a:<11} {b}\n");
+    out.push_str(&two("claim", "chained token (backend authority)"));
+    out.push_str(&two("-----", "---------------------------------"));
+    for k in ["iss", "sub", "aud", "scope", "act", "client_id"] {
+        out.push_str(&two(k, &clip(&show(&chained, k), 80)));
+    }
     let _ = writeln!(
         out,
-        "  curl -s -H 'Host: orders.internal' -H 'Authorization: Bearer {user_token}' http://{sidecar}/orders/42"
+        "\nThe sidecar is listening on {sidecar}. Try it (Ctrl-C to stop):\n"
     );
+    for host in ["orders.internal", "orders-chained.internal"] {
+        let _ = writeln!(
+            out,
+            "  curl -s -H 'Host: {host}' -H 'Authorization: Bearer {user_token}' http://{sidecar}/orders/42"
+        );
+    }
     out
 }
 

@@ -278,6 +278,26 @@ async fn demo_runs_serves_its_curl_command_and_exits_on_signal() {
         "narrowed: {output}"
     );
     assert!(row("act").contains("orders-service"), "{output}");
+    // The chained route's section: the backend's token for alice, by the jwt-bearer grant.
+    let chained = output
+        .split("Across authorities")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no chained section: {output}"));
+    let chained_row = |claim: &str| {
+        chained
+            .lines()
+            .find(|l| l.starts_with(&format!("{claim} ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(chained_row("iss").ends_with("/realms/backend"), "{output}");
+    assert!(chained_row("sub").contains("alice"), "{output}");
+    assert!(chained_row("aud").contains("orders-api"), "{output}");
+    assert!(
+        chained_row("scope").contains("email calendar.events.read"),
+        "{output}"
+    );
+    assert!(chained_row("act").contains("orders-service"), "{output}");
 
     let token = curl
         .split("Bearer ")
@@ -300,6 +320,27 @@ async fn demo_runs_serves_its_curl_command_and_exits_on_signal() {
     assert_eq!(claims["aud"], "orders-api");
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["act"]["sub"], "orders-service");
+    let r = client()
+        .get(url)
+        .header("host", "orders-chained.internal")
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let r = got(r).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let claims = &r.json()["received_token_claims"];
+    assert_eq!(
+        (&claims["sub"], &claims["aud"]),
+        (
+            &serde_json::json!("alice"),
+            &serde_json::json!("orders-api")
+        )
+    );
+    assert_eq!(
+        claims["act"]["sub"], "orders-service",
+        "the grant's actor carried over"
+    );
 
     let pid = child.id().unwrap().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
