@@ -5,7 +5,9 @@ The binding only moves bytes: it parses the HTTP request, hands it to the
 idpyoidc endpoint (``parse_request`` -> ``process_request`` -> ``do_response``)
 and writes back the status, headers and body the library produced.  Every
 OAuth decision (client authentication, token-exchange policy, scopes,
-audiences, token minting, token lifetimes) is made by idpyoidc itself.
+audiences, token minting, token lifetimes) is made by idpyoidc itself. Two
+small adaptations let it serve as leg 1 of identity chaining (a jwt
+requested_token_type, and ``aud`` on exchanged JWTs); see their classes.
 
 See README.md in this directory for usage and for the observed behaviour.
 """
@@ -40,7 +42,10 @@ from idpyoidc.server.configure import ASConfiguration
 from idpyoidc.server.cookie_handler import CookieHandler
 from idpyoidc.server.exception import ClientAuthenticationError
 from idpyoidc.server.oauth2.token_helper import validate_token_exchange_policy
+from idpyoidc.server.oauth2.token_helper.token_exchange import TokenExchangeHelper
 from idpyoidc.server.session.grant import ExchangeGrant
+from idpyoidc.server.session.token import TOKEN_TYPES_MAPPING
+from idpyoidc.server.token.jwt_token import JWTToken
 from idpyoidc.server.user_authn.authn_context import INTERNETPROTOCOLPASSWORD
 from idpyoidc.server.user_info import UserInfo
 
@@ -48,6 +53,78 @@ LOG = logging.getLogger("idpy_server")
 
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+# Identity chaining (draft-ietf-oauth-identity-chaining) leg 1 asks for this
+# type: a JWT assertion the other AS can verify with this server's JWKS.
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+
+
+# The two adaptations below (and plain_sub) are the only places the binding
+# changes what the library mints; everything else stays the library's decision.
+
+class ChainingTokenExchangeHelper(TokenExchangeHelper):
+    """Token exchange that also accepts ``requested_token_type=…:jwt``.
+
+    idpyoidc 5.0.0 knows no jwt type: its helper's ``token_types_mapping`` and
+    the module-level ``TOKEN_TYPES_MAPPING`` that ``get_handler_key`` reads
+    only map access/refresh/id tokens, so merely allowing the type in
+    ``requested_token_types_supported`` ends in a KeyError (400
+    invalid_request "'urn:ietf:params:oauth:token-type:jwt'").
+    The library's access tokens already are signed JWTs (JWTToken), which is
+    what identity chaining needs, so a jwt request is minted by the
+    access_token handler; the response then says ``issued_token_type=…:jwt``
+    because the library echoes the requested type.
+    """
+
+    token_types_mapping = dict(TokenExchangeHelper.token_types_mapping,
+                               **{JWT_TOKEN_TYPE: "access_token"})
+
+    def get_handler_key(self, request, endpoint_context):
+        # The library's own lookup, but through the mapping above: the token
+        # endpoint calls this after minting to find the new token's session.
+        client_info = endpoint_context.cdb.get(request["client_id"], {})
+        default = client_info.get("token_exchange", {}).get(
+            "default_requested_token_type") or self.config.get(
+            "default_requested_token_type", ACCESS_TOKEN_TYPE)
+        requested = request.get("requested_token_type", default)
+        return dict(TOKEN_TYPES_MAPPING, **self.token_types_mapping)[requested]
+
+
+class AudienceJWTToken(JWTToken):
+    """The library's JWT access token, plus ``aud`` on exchanged tokens.
+
+    ``ExchangeGrant.payload_arguments`` computes ``aud`` from the requested
+    audience/resource and then overwrites its payload with the exchange
+    grant's own (empty) resources, so exchanged JWTs carry no ``aud`` even
+    though introspection reports one. A chained assertion without ``aud`` is
+    useless to the other AS, so put back what the exchange request asked for
+    (audience first, then resource), which the library's policy has already
+    checked against ``--exchange-audiences``. Tokens from other grants (the
+    subject tokens) are left as the library makes them.
+    """
+
+    def load_custom_claims(self, payload=None):
+        try:
+            grant = self.upstream_get("context").session_manager.get_grant(payload["sid"])
+        except Exception:  # noqa: BLE001 - no session: mint as the library would
+            return payload
+        request = getattr(grant, "exchange_request", None)
+        if not isinstance(grant, ExchangeGrant) or not request:
+            return payload
+        aud = []
+        for param in ("audience", "resource"):
+            value = request.get(param) or []
+            aud += value if isinstance(value, list) else [value]
+        if aud:
+            payload["aud"] = list(dict.fromkeys(aud))
+        return payload
+
+
+def plain_sub(uid, salt="", **kwargs):
+    """``sub`` = the local user id (``alice``) instead of the library's default
+    salted hash, so that the AS at the end of a chain, which only sees this
+    server's assertion, can be set up in advance to know the user."""
+    return uid
+
 
 # The client the binding itself uses to obtain subject tokens (auth-code flow).
 SUBJECT_CLIENT_ID = "tokex-subject"
@@ -93,7 +170,7 @@ JWKS_PATH = "/jwks.json"
 def build_server(issuer, workdir, audiences, token_lifetime, clients, assertion_audience):
     """Build the idpyoidc Server (OAuth 2.0 AS flavour)."""
     exchange_policy = {
-        "requested_token_types_supported": [ACCESS_TOKEN_TYPE],
+        "requested_token_types_supported": [ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE],
         "default_requested_token_type": ACCESS_TOKEN_TYPE,
         "subject_token_types_supported": [ACCESS_TOKEN_TYPE],
         "policy": {
@@ -139,7 +216,7 @@ def build_server(issuer, workdir, audiences, token_lifetime, clients, assertion_
                             "class": "idpyoidc.server.oauth2.token_helper.access_token.AccessTokenHelper",
                         },
                         TOKEN_EXCHANGE_GRANT: {
-                            "class": "idpyoidc.server.oauth2.token_helper.token_exchange.TokenExchangeHelper",
+                            "class": ChainingTokenExchangeHelper,
                             "kwargs": exchange_policy,
                         },
                     },
@@ -166,6 +243,7 @@ def build_server(issuer, workdir, audiences, token_lifetime, clients, assertion_
             }
         },
         "userinfo": {"class": UserInfo, "kwargs": {"db": {SUBJECT_USER: {"sub": SUBJECT_USER}}}},
+        "session_params": {"sub_func": {"public": {"function": plain_sub}}},
         "client_authn": verify_client,
         "template_dir": os.path.join(workdir, "templates"),
         "authz": {
@@ -195,7 +273,11 @@ def build_server(issuer, workdir, audiences, token_lifetime, clients, assertion_
         "token_handler_args": {
             "code": {"lifetime": 600, "kwargs": {"crypt_conf": CODE_CRYPT_CONFIG}},
             "token": {
-                "class": "idpyoidc.server.token.jwt_token.JWTToken",
+                # A dotted path, not the class: init_token_handler hands this
+                # value to cryptojwt's importer unconditionally, which raises
+                # TypeError on a class object. So this file must run as the
+                # main script (as interop.rs starts it).
+                "class": "__main__.AudienceJWTToken",
                 "kwargs": {"lifetime": token_lifetime},
             },
         },
@@ -478,7 +560,8 @@ def exchange_jwt_lifetime():
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--exchange-audiences", default="https://api.example.com",
-                   help="comma-separated audiences/resources the token-exchange policy allows")
+                   help="comma-separated audiences/resources the token-exchange policy allows; "
+                        "for identity chaining, include the other AS's issuer URL")
     p.add_argument("--token-lifetime", type=int, default=300,
                    help="access-token lifetime in seconds (default 300). Subject tokens from "
                         "/test/subject-token get it, and idpyoidc reports the subject token's "
