@@ -3,6 +3,8 @@
 //! are the library's). `scripts/test.sh` installs it into `target/interop-venv`; without
 //! it these tests fail loudly rather than skip.
 
+mod chaining;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
