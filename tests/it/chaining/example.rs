@@ -144,3 +144,16 @@ async fn the_exchange_command_shows_both_legs() {
         "the report shows claims, never a token"
     );
 }
+
+/// The guide shows the files these tests run, whole and as shipped.
+#[test]
+fn the_guide_shows_the_shipped_files() {
+    let guide = shipped("docs/authorities.md");
+    for file in ["config/sts-chaining.yaml", "config/chaining.yaml"] {
+        let block = format!("```yaml\n{}```", shipped(file));
+        assert!(
+            guide.contains(&block),
+            "docs/authorities.md does not show {file} as shipped"
+        );
+    }
+}
