@@ -8,6 +8,7 @@
 //! the realm's JWKS. scripts/keycloak.sh installs Keycloak (scripts/test.sh runs it);
 //! without it these tests fail rather than skip.
 
+mod chaining;
 mod client_auth;
 mod exchange;
 mod refusals;
