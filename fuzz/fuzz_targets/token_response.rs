@@ -58,6 +58,7 @@ fn params(flags: &str) -> ExchangeParams {
             header: http::header::AUTHORIZATION,
             scheme: (!flags.contains('n')).then(|| "Bearer".into()),
         },
+        first_leg: None,
     }
 }
 

@@ -110,6 +110,38 @@ async fn each_leg_keeps_its_own_lifetime() {
     );
 }
 
+/// The app token's `exp` bounds both legs: the grant is asked for again with the
+/// route's token, though its own lifetime would have lasted.
+#[tokio::test(start_paused = true)]
+async fn the_app_tokens_expiry_bounds_both_legs() {
+    let (a, b, up) = (
+        MockAs::start().await,
+        MockAs::start().await,
+        Upstream::start().await,
+    );
+    grants(&a, 300);
+    tokens(&b, 300);
+    let yaml = format!(
+        "{}cache: {{ early_expiry: 30s }}\n",
+        chained(&a, &b, &up.url(), "")
+    );
+    let tokex = Tokex::start(&yaml).await;
+    let subject = jwt(serde_json::json!({"sub": "alice", "exp": now() + 40}));
+    let r = get(&tokex, "orders.internal", "/", Some(&subject)).await;
+    assert_eq!(r.json()["authorization"], "Bearer orders-1");
+    tokio::time::advance(Duration::from_secs(9)).await;
+    get(&tokex, "orders.internal", "/", Some(&subject)).await;
+    assert_eq!((a.count(), b.count()), (1, 1));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let r = get(&tokex, "orders.internal", "/", Some(&subject)).await;
+    assert_eq!(r.json()["authorization"], "Bearer orders-2");
+    assert_eq!(
+        (a.count(), b.count()),
+        (2, 2),
+        "both legs bounded by the app token"
+    );
+}
+
 /// Concurrent misses make one call per leg; a second route that needs the same grant
 /// shares it, and pays only its own second leg.
 #[tokio::test]
