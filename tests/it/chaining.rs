@@ -51,3 +51,35 @@ fn grants(a: &MockAs, expires_in: u64) {
 fn tokens(b: &MockAs, expires_in: u64) {
     b.on(move |req, n| issue_with(req, &format!("orders-{n}"), Some(expires_in)));
 }
+
+/// Two mock authorities, `a` and `b`, and the upstream.
+async fn parts() -> (MockAs, MockAs, Upstream) {
+    (
+        MockAs::start().await,
+        MockAs::start().await,
+        Upstream::start().await,
+    )
+}
+
+/// One more route through the same legs: `name` on `{name}.internal`, leg two asking
+/// for `scope`.
+fn route(name: &str, upstream: &str, scope: &str) -> String {
+    format!(
+        "  - name: {name}
+    match: {{ host: {name}.internal }}
+    upstream: {upstream}
+    exchange:
+      chain:
+        - authority: a
+        - {{ authority: b, scope: {scope} }}
+"
+    )
+}
+
+/// [`chained`] with `early_expiry: 30s`, so lifetimes in the tens of seconds are short.
+fn early(a: &MockAs, b: &MockAs, upstream: &str) -> String {
+    format!(
+        "{}cache: {{ early_expiry: 30s }}\n",
+        chained(a, b, upstream, "")
+    )
+}

@@ -212,19 +212,7 @@ fn client_credentials(
     client: &ClientConfig,
     form: &Form,
 ) -> Result<Value, OAuthError> {
-    let audiences = targets(client, form)?;
-    let audiences = if audiences.is_empty() {
-        client.audiences.clone()
-    } else {
-        audiences
-    };
-    if audiences.is_empty() {
-        // RFC 9068 §2.2: an access token always names its audience.
-        return Err(err(
-            "invalid_target",
-            "no audience requested and none configured for this client",
-        ));
-    }
+    let audiences = audiences_or_default(client, form)?;
     let allowed = client.scopes.clone().unwrap_or_default();
     let available = allowed.into_iter().collect();
     let scope = policy::narrow(form.get("scope"), &available)
@@ -312,17 +300,7 @@ async fn exchange(
             Some(policy::act_claim(&actor.claims, subject.claims.get("act")))
         }
     };
-    let available = realm.config.policy.available(
-        &subject.claims,
-        subject.same_realm,
-        client.scopes.as_deref(),
-    );
-    let scope = policy::narrow(form.get("scope"), &available).ok_or_else(|| {
-        err(
-            "invalid_scope",
-            "no requested scope is allowed for this subject",
-        )
-    })?;
+    let scope = subject_scope(realm, client, form, &subject)?;
     let sub = subject
         .claims
         .get("sub")
@@ -346,6 +324,44 @@ async fn exchange(
             token_type,
         },
     )
+}
+
+/// The requested audiences and resources, else the client's own; never none.
+fn audiences_or_default(client: &ClientConfig, form: &Form) -> Result<Vec<String>, OAuthError> {
+    let requested = targets(client, form)?;
+    let audiences = match requested.is_empty() {
+        true => client.audiences.clone(),
+        false => requested,
+    };
+    if audiences.is_empty() {
+        // RFC 9068 §2.2: an access token always names its audience.
+        return Err(err(
+            "invalid_target",
+            "no audience requested and none configured for this client",
+        ));
+    }
+    Ok(audiences)
+}
+
+/// The scope for a verified subject: the request narrowed to what the realm's policy
+/// and the client's cap allow.
+fn subject_scope(
+    realm: &Realm,
+    client: &ClientConfig,
+    form: &Form,
+    subject: &verify::Verified,
+) -> Result<Vec<String>, OAuthError> {
+    let available = realm.config.policy.available(
+        &subject.claims,
+        subject.same_realm,
+        client.scopes.as_deref(),
+    );
+    policy::narrow(form.get("scope"), &available).ok_or_else(|| {
+        err(
+            "invalid_scope",
+            "no requested scope is allowed for this subject",
+        )
+    })
 }
 
 /// The requested audiences and resources, each of which the client must be allowed.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{ISSUER_B, chained, grants, tokens};
+use super::{ISSUER_B, chained, early, grants, parts, route, tokens};
 use crate::support::*;
 
 fn form(r: &AsRequest) -> Vec<(&str, &str)> {
@@ -16,11 +16,7 @@ fn form(r: &AsRequest) -> Vec<(&str, &str)> {
 /// upstream gets the second authority's token, never the app's or the grant.
 #[tokio::test]
 async fn the_legs_send_a_token_exchange_then_the_grant() {
-    let (a, b, up) = (
-        MockAs::start().await,
-        MockAs::start().await,
-        Upstream::start().await,
-    );
+    let (a, b, up) = parts().await;
     grants(&a, 300);
     tokens(&b, 300);
     let tokex = Tokex::start(&chained(&a, &b, &up.url(), "")).await;
@@ -73,18 +69,10 @@ async fn the_legs_send_a_token_exchange_then_the_grant() {
 /// new one is asked for.
 #[tokio::test(start_paused = true)]
 async fn each_leg_keeps_its_own_lifetime() {
-    let (a, b, up) = (
-        MockAs::start().await,
-        MockAs::start().await,
-        Upstream::start().await,
-    );
+    let (a, b, up) = parts().await;
     grants(&a, 40);
     tokens(&b, 31);
-    let yaml = format!(
-        "{}cache: {{ early_expiry: 30s }}\n",
-        chained(&a, &b, &up.url(), "")
-    );
-    let tokex = Tokex::start(&yaml).await;
+    let tokex = Tokex::start(&early(&a, &b, &up.url())).await;
     let seen = |n: usize| format!("Bearer orders-{n}");
     let r = get(&tokex, "orders.internal", "/", Some("alice")).await;
     assert_eq!(r.json()["authorization"], seen(1));
@@ -114,18 +102,10 @@ async fn each_leg_keeps_its_own_lifetime() {
 /// route's token, though its own lifetime would have lasted.
 #[tokio::test(start_paused = true)]
 async fn the_app_tokens_expiry_bounds_both_legs() {
-    let (a, b, up) = (
-        MockAs::start().await,
-        MockAs::start().await,
-        Upstream::start().await,
-    );
+    let (a, b, up) = parts().await;
     grants(&a, 300);
     tokens(&b, 300);
-    let yaml = format!(
-        "{}cache: {{ early_expiry: 30s }}\n",
-        chained(&a, &b, &up.url(), "")
-    );
-    let tokex = Tokex::start(&yaml).await;
+    let tokex = Tokex::start(&early(&a, &b, &up.url())).await;
     let subject = jwt(serde_json::json!({"sub": "alice", "exp": now() + 40}));
     let r = get(&tokex, "orders.internal", "/", Some(&subject)).await;
     assert_eq!(r.json()["authorization"], "Bearer orders-1");
@@ -146,26 +126,12 @@ async fn the_app_tokens_expiry_bounds_both_legs() {
 /// shares it, and pays only its own second leg.
 #[tokio::test]
 async fn concurrent_misses_make_one_call_per_leg() {
-    let (a, b, up) = (
-        MockAs::start().await,
-        MockAs::start().await,
-        Upstream::start().await,
-    );
+    let (a, b, up) = parts().await;
     a.on(|req, n| {
         issue_with(req, &format!("grant-{n}"), Some(300)).delayed(Duration::from_millis(100))
     });
     tokens(&b, 300);
-    let other = format!(
-        "  - name: invoices
-    match: {{ host: invoices.internal }}
-    upstream: {}
-    exchange:
-      chain:
-        - authority: a
-        - {{ authority: b, scope: invoices.read }}
-",
-        up.url()
-    );
+    let other = route("invoices", &up.url(), "invoices.read");
     let tokex = std::sync::Arc::new(Tokex::start(&chained(&a, &b, &up.url(), &other)).await);
     let mut tasks = Vec::new();
     for i in 0..20 {
@@ -197,11 +163,7 @@ async fn concurrent_misses_make_one_call_per_leg() {
 /// and the next request starts from a new grant.
 #[tokio::test]
 async fn a_refused_grant_is_purged_and_asked_for_again() {
-    let (a, b, up) = (
-        MockAs::start().await,
-        MockAs::start().await,
-        Upstream::start().await,
-    );
+    let (a, b, up) = parts().await;
     grants(&a, 300);
     let spent = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let used = spent.clone();
@@ -215,17 +177,7 @@ async fn a_refused_grant_is_purged_and_asked_for_again() {
         used.push(grant);
         issue_with(req, &format!("orders-{n}"), Some(300))
     });
-    let other = format!(
-        "  - name: invoices
-    match: {{ host: invoices.internal }}
-    upstream: {}
-    exchange:
-      chain:
-        - authority: a
-        - {{ authority: b, scope: invoices.read }}
-",
-        up.url()
-    );
+    let other = route("invoices", &up.url(), "invoices.read");
     let tokex = Tokex::start(&chained(&a, &b, &up.url(), &other)).await;
     let r = get(&tokex, "orders.internal", "/", Some("alice")).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -266,11 +218,7 @@ async fn every_refusal_maps_to_its_row() {
         ("b", "access_denied", 403, "exchange_denied"),
         ("b", "invalid_client", 502, "exchange_misconfigured"),
     ];
-    let (a, b, up) = (
-        MockAs::start().await,
-        MockAs::start().await,
-        Upstream::start().await,
-    );
+    let (a, b, up) = parts().await;
     let tokex = Tokex::start(&chained(&a, &b, &up.url(), "")).await;
     for (i, (leg, oauth_error, status, code)) in rows.into_iter().enumerate() {
         let refuse =

@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 
-use super::{Form, Issue, err, issue, targets};
+use super::{Form, Issue, audiences_or_default, err, issue, subject_scope};
 use crate::config::ClientConfig;
 use crate::{Realm, Sts, verify};
 use tokex_common::oauth::TOKEN_TYPE_ACCESS_TOKEN;
@@ -35,29 +35,9 @@ pub(super) async fn grant(
                 "the assertion is invalid, not trusted or not addressed to this realm",
             )
         })?;
-    let requested = targets(client, form)?;
-    let audiences = match requested.is_empty() {
-        true => client.audiences.clone(),
-        false => requested,
-    };
-    if audiences.is_empty() {
-        return Err(err(
-            "invalid_target",
-            "no audience requested and none configured for this client",
-        ));
-    }
+    let audiences = audiences_or_default(client, form)?;
+    let scope = subject_scope(realm, client, form, &verified)?;
     let claims = &verified.claims;
-    let available =
-        realm
-            .config
-            .policy
-            .available(claims, verified.same_realm, client.scopes.as_deref());
-    let scope = crate::policy::narrow(form.get("scope"), &available).ok_or_else(|| {
-        err(
-            "invalid_scope",
-            "no requested scope is allowed for this subject",
-        )
-    })?;
     let subject = claims
         .get("sub")
         .and_then(Value::as_str)
