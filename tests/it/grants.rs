@@ -2,11 +2,7 @@
 //! (`exchange.extra_params`): the exact RFC 7523 §2.1 request sent, the refusals mapped
 //! to the error table like RFC 8693 ones, the cache key, and what the config refuses.
 
-use std::process::Command;
-
 use crate::support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tokex");
 
 /// A subject JWT the app sends; Entra's on-behalf-of takes the app's access token.
 const SUBJECT: &str = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSJ9.c2ln";
@@ -232,21 +228,5 @@ routes:
             "routes[0].exchange.grant: unknown variant `password`",
         ),
     ];
-    let dir = tempfile::tempdir().unwrap();
-    for (exchange, marker, expected) in cases {
-        let col = exchange.find(marker).unwrap() + 1;
-        let path = dir.path().join("t.yaml");
-        std::fs::write(&path, format!("{authority}{exchange}")).unwrap();
-        let out = Command::new(BIN)
-            .args(["check", "--offline", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{exchange}: {stderr}");
-        assert!(
-            stderr.starts_with(&format!("{}:14:{col}: {expected}", path.display())),
-            "{exchange}: {stderr}"
-        );
-    }
+    assert_refused_at(authority, 14, &cases);
 }

@@ -18,6 +18,7 @@
 //! - [`sts`]: the embedded authorization server in-process ([`StsServer`]).
 //! - [`app`]: the app's HTTP client and what it gets back ([`Got`]).
 //! - [`raw`]: raw app connections ([`App`]) and a message reader.
+//! - [`refusals`]: configs `tokex check` must refuse, at their place.
 //! - [`redis_server`]: a real `redis-server` for the shared cache ([`Redis`]).
 //! - [`modes`]: HTTP/1.1 or h2c from the app, http or https upstream ([`each_mode!`]).
 //! - [`wait`]: waiting on a condition, on the real clock or on paused time.
@@ -27,6 +28,7 @@ mod mock_as;
 mod modes;
 mod raw;
 mod redis_server;
+mod refusals;
 mod scripted;
 mod serve;
 mod spawn;
@@ -42,6 +44,7 @@ pub(crate) use modes::each_mode;
 pub use modes::*;
 pub use raw::*;
 pub use redis_server::*;
+pub use refusals::*;
 pub use scripted::*;
 pub use serve::*;
 pub use spawn::*;

@@ -1,6 +1,6 @@
 //! What the config refuses about `exchange.chain`, each at FILE:LINE:COL with its key.
 
-use std::process::Command;
+use crate::support::*;
 
 #[test]
 fn chain_refusals_name_their_place() {
@@ -80,22 +80,7 @@ routes:
             "routes[0].exchange.subject_token_from: `host` cannot carry a token",
         ),
     ];
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.yaml");
-    for (exchange, marker, expected) in cases {
-        let col = exchange.find(marker).unwrap() + 1;
-        std::fs::write(&path, format!("{head}{exchange}")).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_tokex"))
-            .args(["check", "--offline", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{exchange}: {stderr}");
-        let place = format!("{}:18:{col}: {expected}", path.display());
-        assert!(
-            stderr.starts_with(&place),
-            "{exchange}\nwanted {place}\n   got {stderr}"
-        );
-    }
+    let cases: Vec<(&str, &str, &str)> =
+        cases.iter().map(|(l, m, e)| (l.as_str(), *m, *e)).collect();
+    assert_refused_at(head, 18, &cases);
 }
