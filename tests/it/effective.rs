@@ -50,6 +50,12 @@ fn shipped_configs_round_trip() {
         !example.contains("REPLACE-ME"),
         "the secret file's content never prints"
     );
+    let chaining = round_trip(Path::new("config/chaining.yaml"), &[]);
+    assert!(
+        chaining.contains("    chain:\n    - authority: domain-a\n"),
+        "{chaining}"
+    );
+    assert!(!chaining.contains("tokex-a-secret"), "{chaining}");
 
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("secrets");

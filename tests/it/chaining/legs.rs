@@ -98,6 +98,37 @@ async fn each_leg_keeps_its_own_lifetime() {
     );
 }
 
+/// Refresh-ahead renews the route's token through the chain, in the background, with
+/// the grant from the cache.
+#[tokio::test(start_paused = true)]
+async fn refresh_ahead_renews_through_the_chain() {
+    let (a, b, up) = parts().await;
+    grants(&a, 300);
+    tokens(&b, 36);
+    let yaml = format!(
+        "{}cache: {{ early_expiry: 30s, refresh_ahead: 2s }}\n",
+        chained(&a, &b, &up.url(), "")
+    );
+    let tokex = Tokex::start(&yaml).await;
+    let r = get(&tokex, "orders.internal", "/", Some("alice")).await;
+    assert_eq!(r.json()["authorization"], "Bearer orders-1");
+    // 6 s in the cache, refreshed by the first hit from 4 s on.
+    tokio::time::advance(Duration::from_secs(4)).await;
+    let r = get(&tokex, "orders.internal", "/", Some("alice")).await;
+    assert_eq!(
+        r.json()["authorization"],
+        "Bearer orders-1",
+        "served while refreshing"
+    );
+    settled("the refreshed token is served", async || {
+        let r = get(&tokex, "orders.internal", "/", Some("alice")).await;
+        r.json()["authorization"] == "Bearer orders-2"
+    })
+    .await;
+    assert_eq!(b.count(), 2, "one refresh");
+    assert_eq!(a.count(), 1, "the cached grant was presented again");
+}
+
 /// The app token's `exp` bounds both legs: the grant is asked for again with the
 /// route's token, though its own lifetime would have lasted.
 #[tokio::test(start_paused = true)]
