@@ -60,7 +60,8 @@ impl RouteExchange {
                 .await?;
             let Ok(assertion) = grant.authorization.to_str() else {
                 first.cache.invalidate(&key).await;
-                return Err(at_leg("first", leg, not_header_safe()));
+                let why = exchange::Error::BadResponse("the grant is not a token".into());
+                return Err(at_leg("first", leg, why));
             };
             let second = new_entry(
                 &self.client,
@@ -72,23 +73,19 @@ impl RouteExchange {
                 audited,
             )
             .await;
-            match second {
-                Err(exchange::Error::Refused { oauth_error, .. })
-                    if oauth_error == "invalid_grant" && lookup == Lookup::Hit && !retried =>
-                {
-                    tracing::debug!(authority = %params.authority, "the cached grant was refused; asking for a fresh one");
-                    first.cache.invalidate(&key).await;
-                    retried = true;
-                }
-                Err(e) => {
-                    if matches!(&e, exchange::Error::Refused { oauth_error, .. } if oauth_error == "invalid_grant")
-                    {
-                        first.cache.invalidate(&key).await;
-                    }
-                    return Err(at_leg("second", params, e));
-                }
-                Ok(entry) => return Ok(entry),
+            let Err(e) = second else {
+                return second;
+            };
+            // A refused grant is spent or no longer trusted: never present it again.
+            let refused = matches!(&e, exchange::Error::Refused { oauth_error, .. } if oauth_error == "invalid_grant");
+            if refused {
+                first.cache.invalidate(&key).await;
             }
+            if !(refused && lookup == Lookup::Hit && !retried) {
+                return Err(at_leg("second", params, e));
+            }
+            tracing::debug!(authority = %params.authority, "the cached grant was refused; asking for a fresh one");
+            retried = true;
         }
     }
 
@@ -130,8 +127,4 @@ fn at_leg(leg: &'static str, params: &ExchangeParams, error: exchange::Error) ->
         authority: params.authority.clone(),
         error: Box::new(error),
     }
-}
-
-fn not_header_safe() -> exchange::Error {
-    exchange::Error::BadResponse("the grant is not a token".into())
 }
