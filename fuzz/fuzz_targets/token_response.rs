@@ -99,12 +99,21 @@ fn accepted(
     let Some(json) = json else { return };
     match (json.get("expires_in"), issued.expires_in) {
         (None | Some(serde_json::Value::Null), None) => {}
-        (Some(serde_json::Value::Number(n)), Some(secs)) => match n.as_u64() {
-            Some(whole) => assert_eq!(secs, whole),
-            None => assert_eq!(secs, n.as_f64().unwrap_or(-1.0) as u64),
+        (Some(serde_json::Value::Number(n)), Some(secs)) => assert_seconds(n, secs),
+        // A string is read as the JSON number it holds, whitespace around it allowed.
+        (Some(serde_json::Value::String(s)), Some(secs)) => match s.trim().parse() {
+            Ok(n) => assert_seconds(&n, secs),
+            Err(e) => panic!("expires_in {s:?} ({e}) kept as {secs}"),
         },
-        (Some(serde_json::Value::String(s)), Some(secs)) => assert_eq!(s.parse(), Ok(secs)),
         (sent, kept) => panic!("expires_in {sent:?} kept as {kept:?}"),
+    }
+}
+
+/// Whole seconds, fractions rounded down, huge values saturated.
+fn assert_seconds(n: &serde_json::Number, secs: u64) {
+    match n.as_u64() {
+        Some(whole) => assert_eq!(secs, whole, "{n}"),
+        None => assert_eq!(secs, n.as_f64().unwrap_or(-1.0) as u64, "{n}"),
     }
 }
 
