@@ -3,6 +3,7 @@
 
 mod config;
 mod example;
+mod fleet;
 mod legs;
 
 use crate::support::*;

@@ -48,12 +48,12 @@ fn metric(metrics: &str, series: &str) -> f64 {
 }
 
 /// `series` on `tokex` now.
-async fn read_metric(tokex: &impl Sidecar, series: &str) -> f64 {
+pub(crate) async fn read_metric(tokex: &impl Sidecar, series: &str) -> f64 {
     metric(&tokex.metrics().await, series)
 }
 
 /// Waits until `tokex` has written `n` tokens to the shared cache.
-async fn written(tokex: &impl Sidecar, n: f64) {
+pub(crate) async fn written(tokex: &impl Sidecar, n: f64) {
     eventually(&format!("{n} writes to the shared cache"), async || {
         read_metric(tokex, "tokex_shared_cache_writes_total").await >= n
     })
@@ -71,7 +71,7 @@ async fn narrowed(tokex: &impl Sidecar, up: &Upstream, token: &str) -> String {
 }
 
 /// Fresh random keys for a key file.
-fn random_keys<const N: usize>() -> [[u8; 32]; N] {
+pub(crate) fn random_keys<const N: usize>() -> [[u8; 32]; N] {
     use ring::rand::SecureRandom;
     let rng = ring::rand::SystemRandom::new();
     let mut keys = [[0u8; 32]; N];
