@@ -10,7 +10,7 @@
 //! or its connection's history, so every route feature applies to all of them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -37,11 +37,10 @@ mod chain;
 mod destination;
 mod fleet;
 mod passthrough;
+mod reload;
 mod token;
 
 use destination::{Chosen, RouteUpstream};
-
-static NEXT_ROUTE_ID: AtomicU64 = AtomicU64::new(0);
 
 /// Why the runtime for a config could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -132,52 +131,6 @@ impl Proxy {
         crate::telemetry::export::activate(runtime.tracing.clone());
         self.state.store(Arc::new(runtime));
         Ok(())
-    }
-
-    /// Re-reads the config file this proxy was loaded from (SIGHUP or a change to the
-    /// file). The new file is validated whole; on any error the running config stays in
-    /// force. Counted in `tokex_config_reloads_total`.
-    pub async fn reload_from_source(&self) -> Result<(), String> {
-        let current = self.config();
-        // The file poller compares the file with the running config's view of it. A
-        // failed reload leaves that config running: without this, the poller would try
-        // the same broken file again and report it twice.
-        if let Some(source) = &current.source {
-            source.mark_seen();
-        }
-        let result = match current.source.as_ref().and_then(|s| s.paths().first()) {
-            None => Err("this config was not loaded from a file".to_string()),
-            Some(path) => match crate::config::load(path) {
-                Err(e) => Err(e.to_string()),
-                Ok(c) => {
-                    let kept = |name: &str| {
-                        self.metrics.discovery_failures.series(&[name]).inc();
-                    };
-                    crate::discovery::resolve(c, Some(&current), kept)
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|c| {
-                            if c.listen != current.listen || c.admin != current.admin {
-                                tracing::warn!("listen and admin addresses change only on restart");
-                            }
-                            self.reload(c).map_err(|e| e.to_string())
-                        })
-                }
-            },
-        };
-        match &result {
-            Ok(()) => {
-                self.metrics.config_reloads.series(&["ok"]).inc();
-                self.metrics.config_loaded(true);
-                tracing::info!("config reloaded");
-            }
-            Err(e) => {
-                self.metrics.config_reloads.series(&["error"]).inc();
-                self.metrics.config_loaded(false);
-                tracing::error!(error = %e, "config reload failed; keeping the running config");
-            }
-        }
-        result
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -301,59 +254,6 @@ struct Authorized {
 }
 
 impl Runtime {
-    fn build(
-        config: Arc<Config>,
-        cache: &TokenCache,
-        metrics: &Arc<Metrics>,
-        permits: &Arc<Semaphore>,
-        tracing: Option<&Arc<crate::telemetry::Export>>,
-    ) -> Result<Self, BuildError> {
-        let env = crate::telemetry::export::Environment::process();
-        let tracing = crate::telemetry::Export::for_config(config.tracing.as_ref(), env, tracing)?;
-        let mut clients = std::collections::BTreeMap::new();
-        for (name, authority) in &config.authorities {
-            // At 0 from the first scrape, like the authority's exchange series.
-            metrics.discovery_failures.series(&[name]);
-            let client = ExchangeClient::new(authority.clone(), permits.clone(), metrics.clone())?;
-            clients.insert(name.clone(), Arc::new(client));
-        }
-        let watch = |direction: &str| Watch {
-            limit: config.timeouts.body_idle,
-            stalls: metrics.body_stalls.series(&[direction]),
-        };
-        let (to_upstream, to_app) = (watch("to_upstream"), watch("to_app"));
-        let shared = config
-            .cache
-            .shared
-            .as_ref()
-            .map(|s| crate::cache::shared::SharedCache::new(s, metrics));
-        let mut routes = Vec::with_capacity(config.routes.len());
-        for route in &config.routes {
-            let upstream = RouteUpstream::new(route, &config.timeouts, to_upstream.clone())
-                .map_err(|e| BuildError::UpstreamTls(route.name.clone(), e))?;
-            let exchange = match &route.exchange {
-                None => None,
-                Some(p) => Some(RouteExchange::build(route, p, &clients, cache, &shared)?),
-            };
-            let metrics = RouteMetrics::new(metrics, &route.name);
-            routes.push(RouteRuntime {
-                id: NEXT_ROUTE_ID.fetch_add(1, Ordering::Relaxed),
-                route: route.clone(),
-                audit: config.audit,
-                upstream,
-                exchange,
-                metrics,
-            });
-        }
-        Ok(Self {
-            config,
-            routes,
-            tracing,
-            to_upstream,
-            to_app,
-        })
-    }
-
     /// Step 1: the first route that matches and the path to send upstream, or `no_route`.
     /// The route's index, so a request can keep it with the snapshot it came from.
     fn route<B>(

@@ -1,15 +1,22 @@
-//! A route's exchange runtime, built with each config: its authorities' clients and the
-//! cache keys that tell its tokens from every other route's.
+//! What each config builds: the runtime its requests see, each route's upstream and
+//! metrics, and each route's exchange with its authorities' clients and the cache keys
+//! that tell its tokens from every other route's.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::Semaphore;
 
 use super::chain::FirstLeg;
-use super::{BuildError, RouteExchange};
+use super::destination::RouteUpstream;
+use super::{BuildError, RouteExchange, RouteRuntime, Runtime};
 use crate::cache::TokenCache;
 use crate::cache::shared::SharedCache;
-use crate::config::{ExchangeParams, Route};
+use crate::config::{Config, ExchangeParams, Route};
 use crate::exchange::ExchangeClient;
+use crate::idle::Watch;
+use crate::metrics::{Metrics, RouteMetrics};
 
 type Clients = BTreeMap<String, Arc<ExchangeClient>>;
 
@@ -88,4 +95,61 @@ fn key_fields(client: &ExchangeClient, p: &ExchangeParams) -> Vec<String> {
         fields.extend([name.clone(), value.clone()]);
     }
     fields
+}
+
+static NEXT_ROUTE_ID: AtomicU64 = AtomicU64::new(0);
+
+impl Runtime {
+    pub(super) fn build(
+        config: Arc<Config>,
+        cache: &TokenCache,
+        metrics: &Arc<Metrics>,
+        permits: &Arc<Semaphore>,
+        tracing: Option<&Arc<crate::telemetry::Export>>,
+    ) -> Result<Self, BuildError> {
+        let env = crate::telemetry::export::Environment::process();
+        let tracing = crate::telemetry::Export::for_config(config.tracing.as_ref(), env, tracing)?;
+        let mut clients = std::collections::BTreeMap::new();
+        for (name, authority) in &config.authorities {
+            // At 0 from the first scrape, like the authority's exchange series.
+            metrics.discovery_failures.series(&[name]);
+            let client = ExchangeClient::new(authority.clone(), permits.clone(), metrics.clone())?;
+            clients.insert(name.clone(), Arc::new(client));
+        }
+        let watch = |direction: &str| Watch {
+            limit: config.timeouts.body_idle,
+            stalls: metrics.body_stalls.series(&[direction]),
+        };
+        let (to_upstream, to_app) = (watch("to_upstream"), watch("to_app"));
+        let shared = config
+            .cache
+            .shared
+            .as_ref()
+            .map(|s| crate::cache::shared::SharedCache::new(s, metrics));
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            let upstream = RouteUpstream::new(route, &config.timeouts, to_upstream.clone())
+                .map_err(|e| BuildError::UpstreamTls(route.name.clone(), e))?;
+            let exchange = match &route.exchange {
+                None => None,
+                Some(p) => Some(RouteExchange::build(route, p, &clients, cache, &shared)?),
+            };
+            let metrics = RouteMetrics::new(metrics, &route.name);
+            routes.push(RouteRuntime {
+                id: NEXT_ROUTE_ID.fetch_add(1, Ordering::Relaxed),
+                route: route.clone(),
+                audit: config.audit,
+                upstream,
+                exchange,
+                metrics,
+            });
+        }
+        Ok(Self {
+            config,
+            routes,
+            tracing,
+            to_upstream,
+            to_app,
+        })
+    }
 }
