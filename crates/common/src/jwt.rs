@@ -12,10 +12,16 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 /// not JWTs, or have no numeric `exp`.
 pub fn unverified_exp(token: &str) -> Option<u64> {
     let claims = unverified_claims(token)?;
-    let exp = claims.get("exp")?;
-    // A float exp (allowed by RFC 7519 NumericDate) truncates; a string is not a NumericDate.
-    exp.as_u64()
-        .or_else(|| exp.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+    numeric_date(claims.get("exp")?)
+}
+
+/// A claim as an RFC 7519 NumericDate in whole seconds: an integer, or a float truncated
+/// (RFC 7519 allows fractions, and JWT libraries accept them); a string or a negative
+/// number is not one.
+pub fn numeric_date(value: &serde_json::Value) -> Option<u64> {
+    value
+        .as_u64()
+        .or_else(|| value.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
 }
 
 /// Whether a JWT carries a confirmation claim (`cnf`, RFC 7800): a key or certificate

@@ -18,6 +18,7 @@ use subtle::ConstantTimeEq;
 use super::config::{ClientConfig, Grant};
 use super::policy::{self, RESERVED};
 use super::{Realm, Sts, verify};
+use tokex_common::jwt::numeric_date;
 use tokex_common::oauth::{
     CLIENT_ASSERTION_TYPE_JWT_BEARER, GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_JWT_BEARER,
     GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT,
@@ -190,7 +191,7 @@ fn authenticate<'r>(
             .get("jti")
             .and_then(Value::as_str)
             .ok_or_else(|| invalid(false))?;
-        let exp = verified.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        let exp = verified.get("exp").and_then(numeric_date).unwrap_or(0);
         if !realm.remember_jti(id, jti, exp) {
             tracing::debug!(realm = %realm.config.name, client = id, "client assertion replayed");
             return Err(invalid(false));
@@ -310,7 +311,8 @@ async fn exchange(
     let extra = realm.config.policy.transform(&subject.claims);
     // Without a new actor, an existing delegation chain is kept, never dropped.
     let act = act.or_else(|| subject.claims.get("act").cloned());
-    let exp_cap = subject.claims.get("exp").and_then(Value::as_u64);
+    let exp_cap = subject.claims.get("exp").and_then(numeric_date);
+    unexpired(exp_cap, "invalid_request")?;
     issue(
         realm,
         Issue {
@@ -397,6 +399,17 @@ struct Issue<'a> {
     act: Option<Value>,
     exp_cap: Option<u64>,
     token_type: &'static str,
+}
+
+/// Refuses with `code` a token that verified within the clock-skew leeway but has
+/// expired: a token issued from it would be born expired.
+fn unexpired(exp_cap: Option<u64>, code: &'static str) -> Result<(), OAuthError> {
+    match exp_cap {
+        Some(exp) if exp <= tokex_common::clock::unix_now() => {
+            Err(err(code, "the token has expired"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Signs an RFC 9068 access token and builds the RFC 8693 §2.2.1 response.

@@ -89,6 +89,11 @@ async fn verify_for(
         .iter()
         .find(|t| t.issuer == iss)
         .ok_or_else(|| format!("issuer {iss:.100} is not trusted"))?;
+    // A grant comes from another authority: a realm's own token, addressed to itself,
+    // would be taken with its scopes unmapped.
+    if audiences.is_some() && t.same_realm {
+        return Err("a realm's own tokens are not authorization grants here".into());
+    }
     if audiences.is_none() && t.audiences.is_empty() {
         return Err(format!(
             "issuer {iss:.100} is trusted for authorization grants only"

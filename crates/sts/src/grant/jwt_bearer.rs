@@ -9,9 +9,10 @@
 
 use serde_json::Value;
 
-use super::{Form, Issue, audiences_or_default, err, issue, subject_scope};
+use super::{Form, Issue, audiences_or_default, err, issue, subject_scope, unexpired};
 use crate::config::ClientConfig;
 use crate::{Realm, Sts, verify};
+use tokex_common::jwt::numeric_date;
 use tokex_common::oauth::TOKEN_TYPE_ACCESS_TOKEN;
 
 pub(super) async fn grant(
@@ -38,6 +39,9 @@ pub(super) async fn grant(
     let audiences = audiences_or_default(client, form)?;
     let scope = subject_scope(realm, client, form, &verified)?;
     let claims = &verified.claims;
+    let exp_cap = claims.get("exp").and_then(numeric_date);
+    // RFC 7523 §3.1: an expired assertion is `invalid_grant`.
+    unexpired(exp_cap, "invalid_grant")?;
     let subject = claims
         .get("sub")
         .and_then(Value::as_str)
@@ -52,7 +56,7 @@ pub(super) async fn grant(
             scope,
             extra: realm.config.policy.transform(claims),
             act: claims.get("act").cloned(),
-            exp_cap: claims.get("exp").and_then(Value::as_u64),
+            exp_cap,
             token_type: TOKEN_TYPE_ACCESS_TOKEN,
         },
     )

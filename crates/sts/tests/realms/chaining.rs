@@ -107,6 +107,49 @@ async fn the_token_endpoint_url_also_names_the_realm() {
     );
 }
 
+/// A grant whose `exp` is a fraction (an RFC 7519 NumericDate may be) still bounds the
+/// token issued for it.
+#[tokio::test]
+async fn a_fractional_exp_bounds_the_token_too() {
+    let sts = shipped().await;
+    let key = &sts.sts.realms["domain-a"].key;
+    let exp = (now() + 30) as f64 + 0.5;
+    let claims = json!({"iss": DOMAIN_A, "sub": "alice", "aud": DOMAIN_B, "exp": exp, "iat": now(), "scope": "orders.read"});
+    let r = at_b(&sts, &key.sign(&claims, "JWT").unwrap(), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t = claims_of(r.json()["access_token"].as_str().unwrap());
+    assert!(
+        t["exp"].as_u64().unwrap() <= now() + 30,
+        "{t} outlives {exp}"
+    );
+    assert!(r.json()["expires_in"].as_u64().unwrap() <= 30, "{}", r.body);
+}
+
+/// A realm that trusts its own tokens as subjects does not take them as grants, even
+/// addressed to itself: grants come from another authority.
+#[tokio::test]
+async fn a_realms_own_token_is_no_grant() {
+    let sts = StsServer::start(
+        "realms:
+  a:
+    issuer: https://as.a.example
+    trust:
+      - { realm: a, audiences: [web-app] }
+    clients:
+      tokex: { client_secret: s, grants: [jwt_bearer], audiences: [orders-api] }
+",
+    )
+    .await;
+    let key = &sts.sts.realms["a"].key;
+    let own = json!({"iss": "https://as.a.example", "sub": "alice", "aud": "https://as.a.example", "exp": now() + 60, "scope": "orders:read"});
+    let form = [
+        ("grant_type", JWT_BEARER_GRANT),
+        ("assertion", &key.sign(&own, "JWT").unwrap()),
+    ];
+    let r = sts.post("a", Some(("tokex", "s")), &form).await;
+    assert_oauth_error(&r, 400, "invalid_grant", "its own token");
+}
+
 /// Every refusal of the grant, by its RFC 6749 §5.2 / RFC 7523 §3.1 code.
 #[tokio::test]
 async fn domain_b_refuses_what_is_not_a_grant_for_it() {
@@ -134,6 +177,15 @@ async fn domain_b_refuses_what_is_not_a_grant_for_it() {
         400,
         "invalid_grant",
         "expired",
+    );
+    // Within the clock-skew leeway it still verifies, but a token from it would be born
+    // expired.
+    let just_expired = key.sign(&with(json!({"exp": now() - 2})), "JWT").unwrap();
+    assert_oauth_error(
+        &at_b(&sts, &just_expired, None).await,
+        400,
+        "invalid_grant",
+        "expired within the leeway",
     );
     let forged = TestKey::new("x").sign_as(&key.kid, &with(json!({"exp": now() + 60})));
     assert_oauth_error(
