@@ -73,7 +73,11 @@ impl RouteExchange {
             actor,
             subject: subject.unwrap_or(""),
         };
-        let wait = self.client.authority().timeout;
+        // The fill runs both legs of a chain (tokex's own token only the second).
+        let mut wait = self.client.authority().timeout;
+        if let (Some(first), Some(_)) = (&self.first, subject) {
+            wait += first.client.authority().timeout;
+        }
         shared
             .fill(name, &route.cache, wait, newer_than, exchanged)
             .await

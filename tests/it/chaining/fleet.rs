@@ -1,6 +1,8 @@
 //! Chained routes on a fleet sharing one Redis: the route's token is shared, the grant
 //! between the legs never is.
 
+use std::time::Duration;
+
 use super::{chained, grants, parts, route, tokens};
 use crate::shared_cache::{random_keys, read_metric, written};
 use crate::support::*;
@@ -69,4 +71,34 @@ async fn the_fleet_shares_the_routes_token_and_never_the_grant() {
     let hits = read_metric(&one, "tokex_shared_cache_hits_total").await
         + read_metric(&two, "tokex_shared_cache_hits_total").await;
     assert_eq!(hits, 2.0);
+}
+
+/// Under the fleet lock, replicas missing a chained route's token together make one call
+/// per leg, though the two legs take longer together (1.2 s) than either authority's
+/// timeout (1 s): the lock and the wait cover both.
+#[tokio::test]
+async fn the_fleet_lock_covers_both_legs() {
+    let ((a, b, up), redis) = (parts().await, Redis::start().await);
+    let slow = Duration::from_millis(600);
+    a.on(move |req, n| issue_with(req, &format!("grant-{n}"), Some(300)).delayed(slow));
+    b.on(move |req, n| issue_with(req, &format!("orders-{n}"), Some(300)).delayed(slow));
+    let dir = tempfile::tempdir().unwrap();
+    let keys = key_file(dir.path(), &random_keys::<1>());
+    let yaml = format!(
+        "{}cache:\n  shared:\n    url: {}\n    key_file: {}\n    lock: {{ poll_interval: 10ms }}\n",
+        chained(&a, &b, &up.url(), ""),
+        redis.url(),
+        keys.display()
+    );
+    let fleet = futures_util::future::join_all((0..3).map(|_| Tokex::start(&yaml))).await;
+    let all = fleet
+        .iter()
+        .map(|replica| get(replica, "orders.internal", "/", Some("alice-token")));
+    let answers = futures_util::future::join_all(all).await;
+    assert!(answers.iter().all(|r| r.status == 200), "{answers:?}");
+    assert_eq!(
+        (a.count(), b.count()),
+        (1, 1),
+        "one call per leg for the fleet"
+    );
 }
