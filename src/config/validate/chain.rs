@@ -13,8 +13,12 @@ use super::params::{GrantChoice, LegSpec, leg_params};
 use super::{Invalid, at};
 use crate::config::file::{FileExchangeSpec, FileLeg};
 use crate::config::model::{Authority, ExchangeParams};
-use crate::oauth::{TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT};
+use crate::oauth::{TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT};
 use tokex_common::values::Text;
+
+/// What leg one may ask for: token types issued as JWTs (an access token is one at the
+/// authorities that issue grants as access tokens, Keycloak for one).
+const GRANT_TYPES: [&str; 3] = [TOKEN_TYPE_JWT, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN];
 
 /// The chained exchange at `prefix` (`routes[0].exchange`), and the span its errors
 /// about the request (subject source, injection) point at.
@@ -85,6 +89,20 @@ pub(super) fn params<'a>(
         authorities,
         delegating,
     )?;
+    // The grant is leg two's assertion, so it must be a JWT: a SAML assertion or a
+    // refresh token would pass the check and fail on every request.
+    if let Some(asked) = &first.requested_token_type
+        && !GRANT_TYPES.contains(&one.requested_token_type.as_str())
+    {
+        return Err(at(
+            asked,
+            format!(
+                "{prefix}.chain[0].requested_token_type: leg two presents this token as a JWT \
+                 assertion; ask for one of {}",
+                GRANT_TYPES.join(", ")
+            ),
+        ));
+    }
     // The grant goes into a form as it is, never into a header with a scheme.
     one.inject.scheme = None;
     let mut two = leg_params(

@@ -75,6 +75,11 @@ routes:
             "routes[0].exchange.chain[0].grant: unknown field `grant`",
         ),
         (
+            "    exchange: { chain: [{ authority: a, audience: x, requested_token_type: 'urn:ietf:params:oauth:token-type:saml2' }, { authority: b, scope: s }] }\n".into(),
+            "'urn:ietf:params:oauth:token-type:saml2'",
+            "routes[0].exchange.chain[0].requested_token_type: leg two presents this token as a JWT assertion",
+        ),
+        (
             "    exchange: { subject_token_from: { header: host }, chain: [{ authority: a, audience: x }, { authority: b, scope: s }] }\n".into(),
             "a, audience",
             "routes[0].exchange.subject_token_from: `host` cannot carry a token",
