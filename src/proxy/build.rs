@@ -13,7 +13,7 @@ use super::destination::RouteUpstream;
 use super::{BuildError, RouteExchange, RouteRuntime, Runtime};
 use crate::cache::TokenCache;
 use crate::cache::shared::SharedCache;
-use crate::config::{Config, ExchangeParams, Route};
+use crate::config::{CacheSettings, Config, ExchangeParams, Route};
 use crate::exchange::ExchangeClient;
 use crate::idle::Watch;
 use crate::metrics::{Metrics, RouteMetrics};
@@ -30,6 +30,9 @@ impl RouteExchange {
     ) -> Result<Self, BuildError> {
         let client = client_of(route, params, clients)?;
         let mut fields = key_fields(&client, params);
+        // An entry's lifetime is set by the route that filled it: routes share entries
+        // only where they would have given them the same one.
+        let lifetime = lifetime_fields(&route.cache);
         let first = match params.first_leg.as_deref() {
             None => None,
             Some(leg) => {
@@ -38,7 +41,10 @@ impl RouteExchange {
                 // The route's token depends on both legs: its key covers the first's too.
                 fields.push("chain".into());
                 fields.extend(own.iter().cloned());
-                let own: Vec<&str> = own.iter().map(String::as_str).collect();
+                // A grant is never the token of a route that asks for the same exchange.
+                let mut own: Vec<&str> = own.iter().map(String::as_str).collect();
+                own.insert(0, "grant");
+                own.extend(lifetime.iter().map(String::as_str));
                 Some(Arc::new(FirstLeg {
                     keys: cache.key_builder(&own),
                     client: first,
@@ -46,6 +52,7 @@ impl RouteExchange {
                 }))
             }
         };
+        fields.extend(lifetime);
         let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
         let shared = shared
             .clone()
@@ -95,6 +102,11 @@ fn key_fields(client: &ExchangeClient, p: &ExchangeParams) -> Vec<String> {
         fields.extend([name.clone(), value.clone()]);
     }
     fields
+}
+
+/// The cache settings that bound an entry's lifetime and its refresh.
+fn lifetime_fields(s: &CacheSettings) -> [String; 4] {
+    [s.max_ttl, s.default_ttl, s.early_expiry, s.refresh_ahead].map(|d| d.as_millis().to_string())
 }
 
 static NEXT_ROUTE_ID: AtomicU64 = AtomicU64::new(0);

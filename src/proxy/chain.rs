@@ -10,7 +10,7 @@ use http::HeaderMap;
 
 use super::RouteExchange;
 use super::token::new_entry;
-use crate::cache::{Entry, Key, KeyBuilder, Lookup, TokenCache};
+use crate::cache::{Entry, KeyBuilder, Lookup, TokenCache};
 use crate::config::{CacheSettings, ExchangeParams};
 use crate::exchange::{self, ExchangeClient};
 
@@ -53,11 +53,23 @@ impl RouteExchange {
         let key = first
             .keys
             .key(actor.as_ref().map_or(&[][..], |d| &d[..]), subject);
-        let mut retried = false;
+        let fresh_grant = || {
+            new_entry(
+                &first.client,
+                leg,
+                settings,
+                Some(subject),
+                subject_exp,
+                app_headers,
+                false,
+            )
+        };
+        let (mut grant, mut lookup) = first
+            .cache
+            .get_or_exchange(key, fresh_grant)
+            .await
+            .map_err(|e| at_leg("first", leg, (*e).clone()))?;
         loop {
-            let (grant, lookup) = self
-                .grant(first, leg, settings, key, subject, subject_exp, app_headers)
-                .await?;
             let Ok(assertion) = grant.authorization.to_str() else {
                 first.cache.invalidate(&key).await;
                 let why = exchange::Error::BadResponse("the grant is not a token".into());
@@ -81,43 +93,16 @@ impl RouteExchange {
             if refused {
                 first.cache.invalidate(&key).await;
             }
-            if !(refused && lookup == Lookup::Hit && !retried) {
+            if !(refused && lookup == Lookup::Hit) {
                 return Err(at_leg("second", params, e));
             }
             tracing::debug!(authority = %params.authority, "the cached grant was refused; asking for a fresh one");
-            retried = true;
+            // This request's own, outside the single flight: a grant that concurrent
+            // requests share can be spent by one of them before another presents it.
+            grant = fresh_grant().await.map_err(|e| at_leg("first", leg, e))?;
+            first.cache.insert(key, grant.clone()).await;
+            lookup = Lookup::Miss;
         }
-    }
-
-    /// The first leg's grant for `subject`, from the cache or one exchange shared by
-    /// every concurrent miss.
-    #[allow(clippy::too_many_arguments)]
-    async fn grant(
-        &self,
-        first: &FirstLeg,
-        leg: &ExchangeParams,
-        settings: &CacheSettings,
-        key: Key,
-        subject: &str,
-        subject_exp: Option<u64>,
-        app_headers: Option<&HeaderMap>,
-    ) -> Result<(Arc<Entry>, Lookup), exchange::Error> {
-        let exchanged = || {
-            new_entry(
-                &first.client,
-                leg,
-                settings,
-                Some(subject),
-                subject_exp,
-                app_headers,
-                false,
-            )
-        };
-        first
-            .cache
-            .get_or_exchange(key, exchanged)
-            .await
-            .map_err(|e| at_leg("first", leg, (*e).clone()))
     }
 }
 

@@ -5,6 +5,7 @@ mod config;
 mod example;
 mod fleet;
 mod legs;
+mod sharing;
 
 use crate::support::*;
 
@@ -51,6 +52,24 @@ fn grants(a: &MockAs, expires_in: u64) {
 /// The second authority's answers: `orders-N` for `expires_in` seconds.
 fn tokens(b: &MockAs, expires_in: u64) {
     b.on(move |req, n| issue_with(req, &format!("orders-{n}"), Some(expires_in)));
+}
+
+/// The second authority takes each grant once, as one that enforces unique `jti`s does
+/// (Keycloak by default): `orders-N` for a new grant, `invalid_grant` for a spent one.
+/// The grants it took, in order.
+fn single_use(b: &MockAs) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    let spent = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let used = spent.clone();
+    b.on(move |req, n| {
+        let grant = req.param("assertion").unwrap_or_default().to_string();
+        let mut used = used.lock().unwrap();
+        if used.contains(&grant) {
+            return Reply::json(400, serde_json::json!({"error": "invalid_grant"}));
+        }
+        used.push(grant);
+        issue_with(req, &format!("orders-{n}"), Some(300))
+    });
+    spent
 }
 
 /// Two mock authorities, `a` and `b`, and the upstream.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{ISSUER_B, chained, early, grants, parts, route, tokens};
+use super::{ISSUER_B, chained, early, grants, parts, route, single_use, tokens};
 use crate::support::*;
 
 fn form(r: &AsRequest) -> Vec<(&str, &str)> {
@@ -196,18 +196,7 @@ async fn concurrent_misses_make_one_call_per_leg() {
 async fn a_refused_grant_is_purged_and_asked_for_again() {
     let (a, b, up) = parts().await;
     grants(&a, 300);
-    let spent = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let used = spent.clone();
-    // Authority b takes each grant once, as one that enforces unique `jti`s does.
-    b.on(move |req, n| {
-        let grant = req.param("assertion").unwrap_or_default().to_string();
-        let mut used = used.lock().unwrap();
-        if used.contains(&grant) {
-            return Reply::json(400, serde_json::json!({"error": "invalid_grant"}));
-        }
-        used.push(grant);
-        issue_with(req, &format!("orders-{n}"), Some(300))
-    });
+    let spent = single_use(&b);
     let other = route("invoices", &up.url(), "invoices.read");
     let tokex = Tokex::start(&chained(&a, &b, &up.url(), &other)).await;
     let r = get(&tokex, "orders.internal", "/", Some("alice")).await;
