@@ -103,7 +103,7 @@ pub async fn resolve(
                 url: found.from,
                 reason: format!(
                     "auth.method {method} is not in token_endpoint_auth_methods_supported ({})",
-                    found.auth_methods.join(", ")
+                    listed(&found.auth_methods)
                 ),
             });
         }
@@ -121,15 +121,38 @@ pub async fn resolve(
     Ok(config)
 }
 
+/// The server's list, for a message that is logged: each name quoted and bounded, at
+/// most a few of them, so a hostile document cannot forge or flood log lines.
+fn listed(methods: &[String]) -> String {
+    let mut shown: Vec<String> = methods
+        .iter()
+        .take(8)
+        .map(|m| format!("{:?}", m.chars().take(64).collect::<String>()))
+        .collect();
+    if methods.len() > shown.len() {
+        shown.push(format!("and {} more", methods.len() - shown.len()));
+    }
+    shown.join(", ")
+}
+
 #[derive(Deserialize)]
 struct RawMetadata {
     issuer: Option<String>,
     token_endpoint: Option<String>,
     token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    mtls_endpoint_aliases: Option<MtlsAliases>,
 }
 
-/// The first well-known URL that answers 200 with metadata; a 404 moves on to the next,
-/// anything else is the error.
+/// RFC 8705 §5: the endpoints a client authenticating by certificate must use instead.
+#[derive(Deserialize)]
+struct MtlsAliases {
+    token_endpoint: Option<String>,
+}
+
+/// The first well-known URL that answers with usable metadata. Any other answer (a 404, a
+/// firewall's 403, an HTML page, another issuer's document) moves on to the next; a
+/// transport failure ends the search, both URLs being at the issuer's origin. When none
+/// serves, the error is the first that is not a 404: the one that says most.
 async fn fetch(a: &Authority, issuer: &url::Url) -> Result<Discovered, Error> {
     let client = client(a).map_err(|reason| Error::Fetch {
         authority: a.name.clone(),
@@ -137,7 +160,7 @@ async fn fetch(a: &Authority, issuer: &url::Url) -> Result<Discovered, Error> {
         reason,
     })?;
     let urls = well_known_urls(issuer);
-    let mut last = None;
+    let mut failed = Vec::with_capacity(urls.len());
     for url in urls {
         let fail = |reason: String| Error::Fetch {
             authority: a.name.clone(),
@@ -150,20 +173,24 @@ async fn fetch(a: &Authority, issuer: &url::Url) -> Result<Discovered, Error> {
             Ok(Err(reason)) => return Err(fail(reason)),
             Ok(Ok(got)) => got,
         };
-        if status == 404 {
-            last = Some(fail("HTTP 404".into()));
-            continue;
+        let judged = match status {
+            200 => judge(a, issuer, &url, &body),
+            _ => Err(fail(format!("HTTP {status}"))),
+        };
+        match judged {
+            Ok(found) => return Ok(found),
+            Err(e) => failed.push((status, e)),
         }
-        if status != 200 {
-            return Err(fail(format!("HTTP {status}")));
-        }
-        return judge(a, issuer, &url, &body);
     }
-    Err(last.unwrap_or_else(|| Error::Fetch {
-        authority: a.name.clone(),
-        url: issuer.to_string(),
-        reason: "no metadata".into(),
-    }))
+    let telling = failed.iter().position(|(status, _)| *status != 404);
+    match telling.or(failed.len().checked_sub(1)) {
+        Some(i) => Err(failed.swap_remove(i).1),
+        None => Err(Error::Fetch {
+            authority: a.name.clone(),
+            url: issuer.to_string(),
+            reason: "no metadata".into(),
+        }),
+    }
 }
 
 /// RFC 8414 §3.2 and §3.3: the issuer as configured, a usable token endpoint.
@@ -185,9 +212,15 @@ fn judge(a: &Authority, issuer: &url::Url, url: &str, body: &[u8]) -> Result<Dis
             found: found.chars().take(256).collect(),
         });
     }
-    let endpoint = raw
-        .token_endpoint
-        .ok_or_else(|| unusable("no token_endpoint"))?;
+    // RFC 8705 §5: a client authenticating by certificate MUST use the alias, when there
+    // is one (the authority may terminate mutual TLS on another host).
+    let alias = raw.mtls_endpoint_aliases.and_then(|m| m.token_endpoint);
+    let endpoint = match alias {
+        Some(alias) if a.auth.identity().is_some() => alias,
+        _ => raw
+            .token_endpoint
+            .ok_or_else(|| unusable("no token_endpoint"))?,
+    };
     let parsed = url::Url::parse(&endpoint)
         .ok()
         .filter(|u| matches!(u.scheme(), "https" | "http") && u.fragment().is_none())
@@ -281,5 +314,16 @@ mod tests {
                 "http://127.0.0.1:8080/realms/x/.well-known/openid-configuration",
             ]
         );
+    }
+
+    /// A hostile list of methods reaches the log quoted, escaped and bounded.
+    #[test]
+    fn listed_methods_are_quoted_and_bounded() {
+        let many = vec!["x\nforged line".to_string(); 10];
+        let shown = listed(&many);
+        assert!(!shown.contains('\n'), "{shown}");
+        assert!(shown.starts_with(r#""x\nforged line", "#), "{shown}");
+        assert!(shown.ends_with("and 2 more"), "{shown}");
+        assert!(listed(&["a".repeat(1000)]).len() < 80);
     }
 }

@@ -115,8 +115,9 @@ async fn issuer_alone_finds_the_token_endpoint_by_path_insertion() {
     );
 }
 
-/// Without RFC 8414 metadata (404), OpenID's `/.well-known/openid-configuration`
-/// appended to the issuer is read.
+/// Without RFC 8414 metadata, OpenID's `/.well-known/openid-configuration` appended to
+/// the issuer is read: whether the first URL answers 404, a firewall's 403, a page that
+/// is not metadata, or another issuer's document.
 #[tokio::test]
 async fn openid_configuration_is_the_fallback() {
     let (as_, up, md) = (
@@ -130,16 +131,54 @@ async fn openid_configuration_is_the_fallback() {
         200,
         metadata(&issuer, &as_),
     );
-    let tokex = Tokex::start(&by_issuer(&issuer, &up.url(), "client_secret_basic")).await;
+    let rfc8414 = "/.well-known/oauth-authorization-server/realms/x";
+    let firsts = [
+        None,
+        Some((403, serde_json::json!({"error": "forbidden"}))),
+        Some((200, serde_json::json!("<html>sign in</html>"))),
+        Some((200, metadata("https://elsewhere.example", &as_))),
+    ];
+    for (i, first) in firsts.into_iter().enumerate() {
+        if let Some((status, body)) = first {
+            md.set(rfc8414, status, body);
+        }
+        let tokex = Tokex::start(&by_issuer(&issuer, &up.url(), "client_secret_basic")).await;
+        let r = get(&tokex, "echo.internal", "/", Some("subject")).await;
+        assert_eq!(r.status, 200, "case {i}: {}", r.body);
+        assert_eq!(as_.count(), i + 1, "case {i}");
+        assert_eq!(
+            md.asked()[2 * i..],
+            [rfc8414, "/realms/x/.well-known/openid-configuration"],
+            "case {i}"
+        );
+    }
+}
+
+/// RFC 8705 §5: with `tls_client_auth`, the token endpoint is the metadata's mTLS alias,
+/// where the authority takes client certificates; other methods keep the plain one.
+#[tokio::test]
+async fn a_client_certificate_goes_to_the_mtls_alias() {
+    let (as_, up, md) = (
+        MockAs::start().await,
+        Upstream::start().await,
+        Metadata::start().await,
+    );
+    let issuer = md.issuer("");
+    let mut doc = metadata(&issuer, &as_);
+    doc["token_endpoint"] = "http://127.0.0.1:9/not-for-certificates".into();
+    doc["mtls_endpoint_aliases"] = serde_json::json!({"token_endpoint": as_.endpoint()});
+    doc["token_endpoint_auth_methods_supported"] = serde_json::json!(["tls_client_auth"]);
+    md.set("/.well-known/oauth-authorization-server", 200, doc);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = localhost_cert();
+    std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
+    std::fs::write(dir.path().join("tls.key"), key).unwrap();
+    let yaml = by_issuer(&issuer, &up.url(), "tls_client_auth")
+        .replace("client_secret: s", "cert_file: tls.crt, key_file: tls.key");
+    let tokex = Tokex::start_in(dir, &yaml).await;
     let r = get(&tokex, "echo.internal", "/", Some("subject")).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(
-        md.asked(),
-        [
-            "/.well-known/oauth-authorization-server/realms/x",
-            "/realms/x/.well-known/openid-configuration"
-        ]
-    );
+    assert_eq!(as_.count(), 1, "the exchange went to the alias");
 }
 
 /// Runs `tokex run` on `yaml` until it exits; its exit code and stderr.
