@@ -20,8 +20,8 @@ pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// Largest access token accepted; it becomes a request header.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
-/// The inputs of one exchange.
-#[derive(Debug, Clone, Copy)]
+/// The inputs of one exchange. No `Debug`: they hold the caller's token in the clear.
+#[derive(Clone, Copy)]
 pub struct ExchangeInput<'a> {
     pub grant: Grant<'a>,
     pub params: &'a ExchangeParams,
@@ -29,8 +29,8 @@ pub struct ExchangeInput<'a> {
     pub authentication: &'a Authentication,
 }
 
-/// What is being traded for a token.
-#[derive(Debug, Clone, Copy)]
+/// What is being traded for a token. No `Debug`, as for [`ExchangeInput`].
+#[derive(Clone, Copy)]
 pub enum Grant<'a> {
     /// RFC 8693: the caller's token, and tokex's own as actor when configured.
     Exchange {

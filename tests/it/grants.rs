@@ -183,6 +183,11 @@ routes:
             "routes[0].exchange.extra_params.client_secret: tokex sets",
         ),
         (
+            "    exchange: { authority: a, audience: x, extra_params: { Scope: admin } }\n",
+            "admin",
+            "routes[0].exchange.extra_params.Scope: tokex sets `Scope` itself",
+        ),
+        (
             "    exchange: { authority: a, audience: x, extra_params: { \"a b\": v } }\n",
             "v }",
             "routes[0].exchange.extra_params.a b: `a b` is not a form parameter name",

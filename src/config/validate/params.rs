@@ -266,7 +266,8 @@ pub(super) fn extra_params(
                 ),
             ));
         }
-        if OWN_PARAMS.contains(&name.as_str()) {
+        // Some servers read form names regardless of case: `Scope` would be a second scope.
+        if OWN_PARAMS.iter().any(|own| own.eq_ignore_ascii_case(name)) {
             return Err(at(
                 value,
                 format!(
