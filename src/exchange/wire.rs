@@ -274,7 +274,13 @@ fn validate_success(
         Some(granted) if granted.trim().is_empty() => None,
         Some(granted) => {
             let granted = normalize_scope(&granted).map_err(|_| bad("scope is malformed"))?;
-            if let Some(requested) = &params.scope {
+            // A `.default` scope (Microsoft Entra) asks for whatever the authority has
+            // configured for a resource; the request names no set the answer could widen.
+            let checked = params.scope.as_ref().filter(|r| {
+                !r.split(' ')
+                    .any(|s| s == ".default" || s.ends_with("/.default"))
+            });
+            if let Some(requested) = checked {
                 let allowed: Vec<&str> = requested.split(' ').collect();
                 if let Some(extra) = granted.split(' ').find(|s| !allowed.contains(s)) {
                     return Err(Error::BadResponse(format!(
@@ -596,6 +602,37 @@ mod tests {
             format!(r#"{{"access_token":"t",{tt},"scope":"a c"}}"#),
         ] {
             assert!(matches!(ok(&body, Some("a b")), Err(Error::BadResponse(_))), "{body}");
+        }
+    }
+
+    /// A `.default` request takes the scopes the authority resolves it to (Entra answers
+    /// with the consented permissions and the OpenID scopes); any other request refuses a
+    /// scope it did not ask for.
+    #[test]
+    fn a_default_scope_is_the_authoritys_to_resolve() {
+        let tt = r#""issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"Bearer""#;
+        let body =
+            format!(r#"{{"access_token":"t",{tt},"scope":"User.Read profile openid email"}}"#);
+        for requested in [
+            ".default",
+            "https://graph.microsoft.com/.default",
+            "api://orders/.default offline_access",
+        ] {
+            let issued = ok(&body, Some(requested)).unwrap_or_else(|e| panic!("{requested}: {e}"));
+            assert_eq!(
+                issued.scope.as_deref(),
+                Some("User.Read profile openid email")
+            );
+        }
+        for requested in [
+            "User.Read",
+            "https://graph.microsoft.com/.defaults",
+            "x.default",
+        ] {
+            assert!(
+                matches!(ok(&body, Some(requested)), Err(Error::BadResponse(_))),
+                "{requested}"
+            );
         }
     }
 
