@@ -199,8 +199,8 @@ fn run(yaml: &str) -> (Option<i32>, String) {
 }
 
 /// At start, metadata naming another issuer (RFC 8414 §3.3), metadata that does not
-/// list the configured auth method, and an unreachable issuer each stop tokex with a
-/// config error naming the URL.
+/// list the configured auth method, a document past the size bound and an unreachable
+/// issuer each stop tokex with a config error naming the URL.
 #[tokio::test]
 async fn unusable_metadata_at_start_is_a_config_error_naming_the_url() {
     let (as_, md) = (MockAs::start().await, Metadata::start().await);
@@ -236,6 +236,23 @@ async fn unusable_metadata_at_start_is_a_config_error_naming_the_url() {
         stderr.contains(
             "auth.method client_secret_post is not in token_endpoint_auth_methods_supported"
         ),
+        "{stderr}"
+    );
+
+    // A document past the 256 KiB bound is not read, and OpenID's URL (404 here) cannot
+    // stand in: the error names the bounded one.
+    md.set(
+        "/.well-known/oauth-authorization-server/a",
+        200,
+        serde_json::json!({"issuer": issuer, "padding": "x".repeat(300 * 1024)}),
+    );
+    let yaml = by_issuer(&issuer, up, "client_secret_basic");
+    let (code, stderr) = tokio::task::spawn_blocking(move || run(&yaml))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&url) && stderr.contains("metadata too large"),
         "{stderr}"
     );
 
