@@ -198,6 +198,15 @@ fn run(yaml: &str) -> (Option<i32>, String) {
     )
 }
 
+/// Runs `tokex run` on `yaml`, which must stop it with exit code 1; its stderr.
+async fn refused_at_start(yaml: String) -> String {
+    let (code, stderr) = tokio::task::spawn_blocking(move || run(&yaml))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(1), "{stderr}");
+    stderr
+}
+
 /// At start, metadata naming another issuer (RFC 8414 §3.3), metadata that does not
 /// list the configured auth method, a document past the size bound and an unreachable
 /// issuer each stop tokex with a config error naming the URL.
@@ -212,11 +221,7 @@ async fn unusable_metadata_at_start_is_a_config_error_naming_the_url() {
         metadata(&format!("{issuer}/"), &as_),
     );
     let up = "http://127.0.0.1:9";
-    let yaml = by_issuer(&issuer, up, "client_secret_basic");
-    let (code, stderr) = tokio::task::spawn_blocking(move || run(&yaml))
-        .await
-        .unwrap();
-    assert_eq!(code, Some(1), "{stderr}");
+    let stderr = refused_at_start(by_issuer(&issuer, up, "client_secret_basic")).await;
     assert!(
         stderr.contains(&url) && stderr.contains("names issuer") && stderr.contains("RFC 8414"),
         "{stderr}"
@@ -227,11 +232,7 @@ async fn unusable_metadata_at_start_is_a_config_error_naming_the_url() {
         200,
         metadata(&issuer, &as_),
     );
-    let yaml = by_issuer(&issuer, up, "client_secret_post");
-    let (code, stderr) = tokio::task::spawn_blocking(move || run(&yaml))
-        .await
-        .unwrap();
-    assert_eq!(code, Some(1), "{stderr}");
+    let stderr = refused_at_start(by_issuer(&issuer, up, "client_secret_post")).await;
     assert!(
         stderr.contains(
             "auth.method client_secret_post is not in token_endpoint_auth_methods_supported"
@@ -239,18 +240,13 @@ async fn unusable_metadata_at_start_is_a_config_error_naming_the_url() {
         "{stderr}"
     );
 
-    // A document past the 256 KiB bound is not read, and OpenID's URL (404 here) cannot
-    // stand in: the error names the bounded one.
+    // A document past the 256 KiB bound is not read: the error names its URL.
     md.set(
         "/.well-known/oauth-authorization-server/a",
         200,
         serde_json::json!({"issuer": issuer, "padding": "x".repeat(300 * 1024)}),
     );
-    let yaml = by_issuer(&issuer, up, "client_secret_basic");
-    let (code, stderr) = tokio::task::spawn_blocking(move || run(&yaml))
-        .await
-        .unwrap();
-    assert_eq!(code, Some(1), "{stderr}");
+    let stderr = refused_at_start(by_issuer(&issuer, up, "client_secret_basic")).await;
     assert!(
         stderr.contains(&url) && stderr.contains("metadata too large"),
         "{stderr}"
@@ -259,12 +255,8 @@ async fn unusable_metadata_at_start_is_a_config_error_naming_the_url() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let gone = format!("http://{}/x", closed.local_addr().unwrap());
     drop(closed);
-    let yaml = by_issuer(&gone, up, "client_secret_basic");
-    let (code, stderr) = tokio::task::spawn_blocking(move || run(&yaml))
-        .await
-        .unwrap();
+    let stderr = refused_at_start(by_issuer(&gone, up, "client_secret_basic")).await;
     let tried = gone.replace("/x", "/.well-known/oauth-authorization-server/x");
-    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(&tried) && stderr.contains("connection failed"),
         "{stderr}"
