@@ -311,8 +311,8 @@ async fn exchange(
     let extra = realm.config.policy.transform(&subject.claims);
     // Without a new actor, an existing delegation chain is kept, never dropped.
     let act = act.or_else(|| subject.claims.get("act").cloned());
-    let exp_cap = subject.claims.get("exp").and_then(numeric_date);
-    unexpired(exp_cap, "invalid_request")?;
+    // RFC 8693 §2.2.2: an invalid subject token is `invalid_request`.
+    let exp_cap = ExpCap::of(&subject.claims, "invalid_request");
     issue(
         realm,
         Issue {
@@ -397,25 +397,36 @@ struct Issue<'a> {
     scope: Vec<String>,
     extra: Map<String, Value>,
     act: Option<Value>,
-    exp_cap: Option<u64>,
+    /// The expiry of the token it is issued from, which it never outlives.
+    exp_cap: Option<ExpCap>,
     token_type: &'static str,
 }
 
-/// Refuses with `code` a token that verified within the clock-skew leeway but has
-/// expired: a token issued from it would be born expired.
-fn unexpired(exp_cap: Option<u64>, code: &'static str) -> Result<(), OAuthError> {
-    match exp_cap {
-        Some(exp) if exp <= tokex_common::clock::unix_now() => {
-            Err(err(code, "the token has expired"))
-        }
-        _ => Ok(()),
+/// A presented token's `exp`, and the error that refuses it once passed: a token that
+/// verified within the clock-skew leeway but has expired would give one born expired.
+struct ExpCap {
+    exp: u64,
+    refused_as: &'static str,
+}
+
+impl ExpCap {
+    /// The cap of a token with these verified claims (a float `exp` too, as RFC 7519's
+    /// NumericDate allows).
+    fn of(claims: &Map<String, Value>, refused_as: &'static str) -> Option<Self> {
+        let exp = claims.get("exp").and_then(numeric_date)?;
+        Some(Self { exp, refused_as })
     }
 }
 
 /// Signs an RFC 9068 access token and builds the RFC 8693 §2.2.1 response.
 fn issue(realm: &Realm, i: Issue<'_>) -> Result<Value, OAuthError> {
     let now = tokex_common::clock::unix_now();
-    let exp = (now + realm.config.token_ttl.as_secs()).min(i.exp_cap.unwrap_or(u64::MAX));
+    let cap = match i.exp_cap {
+        Some(cap) if cap.exp <= now => return Err(err(cap.refused_as, "the token has expired")),
+        Some(cap) => cap.exp,
+        None => u64::MAX,
+    };
+    let exp = (now + realm.config.token_ttl.as_secs()).min(cap);
     let mut jti = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut jti)
         .map_err(|_| err("server_error", "no randomness"))?;

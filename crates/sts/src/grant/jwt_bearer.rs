@@ -9,10 +9,9 @@
 
 use serde_json::Value;
 
-use super::{Form, Issue, audiences_or_default, err, issue, subject_scope, unexpired};
+use super::{ExpCap, Form, Issue, audiences_or_default, err, issue, subject_scope};
 use crate::config::ClientConfig;
 use crate::{Realm, Sts, verify};
-use tokex_common::jwt::numeric_date;
 use tokex_common::oauth::TOKEN_TYPE_ACCESS_TOKEN;
 
 pub(super) async fn grant(
@@ -39,9 +38,6 @@ pub(super) async fn grant(
     let audiences = audiences_or_default(client, form)?;
     let scope = subject_scope(realm, client, form, &verified)?;
     let claims = &verified.claims;
-    let exp_cap = claims.get("exp").and_then(numeric_date);
-    // RFC 7523 §3.1: an expired assertion is `invalid_grant`.
-    unexpired(exp_cap, "invalid_grant")?;
     let subject = claims
         .get("sub")
         .and_then(Value::as_str)
@@ -56,7 +52,8 @@ pub(super) async fn grant(
             scope,
             extra: realm.config.policy.transform(claims),
             act: claims.get("act").cloned(),
-            exp_cap,
+            // RFC 7523 §3.1: an expired assertion is `invalid_grant`.
+            exp_cap: ExpCap::of(claims, "invalid_grant"),
             token_type: TOKEN_TYPE_ACCESS_TOKEN,
         },
     )
