@@ -33,7 +33,8 @@ routes:
 
 /// Entra's on-behalf-of: a jwt-bearer grant with the subject token as `assertion`, the
 /// route's scope and `requested_token_use=on_behalf_of`, nothing else; an RFC 6749 §5.1
-/// answer (no `issued_token_type`) is forwarded as the narrowed token.
+/// answer (no `issued_token_type`) is forwarded as the narrowed token. Entra answers
+/// `.default` with the permissions it resolved, which tokex takes.
 #[tokio::test]
 async fn jwt_bearer_sends_exactly_the_on_behalf_of_form() {
     let (as_, up) = (MockAs::start().await, Upstream::start().await);
@@ -41,7 +42,7 @@ async fn jwt_bearer_sends_exactly_the_on_behalf_of_form() {
         Reply::json(
             200,
             serde_json::json!({ "access_token": "graph-token", "token_type": "Bearer", "expires_in": 3599,
-                "scope": "https://graph.microsoft.com/.default", "ext_expires_in": 3599 }),
+                "scope": "User.Read profile openid email", "ext_expires_in": 3599 }),
         )
     });
     let tokex = Tokex::start(&entra(&as_, &up.url(), "")).await;
