@@ -63,6 +63,15 @@ impl Metadata {
     }
 }
 
+/// A token endpoint, an upstream and a metadata server.
+async fn parts() -> (MockAs, Upstream, Metadata) {
+    (
+        MockAs::start().await,
+        Upstream::start().await,
+        Metadata::start().await,
+    )
+}
+
 /// A config whose authority `backend` has only `issuer`, and route `echo` on it.
 fn by_issuer(issuer: &str, upstream: &str, method: &str) -> String {
     format!(
@@ -94,11 +103,7 @@ fn metadata(issuer: &str, as_: &MockAs) -> serde_json::Value {
 /// before the path; the token endpoint found there is where exchanges go.
 #[tokio::test]
 async fn issuer_alone_finds_the_token_endpoint_by_path_insertion() {
-    let (as_, up, md) = (
-        MockAs::start().await,
-        Upstream::start().await,
-        Metadata::start().await,
-    );
+    let (as_, up, md) = parts().await;
     let issuer = md.issuer("/tenant/v2");
     md.set(
         "/.well-known/oauth-authorization-server/tenant/v2",
@@ -120,11 +125,7 @@ async fn issuer_alone_finds_the_token_endpoint_by_path_insertion() {
 /// is not metadata, or another issuer's document.
 #[tokio::test]
 async fn openid_configuration_is_the_fallback() {
-    let (as_, up, md) = (
-        MockAs::start().await,
-        Upstream::start().await,
-        Metadata::start().await,
-    );
+    let (as_, up, md) = parts().await;
     let issuer = md.issuer("/realms/x");
     md.set(
         "/realms/x/.well-known/openid-configuration",
@@ -158,11 +159,7 @@ async fn openid_configuration_is_the_fallback() {
 /// where the authority takes client certificates; other methods keep the plain one.
 #[tokio::test]
 async fn a_client_certificate_goes_to_the_mtls_alias() {
-    let (as_, up, md) = (
-        MockAs::start().await,
-        Upstream::start().await,
-        Metadata::start().await,
-    );
+    let (as_, up, md) = parts().await;
     let issuer = md.issuer("");
     let mut doc = metadata(&issuer, &as_);
     doc["token_endpoint"] = "http://127.0.0.1:9/not-for-certificates".into();
@@ -267,11 +264,7 @@ async fn unusable_metadata_at_start_is_a_config_error_naming_the_url() {
 /// the reload succeeds, the failure is counted, and exchanges still go there.
 #[tokio::test]
 async fn reload_keeps_the_old_endpoint_when_metadata_fails() {
-    let (as_, up, md) = (
-        MockAs::start().await,
-        Upstream::start().await,
-        Metadata::start().await,
-    );
+    let (as_, up, md) = parts().await;
     let issuer = md.issuer("");
     let well_known = "/.well-known/oauth-authorization-server";
     md.set(well_known, 200, metadata(&issuer, &as_));

@@ -22,7 +22,17 @@ fn shared_config(
     key_file: &std::path::Path,
     extra: &str,
 ) -> String {
-    let mut yaml = config(as_, &up.url());
+    with_shared_cache(config(as_, &up.url()), url, key_file, extra)
+}
+
+/// `yaml` (with no `cache` section) and `cache.shared` at `url` under `key_file`, with
+/// the `extra` lines indented into `shared:`.
+pub(crate) fn with_shared_cache(
+    mut yaml: String,
+    url: &str,
+    key_file: &std::path::Path,
+    extra: &str,
+) -> String {
     yaml.push_str(&format!(
         "cache:\n  shared:\n    url: {url}\n    key_file: {}\n",
         key_file.display()

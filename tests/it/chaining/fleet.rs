@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{chained, grants, parts, route, tokens};
-use crate::shared_cache::{random_keys, read_metric, written};
+use crate::shared_cache::{random_keys, read_metric, with_shared_cache, written};
 use crate::support::*;
 
 /// The first replica's chained exchange writes one entry, the route's token, which the
@@ -18,17 +18,8 @@ async fn the_fleet_shares_the_routes_token_and_never_the_grant() {
     tokens(&b, 300);
     let dir = tempfile::tempdir().unwrap();
     let keys = key_file(dir.path(), &random_keys::<1>());
-    let yaml = format!(
-        "{}cache:\n  shared:\n    url: {}\n    key_file: {}\n",
-        chained(
-            &a,
-            &b,
-            &up.url(),
-            &route("invoices", &up.url(), "invoices.read")
-        ),
-        redis.url(),
-        keys.display()
-    );
+    let routes = route("invoices", &up.url(), "invoices.read");
+    let yaml = with_shared_cache(chained(&a, &b, &up.url(), &routes), &redis.url(), &keys, "");
     let (one, two) = (Tokex::start(&yaml).await, Tokex::start(&yaml).await);
     let through = async |replica: &Tokex, host: &str| {
         let r = get(replica, host, "/", Some("alice-token")).await;
@@ -84,12 +75,8 @@ async fn the_fleet_lock_covers_both_legs() {
     b.on(move |req, n| issue_with(req, &format!("orders-{n}"), Some(300)).delayed(slow));
     let dir = tempfile::tempdir().unwrap();
     let keys = key_file(dir.path(), &random_keys::<1>());
-    let yaml = format!(
-        "{}cache:\n  shared:\n    url: {}\n    key_file: {}\n    lock: {{ poll_interval: 10ms }}\n",
-        chained(&a, &b, &up.url(), ""),
-        redis.url(),
-        keys.display()
-    );
+    let lock = "lock: { poll_interval: 10ms }";
+    let yaml = with_shared_cache(chained(&a, &b, &up.url(), ""), &redis.url(), &keys, lock);
     let fleet = futures_util::future::join_all((0..3).map(|_| Tokex::start(&yaml))).await;
     let all = fleet
         .iter()
